@@ -1,0 +1,253 @@
+"""Prefill, decode and end-to-end metrics, composed from per-operator costs.
+
+Definitions (``docs/conventions.md`` has the full list):
+
+- prefill: one forward of the whole batch over ``input_len`` tokens; ``ttft_s`` = its time.
+- decode: output token 1 comes from the prefill; steps t = 2..output_len each feed one
+  token per sequence and attend to ``kv_len = input_len + t - 1`` tokens. The sum over
+  steps is exact and closed-form (each operator's FLOPs and bytes are affine in
+  ``min(kv_len, window)``, so the sum of ``max(compute, memory)`` splits at the crossover).
+- ``tpot_s`` = decode sum / (output_len - 1) (NaN when output_len = 1);
+  ``e2e_s`` = ttft_s + decode sum; ``throughput_tok_s`` = batch x output_len / e2e_s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cost import Roofline, combine
+from .errors import InputError
+from .graph import Op, build_ops
+from .memory import Memory, memory_footprint
+from .specs.catalog import DEFAULT_MODEL, load_model
+from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec, load_hardware
+from .specs.model import ModelSpec, active_param_count, param_count
+from .specs.precision import Precision
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """One operator row with its cost; arrays share the query grid's shape.
+
+    Prefill rows are totals of the prefill; decode rows are the mean over decode steps.
+    """
+
+    name: str
+    kind: str
+    count: int
+    flops: np.ndarray
+    weight_bytes: np.ndarray
+    act_bytes: np.ndarray
+    kv_bytes: np.ndarray
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    overhead_s: np.ndarray
+    time_s: np.ndarray
+    bound: np.ndarray
+
+    @property
+    def bytes(self) -> np.ndarray:
+        return self.weight_bytes + self.act_bytes + self.kv_bytes
+
+    @property
+    def intensity(self) -> np.ndarray:
+        """Arithmetic intensity, FLOPs per byte moved."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.bytes > 0, self.flops / np.where(self.bytes > 0, self.bytes, 1), 0.0)
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """Prefill (totals) or decode (mean per step; ``steps`` steps in ``total_time_s``)."""
+
+    name: str
+    ops: list[OpResult]
+    time_s: np.ndarray
+    total_time_s: np.ndarray
+    steps: np.ndarray
+
+    @property
+    def flops(self) -> np.ndarray:
+        return sum(o.flops for o in self.ops)
+
+    @property
+    def bytes(self) -> np.ndarray:
+        return sum(o.bytes for o in self.ops)
+
+    def to_dataframe(self):
+        """Operator table as a pandas DataFrame (scalar queries only)."""
+        import pandas as pd
+        rows = []
+        for o in self.ops:
+            rows.append({"name": o.name, "kind": o.kind, "count": o.count,
+                         "flops": float(o.flops), "weight_bytes": float(o.weight_bytes),
+                         "act_bytes": float(o.act_bytes), "kv_bytes": float(o.kv_bytes),
+                         "bytes": float(o.bytes), "intensity": float(o.intensity),
+                         "compute_s": float(o.compute_s), "memory_s": float(o.memory_s),
+                         "overhead_s": float(o.overhead_s), "time_s": float(o.time_s),
+                         "bound": str(o.bound)})
+        return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything ``analyze`` predicts for one model, device and (grid of) workloads."""
+
+    model: ModelSpec
+    hardware: HardwareSpec
+    precision: Precision
+    flash: bool
+    batch: np.ndarray
+    input_len: np.ndarray
+    output_len: np.ndarray
+    prefill: PhaseResult
+    decode: PhaseResult
+    memory: Memory
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def ttft_s(self) -> np.ndarray:
+        return self.prefill.time_s
+
+    @property
+    def tpot_s(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.decode.steps > 0, self.decode.total_time_s / self.decode.steps,
+                            np.nan)
+
+    @property
+    def e2e_s(self) -> np.ndarray:
+        return self.prefill.time_s + self.decode.total_time_s
+
+    @property
+    def throughput_tok_s(self) -> np.ndarray:
+        """Generated tokens per second of the whole batch: B x output_len / e2e."""
+        return self.batch * self.output_len / self.e2e_s
+
+    @property
+    def max_batch(self) -> np.ndarray:
+        return self.memory.max_batch
+
+    @property
+    def params(self) -> int:
+        return param_count(self.model)
+
+    @property
+    def active_params(self) -> int:
+        return active_param_count(self.model)
+
+
+def _as_int_array(name: str, v, lo: int = 1) -> np.ndarray:
+    a = np.asarray(v)
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+        raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if a.size == 0:
+        raise InputError(f"{name} must not be empty")
+    if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+        raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if np.any(a < lo):
+        raise InputError(f"{name} must be an integer >= {lo}, got {a.min():g}")
+    return a.astype(float)
+
+
+def sum_affine(p, q, a, b, w):
+    """sum_{L=a}^{b} (p + q x(L)) with x(L) = min(L, w)."""
+    b_lin = np.minimum(b, w)
+    n_lin = np.maximum(b_lin - a + 1, 0)
+    n_flat = np.maximum(b - np.maximum(a, w + 1) + 1, 0)
+    flat = np.where(n_flat > 0, n_flat * (p + q * np.where(np.isfinite(w), w, 0)), 0.0)
+    return n_lin * p + q * (a + b_lin) * n_lin / 2 + flat
+
+
+def sum_max_affine(p, q, r, s, a, b, w):
+    """Exact sum_{L=a}^{b} max(p + q x, r + s x), x = min(L, w), for integer L.
+
+    max(u, v) = v + max(u - v, 0); the positive part of the affine g = (p - r) + (q - s) x
+    is summed over the integer range on the right side of its root.
+    """
+    base = sum_affine(r, s, a, b, w)
+    g0, dg = p - r, q - s
+    b_lin = np.minimum(b, w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        root = np.where(dg != 0, -g0 / np.where(dg != 0, dg, 1), 0.0)
+    c = np.where(dg > 0, np.maximum(a, np.floor(root) + 1), a)
+    d = np.where(dg < 0, np.minimum(b_lin, np.ceil(root) - 1), b_lin)
+    c = np.where((dg == 0) & (g0 <= 0), b_lin + 1, c)
+    n = np.maximum(d - c + 1, 0)
+    extra = np.where(n > 0, n * g0 + dg * (c + d) * n / 2, 0.0)
+    wf = np.where(np.isfinite(w), w, 0)
+    n_flat = np.maximum(b - np.maximum(a, w + 1) + 1, 0)
+    extra_flat = np.where(n_flat > 0, n_flat * np.maximum(g0 + dg * wf, 0), 0.0)
+    return base + extra + extra_flat
+
+
+def _prefill(ops: list[Op], roof: Roofline) -> PhaseResult:
+    rows = []
+    for o in ops:
+        c, m, oh = roof.terms(o)
+        t, bound = combine(c, m, oh)
+        rows.append(OpResult(o.name, o.kind, o.count, o.flops, o.weight_bytes, o.act_bytes,
+                             o.kv_bytes, c, m, np.broadcast_to(oh, c.shape), t, bound))
+    total = sum(r.time_s for r in rows)
+    return PhaseResult("prefill", rows, total, total, np.ones_like(total))
+
+
+def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv) -> PhaseResult:
+    """Sum each op over kv_len in [first_kv, last_kv] from its values at kv = 1 and kv = 2."""
+    steps = np.maximum(last_kv - first_kv + 1, 0)
+    safe = np.maximum(steps, 1)
+    rows = []
+    total = 0.0
+    for o1, o2 in zip(ops1, ops2):
+        c1, m1, oh = roof.terms(o1)
+        c2, m2, _ = roof.terms(o2)
+        qc, qm = c2 - c1, m2 - m1
+        pc, pm = c1 - qc, m1 - qm          # intercepts at kv = 0
+        w = o1.window
+        sum_c = sum_affine(pc, qc, first_kv, last_kv, w)
+        sum_m = sum_affine(pm, qm, first_kv, last_kv, w)
+        sum_t = sum_max_affine(pc, qc, pm, qm, first_kv, last_kv, w) + steps * oh
+        mean = {}
+        for name, a1, a2 in (("flops", o1.flops, o2.flops), ("w", o1.weight_bytes, o2.weight_bytes),
+                             ("a", o1.act_bytes, o2.act_bytes), ("kv", o1.kv_bytes, o2.kv_bytes)):
+            mean[name] = sum_affine(2 * a1 - a2, a2 - a1, first_kv, last_kv, w) / safe
+        _, bound = combine(sum_c, sum_m, steps * oh)
+        rows.append(OpResult(o1.name, o1.kind, o1.count, mean["flops"], mean["w"], mean["a"],
+                             mean["kv"], sum_c / safe, sum_m / safe,
+                             np.broadcast_to(oh, np.shape(sum_c)), sum_t / safe, bound))
+        total = total + sum_t
+    total = np.asarray(total, dtype=float)
+    return PhaseResult("decode", rows, total / safe, total, steps)
+
+
+def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec = DEFAULT_HARDWARE,
+            batch=1, input_len=128, output_len=128, *, wbits: int = 16, abits: int = 16,
+            kvbits: int = 16, flash: bool = True) -> Analysis:
+    """Predict prefill, decode, end-to-end metrics and memory for a (grid of) workloads.
+
+    ``batch``, ``input_len`` and ``output_len`` may be scalars or numpy arrays that
+    broadcast together; every result array then has the broadcast shape.
+    """
+    m = load_model(model)
+    hw = load_hardware(hardware)
+    prec = Precision(wbits, abits, kvbits)
+    B = _as_int_array("batch", batch)
+    I = _as_int_array("input_len", input_len)
+    O = _as_int_array("output_len", output_len)
+    longest = float(np.max(I + O - 1))
+    if longest > m.max_position_embeddings:
+        raise InputError(f"output_len: input_len + output_len - 1 = {longest:g} exceeds the "
+                         f"context of {m.name} (max_position_embeddings = "
+                         f"{m.max_position_embeddings})")
+    B, I, O = np.broadcast_arrays(B, I, O)
+    roof = Roofline.of(hw, prec)
+    pre_ops = build_ops(m, prec, B, I, I, flash=flash)
+    prefill = _prefill(pre_ops, roof)
+    one = np.ones_like(B)
+    dec1 = build_ops(m, prec, B, one, one, flash=flash)
+    dec2 = build_ops(m, prec, B, one, 2 * one, flash=flash)
+    decode = _decode(dec1, dec2, roof, I + 1, I + O - 1)
+    mem = memory_footprint(m, prec, hw, B, I, O, pre_ops)
+    return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem, roof.warnings)

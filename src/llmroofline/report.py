@@ -1,0 +1,74 @@
+"""Plain-data views of results: dicts for ``--json`` and per-point iteration of grids."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .phases import Analysis, PhaseResult
+
+
+def _num(x) -> float | None:
+    v = float(x)
+    return None if math.isnan(v) else v
+
+
+def _phase_dict(p: PhaseResult, idx) -> dict[str, Any]:
+    ops = []
+    for o in p.ops:
+        ops.append({
+            "name": o.name, "kind": o.kind, "count": o.count,
+            "flops": float(o.flops[idx]), "bytes": float(o.bytes[idx]),
+            "weight_bytes": float(o.weight_bytes[idx]), "activation_bytes": float(o.act_bytes[idx]),
+            "kv_bytes": float(o.kv_bytes[idx]), "intensity": float(o.intensity[idx]),
+            "compute_s": float(o.compute_s[idx]), "memory_s": float(o.memory_s[idx]),
+            "overhead_s": float(o.overhead_s[idx]), "time_s": float(o.time_s[idx]),
+            "bound": str(o.bound[idx]),
+        })
+    return {"time_s": float(p.time_s[idx]), "total_time_s": float(p.total_time_s[idx]),
+            "steps": int(p.steps[idx]), "flops": float(p.flops[idx]),
+            "bytes": float(p.bytes[idx]), "ops": ops}
+
+
+def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
+    """One grid point of an analysis as JSON-ready data (the ``--json`` contract).
+
+    ``prefill`` values are totals; ``decode`` values are per decode step (mean over the
+    ``steps`` = output_len - 1 steps), with ``total_time_s`` the sum.
+    """
+    mem = a.memory
+    return {
+        "model": a.model.name,
+        "hardware": a.hardware.id,
+        "precision": {"wbits": a.precision.wbits, "abits": a.precision.abits,
+                      "kvbits": a.precision.kvbits},
+        "flash": a.flash,
+        "batch": int(a.batch[idx]),
+        "input_len": int(a.input_len[idx]),
+        "output_len": int(a.output_len[idx]),
+        "ttft_s": float(a.ttft_s[idx]),
+        "tpot_s": _num(a.tpot_s[idx]),
+        "e2e_s": float(a.e2e_s[idx]),
+        "throughput_tok_s": float(a.throughput_tok_s[idx]),
+        "memory": {
+            "weights_bytes": float(mem.weights_bytes),
+            "kv_cache_bytes": float(mem.kv_cache_bytes[idx]),
+            "activation_bytes": float(mem.activation_bytes[idx]),
+            "total_bytes": float(mem.total_bytes[idx]),
+            "capacity_bytes": float(mem.capacity_bytes),
+            "fits": bool(mem.fits[idx]),
+        },
+        "max_batch": int(a.max_batch[idx]),
+        "params": a.params,
+        "active_params": a.active_params,
+        "prefill": _phase_dict(a.prefill, idx),
+        "decode": _phase_dict(a.decode, idx),
+        "warnings": list(a.warnings),
+    }
+
+
+def grid_points(a: Analysis) -> Iterator[tuple]:
+    return iter(np.ndindex(a.batch.shape))

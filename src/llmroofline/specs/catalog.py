@@ -1,0 +1,104 @@
+"""Model lookup: built-in catalog ids and aliases, local ``config.json`` paths, hub ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from ..errors import InputError, suggest
+from .model import ModelSpec, from_hf_config
+
+DEFAULT_MODEL = "meta-llama/Llama-2-7b-hf"
+
+
+@lru_cache(maxsize=1)
+def builtin_model_files() -> dict[str, str]:
+    """Map Hugging Face id -> packaged file name (``org__name.json``)."""
+    root = resources.files("llmroofline") / "data" / "models"
+    out = {}
+    for entry in root.iterdir():
+        if entry.name.endswith(".json"):
+            out[entry.name[:-5].replace("__", "/", 1)] = entry.name
+    return dict(sorted(out.items(), key=lambda kv: kv[0].lower()))
+
+
+@lru_cache(maxsize=1)
+def model_aliases() -> dict[str, str]:
+    """Short lowercase aliases -> Hugging Face id.
+
+    ``meta-llama/Llama-2-7b-hf`` is reachable as ``llama-2-7b-hf`` and ``llama-2-7b``;
+    a stripped suffix (``-hf``, ``-instruct``, ``-it``, ``-v0.1``) is an alias only when it
+    does not collide with another model's name.
+    """
+    ids = list(builtin_model_files())
+    out: dict[str, str] = {}
+    for hf in ids:
+        base = hf.split("/", 1)[1].lower()
+        out.setdefault(base, hf)
+        out.setdefault(hf.lower(), hf)
+    for hf in ids:
+        base = hf.split("/", 1)[1].lower()
+        short = re.sub(r"(-hf|-instruct|-it|-v0\.1|-chat)+$", "", base)
+        short = re.sub(r"^meta-", "", short) if short.startswith("meta-llama") else short
+        if short != base and short not in out:
+            out[short] = hf
+    return out
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InputError(f"model: cannot read {p}: {e.strerror}") from None
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"model: {p} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    return cfg
+
+
+def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> ModelSpec:
+    """Resolve a model by built-in id/alias, local config path, or hub id (config only)."""
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    name = str(name_or_path)
+    files = builtin_model_files()
+    hf = files.get(name) and name or model_aliases().get(name.lower())
+    if hf:
+        root = resources.files("llmroofline") / "data" / "models"
+        cfg = json.loads((root / files[hf]).read_text())
+        return from_hf_config(cfg, name=hf)
+    if name.endswith(".json") or os.path.sep in name or Path(name).exists():
+        p = Path(name)
+        if not p.exists():
+            raise InputError(f"model: file {name} does not exist")
+        return from_hf_config(load_config_file(p), name=p.stem if p.name != "config.json" else p.parent.name or name)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        return from_hf_config(_fetch_hub_config(name), name=name)
+    raise InputError(f"model: unknown model '{name}'"
+                     + suggest(name, list(files) + list(model_aliases()))
+                     + "; run `llmroofline models` for the list, or pass a config.json path")
+
+
+def _fetch_hub_config(repo_id: str) -> dict:
+    """Download only ``config.json`` of a hub repo (offline: one-line error)."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - dependency is declared
+        raise InputError("model: huggingface_hub is not installed; pass a local config.json path") from None
+    try:
+        path = hf_hub_download(repo_id, "config.json")
+    except Exception as e:  # network, auth, 404: all mean "cannot get it here"
+        kind = type(e).__name__
+        known = suggest(repo_id, list(builtin_model_files()))
+        raise InputError(f"model: '{repo_id}' is not built in and its config.json could not be "
+                         f"fetched from the Hugging Face hub ({kind}); offline? pass a local "
+                         f"config.json path instead{known}") from None
+    return load_config_file(path)

@@ -1,0 +1,229 @@
+"""Accelerator description: datasheet peaks, memory, links, and an efficiency block.
+
+The built-in catalog is one data file, ``data/hardware/devices.toml``; a user device is
+a TOML or YAML file with the same fields (see ``docs/hardware.md``). Peaks are datasheet
+values (dense, decimal units); what real kernels reach is the :class:`Efficiency` block,
+whose default is the ideal roofline (100 % of peak, no launch overhead).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, suggest
+
+DEFAULT_HARDWARE = "a100-sxm-80gb"
+
+# Compute dtypes with a tensor/vector peak in the data file (TFLOPS or TOPS, dense).
+DTYPE_FIELDS = {
+    "fp32": "fp32_tflops", "tf32": "tf32_tflops", "fp16": "fp16_tflops",
+    "bf16": "bf16_tflops", "fp8": "fp8_tflops", "int8": "int8_tops", "fp4": "fp4_tflops",
+}
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Achievable fraction of the datasheet peaks, and a fixed cost per kernel.
+
+    ``time = max(flops / (peak x compute), bytes / (bw x bandwidth)) + launch_overhead_s``
+    """
+
+    bandwidth: float = 1.0
+    compute: float = 1.0
+    launch_overhead_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in ("bandwidth", "compute"):
+            v = getattr(self, f)
+            if not (0 < v <= 1):
+                raise InputError(f"efficiency.{f} must be in (0, 1], got {v}")
+        if not (0 <= self.launch_overhead_s < 1):
+            raise InputError(f"efficiency.launch_overhead_us must be in [0, 1e6), got "
+                             f"{self.launch_overhead_s * 1e6}")
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """One accelerator. Bytes and FLOP/s in SI units (1 GB = 1e9 bytes)."""
+
+    id: str
+    name: str
+    memory_bytes: float
+    mem_bw_bytes_s: float
+    peak_flops: dict[str, float]          # dtype -> FLOP/s (dense); absent dtype = no such unit
+    vendor: str = ""
+    architecture: str = ""
+    family: str = ""
+    form_factor: str = ""
+    memory_type: str = ""
+    l2_bytes: float | None = None
+    sm_count: int | None = None
+    boost_clock_mhz: float | None = None
+    scaleup_link: str = ""
+    scaleup_bytes_s_bidir: float | None = None
+    pcie_bytes_s_bidir: float | None = None
+    tdp_w: float | None = None
+    source: str = ""
+    confidence: str = ""
+    notes: str = ""
+    efficiency: Efficiency = field(default_factory=Efficiency)
+
+    def peak(self, dtype: str) -> float | None:
+        return self.peak_flops.get(dtype)
+
+    @property
+    def ridge_point(self) -> float:
+        """FLOPs per byte where the 16-bit compute roof meets the bandwidth roof."""
+        p = self.peak("bf16") or self.peak("fp16") or self.peak("fp32") or 0.0
+        return p / self.mem_bw_bytes_s
+
+    def with_efficiency(self, **kw: float) -> HardwareSpec:
+        return replace(self, efficiency=replace(self.efficiency, **kw))
+
+
+_REQUIRED = ("name", "memory_gb", "mem_bw_gb_s")
+_NUMERIC = ("memory_gb", "mem_bw_gb_s", "l2_mb", "sm_count", "boost_clock_mhz",
+            "scaleup_gb_s_bidir", "pcie_gb_s_bidir", "tdp_w", *DTYPE_FIELDS.values())
+_TEXT = ("name", "vendor", "architecture", "family", "form_factor", "memory_type",
+         "scaleup_link", "source", "confidence", "notes")
+
+
+def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
+    """Build a :class:`HardwareSpec` from the data-file fields (units in the key names)."""
+    where = where or f"hardware {dev_id}"
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: expected a table of fields")
+    for k in _REQUIRED:
+        if k not in d:
+            raise InputError(f"{where}: missing field '{k}' (required: {', '.join(_REQUIRED)})")
+    known = set(_NUMERIC) | set(_TEXT) | {"efficiency", "id"}
+    for k in d:
+        if k not in known:
+            raise InputError(f"{where}: unknown field '{k}'" + suggest(k, known))
+    for k in _NUMERIC:
+        if k in d:
+            v = d[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise InputError(f"{where}: field '{k}' must be a positive number, got {v!r}")
+    peaks = {dt: float(d[f]) * 1e12 for dt, f in DTYPE_FIELDS.items() if f in d}
+    if not peaks:
+        raise InputError(f"{where}: needs at least one compute peak field "
+                         f"({', '.join(DTYPE_FIELDS.values())})")
+    eff = d.get("efficiency", {}) or {}
+    if not isinstance(eff, dict):
+        raise InputError(f"{where}: 'efficiency' must be a table")
+    for k in eff:
+        if k not in ("bandwidth", "compute", "launch_overhead_us"):
+            raise InputError(f"{where}: unknown field 'efficiency.{k}' (allowed: bandwidth, "
+                             "compute, launch_overhead_us)")
+        if isinstance(eff[k], bool) or not isinstance(eff[k], (int, float)):
+            raise InputError(f"{where}: field 'efficiency.{k}' must be a number, got {eff[k]!r}")
+    try:
+        efficiency = Efficiency(bandwidth=float(eff.get("bandwidth", 1.0)),
+                                compute=float(eff.get("compute", 1.0)),
+                                launch_overhead_s=float(eff.get("launch_overhead_us", 0.0)) * 1e-6)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+
+    def opt(k: str, scale: float = 1.0) -> float | None:
+        return float(d[k]) * scale if k in d else None
+
+    return HardwareSpec(
+        id=dev_id,
+        memory_bytes=float(d["memory_gb"]) * 1e9,
+        mem_bw_bytes_s=float(d["mem_bw_gb_s"]) * 1e9,
+        peak_flops=peaks,
+        l2_bytes=opt("l2_mb", 1e6),
+        sm_count=int(d["sm_count"]) if "sm_count" in d else None,
+        boost_clock_mhz=opt("boost_clock_mhz"),
+        scaleup_bytes_s_bidir=opt("scaleup_gb_s_bidir", 1e9),
+        pcie_bytes_s_bidir=opt("pcie_gb_s_bidir", 1e9),
+        tdp_w=opt("tdp_w"),
+        efficiency=efficiency,
+        **{k: str(d.get(k, "")) for k in _TEXT},
+    )
+
+
+def to_dict(hw: HardwareSpec) -> dict[str, Any]:
+    """Inverse of :func:`from_dict` (data-file units), for ``--json`` and device files."""
+    out: dict[str, Any] = {"id": hw.id}
+    for k in _TEXT:
+        if getattr(hw, k):
+            out[k] = getattr(hw, k)
+    out["memory_gb"] = hw.memory_bytes / 1e9
+    out["mem_bw_gb_s"] = hw.mem_bw_bytes_s / 1e9
+    for dt, f in DTYPE_FIELDS.items():
+        if dt in hw.peak_flops:
+            out[f] = hw.peak_flops[dt] / 1e12
+    for k, attr, scale in (("l2_mb", "l2_bytes", 1e6), ("sm_count", "sm_count", 1),
+                           ("boost_clock_mhz", "boost_clock_mhz", 1),
+                           ("scaleup_gb_s_bidir", "scaleup_bytes_s_bidir", 1e9),
+                           ("pcie_gb_s_bidir", "pcie_bytes_s_bidir", 1e9), ("tdp_w", "tdp_w", 1)):
+        v = getattr(hw, attr)
+        if v is not None:
+            out[k] = v / scale if scale != 1 else v
+    e = hw.efficiency
+    out["efficiency"] = {"bandwidth": e.bandwidth, "compute": e.compute,
+                         "launch_overhead_us": e.launch_overhead_s * 1e6}
+    return out
+
+
+@lru_cache(maxsize=1)
+def _catalog_raw() -> dict[str, dict[str, Any]]:
+    path = resources.files("llmroofline") / "data" / "hardware" / "devices.toml"
+    return tomllib.loads(path.read_text())["devices"]
+
+
+def hardware_ids() -> list[str]:
+    return list(_catalog_raw())
+
+
+@lru_cache(maxsize=None)
+def _builtin(dev_id: str) -> HardwareSpec:
+    return from_dict(dev_id, _catalog_raw()[dev_id])
+
+
+def load_hardware(name_or_path: str | os.PathLike | HardwareSpec = DEFAULT_HARDWARE) -> HardwareSpec:
+    """Resolve a built-in device id (case-insensitive) or a TOML/YAML device file."""
+    if isinstance(name_or_path, HardwareSpec):
+        return name_or_path
+    name = str(name_or_path)
+    if name.lower() in _catalog_raw():
+        return _builtin(name.lower())
+    p = Path(name)
+    if p.suffix.lower() in (".toml", ".yaml", ".yml") or p.exists():
+        return load_hardware_file(p)
+    raise InputError(f"hardware: unknown device '{name}'" + suggest(name, hardware_ids())
+                     + "; run `llmroofline hardware` for the list, or pass a .toml/.yaml file")
+
+
+def load_hardware_file(path: Path) -> HardwareSpec:
+    """Read a user device file: a flat table of the catalog fields (TOML or YAML)."""
+    if not path.exists():
+        raise InputError(f"hardware: file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+    except Exception as e:  # parser errors of either format
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"hardware: cannot parse {path}: {msg}") from None
+    if isinstance(data, dict) and "devices" in data and isinstance(data["devices"], dict) \
+            and len(data["devices"]) == 1:
+        (dev_id, data), = data["devices"].items()
+    else:
+        dev_id = str((data or {}).get("id", path.stem)) if isinstance(data, dict) else path.stem
+    return from_dict(dev_id, data, where=f"hardware file {path}")
+
+
+def spec_fields() -> list[str]:
+    return [f.name for f in fields(HardwareSpec)]
