@@ -236,9 +236,9 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     B = _as_int_array("batch", batch)
     I = _as_int_array("input_len", input_len)
     O = _as_int_array("output_len", output_len)
-    longest = float(np.max(I + O - 1))
+    longest = float(np.max(I + O))
     if longest > m.max_position_embeddings:
-        raise InputError(f"output_len: input_len + output_len - 1 = {longest:g} exceeds the "
+        raise InputError(f"output_len: input_len + output_len = {longest:g} exceeds the "
                          f"context of {m.name} (max_position_embeddings = "
                          f"{m.max_position_embeddings})")
     B, I, O = np.broadcast_arrays(B, I, O)

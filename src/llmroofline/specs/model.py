@@ -439,14 +439,14 @@ def _falcon(cfg, name, mt):
 
 
 def _opt(cfg, name, mt):
+    if "vocab_size" not in cfg:  # metaseq OPT-175B: the GPT-2 BPE vocabulary OPT uses
+        cfg = {**cfg, "vocab_size": 50272}
     c = _common(cfg, name)
     if cfg.get("word_embed_proj_dim", c["hidden_size"]) != c["hidden_size"]:
         raise InputError(f"config.json of {name}: word_embed_proj_dim != hidden_size "
                          "(OPT-350m's projections) is not supported")
     if cfg.get("do_layer_norm_before", True) is False:
         raise InputError(f"config.json of {name}: do_layer_norm_before=false is not supported")
-    if "vocab_size" not in cfg:  # metaseq OPT-175B: the GPT-2 BPE vocabulary OPT uses
-        c["vocab_size"] = 50272
     bias = bool(cfg.get("enable_bias", True))
     return ModelSpec(**c, model_type="opt", intermediate_size=_int(cfg, "ffn_dim", name=name),
                      gated_mlp=False, activation=cfg.get("activation_function", "relu"),

@@ -1,0 +1,173 @@
+"""Engine arithmetic checked against hand formulas and brute-force recomputation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import llmroofline as lr
+from llmroofline.cost import Roofline, combine
+from llmroofline.graph import build_ops, causal_pairs, expected_experts, keys_touched
+from llmroofline.memory import kv_cache_bytes_per_seq
+from llmroofline.specs.precision import Precision
+
+LLAMA2_7B_PARAMS = 6_738_415_616  # published count of meta-llama/Llama-2-7b-hf (HF model card / transformers)
+
+
+def brute_force_decode_total(model, hw, batch, input_len, output_len, prec=Precision(), flash=True):
+    """Decode time summed step by step: build the graph at every KV length and add up."""
+    m, h = lr.load_model(model), lr.load_hardware(hw)
+    roof = Roofline.of(h, prec)
+    total = 0.0
+    for t in range(2, output_len + 1):
+        for o in build_ops(m, prec, batch, 1, input_len + t - 1, flash=flash):
+            c, mem, oh = roof.terms(o)
+            total += float(combine(c, mem, oh)[0])
+    return total
+
+
+# -- hand-worked example (docs/conventions.md, "Worked example") -------------------------
+def test_llama2_7b_a100_decode_step_by_hand():
+    a = lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=1, input_len=128, output_len=128)
+    assert a.params == LLAMA2_7B_PARAMS
+    h, vocab = 4096, 32000
+    # A decode step streams every weight once at 2 bytes, except the embedding table, of
+    # which it reads one row per token.
+    expected_weight_bytes = 2 * (LLAMA2_7B_PARAMS - vocab * h) + 2 * h
+    step_weight_bytes = sum(float(o.weight_bytes) for o in a.decode.ops)
+    assert step_weight_bytes == pytest.approx(expected_weight_bytes, rel=1e-12)
+    assert step_weight_bytes == pytest.approx(13.2e9, rel=0.01)  # "about 13.5 GB" incl. embedding
+    # KV read per step: 2 (K,V) x 32 layers x 32 heads x 128 dims x 2 bytes per cached token,
+    # mean cached length (129 + 255) / 2 = 192 tokens, plus the one token written.
+    kv_per_token = 2 * 32 * 32 * 128 * 2
+    assert float(sum(o.kv_bytes for o in a.decode.ops)) == pytest.approx(kv_per_token * 193, rel=1e-12)
+    # Memory-bound: time = bytes / 2039 GB/s, about 6.6 ms.
+    assert float(a.tpot_s) == pytest.approx(float(a.decode.bytes) / 2039e9, rel=1e-6)
+    assert 6.4e-3 < float(a.tpot_s) < 6.8e-3
+    assert all(str(o.bound) == "memory" for o in a.decode.ops)
+
+
+def test_throughput_and_latency_definitions():
+    a = lr.analyze("llama-2-7b", "h100-sxm", batch=8, input_len=512, output_len=64)
+    assert float(a.e2e_s) == pytest.approx(float(a.ttft_s + a.tpot_s * 63), rel=1e-12)
+    assert float(a.throughput_tok_s) == pytest.approx(8 * 64 / float(a.e2e_s), rel=1e-12)
+    one = lr.analyze("llama-2-7b", "h100-sxm", batch=8, input_len=512, output_len=1)
+    assert np.isnan(one.tpot_s) and float(one.e2e_s) == float(one.ttft_s)
+
+
+# -- the closed-form decode sum equals the step-by-step sum --------------------------------
+@pytest.mark.parametrize("model,hw,batch,inp,out", [
+    ("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", 1, 128, 64),
+    ("meta-llama/Llama-2-7b-hf", "h20", 64, 1000, 40),          # attention crosses compute/memory
+    ("mistralai/Mistral-7B-v0.1", "l40s", 4, 4070, 60),          # crosses the 4096 window
+    ("google/gemma-2-9b", "h100-sxm", 2, 4090, 20),              # local + global layers
+    ("openai/gpt-oss-20b", "h200", 32, 100, 60),                 # window 128 reached mid-decode
+    ("mistralai/Mixtral-8x7B-v0.1", "a100-sxm-80gb", 16, 300, 30),
+    ("deepseek-ai/DeepSeek-V2-Lite", "h100-sxm", 8, 200, 30),    # MLA, absorbed decode
+])
+def test_decode_sum_matches_brute_force(model, hw, batch, inp, out):
+    a = lr.analyze(model, hw, batch=batch, input_len=inp, output_len=out)
+    expected = brute_force_decode_total(model, hw, batch, inp, out)
+    assert float(a.decode.total_time_s) == pytest.approx(expected, rel=1e-9)
+
+
+def test_decode_sum_with_launch_overhead_and_unfused_attention():
+    hw = lr.load_hardware("h20").with_efficiency(bandwidth=0.8, compute=0.7, launch_overhead_s=4e-6)
+    a = lr.analyze("openai-community/gpt2", hw, batch=512, input_len=300, output_len=50, flash=False)
+    expected = brute_force_decode_total("openai-community/gpt2", hw, 512, 300, 50, flash=False)
+    assert float(a.decode.total_time_s) == pytest.approx(expected, rel=1e-9)
+    small = lr.analyze("openai-community/gpt2", hw, batch=1, input_len=16, output_len=8)
+    assert {str(o.bound) for o in small.decode.ops if o.kind in ("norm", "elementwise")} == {"overhead"}
+
+
+# -- vectorized grid equals per-point evaluation -------------------------------------------
+def test_grid_equals_pointwise():
+    batch = np.array([1, 7, 64])[:, None, None]
+    inp = np.array([100, 3000])[None, :, None]
+    out = np.array([2, 129])[None, None, :]
+    g = lr.analyze("mistral-7b", "rtx-4090", batch, inp, out)
+    assert g.ttft_s.shape == (3, 2, 2)
+    for i, b in enumerate([1, 7, 64]):
+        for j, n in enumerate([100, 3000]):
+            for k, o in enumerate([2, 129]):
+                p = lr.analyze("mistral-7b", "rtx-4090", b, n, o)
+                assert g.throughput_tok_s[i, j, k] == pytest.approx(float(p.throughput_tok_s), rel=1e-12)
+                assert g.memory.max_batch[i, j, k] == float(p.max_batch)
+
+
+# -- attention pair counting ---------------------------------------------------------------
+@pytest.mark.parametrize("q,kv,w", [(16, 16, np.inf), (16, 16, 5), (1, 40, 8), (7, 30, 12), (30, 30, 1)])
+def test_causal_pairs_against_mask(q, kv, w):
+    pos_q = np.arange(kv - q, kv)[:, None]
+    pos_k = np.arange(kv)[None, :]
+    mask = (pos_k <= pos_q) & (pos_q - pos_k < w)
+    assert causal_pairs(q, kv, w) == mask.sum()
+    assert keys_touched(q, kv, w) == mask.any(axis=0).sum()
+
+
+def test_fused_prefill_attention_counts_half_the_square():
+    m = lr.load_model("llama-2-7b")
+    S = 1024
+    fused = {o.name: o for o in build_ops(m, Precision(), 1, S, S, flash=True)}["attention"]
+    # per layer, per head: QK^T and PV over S(S+1)/2 causal pairs, 2 FLOPs per MAC, d = 128
+    assert float(fused.flops) == 32 * 32 * 2 * (S * (S + 1) / 2) * (128 + 128)
+
+
+# -- MoE routing ----------------------------------------------------------------------------
+@pytest.mark.parametrize("tokens,E,k", [(1, 8, 2), (4, 8, 2), (16, 64, 6), (3, 256, 8), (100, 128, 8)])
+def test_expected_experts_monte_carlo(tokens, E, k):
+    rng = np.random.default_rng(0)
+    trials = 4000
+    hits = np.empty(trials)
+    for t in range(trials):
+        chosen = np.argsort(rng.random((tokens, E)), axis=1)[:, :k]
+        hits[t] = len(np.unique(chosen))
+    assert expected_experts(tokens, E, k) == pytest.approx(hits.mean(), rel=0.01)
+
+
+# -- memory ---------------------------------------------------------------------------------
+def test_kv_cache_and_max_batch_by_hand():
+    m = lr.load_model("meta-llama/Llama-2-70b-hf")
+    # 80 layers x 2 (K,V) x 8 kv heads x 128 dims x 2 bytes = 327,680 bytes per token
+    assert float(kv_cache_bytes_per_seq(m, Precision(), 1)) == 327_680
+    a = lr.analyze(m, "h200", batch=4, input_len=1000, output_len=24)
+    assert float(a.memory.kv_cache_bytes) == 4 * 1024 * 327_680
+    per_seq = (float(a.memory.kv_cache_bytes) + float(a.memory.activation_bytes)) / 4
+    assert float(a.max_batch) == np.floor((141e9 - a.memory.weights_bytes) / per_seq)
+    assert a.memory.weights_bytes == pytest.approx(2 * a.params, rel=1e-12)
+
+
+def test_sliding_window_bounds_cache():
+    m = lr.load_model("mistralai/Mistral-7B-v0.1")
+    per_token = 2 * 32 * 8 * 128 * 2
+    assert float(kv_cache_bytes_per_seq(m, Precision(), 10_000)) == 4096 * per_token
+    g = lr.load_model("google/gemma-2-9b")
+    # 21 local layers (window 4096) + 21 global layers, 8 kv heads x 256 dims
+    assert float(kv_cache_bytes_per_seq(g, Precision(), 8000)) == (21 * 4096 + 21 * 8000) * 2 * 8 * 256 * 2
+
+
+def test_quantized_weights_memory():
+    a16 = lr.analyze("llama-2-13b", "l40s")
+    a4 = lr.analyze("llama-2-13b", "l40s", wbits=4)
+    g = lr.specs.model.param_groups(a16.model)
+    assert a4.memory.weights_bytes == g["linear"] * 0.5 + (g["small"] + g["embedding"] + g["lm_head"]) * 2
+    assert float(a4.tpot_s) < 0.4 * float(a16.tpot_s)
+
+
+# -- bounds follow the physics ----------------------------------------------------------------
+def test_prefill_projections_compute_bound_decode_memory_bound():
+    a = lr.analyze("llama-2-7b", "a100-sxm-80gb", batch=1, input_len=2048, output_len=16)
+    proj = [o for o in a.prefill.ops if o.kind == "matmul" and o.name != "lm_head"]
+    assert all(str(o.bound) == "compute" for o in proj)
+    assert all(float(o.intensity) > a.hardware.ridge_point for o in proj)
+    assert all(str(o.bound) == "memory" for o in a.decode.ops if o.kind == "matmul")
+
+
+def test_fp8_uses_fp8_peak_and_falls_back_with_warning():
+    h100 = lr.analyze("llama-2-7b", "h100-sxm", batch=1, input_len=4094, output_len=2, wbits=8, abits=8)
+    qkv = next(o for o in h100.prefill.ops if o.name == "qkv_proj")
+    assert float(qkv.compute_s) == pytest.approx(float(qkv.flops) / 1978.9e12, rel=1e-12)
+    a100 = lr.analyze("llama-2-7b", "a100-sxm-80gb", wbits=8, abits=8)
+    assert not a100.warnings  # A100 runs W8A8 on its INT8 tensor cores
+    v100 = lr.analyze("llama-2-7b", "v100-sxm2-32gb", wbits=8, abits=8)
+    assert v100.warnings and "fp8" in v100.warnings[0]
