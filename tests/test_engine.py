@@ -21,8 +21,7 @@ def brute_force_decode_total(model, hw, batch, input_len, output_len, prec=Preci
     total = 0.0
     for t in range(2, output_len + 1):
         for o in build_ops(m, prec, batch, 1, input_len + t - 1, flash=flash):
-            c, mem, oh = roof.terms(o)
-            total += float(combine(c, mem, oh)[0])
+            total += float(combine(*roof.terms(o))[0])
     return total
 
 

@@ -6,9 +6,13 @@ import json
 import sys
 from typing import Annotated, Optional
 
-import click
 import numpy as np
 import typer
+
+try:  # newer typer (0.29) vendors click as typer._click and raises its exception classes
+    from typer._click import exceptions as click_exc
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_exc
 from rich.console import Console
 from rich.table import Table
 
@@ -218,16 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.NoArgsIsHelpError as e:
+    except click_exc.NoArgsIsHelpError as e:
         e.show()
         return 0
-    except click.exceptions.UsageError as e:
+    except click_exc.UsageError as e:
         msg = e.format_message().replace("\n", " ")
         err.print(f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         return 130
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
     return 0
 

@@ -1,33 +1,101 @@
-"""Roofline time of each operator on a device.
+"""Time of each operator on a device: roofline for kernels, link model for collectives.
 
 For an operator row with ``count`` kernels, FLOPs ``F`` and bytes ``Q`` (row totals):
 
     compute_s  = F / (peak[dtype] x efficiency.compute)
     memory_s   = Q / (mem_bw x efficiency.bandwidth)
+    comm_s     = collective time of the row's message (0 for kernels)
     overhead_s = count x efficiency.launch_overhead_s
-    time_s     = max(compute_s, memory_s) + overhead_s
+    time_s     = max(compute_s, memory_s) + comm_s + overhead_s
 
-``bound`` is ``overhead`` when the launch cost exceeds both roofs, otherwise whichever
-roof is higher (``compute`` or ``memory``). All efficiency physics lives here.
+``bound`` is the largest of the three regimes: ``overhead`` when the launch cost exceeds
+the rest, ``communication`` for collectives, else ``compute`` or ``memory``.
+
+Collectives over a group of n devices, message S bytes per device, link bandwidth bw per
+direction (x efficiency.communication) and per-hop latency a:
+
+    ring all-reduce     2 (n-1) a + 2 (n-1)/n S / bw        (NCCL's bandwidth-optimal default)
+    tree all-reduce     2 log2(n) a + 2 S / bw               (NCCL, many nodes)
+    one-shot all-reduce a + (n-1) S / bw                     (each GPU reads all peers: NVSwitch)
+    two-shot all-reduce 2 a + 2 (n-1)/n S / bw               (reduce-scatter + all-gather in place)
+    all-gather          (n-1) a + (n-1) S / bw               (ring; S = this device's part)
+    all-to-all          a + (n-1)/n S / bw inside a node; (n-1) a + (n-1)/n S / bw across nodes
+    point-to-point      a + S / bw
+
+``auto`` picks, like TensorRT-LLM and vLLM's custom all-reduce, the fastest of one-shot and
+two-shot on an NVLink-class node (small decode messages: one-shot; large prefill
+messages: two-shot), and the faster of ring and tree elsewhere (PCIe, multi-node).
+A group fits in one node when n <= gpus_per_node; otherwise the per-GPU scale-out
+network (``scaleout_gb_s``, default 50 GB/s = one 400 Gb/s NIC per GPU) is the link.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
 from .graph import Op
+from .parallel import Layout
 from .specs.hardware import HardwareSpec
 from .specs.precision import Precision, compute_dtypes
 
-BOUNDS = ("compute", "memory", "overhead")
+BOUNDS = ("compute", "memory", "communication", "overhead")
+
+
+@dataclass(frozen=True)
+class Link:
+    bytes_s: float      # per direction, after efficiency
+    latency_s: float
+    all_to_all: bool    # switched fabric: every pair at full bandwidth at once
+
+
+def link_for(hw: HardwareSpec, group: int, layout: Layout) -> Link:
+    """The slowest link a collective over ``group`` devices crosses."""
+    intra = hw.scaleup_bytes_s()
+    if intra is None:
+        raise InputError(f"hardware {hw.id}: no interconnect bandwidth (scaleup_gb_s_bidir or "
+                         "pcie_gb_s_bidir) to cost collectives over more than one device")
+    eff = hw.efficiency.communication
+    if group <= layout.gpus_per_node:
+        return Link(intra * eff, hw.scaleup_latency_s(), hw.has_nvlink)
+    return Link(min(intra, hw.scaleout_bytes_s) * eff, hw.scaleout_latency_s, False)
+
+
+def collective_time(kind: str, size_bytes, group: int, link: Link, algorithm: str = "auto"):
+    """Seconds for one collective (formulas in the module docstring)."""
+    n, a, bw = group, link.latency_s, link.bytes_s
+    S = np.asarray(size_bytes, dtype=float)
+    if n <= 1:
+        return np.zeros_like(S)
+    if kind == "allreduce":
+        algos = {
+            "ring": 2 * (n - 1) * a + 2 * (n - 1) / n * S / bw,
+            "tree": 2 * math.log2(n) * a + 2 * S / bw,
+            "oneshot": a + (n - 1) * S / bw,
+            "twoshot": 2 * a + 2 * (n - 1) / n * S / bw,
+        }
+        if algorithm != "auto":
+            return algos[algorithm]
+        pick = ("oneshot", "twoshot") if link.all_to_all else ("ring", "tree")
+        return np.minimum(algos[pick[0]], algos[pick[1]])
+    if kind == "allgather":
+        return (n - 1) * a + (n - 1) * S / bw
+    if kind == "alltoall":
+        return (a if link.all_to_all else (n - 1) * a) + (n - 1) / n * S / bw
+    if kind == "p2p":
+        return a + S / bw
+    raise ValueError(f"unknown collective {kind!r}")
 
 
 @dataclass(frozen=True)
 class Roofline:
-    """Rates that turn FLOPs and bytes into seconds for one device and precision."""
+    """Rates that turn FLOPs, bytes and messages into seconds for one device setup."""
 
+    hw: HardwareSpec
+    layout: Layout
     flops_s: dict[str, float]   # compute class -> achievable FLOP/s
     bytes_s: float              # achievable bytes/s of device memory
     launch_s: float             # fixed seconds per kernel launch
@@ -35,21 +103,34 @@ class Roofline:
     warnings: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, hw: HardwareSpec, prec: Precision) -> Roofline:
+    def of(cls, hw: HardwareSpec, prec: Precision, layout: Layout | None = None) -> Roofline:
         dtypes, warnings = compute_dtypes(prec, hw)
         eff = hw.efficiency
-        return cls(flops_s={c: hw.peak_flops[dt] * eff.compute for c, dt in dtypes.items()},
+        return cls(hw=hw, layout=layout or Layout(),
+                   flops_s={c: hw.peak_flops[dt] * eff.compute for c, dt in dtypes.items()},
                    bytes_s=hw.mem_bw_bytes_s * eff.bandwidth,
                    launch_s=eff.launch_overhead_s, dtypes=dtypes, warnings=tuple(warnings))
 
-    def terms(self, op: Op) -> tuple[np.ndarray, np.ndarray, float]:
-        """(compute_s, memory_s, overhead_s) of one operator row."""
-        return op.flops / self.flops_s[op.compute], op.bytes / self.bytes_s, op.count * self.launch_s
+    def comm_s(self, kind: str, size_bytes, group: int):
+        link = link_for(self.hw, group, self.layout)
+        return collective_time(kind, size_bytes, group, link, self.layout.allreduce)
+
+    def terms(self, op: Op):
+        """(compute_s, memory_s, comm_s, overhead_s) of one operator row."""
+        overhead = op.count * self.launch_s
+        if op.collective:
+            per = self.comm_s(op.collective, np.asarray(op.comm_bytes) / op.count, op.group)
+            z = np.zeros_like(per)
+            return z, z, op.count * per, overhead
+        comp = op.flops / self.flops_s[op.compute]
+        return comp, op.bytes / self.bytes_s, np.zeros_like(comp), overhead
 
 
-def combine(compute_s, memory_s, overhead_s):
-    """Roofline time and bound label from the three terms (see module docstring)."""
+def combine(compute_s, memory_s, comm_s, overhead_s):
+    """Time and bound label from the four terms (see module docstring)."""
     roof = np.maximum(compute_s, memory_s)
-    bound = np.where(overhead_s > roof, "overhead",
-                     np.where(compute_s >= memory_s, "compute", "memory"))
-    return roof + overhead_s, bound
+    bound = np.where(
+        overhead_s > np.maximum(roof, comm_s), "overhead",
+        np.where(comm_s > roof, "communication",
+                 np.where(compute_s >= memory_s, "compute", "memory")))
+    return roof + comm_s + overhead_s, bound

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .specs.model import ModelSpec, mlp_params
+from .parallel import Layout, expert_load_imbalance, shard
+from .specs.model import Slice
+from .specs.model import ModelSpec
 from .specs.precision import Precision
 
 # Elementwise FLOPs per element; they never decide a bound but keep intensities honest.
@@ -40,6 +42,9 @@ class Op:
     act_bytes: np.ndarray
     kv_bytes: np.ndarray
     window: float = np.inf  # attention ops: sliding window bounding the keys read
+    comm_bytes: np.ndarray | float = 0.0  # collectives: message bytes per device
+    collective: str = ""    # allreduce | allgather | alltoall | p2p
+    group: int = 1          # devices taking part in the collective
 
     @property
     def bytes(self) -> np.ndarray:
@@ -78,9 +83,59 @@ def expected_experts(tokens, num_experts: int, top_k: int):
     return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
 
 
+@dataclass(frozen=True)
+class _Step:
+    """Shapes and byte widths of one step on one tensor-parallel rank (internal)."""
+
+    m: ModelSpec
+    prec: Precision
+    layout: Layout
+    shard: Slice
+    B: np.ndarray
+    T: np.ndarray
+    L: np.ndarray
+    N: np.ndarray
+    zero: np.ndarray
+    flash: bool
+    ops: list
+
+    def op(self, name, kind, compute, count, flops=0.0, w=0.0, a=0.0, kv=0.0, window=np.inf,
+           comm=0.0, collective="", group=1):
+        z = self.zero
+        self.ops.append(Op(name, kind, compute, count, z + count * flops, z + count * w,
+                           z + count * a, z + count * kv, float(window), z + count * comm,
+                           collective, group))
+
+    def linear(self, name, n_in, n_out, count, tokens=None, bias=False, wbytes=None,
+               compute="gemm", weight_rows=None):
+        """y = x W (+ b): 2 x tokens x n_in x n_out FLOPs; reads W (and b), x; writes y."""
+        tokens = self.N if tokens is None else tokens
+        wbytes = self.prec.weight_bytes if wbytes is None else wbytes
+        rows = n_in if weight_rows is None else weight_rows
+        ab, sb = self.prec.act_bytes, self.prec.base_bytes
+        self.op(name, "matmul", compute, count, flops=2 * tokens * n_in * n_out,
+                w=rows * n_out * wbytes + (n_out * sb if bias else 0),
+                a=tokens * (n_in + n_out) * ab)
+
+    def norm(self, name, count, tokens=None, width=None):
+        tokens = self.N if tokens is None else tokens
+        width = self.m.hidden_size if width is None else width
+        sb, ab = self.prec.base_bytes, self.prec.act_bytes
+        self.op(name, "norm", "vector", count, flops=NORM_FLOPS[self.m.norm] * tokens * width,
+                w=width * sb * (2 if self.m.norm == "layer" else 1), a=2 * tokens * width * ab)
+
+    def allreduce(self, name, count, tokens=None):
+        """Row-parallel output: all-reduce of tokens x hidden activations over the TP group."""
+        if self.layout.tp > 1 and count:
+            tokens = self.N if tokens is None else tokens
+            self.op(name, "communication", "comm", count,
+                    comm=tokens * self.m.hidden_size * self.prec.act_bytes,
+                    collective="allreduce", group=self.layout.tp)
+
+
 def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: bool = True,
-              mla_absorb: bool | None = None) -> list[Op]:
-    """Operator table for one step (see module docstring).
+              mla_absorb: bool | None = None, layout: Layout | None = None) -> list[Op]:
+    """Operator table of one step on one tensor-parallel rank (see module docstring).
 
     ``flash``: fused IO-aware attention (scores never leave the chip, masked tiles skipped)
     versus unfused score / softmax / weighted-sum kernels over the full key block.
@@ -88,91 +143,86 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     up-projections into the query and output (serving engines' decode); ``False`` caches
     decompressed K and V. ``None``: absorbed when ``q_len == 1`` (decode), decompressed
     attention over the latent cache otherwise (prefill).
+    ``layout``: tensor/expert parallel split (``parallel.py``); rows are per device and
+    collectives appear as ``communication`` rows sized in ``comm_bytes``.
     """
+    layout = layout or Layout()
     B = np.asarray(batch, dtype=float)
     T = np.asarray(q_len, dtype=float)
     L = np.asarray(kv_len, dtype=float)
-    N = B * T                                     # new tokens in this step
-    zero = np.zeros(np.broadcast(B, T, L).shape)
-    h = m.hidden_size
-    wb, ab, kb, sb = prec.weight_bytes, prec.act_bytes, prec.kv_bytes, prec.base_bytes
-    nl = m.num_layers
-    ops: list[Op] = []
+    s = _Step(m, prec, layout, shard(m, layout), B, T, L, B * T,
+              np.zeros(np.broadcast(B, T, L).shape), flash, [])
+    h, nl, N, tp = m.hidden_size, m.num_layers, s.N, layout.tp
+    ab, sb = prec.act_bytes, prec.base_bytes
+    sh = s.shard
 
-    def op(name, kind, compute, count, flops=0.0, w=0.0, a=0.0, kv=0.0, window=np.inf):
-        ops.append(Op(name, kind, compute, count, zero + count * flops, zero + count * w,
-                      zero + count * a, zero + count * kv, float(window)))
+    # -- embedding (vocabulary-parallel: each rank looks up the tokens in its shard) ------
+    rows = N / tp + (N if m.learned_positions else 0)
+    s.op("embedding", "embedding", "vector", 1, w=rows * h * sb, a=N * h * ab)
+    s.allreduce("embedding_allreduce", 1)
 
-    def linear(name, n_in, n_out, count, tokens=N, bias=False, wbytes=wb, compute="gemm",
-               weight_rows=None):
-        rows = n_in if weight_rows is None else weight_rows
-        op(name, "matmul", compute, count, flops=2 * tokens * n_in * n_out,
-           w=rows * n_out * wbytes + (n_out * sb if bias else 0),
-           a=tokens * (n_in + n_out) * ab)
-
-    def norm(name, count, tokens=N, width=h):
-        op(name, "norm", "vector", count, flops=NORM_FLOPS[m.norm] * tokens * width,
-           w=width * sb * (2 if m.norm == "layer" else 1), a=2 * tokens * width * ab)
-
-    # -- embedding ---------------------------------------------------------------------
-    emb_reads = 2 if m.learned_positions else 1
-    op("embedding", "embedding", "vector", 1, w=emb_reads * N * h * sb, a=N * h * ab)
-
-    # -- attention block (shared by every layer) ------------------------------------------
-    norm("attn_norm", nl)
+    # -- attention block -------------------------------------------------------------------
+    s.norm("attn_norm", nl)
     if m.mla:
-        _mla_ops(m, prec, op, linear, norm, B, T, L, N, flash, mla_absorb)
+        _mla_ops(s, mla_absorb)
     else:
-        linear("qkv_proj", h, m.q_dim + 2 * m.kv_dim, nl, bias=m.qkv_bias)
+        d = m.head_dim
+        q_dim, kv_dim = sh.heads * d, sh.kv_heads * d
+        s.linear("qkv_proj", h, q_dim + 2 * kv_dim, nl, bias=m.qkv_bias)
         if m.qk_norm:
-            norm("qk_norm", nl, tokens=N * (m.num_heads + m.num_kv_heads), width=m.head_dim)
+            s.norm("qk_norm", nl, tokens=N * (sh.heads + sh.kv_heads), width=d)
         if not m.learned_positions:
-            rope_width = (m.num_heads + m.num_kv_heads) * min(
-                m.head_dim, m.extra.get("rotary_dim") or m.head_dim)
-            op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * rope_width,
-               a=2 * N * rope_width * ab)
+            rope_width = (sh.heads + sh.kv_heads) * min(d, m.extra.get("rotary_dim") or d)
+            s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * rope_width,
+                 a=2 * N * rope_width * ab)
         for window, count in _window_groups(m):
-            _attention(op, m, count, window, B, T, L, N, flash, ab, kb,
-                       heads=m.num_heads, kv_heads=m.num_kv_heads, d_qk=m.head_dim,
-                       d_v=m.head_dim, kv_read_width=2 * m.num_kv_heads * m.head_dim,
-                       kv_write_width=m.kv_cache_width(), suffix=_suffix(m, window))
-        linear("o_proj", m.q_dim, h, nl, bias=m.o_bias)
+            _attention(s, count, window, heads=sh.heads, d_qk=d, d_v=d,
+                       kv_read_width=2 * kv_dim, kv_write_width=2 * kv_dim,
+                       suffix=_suffix(m, window))
+        s.linear("o_proj", q_dim, h, nl, bias=m.o_bias)
 
-    # -- MLP block -----------------------------------------------------------------------
-    if m.parallel_block:
-        if m.norms_per_layer == 2:
-            norm("mlp_norm", nl)
-        op("residual_add", "elementwise", "vector", nl, flops=2 * N * h, a=4 * N * h * ab)
-    else:
-        op("attn_residual_add", "elementwise", "vector", nl, flops=N * h, a=3 * N * h * ab)
-        if m.norms_per_layer == 4:
-            norm("post_attn_norm", nl)
-            norm("pre_mlp_norm", nl)
-        else:
-            norm("mlp_norm", nl)
+    # -- MLP block ---------------------------------------------------------------------------
     n_moe = m.num_moe_layers
     n_dense = nl - n_moe
-    if n_dense:
-        _mlp(op, linear, m, "", m.intermediate_size, n_dense, N, ab, bias=m.mlp_bias)
-    if n_moe:
-        _moe(op, linear, m, n_moe, N, ab, wb, sb)
-    if not m.parallel_block:
+    if m.parallel_block:
+        # Attention and MLP partial sums are added before one all-reduce per layer.
+        if m.norms_per_layer == 2:
+            s.norm("mlp_norm", nl)
+    else:
+        s.allreduce("attn_allreduce", nl)
+        s.op("attn_residual_add", "elementwise", "vector", nl, flops=N * h, a=3 * N * h * ab)
         if m.norms_per_layer == 4:
-            norm("post_mlp_norm", nl)
-        op("mlp_residual_add", "elementwise", "vector", nl, flops=N * h, a=3 * N * h * ab)
+            s.norm("post_attn_norm", nl)
+            s.norm("pre_mlp_norm", nl)
+        else:
+            s.norm("mlp_norm", nl)
+    if n_dense:
+        _mlp(s, "", sh.ffn, n_dense, bias=m.mlp_bias)
+    if n_moe:
+        _moe(s, n_moe)
+    if m.parallel_block:
+        s.allreduce("allreduce", nl)
+        s.op("residual_add", "elementwise", "vector", nl, flops=2 * N * h, a=4 * N * h * ab)
+    else:
+        if m.norms_per_layer == 4:
+            s.norm("post_mlp_norm", nl)
+        s.allreduce("mlp_allreduce", n_dense + (n_moe if layout.ep == 1 else 0))
+        s.op("mlp_residual_add", "elementwise", "vector", nl, flops=N * h, a=3 * N * h * ab)
 
     # -- head ---------------------------------------------------------------------------------
     if m.final_norm:
-        norm("final_norm", 1)
+        s.norm("final_norm", 1)
     # Only the last position of each sequence needs logits (prefill and decode alike).
-    linear("lm_head", h, m.vocab_size, 1, tokens=B, bias=m.lm_head_bias, wbytes=sb,
-           compute="gemm16")
-    return ops
+    s.linear("lm_head", h, sh.vocab, 1, tokens=B, bias=m.lm_head_bias, wbytes=sb,
+             compute="gemm16")
+    if tp > 1:
+        s.op("logits_allgather", "communication", "comm", 1, comm=B * sh.vocab * ab,
+             collective="allgather", group=tp)
+    return s.ops
 
 
 def _suffix(m: ModelSpec, window) -> str:
-    kinds = {w for w in m.layer_windows}
-    if len(kinds) == 1:
+    if len(set(m.layer_windows)) == 1:
         return ""
     return " (local)" if window is not None else " (global)"
 
@@ -184,124 +234,127 @@ def _window_groups(m: ModelSpec) -> list[tuple[int | None, int]]:
     return list(groups.items())
 
 
-def _attention(op, m, count, window, B, T, L, N, flash, ab, kb, *, heads, kv_heads, d_qk, d_v,
-               kv_read_width, kv_write_width, suffix="", q_width=None, out_width=None):
-    """Attention core of ``count`` layers.
+def _attention(s: _Step, count, window, *, heads, d_qk, d_v, kv_read_width, kv_write_width,
+               suffix="", kv_bytes=None):
+    """Attention core of ``count`` layers on one rank.
 
     Fused: one kernel reading Q, the touched keys/values from the cache, writing O and the
     new tokens' cache entries; FLOPs over the causal (window-limited) pairs only.
     Unfused: QK^T over the whole key block (T x keys), softmax, PV; scores round-trip memory.
     ``kv_read_width``/``kv_write_width``: cached elements per token read/written.
     """
+    B, T, L, N = s.B, s.T, s.L, s.N
+    ab = s.prec.act_bytes
+    kb = s.prec.kv_bytes if kv_bytes is None else kv_bytes
     W = np.inf if window is None else float(window)
     keys = keys_touched(T, L, W)
-    q_width = heads * d_qk if q_width is None else q_width
-    out_width = heads * d_v if out_width is None else out_width
+    q_width, out_width = heads * d_qk, heads * d_v
     kv_read = B * keys * kv_read_width * kb
     kv_write = N * kv_write_width * kb
-    if flash:
+    if s.flash:
         pairs = B * heads * causal_pairs(T, L, W)
-        op("attention" + suffix, "attention", "gemm16", count,
-           flops=2 * pairs * (d_qk + d_v), a=N * (q_width + out_width) * ab,
-           kv=kv_read + kv_write, window=W)
+        s.op("attention" + suffix, "attention", "gemm16", count,
+             flops=2 * pairs * (d_qk + d_v), a=N * (q_width + out_width) * ab,
+             kv=kv_read + kv_write, window=W)
         return
     scores = B * heads * T * keys
     k_frac = d_qk / (d_qk + d_v)
-    op("attn_score" + suffix, "attention", "gemm16", count, flops=2 * scores * d_qk,
-       a=N * q_width * ab + scores * ab, kv=kv_read * k_frac + kv_write, window=W)
-    op("softmax" + suffix, "elementwise", "vector", count, flops=SOFTMAX_FLOPS * scores,
-       a=2 * scores * ab, window=W)
-    op("attn_av" + suffix, "attention", "gemm16", count, flops=2 * scores * d_v,
-       a=scores * ab + N * out_width * ab, kv=kv_read * (1 - k_frac), window=W)
+    s.op("attn_score" + suffix, "attention", "gemm16", count, flops=2 * scores * d_qk,
+         a=N * q_width * ab + scores * ab, kv=kv_read * k_frac + kv_write, window=W)
+    s.op("softmax" + suffix, "elementwise", "vector", count, flops=SOFTMAX_FLOPS * scores,
+         a=2 * scores * ab, window=W)
+    s.op("attn_av" + suffix, "attention", "gemm16", count, flops=2 * scores * d_v,
+         a=scores * ab + N * out_width * ab, kv=kv_read * (1 - k_frac), window=W)
 
 
-def _mla_ops(m, prec, op, linear, norm, B, T, L, N, flash, mla_absorb):
-    """DeepSeek MLA: low-rank q, joint compressed KV latent (+ shared rope key)."""
-    a = m.mla
-    h, H = m.hidden_size, m.num_heads
-    nl = m.num_layers
-    ab, kb = prec.act_bytes, prec.kv_bytes
+def _mla_ops(s: _Step, mla_absorb):
+    """DeepSeek MLA: low-rank q, joint compressed KV latent (+ shared rope key).
+
+    Under TP the down-projections (q_a, kv_a) and the latent cache are replicated; the
+    up-projections and o_proj are split by heads.
+    """
+    m, a = s.m, s.m.mla
+    h, H, nl = m.hidden_size, s.shard.heads, m.num_layers
+    N, T, B, L = s.N, s.T, s.B, s.L
+    ab, kb = s.prec.act_bytes, s.prec.kv_bytes
     if a.q_lora_rank:
-        linear("q_a_proj", h, a.q_lora_rank, nl)
-        norm("q_a_norm", nl, width=a.q_lora_rank)
-        linear("q_b_proj", a.q_lora_rank, H * a.qk_head_dim, nl)
+        s.linear("q_a_proj", h, a.q_lora_rank, nl)
+        s.norm("q_a_norm", nl, width=a.q_lora_rank)
+        s.linear("q_b_proj", a.q_lora_rank, H * a.qk_head_dim, nl)
     else:
-        linear("q_proj", h, H * a.qk_head_dim, nl)
+        s.linear("q_proj", h, H * a.qk_head_dim, nl)
     latent = a.kv_lora_rank + a.qk_rope_head_dim
-    linear("kv_a_proj", h, latent, nl)
-    norm("kv_a_norm", nl, width=a.kv_lora_rank)
-    op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * (H + 1) * a.qk_rope_head_dim,
-       a=2 * N * (H + 1) * a.qk_rope_head_dim * ab)
+    s.linear("kv_a_proj", h, latent, nl)
+    s.norm("kv_a_norm", nl, width=a.kv_lora_rank)
+    s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * (H + 1) * a.qk_rope_head_dim,
+         a=2 * N * (H + 1) * a.qk_rope_head_dim * ab)
     absorb = bool(np.all(T == 1)) if mla_absorb is None else mla_absorb
+    kv_up = H * (a.qk_nope_head_dim + a.v_head_dim)
     if absorb:
         # Scores and values live in the latent space; heads share one latent "KV head".
-        linear("q_absorb", a.qk_nope_head_dim, a.kv_lora_rank, nl, tokens=N * H,
-               weight_rows=H * a.qk_nope_head_dim)
-        _attention(op, m, nl, None, B, T, L, N, flash, ab, kb, heads=H, kv_heads=1,
-                   d_qk=latent, d_v=a.kv_lora_rank, kv_read_width=latent, kv_write_width=latent)
-        linear("o_absorb", a.kv_lora_rank, a.v_head_dim, nl, tokens=N * H,
-               weight_rows=H * a.kv_lora_rank)
+        s.linear("q_absorb", a.qk_nope_head_dim, a.kv_lora_rank, nl, tokens=N * H,
+                 weight_rows=H * a.qk_nope_head_dim)
+        _attention(s, nl, None, heads=H, d_qk=latent, d_v=a.kv_lora_rank,
+                   kv_read_width=latent, kv_write_width=latent)
+        s.linear("o_absorb", a.kv_lora_rank, a.v_head_dim, nl, tokens=N * H,
+                 weight_rows=H * a.kv_lora_rank)
     elif mla_absorb is None:
         # Prefill with a latent cache: decompress every cached token, then plain MHA.
-        linear("kv_b_proj", a.kv_lora_rank, H * (a.qk_nope_head_dim + a.v_head_dim), nl,
-               tokens=B * L)
-        _attention(op, m, nl, None, B, T, L, N, flash, ab, 0.0, heads=H, kv_heads=H,
-                   d_qk=a.qk_head_dim, d_v=a.v_head_dim, kv_read_width=0, kv_write_width=0)
+        s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl, tokens=B * L)
+        _attention(s, nl, None, heads=H, d_qk=a.qk_head_dim, d_v=a.v_head_dim,
+                   kv_read_width=0, kv_write_width=0)
         # The cache traffic: read the latent of earlier tokens, write the new tokens'.
-        op("latent_cache_io", "elementwise", "vector", nl,
-           kv=B * (L - T) * latent * kb + N * latent * kb)
+        s.op("latent_cache_io", "elementwise", "vector", nl,
+             kv=B * (L - T) * latent * kb + N * latent * kb)
     else:
         # Decompressed cache (Hugging Face eager): K/V of full heads are stored.
-        linear("kv_b_proj", a.kv_lora_rank, H * (a.qk_nope_head_dim + a.v_head_dim), nl)
-        _attention(op, m, nl, None, B, T, L, N, flash, ab, kb, heads=H, kv_heads=H,
-                   d_qk=a.qk_head_dim, d_v=a.v_head_dim,
-                   kv_read_width=H * (a.qk_head_dim + a.v_head_dim),
-                   kv_write_width=H * (a.qk_head_dim + a.v_head_dim))
-    linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias)
+        s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl)
+        _attention(s, nl, None, heads=H, d_qk=a.qk_head_dim, d_v=a.v_head_dim,
+                   kv_read_width=kv_up, kv_write_width=kv_up)
+    s.linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias)
 
 
-def _mlp(op, linear, m, prefix, ffn, count, tokens, ab, bias, weight_rows_scale=None):
-    h = m.hidden_size
-    if m.gated_mlp:
-        linear(prefix + "gate_up_proj", h, 2 * ffn, count, tokens=tokens, bias=bias)
-    else:
-        linear(prefix + "up_proj", h, ffn, count, tokens=tokens, bias=bias)
-    op(prefix + "act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[m.gated_mlp] * tokens * ffn,
-       a=tokens * ffn * ab * (3 if m.gated_mlp else 2))
-    linear(prefix + "down_proj", ffn, h, count, tokens=tokens, bias=bias)
+def _mlp(s: _Step, prefix, ffn, count, bias):
+    h, N, ab = s.m.hidden_size, s.N, s.prec.act_bytes
+    gated = s.m.gated_mlp
+    s.linear(prefix + ("gate_up_proj" if gated else "up_proj"), h, (2 if gated else 1) * ffn,
+             count, bias=bias)
+    s.op(prefix + "act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[gated] * N * ffn,
+         a=N * ffn * ab * (3 if gated else 2))
+    s.linear(prefix + "down_proj", ffn, h, count, bias=bias)
 
 
-def _moe(op, linear, m, count, N, ab, wb, sb):
-    """Router, routed experts (weights of the experts the step touches), shared experts."""
-    e = m.moe
-    h = m.hidden_size
-    # Router and qwen2_moe's shared-expert gate are small 16-bit matmuls.
-    linear("router", h, e.num_experts + (1 if e.shared_gate else 0), count, bias=e.router_bias,
-           wbytes=sb, compute="gemm16")
-    routed = N * e.top_k
-    hit = expected_experts(N, e.num_experts, e.top_k)
-    f = e.expert_ffn
+def _moe(s: _Step, count):
+    """Router, routed experts (weights of the experts the step touches), shared experts.
+
+    Per device with expert parallelism ``ep``: E/ep experts, each a ``tp/ep`` slice; the
+    routed token-expert pairs are N x k / ep times the expected load imbalance.
+    """
+    m, e, lay = s.m, s.m.moe, s.layout
+    h, N = m.hidden_size, s.N
+    wb, ab, sb = s.prec.weight_bytes, s.prec.act_bytes, s.prec.base_bytes
+    # Router and qwen2_moe's shared-expert gate are small 16-bit matmuls (replicated).
+    s.linear("router", h, e.num_experts + (1 if e.shared_gate else 0), count,
+             bias=e.router_bias, wbytes=sb, compute="gemm16")
+    if lay.ep > 1:
+        s.op("moe_dispatch", "communication", "comm", count,
+             comm=N / lay.ep * e.top_k * h * ab, collective="alltoall", group=lay.ep)
+    pairs = N * e.top_k / lay.ep * expert_load_imbalance(N, e.top_k, lay.ep)
+    hit = expected_experts(N, e.num_experts, e.top_k) / lay.ep
+    f = s.shard.expert_ffn
     up_out = 2 * f if m.gated_mlp else f
     bias_up = (up_out * sb) if e.expert_bias else 0.0
     bias_down = (h * sb) if e.expert_bias else 0.0
-    op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", "gemm", count,
-       flops=2 * routed * h * up_out, w=hit * (h * up_out * wb + bias_up),
-       a=routed * (h + up_out) * ab)
-    op("experts_act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[m.gated_mlp] * routed * f,
-       a=routed * f * ab * (3 if m.gated_mlp else 2))
+    s.op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", "gemm", count,
+         flops=2 * pairs * h * up_out, w=hit * (h * up_out * wb + bias_up),
+         a=pairs * (h + up_out) * ab)
+    s.op("experts_act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[m.gated_mlp] * pairs * f,
+         a=pairs * f * ab * (3 if m.gated_mlp else 2))
     # The down projection's kernel also sums each token's top-k outputs (fused combine).
-    op("experts_down", "matmul", "gemm", count, flops=2 * routed * f * h,
-       w=hit * (f * h * wb + bias_down), a=(routed * f + N * h) * ab)
+    s.op("experts_down", "matmul", "gemm", count, flops=2 * pairs * f * h,
+         w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab)
+    if lay.ep > 1:
+        s.op("moe_combine", "communication", "comm", count,
+             comm=N / lay.ep * e.top_k * h * ab, collective="alltoall", group=lay.ep)
     if e.shared_ffn:
-        _mlp(op, linear, m, "shared_", e.shared_ffn, count, N, ab, bias=False)
-
-
-def weight_bytes_total(m: ModelSpec, prec: Precision) -> float:
-    """Bytes of all parameters at rest: matmul weights at ``wbits``, the rest 16-bit."""
-    from .specs.model import param_groups
-    g = param_groups(m)
-    return g["linear"] * prec.weight_bytes + (g["small"] + g["embedding"] + g["lm_head"]) * prec.base_bytes
-
-
-__all__ = ["Op", "build_ops", "causal_pairs", "keys_touched", "expected_experts",
-           "weight_bytes_total", "mlp_params"]
+        _mlp(s, "shared_", s.shard.shared_ffn, count, bias=False)

@@ -46,6 +46,8 @@ def parse_grid(field: str, text: str | int, lo: int = 1, hi: int = 10_000_000) -
             vals = [int(p) for p in s.split(",")]
             for v in vals:
                 _check(field, v, lo, hi, help_)
+    except InputError:  # a specific message from inside the try (InputError is a ValueError)
+        raise
     except ValueError:
         raise InputError(f"{help_}; got {s!r}") from None
     return np.asarray(vals, dtype=float)

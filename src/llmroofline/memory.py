@@ -1,12 +1,14 @@
-"""Device memory footprint and the largest batch that fits.
+"""Device memory footprint and the largest batch that fits, per device.
 
     total_bytes = weights_bytes + kv_cache_bytes + activation_bytes
 
-- weights: every parameter once (matmul weights at ``wbits``, the rest 16-bit).
+- weights: the parameters the most loaded device holds (its tensor-parallel slice of its
+  pipeline stage); matmul weights at ``wbits``, the rest 16-bit.
 - KV cache: allocated for ``input_len + output_len`` tokens per sequence (what engines
   reserve for the whole request); sliding-window layers keep at most ``window`` tokens.
-  Per token per layer: ``2 x kv_heads x head_dim`` elements (MLA: ``kv_lora_rank +
-  qk_rope_head_dim``), at ``kvbits``.
+  Per token per layer: ``2 x kv_heads x head_dim`` elements (kv heads of this device;
+  MLA: the ``kv_lora_rank + qk_rope_head_dim`` latent, replicated on every TP rank), at
+  ``kvbits``.
 - activations: the prefill's transient peak, i.e. the largest per-layer operator's
   input + output activations, plus the residual stream (``batch x input_len x hidden``).
 
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .graph import Op, weight_bytes_total
+from .graph import Op
+from .parallel import Layout, device_param_groups, shard, stages
 from .specs.hardware import HardwareSpec
 from .specs.model import ModelSpec
 from .specs.precision import Precision
@@ -28,6 +31,8 @@ from .specs.precision import Precision
 
 @dataclass(frozen=True)
 class Memory:
+    """Bytes on the most loaded device (decimal: 1 GB = 1e9 bytes)."""
+
     weights_bytes: float
     kv_cache_bytes: np.ndarray
     activation_bytes: np.ndarray
@@ -43,14 +48,32 @@ class Memory:
         return self.total_bytes <= self.capacity_bytes
 
 
-def kv_cache_bytes_per_seq(m: ModelSpec, prec: Precision, tokens) -> np.ndarray:
-    """KV cache of one sequence holding ``tokens`` tokens, summed over layers."""
+def weight_bytes_total(m: ModelSpec, prec: Precision, layout: Layout | None = None) -> float:
+    """Bytes of the parameters one device holds (the whole model with the default layout)."""
+    g = device_param_groups(m, layout or Layout())
+    return g["linear"] * prec.weight_bytes + (g["small"] + g["embedding"] + g["lm_head"]) * prec.base_bytes
+
+
+def kv_width_per_device(m: ModelSpec, layout: Layout) -> int:
+    """Cached elements per token per layer on one tensor-parallel rank."""
+    if m.mla:
+        return m.kv_cache_width()
+    return 2 * shard(m, layout).kv_heads * m.head_dim
+
+
+def kv_cache_bytes_per_seq(m: ModelSpec, prec: Precision, tokens, layout: Layout | None = None):
+    """KV cache of one sequence holding ``tokens`` tokens on the most loaded device."""
+    layout = layout or Layout()
     t = np.asarray(tokens, dtype=float)
-    width = m.kv_cache_width()
-    total = 0.0
-    for w in m.layer_windows:
-        total = total + (t if w is None else np.minimum(t, w))
-    return total * width * prec.kv_bytes
+    width = kv_width_per_device(m, layout)
+    best = 0.0
+    for layers in stages(m, layout):
+        total = 0.0
+        for i in layers:
+            w = m.layer_windows[i]
+            total = total + (t if w is None else np.minimum(t, w))
+        best = np.maximum(best, total)
+    return best * width * prec.kv_bytes
 
 
 def activation_peak_bytes(m: ModelSpec, prec: Precision, batch, input_len, prefill_ops: list[Op]):
@@ -62,12 +85,16 @@ def activation_peak_bytes(m: ModelSpec, prec: Precision, batch, input_len, prefi
 
 
 def memory_footprint(m: ModelSpec, prec: Precision, hw: HardwareSpec, batch, input_len,
-                     output_len, prefill_ops: list[Op]) -> Memory:
+                     output_len, prefill_ops: list[Op], layout: Layout | None = None,
+                     micro_batch=None) -> Memory:
+    """Footprint of ``batch`` sequences; ``prefill_ops`` were built for ``micro_batch``."""
+    layout = layout or Layout()
     B = np.asarray(batch, dtype=float)
-    weights = weight_bytes_total(m, prec)
-    kv = B * kv_cache_bytes_per_seq(m, prec, np.asarray(input_len) + output_len)
-    act = activation_peak_bytes(m, prec, B, input_len, prefill_ops)
-    per_seq = (kv + act) / B
+    b = B if micro_batch is None else np.asarray(micro_batch, dtype=float)
+    weights = weight_bytes_total(m, prec, layout)
+    kv = B * kv_cache_bytes_per_seq(m, prec, np.asarray(input_len) + output_len, layout)
+    act = activation_peak_bytes(m, prec, b, input_len, prefill_ops)
+    per_seq = (kv + act) / B   # act of a micro-batch B/mb also grows with B
     free = hw.memory_bytes - weights
     max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_seq), 0.0)
     return Memory(weights, kv, act, hw.memory_bytes, max_batch)

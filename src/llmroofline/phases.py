@@ -21,6 +21,7 @@ from .cost import Roofline, combine
 from .errors import InputError
 from .graph import Op, build_ops
 from .memory import Memory, memory_footprint
+from .parallel import Layout
 from .specs.catalog import DEFAULT_MODEL, load_model
 from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec, load_hardware
 from .specs.model import ModelSpec, active_param_count, param_count
@@ -43,6 +44,7 @@ class OpResult:
     kv_bytes: np.ndarray
     compute_s: np.ndarray
     memory_s: np.ndarray
+    comm_s: np.ndarray
     overhead_s: np.ndarray
     time_s: np.ndarray
     bound: np.ndarray
@@ -86,6 +88,7 @@ class PhaseResult:
                          "act_bytes": float(o.act_bytes), "kv_bytes": float(o.kv_bytes),
                          "bytes": float(o.bytes), "intensity": float(o.intensity),
                          "compute_s": float(o.compute_s), "memory_s": float(o.memory_s),
+                         "comm_s": float(o.comm_s),
                          "overhead_s": float(o.overhead_s), "time_s": float(o.time_s),
                          "bound": str(o.bound)})
         return pd.DataFrame(rows)
@@ -106,6 +109,7 @@ class Analysis:
     decode: PhaseResult
     memory: Memory
     warnings: tuple[str, ...] = field(default=())
+    layout: Layout = field(default_factory=Layout)
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -123,8 +127,8 @@ class Analysis:
 
     @property
     def throughput_tok_s(self) -> np.ndarray:
-        """Generated tokens per second of the whole batch: B x output_len / e2e."""
-        return self.batch * self.output_len / self.e2e_s
+        """Generated tokens/s of the deployment: dp x B x output_len / e2e."""
+        return self.layout.dp * self.batch * self.output_len / self.e2e_s
 
     @property
     def max_batch(self) -> np.ndarray:
@@ -183,56 +187,117 @@ def sum_max_affine(p, q, r, s, a, b, w):
     return base + extra + extra_flat
 
 
-def _prefill(ops: list[Op], roof: Roofline) -> PhaseResult:
+def _exposed_fraction(rows) -> np.ndarray:
+    """Share of collective time left visible when it overlaps the matmuls of the step."""
+    comm = sum(r[3] for r in rows)
+    gemm = sum(np.maximum(r[1], r[2]) for r in rows if r[0].kind == "matmul")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
+
+
+def _pipeline_row(name: str, extra_s, p2p_s, shape) -> OpResult:
+    """Time the pipeline adds beyond one device's operators: idle slots and transfers."""
+    z = np.zeros(shape)
+    bound = np.where(p2p_s * 2 > extra_s, "communication", "overhead")
+    return OpResult(name, "pipeline", 0, z, z, z, z, z, z, z, z, extra_s + z, bound)
+
+
+def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe) -> PhaseResult:
+    terms = [(o, *roof.terms(o)) for o in ops]
+    exposed = _exposed_fraction(terms) if roof.layout.overlap else 1.0
     rows = []
-    for o in ops:
-        c, m, oh = roof.terms(o)
-        t, bound = combine(c, m, oh)
+    for o, c, m, comm, oh in terms:
+        comm = comm * exposed
+        t, bound = combine(c, m, comm, oh)
         rows.append(OpResult(o.name, o.kind, o.count, o.flops, o.weight_bytes, o.act_bytes,
-                             o.kv_bytes, c, m, np.broadcast_to(oh, c.shape), t, bound))
-    total = sum(r.time_s for r in rows)
+                             o.kv_bytes, c, m, comm + np.zeros_like(c), np.broadcast_to(oh, c.shape),
+                             t, bound))
+    ops_total = sum(r.time_s for r in rows)
+    total = pipe.prefill(ops_total)
+    if pipe.stages > 1:
+        rows.append(_pipeline_row("pipeline (bubble + p2p)", total - ops_total,
+                                  pipe.prefill_p2p_s, np.shape(total)))
     return PhaseResult("prefill", rows, total, total, np.ones_like(total))
 
 
-def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv) -> PhaseResult:
+def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
+            pipe: _Pipe) -> PhaseResult:
     """Sum each op over kv_len in [first_kv, last_kv] from its values at kv = 1 and kv = 2."""
     steps = np.maximum(last_kv - first_kv + 1, 0)
     safe = np.maximum(steps, 1)
+    t1 = [(o, *roof.terms(o)) for o in ops1]
+    exposed = _exposed_fraction(t1) if roof.layout.overlap else 1.0
     rows = []
-    total = 0.0
-    for o1, o2 in zip(ops1, ops2):
-        c1, m1, oh = roof.terms(o1)
-        c2, m2, _ = roof.terms(o2)
+    ops_total = 0.0
+    for (o1, c1, m1, k1, oh), o2 in zip(t1, ops2):
+        c2, m2, _, _ = roof.terms(o2)
         qc, qm = c2 - c1, m2 - m1
         pc, pm = c1 - qc, m1 - qm          # intercepts at kv = 0
         w = o1.window
         sum_c = sum_affine(pc, qc, first_kv, last_kv, w)
         sum_m = sum_affine(pm, qm, first_kv, last_kv, w)
-        sum_t = sum_max_affine(pc, qc, pm, qm, first_kv, last_kv, w) + steps * oh
+        sum_k = steps * k1 * exposed        # collectives do not depend on the KV length
+        sum_t = sum_max_affine(pc, qc, pm, qm, first_kv, last_kv, w) + sum_k + steps * oh
         mean = {}
         for name, a1, a2 in (("flops", o1.flops, o2.flops), ("w", o1.weight_bytes, o2.weight_bytes),
                              ("a", o1.act_bytes, o2.act_bytes), ("kv", o1.kv_bytes, o2.kv_bytes)):
             mean[name] = sum_affine(2 * a1 - a2, a2 - a1, first_kv, last_kv, w) / safe
-        _, bound = combine(sum_c, sum_m, steps * oh)
+        _, bound = combine(sum_c, sum_m, sum_k, steps * oh)
         rows.append(OpResult(o1.name, o1.kind, o1.count, mean["flops"], mean["w"], mean["a"],
-                             mean["kv"], sum_c / safe, sum_m / safe,
+                             mean["kv"], sum_c / safe, sum_m / safe, sum_k / safe,
                              np.broadcast_to(oh, np.shape(sum_c)), sum_t / safe, bound))
-        total = total + sum_t
-    total = np.asarray(total, dtype=float)
+        ops_total = ops_total + sum_t
+    ops_total = np.asarray(ops_total, dtype=float)
+    total = pipe.decode(ops_total, steps)
+    if pipe.stages > 1:
+        rows.append(_pipeline_row("pipeline (bubble + p2p)", (total - ops_total) / safe,
+                                  pipe.decode_p2p_s, np.shape(total)))
     return PhaseResult("decode", rows, total / safe, total, steps)
+
+
+@dataclass(frozen=True)
+class _Pipe:
+    """Pipeline schedule of a static batch: ``stages`` stages, ``micro`` micro-batches.
+
+    A stage runs 1/stages of the layers of one micro-batch, then sends its activations on
+    (point-to-point). Prefill (GPipe fill and drain): (micro + stages - 1) stage slots.
+    A decode step of every micro-batch in steady state: max(micro, stages) stage slots
+    (with fewer micro-batches than stages the pipeline idles: the bubble).
+    """
+
+    stages: int
+    micro: np.ndarray
+    prefill_p2p_s: np.ndarray | float = 0.0
+    decode_p2p_s: np.ndarray | float = 0.0
+
+    def prefill(self, ops_s):
+        if self.stages == 1:
+            return ops_s
+        return (self.micro + self.stages - 1) * (ops_s / self.stages + self.prefill_p2p_s)
+
+    def decode(self, ops_sum_s, steps):
+        if self.stages == 1:
+            return ops_sum_s
+        slots = np.maximum(self.micro, self.stages)
+        return slots * (ops_sum_s / self.stages + steps * self.decode_p2p_s)
 
 
 def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec = DEFAULT_HARDWARE,
             batch=1, input_len=128, output_len=128, *, wbits: int = 16, abits: int = 16,
-            kvbits: int = 16, flash: bool = True) -> Analysis:
+            kvbits: int = 16, flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1,
+            dp: int = 1, layout: Layout | None = None) -> Analysis:
     """Predict prefill, decode, end-to-end metrics and memory for a (grid of) workloads.
 
     ``batch``, ``input_len`` and ``output_len`` may be scalars or numpy arrays that
-    broadcast together; every result array then has the broadcast shape.
+    broadcast together; every result array then has the broadcast shape. ``batch`` is per
+    data-parallel replica. ``tp``/``pp``/``ep``/``dp`` (or a full ``layout``) split the
+    model over devices; per-operator rows and memory are per device.
     """
     m = load_model(model)
     hw = load_hardware(hardware)
     prec = Precision(wbits, abits, kvbits)
+    lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp)
+    lay.check(m)
     B = _as_int_array("batch", batch)
     I = _as_int_array("input_len", input_len)
     O = _as_int_array("output_len", output_len)
@@ -242,12 +307,21 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
                          f"context of {m.name} (max_position_embeddings = "
                          f"{m.max_position_embeddings})")
     B, I, O = np.broadcast_arrays(B, I, O)
-    roof = Roofline.of(hw, prec)
-    pre_ops = build_ops(m, prec, B, I, I, flash=flash)
-    prefill = _prefill(pre_ops, roof)
+    roof = Roofline.of(hw, prec, lay)
+    micro = np.minimum(lay.num_microbatches, B) if lay.pp > 1 else np.ones_like(B)
+    b = B / micro
+    pipe = _Pipe(lay.pp, micro)
+    if lay.pp > 1:
+        # Stage boundaries cross the network once a replica outgrows one node.
+        group = lay.gpus_per_node + 1 if lay.devices_per_replica > lay.gpus_per_node else 2
+        act = m.hidden_size * prec.act_bytes
+        pipe = _Pipe(lay.pp, micro, roof.comm_s("p2p", b * I * act, group),
+                     roof.comm_s("p2p", b * act, group))
+    pre_ops = build_ops(m, prec, b, I, I, flash=flash, layout=lay)
+    prefill = _prefill(pre_ops, roof, pipe)
     one = np.ones_like(B)
-    dec1 = build_ops(m, prec, B, one, one, flash=flash)
-    dec2 = build_ops(m, prec, B, one, 2 * one, flash=flash)
-    decode = _decode(dec1, dec2, roof, I + 1, I + O - 1)
-    mem = memory_footprint(m, prec, hw, B, I, O, pre_ops)
-    return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem, roof.warnings)
+    dec1 = build_ops(m, prec, b, one, one, flash=flash, layout=lay)
+    dec2 = build_ops(m, prec, b, one, 2 * one, flash=flash, layout=lay)
+    decode = _decode(dec1, dec2, roof, I + 1, I + O - 1, pipe)
+    mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b)
+    return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem, roof.warnings, lay)

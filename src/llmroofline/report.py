@@ -25,6 +25,7 @@ def _phase_dict(p: PhaseResult, idx) -> dict[str, Any]:
             "weight_bytes": float(o.weight_bytes[idx]), "activation_bytes": float(o.act_bytes[idx]),
             "kv_bytes": float(o.kv_bytes[idx]), "intensity": float(o.intensity[idx]),
             "compute_s": float(o.compute_s[idx]), "memory_s": float(o.memory_s[idx]),
+            "comm_s": float(o.comm_s[idx]),
             "overhead_s": float(o.overhead_s[idx]), "time_s": float(o.time_s[idx]),
             "bound": str(o.bound[idx]),
         })
@@ -46,6 +47,8 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "precision": {"wbits": a.precision.wbits, "abits": a.precision.abits,
                       "kvbits": a.precision.kvbits},
         "flash": a.flash,
+        "tp": a.layout.tp, "pp": a.layout.pp, "ep": a.layout.ep, "dp": a.layout.dp,
+        "devices": a.layout.devices,
         "batch": int(a.batch[idx]),
         "input_len": int(a.input_len[idx]),
         "output_len": int(a.output_len[idx]),

@@ -57,6 +57,8 @@ def load_config_file(path: str | os.PathLike) -> dict:
         text = p.read_text()
     except OSError as e:
         raise InputError(f"model: cannot read {p}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"model: {p} is not a UTF-8 text file (expected a config.json)") from None
     try:
         cfg = json.loads(text)
     except json.JSONDecodeError as e:
@@ -75,12 +77,13 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
         root = resources.files("llmroofline") / "data" / "models"
         cfg = json.loads((root / files[hf]).read_text())
         return from_hf_config(cfg, name=hf)
-    if name.endswith(".json") or os.path.sep in name or Path(name).exists():
+    hub_like = bool(re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name))  # org/name, never a local path
+    if name.endswith(".json") or (os.path.sep in name and not hub_like) or Path(name).exists():
         p = Path(name)
         if not p.exists():
             raise InputError(f"model: file {name} does not exist")
         return from_hf_config(load_config_file(p), name=p.stem if p.name != "config.json" else p.parent.name or name)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+    if hub_like:
         return from_hf_config(_fetch_hub_config(name), name=name)
     raise InputError(f"model: unknown model '{name}'"
                      + suggest(name, list(files) + list(model_aliases()))

@@ -8,9 +8,10 @@ whose default is the ideal roofline (100 % of peak, no launch overhead).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -37,9 +38,10 @@ class Efficiency:
     bandwidth: float = 1.0
     compute: float = 1.0
     launch_overhead_s: float = 0.0
+    communication: float = 1.0   # achieved fraction of link bandwidth in collectives
 
     def __post_init__(self) -> None:
-        for f in ("bandwidth", "compute"):
+        for f in ("bandwidth", "compute", "communication"):
             v = getattr(self, f)
             if not (0 < v <= 1):
                 raise InputError(f"efficiency.{f} must be in (0, 1], got {v}")
@@ -68,6 +70,9 @@ class HardwareSpec:
     scaleup_link: str = ""
     scaleup_bytes_s_bidir: float | None = None
     pcie_bytes_s_bidir: float | None = None
+    scaleout_bytes_s: float = 50e9        # per-GPU network bandwidth per direction (400 Gb/s NIC)
+    link_latency_s: float | None = None   # per-hop latency of the scale-up link (None: by link type)
+    scaleout_latency_s: float = 10e-6
     tdp_w: float | None = None
     source: str = ""
     confidence: str = ""
@@ -83,13 +88,30 @@ class HardwareSpec:
         p = self.peak("bf16") or self.peak("fp16") or self.peak("fp32") or 0.0
         return p / self.mem_bw_bytes_s
 
+    @property
+    def has_nvlink(self) -> bool:
+        """An all-to-all scale-up fabric (NVLink/NVSwitch, Infinity Fabric, ICI, RoCE)."""
+        return bool(self.scaleup_bytes_s_bidir)
+
+    def scaleup_bytes_s(self) -> float | None:
+        """Per-direction bandwidth between devices of one node: scale-up link, else PCIe."""
+        bidir = self.scaleup_bytes_s_bidir or self.pcie_bytes_s_bidir
+        return bidir / 2 if bidir else None
+
+    def scaleup_latency_s(self) -> float:
+        """Per-hop latency inside a node: 2 us over NVLink-class links, 5 us over PCIe."""
+        if self.link_latency_s is not None:
+            return self.link_latency_s
+        return 2e-6 if self.has_nvlink else 5e-6
+
     def with_efficiency(self, **kw: float) -> HardwareSpec:
         return replace(self, efficiency=replace(self.efficiency, **kw))
 
 
 _REQUIRED = ("name", "memory_gb", "mem_bw_gb_s")
 _NUMERIC = ("memory_gb", "mem_bw_gb_s", "l2_mb", "sm_count", "boost_clock_mhz",
-            "scaleup_gb_s_bidir", "pcie_gb_s_bidir", "tdp_w", *DTYPE_FIELDS.values())
+            "scaleup_gb_s_bidir", "pcie_gb_s_bidir", "scaleout_gb_s", "link_latency_us",
+            "scaleout_latency_us", "tdp_w", *DTYPE_FIELDS.values())
 _TEXT = ("name", "vendor", "architecture", "family", "form_factor", "memory_type",
          "scaleup_link", "source", "confidence", "notes")
 
@@ -109,8 +131,8 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
     for k in _NUMERIC:
         if k in d:
             v = d[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise InputError(f"{where}: field '{k}' must be a positive number, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise InputError(f"{where}: field '{k}' must be a positive finite number, got {v!r}")
     peaks = {dt: float(d[f]) * 1e12 for dt, f in DTYPE_FIELDS.items() if f in d}
     if not peaks:
         raise InputError(f"{where}: needs at least one compute peak field "
@@ -119,14 +141,15 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
     if not isinstance(eff, dict):
         raise InputError(f"{where}: 'efficiency' must be a table")
     for k in eff:
-        if k not in ("bandwidth", "compute", "launch_overhead_us"):
+        if k not in ("bandwidth", "compute", "launch_overhead_us", "communication"):
             raise InputError(f"{where}: unknown field 'efficiency.{k}' (allowed: bandwidth, "
-                             "compute, launch_overhead_us)")
+                             "compute, communication, launch_overhead_us)")
         if isinstance(eff[k], bool) or not isinstance(eff[k], (int, float)):
             raise InputError(f"{where}: field 'efficiency.{k}' must be a number, got {eff[k]!r}")
     try:
         efficiency = Efficiency(bandwidth=float(eff.get("bandwidth", 1.0)),
                                 compute=float(eff.get("compute", 1.0)),
+                                communication=float(eff.get("communication", 1.0)),
                                 launch_overhead_s=float(eff.get("launch_overhead_us", 0.0)) * 1e-6)
     except InputError as e:
         raise InputError(f"{where}: {e}") from None
@@ -144,6 +167,9 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
         boost_clock_mhz=opt("boost_clock_mhz"),
         scaleup_bytes_s_bidir=opt("scaleup_gb_s_bidir", 1e9),
         pcie_bytes_s_bidir=opt("pcie_gb_s_bidir", 1e9),
+        scaleout_bytes_s=opt("scaleout_gb_s", 1e9) or 50e9,
+        link_latency_s=opt("link_latency_us", 1e-6),
+        scaleout_latency_s=opt("scaleout_latency_us", 1e-6) or 10e-6,
         tdp_w=opt("tdp_w"),
         efficiency=efficiency,
         **{k: str(d.get(k, "")) for k in _TEXT},
@@ -164,12 +190,16 @@ def to_dict(hw: HardwareSpec) -> dict[str, Any]:
     for k, attr, scale in (("l2_mb", "l2_bytes", 1e6), ("sm_count", "sm_count", 1),
                            ("boost_clock_mhz", "boost_clock_mhz", 1),
                            ("scaleup_gb_s_bidir", "scaleup_bytes_s_bidir", 1e9),
-                           ("pcie_gb_s_bidir", "pcie_bytes_s_bidir", 1e9), ("tdp_w", "tdp_w", 1)):
+                           ("pcie_gb_s_bidir", "pcie_bytes_s_bidir", 1e9), ("tdp_w", "tdp_w", 1),
+                           ("scaleout_gb_s", "scaleout_bytes_s", 1e9),
+                           ("link_latency_us", "link_latency_s", 1e-6),
+                           ("scaleout_latency_us", "scaleout_latency_s", 1e-6)):
         v = getattr(hw, attr)
         if v is not None:
             out[k] = v / scale if scale != 1 else v
     e = hw.efficiency
     out["efficiency"] = {"bandwidth": e.bandwidth, "compute": e.compute,
+                         "communication": e.communication,
                          "launch_overhead_us": e.launch_overhead_s * 1e6}
     return out
 
@@ -207,7 +237,12 @@ def load_hardware_file(path: Path) -> HardwareSpec:
     """Read a user device file: a flat table of the catalog fields (TOML or YAML)."""
     if not path.exists():
         raise InputError(f"hardware: file {path} does not exist")
-    text = path.read_text()
+    if not path.is_file():
+        raise InputError(f"hardware: {path} is not a file (expected a device id or a .toml/.yaml file)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"hardware: cannot read {path}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -224,6 +259,3 @@ def load_hardware_file(path: Path) -> HardwareSpec:
         dev_id = str((data or {}).get("id", path.stem)) if isinstance(data, dict) else path.stem
     return from_dict(dev_id, data, where=f"hardware file {path}")
 
-
-def spec_fields() -> list[str]:
-    return [f.name for f in fields(HardwareSpec)]

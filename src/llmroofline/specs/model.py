@@ -140,100 +140,98 @@ class ModelSpec:
 
 
 # -- parameter counting -------------------------------------------------------------
-def attention_params(m: ModelSpec) -> int:
-    """Parameters of one attention block (projections, biases, q/k norms, sinks)."""
+@dataclass(frozen=True)
+class Slice:
+    """Sizes held by one device: the whole model, or one tensor/expert-parallel rank."""
+
+    heads: int
+    kv_heads: int
+    ffn: int
+    vocab: int
+    experts: int = 0       # routed experts held
+    expert_ffn: int = 0    # intermediate size of the held slice of one expert
+    shared_ffn: int = 0
+
+
+def full_slice(m: ModelSpec) -> Slice:
+    e = m.moe
+    return Slice(m.num_heads, m.num_kv_heads, m.intermediate_size, m.vocab_size,
+                 e.num_experts if e else 0, e.expert_ffn if e else 0, e.shared_ffn if e else 0)
+
+
+def _mlp_split(m: ModelSpec, ffn: int, bias: bool, row_bias: bool = True) -> tuple[int, int]:
+    """(matmul weights, biases) of one MLP of width ``ffn``; ``row_bias``: the output bias."""
     h = m.hidden_size
+    up = (2 if m.gated_mlp else 1) * ffn
+    return h * up + ffn * h, ((up + (h if row_bias else 0)) if bias else 0)
+
+
+def layer_params(m: ModelSpec, i: int, sl: Slice | None = None) -> tuple[int, int]:
+    """(matmul weights, small params) of layer ``i`` held by a device with slice ``sl``.
+
+    Matmul weights are what ``wbits`` quantizes; small params (norms, biases, q/k norms,
+    attention sinks, the MoE router and shared-expert gate) stay 16-bit. Replicated parts
+    (norms, row-parallel biases, router, MLA down-projections) count in full on every device.
+    """
+    sl = sl or full_slice(m)
+    h = m.hidden_size
+    small = m.norms_per_layer * norm_params(m)
     if m.mla:
         a = m.mla
-        q = (h * a.q_lora_rank + a.q_lora_rank + a.q_lora_rank * m.q_dim) if a.q_lora_rank else h * m.q_dim
-        kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank \
-            + a.kv_lora_rank * m.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
-        o = m.num_heads * a.v_head_dim * h
-        return q + kv + o + (h if m.o_bias else 0)
-    qkv = h * (m.q_dim + 2 * m.kv_dim) + ((m.q_dim + 2 * m.kv_dim) if m.qkv_bias else 0)
-    o = m.q_dim * h + (h if m.o_bias else 0)
-    extra = (2 * m.head_dim if m.qk_norm else 0) + (m.num_heads if m.attention_sinks else 0)
-    return qkv + o + extra
-
-
-def mlp_params(m: ModelSpec, ffn: int, bias: bool | None = None) -> int:
-    """Parameters of one dense MLP of intermediate size ``ffn``."""
-    h = m.hidden_size
-    bias = m.mlp_bias if bias is None else bias
-    if m.gated_mlp:
-        return 3 * h * ffn + ((2 * ffn + h) if bias else 0)
-    return 2 * h * ffn + ((ffn + h) if bias else 0)
-
-
-def moe_params(m: ModelSpec) -> dict[str, int]:
-    """Per-MoE-layer parameters: router, all routed experts, one expert, shared part."""
-    assert m.moe is not None
-    e = m.moe
-    h = m.hidden_size
-    router = h * e.num_experts + (e.num_experts if e.router_bias else 0)
-    one_expert = mlp_params(m, e.expert_ffn, bias=e.expert_bias)
-    shared = (mlp_params(m, e.shared_ffn, bias=False) if e.shared_ffn else 0) + (h if e.shared_gate else 0)
-    return {"router": router, "expert": one_expert, "experts": e.num_experts * one_expert,
-            "shared": shared}
+        q = (h * a.q_lora_rank + a.q_lora_rank * sl.heads * a.qk_head_dim) if a.q_lora_rank \
+            else h * sl.heads * a.qk_head_dim
+        linear = q + h * (a.kv_lora_rank + a.qk_rope_head_dim) \
+            + a.kv_lora_rank * sl.heads * (a.qk_nope_head_dim + a.v_head_dim) \
+            + sl.heads * a.v_head_dim * h
+        small += (a.q_lora_rank or 0) + a.kv_lora_rank + (h if m.o_bias else 0)
+    else:
+        q, kv = sl.heads * m.head_dim, sl.kv_heads * m.head_dim
+        linear = h * (q + 2 * kv) + q * h
+        small += ((q + 2 * kv) if m.qkv_bias else 0) + (h if m.o_bias else 0)
+        small += (2 * m.head_dim if m.qk_norm else 0) + (sl.heads if m.attention_sinks else 0)
+    if m.moe_layer(i):
+        e = m.moe
+        w, b = _mlp_split(m, sl.expert_ffn, e.expert_bias)
+        linear += sl.experts * w
+        small += sl.experts * b + h * e.num_experts + (e.num_experts if e.router_bias else 0)
+        if e.shared_ffn:
+            w, _ = _mlp_split(m, sl.shared_ffn, False)
+            linear += w
+            small += h if e.shared_gate else 0
+    else:
+        w, b = _mlp_split(m, sl.ffn, m.mlp_bias)
+        linear += w
+        small += b
+    return linear, small
 
 
 def norm_params(m: ModelSpec) -> int:
     return m.hidden_size * (2 if m.norm == "layer" else 1)
 
 
-def param_groups(m: ModelSpec) -> dict[str, int]:
-    """Parameter counts split by how they are stored and quantized.
+def param_groups(m: ModelSpec, sl: Slice | None = None, layers: range | None = None,
+                 first: bool = True, last: bool = True) -> dict[str, int]:
+    """Parameters held by a device, split by how they are stored and quantized.
 
     ``linear``: matmul weights of the decoder layers (quantized with ``wbits``);
-    ``small``: norms and biases; ``embedding``: token (+ position) tables;
+    ``small``: norms, biases, router; ``embedding``: token (+ position) tables;
     ``lm_head``: the output projection when not tied to the embedding.
+    ``layers``: the layers this device holds (a pipeline stage; default all);
+    ``first``/``last``: whether it holds the embedding / the final norm and lm_head.
     """
+    sl = sl or full_slice(m)
     h = m.hidden_size
     linear = small = 0
-    attn = attention_params(m)
-    attn_small = attn - _attention_linear(m)
-    for i in range(m.num_layers):
-        linear += attn - attn_small
-        small += attn_small + m.norms_per_layer * norm_params(m)
-        if m.moe_layer(i):
-            # Router and shared-expert gate stay 16-bit (quantization recipes skip them).
-            p = moe_params(m)
-            expert_bias = _expert_bias(m)
-            gate = m.hidden_size if m.moe.shared_gate else 0
-            linear += p["experts"] - expert_bias + p["shared"] - gate
-            small += p["router"] + gate + expert_bias
-        else:
-            ffn = m.intermediate_size
-            p = mlp_params(m, ffn)
-            b = p - mlp_params(m, ffn, bias=False)
-            linear += p - b
-            small += b
-    embedding = m.vocab_size * h + m.learned_positions * h
-    small += norm_params(m) if m.final_norm else 0
-    lm_head = 0 if m.tie_embeddings else m.vocab_size * h
-    if m.lm_head_bias:
-        small += m.vocab_size
+    for i in (layers if layers is not None else range(m.num_layers)):
+        lin, sm = layer_params(m, i, sl)
+        linear += lin
+        small += sm
+    embedding = (sl.vocab * h + m.learned_positions * h) if (first or (last and m.tie_embeddings)) else 0
+    lm_head = 0
+    if last:
+        small += (norm_params(m) if m.final_norm else 0) + (sl.vocab if m.lm_head_bias else 0)
+        lm_head = 0 if m.tie_embeddings else sl.vocab * h
     return {"linear": linear, "small": small, "embedding": embedding, "lm_head": lm_head}
-
-
-def _attention_linear(m: ModelSpec) -> int:
-    h = m.hidden_size
-    if m.mla:
-        a = m.mla
-        q = (h * a.q_lora_rank + a.q_lora_rank * m.q_dim) if a.q_lora_rank else h * m.q_dim
-        return q + h * (a.kv_lora_rank + a.qk_rope_head_dim) \
-            + a.kv_lora_rank * m.num_heads * (a.qk_nope_head_dim + a.v_head_dim) \
-            + m.num_heads * a.v_head_dim * h
-    return h * (m.q_dim + 2 * m.kv_dim) + m.q_dim * h
-
-
-def _expert_bias(m: ModelSpec) -> int:
-    """Bias parameters of all routed experts of one layer (gpt_oss)."""
-    e = m.moe
-    assert e is not None
-    if not e.expert_bias:
-        return 0
-    return e.num_experts * (mlp_params(m, e.expert_ffn, True) - mlp_params(m, e.expert_ffn, False))
 
 
 def param_count(m: ModelSpec) -> int:
@@ -245,8 +243,8 @@ def active_param_count(m: ModelSpec) -> int:
     """Parameters touched per token (MoE: top_k routed experts, not all of them)."""
     total = param_count(m)
     if m.moe:
-        p = moe_params(m)
-        total -= m.num_moe_layers * (m.moe.num_experts - m.moe.top_k) * p["expert"]
+        w, b = _mlp_split(m, m.moe.expert_ffn, m.moe.expert_bias)
+        total -= m.num_moe_layers * (m.moe.num_experts - m.moe.top_k) * (w + b)
     return total
 
 

@@ -1,0 +1,454 @@
+"""Pictures of comparison meshes and roofline charts: PNG/SVG (matplotlib), HTML (plotly), CSV.
+
+matplotlib and plotly are optional (the ``plot`` extra) and imported inside the functions,
+so ``import llmroofline`` stays light. Figures have a fixed pixel size
+(``figsize x dpi``, no tight bounding box) so callers and tests can rely on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .compare import Mesh
+from .cost import Roofline
+from .errors import InputError
+from .phases import Analysis
+
+DPI = 100
+COMPARE_SIZE_IN = (7.0, 5.2)          # one panel; side by side doubles the width
+ROOFLINE_SIZE_IN = (8.0, 6.0)
+FIGURE_SUFFIXES = (".png", ".svg")
+COMPARE_SUFFIXES = (".png", ".svg", ".html", ".csv")
+ROOFLINE_SUFFIXES = (".png", ".svg", ".html", ".csv")
+METHOD_TITLE = {"ops": "per-operator roofline", "global": "whole-model intensity (global)"}
+DEVICE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+                 "#17becf")
+PHASE_MARKERS = {"prefill": ("o", "circle"), "decode": ("^", "triangle-up")}
+
+
+def compare_figure_size_px(n_panels: int) -> tuple[int, int]:
+    """Pixel size (width, height) of a comparison PNG with ``n_panels`` side by side."""
+    return (round(COMPARE_SIZE_IN[0] * n_panels * DPI), round(COMPARE_SIZE_IN[1] * DPI))
+
+
+def roofline_figure_size_px() -> tuple[int, int]:
+    return (round(ROOFLINE_SIZE_IN[0] * DPI), round(ROOFLINE_SIZE_IN[1] * DPI))
+
+
+def _suffix(path, allowed: Sequence[str]) -> str:
+    s = Path(path).suffix.lower()
+    if s not in allowed:
+        raise InputError(f"out: file suffix must be one of {', '.join(allowed)}, got "
+                         f"'{Path(path).name}'")
+    return s
+
+
+def _mpl():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return matplotlib, plt
+
+
+def short(x: float) -> str:
+    """1024 -> '1k', 32768 -> '32k', 100 -> '100' (binary k for powers of two)."""
+    x = float(x)
+    if x >= 1024 and x % 1024 == 0:
+        return f"{x / 1024:g}k"
+    if x >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    if x >= 1e4:
+        return f"{x / 1e3:.3g}k"
+    return f"{x:g}"
+
+
+def _edges(v: np.ndarray) -> np.ndarray:
+    """Cell edges of a (log-spaced) axis: geometric midpoints, ends mirrored."""
+    lv = np.log(v)
+    if len(v) == 1:
+        return np.exp(lv[0] + np.array([-0.5, 0.5]) * math.log(2))
+    mid = (lv[:-1] + lv[1:]) / 2
+    return np.exp(np.concatenate([[2 * lv[0] - mid[0]], mid, [2 * lv[-1] - mid[-1]]]))
+
+
+def _ratio_ticks(limit: float) -> tuple[list[float], list[str]]:
+    cands = [1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 1, 1.5, 2, 3, 4, 6, 8, 16]
+    keep = [r for r in cands if abs(math.log2(r)) <= limit + 1e-9]
+    if len(keep) > 7:
+        keep = [r for r in keep if r in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16)]
+    return [math.log2(r) for r in keep], [f"{r:.2g}" if r >= 1 else f"1/{1 / r:.2g}" for r in keep]
+
+
+def _color_limit(meshes: Sequence[Mesh]) -> float:
+    vals = [np.abs(np.log2(m.ratio[m.valid])) for m in meshes if m.valid.any()]
+    lim = max((float(v.max()) for v in vals if v.size), default=1.0)
+    return max(lim, math.log2(1.25))
+
+
+def _runs(mask: np.ndarray):
+    """Horizontal runs of True cells: (row, start column, end column exclusive)."""
+    for i, row in enumerate(mask):
+        j = 0
+        n = len(row)
+        while j < n:
+            if row[j]:
+                k = j
+                while k < n and row[k]:
+                    k += 1
+                yield i, j, k
+                j = k
+            else:
+                j += 1
+
+
+# -- comparison heatmap ------------------------------------------------------------------
+def compare_figure(meshes: Mesh | Sequence[Mesh]):
+    """Matplotlib figure: one heatmap panel per mesh (e.g. both methods side by side).
+
+    Two devices: colour = log2(throughput ratio device 0 / device 1) on a diverging map
+    centred at 1, with the 1.0 contour. More devices: colour = the fastest device.
+    Hatched cells: the workload does not fit a device (grey ///) or exceeds the context (..).
+    """
+    matplotlib, plt = _mpl()
+    from matplotlib.colors import BoundaryNorm, ListedColormap, TwoSlopeNorm
+    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.collections import PatchCollection
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    meshes = [meshes] if isinstance(meshes, Mesh) else list(meshes)
+    m0 = meshes[0]
+    n_dev = len(m0.hardware)
+    fig, axes = plt.subplots(1, len(meshes), figsize=(COMPARE_SIZE_IN[0] * len(meshes),
+                                                      COMPARE_SIZE_IN[1]),
+                             dpi=DPI, squeeze=False, layout="constrained")
+    lim = _color_limit(meshes)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+    cmap = plt.get_cmap("RdBu").copy()
+    cmap.set_bad((0, 0, 0, 0))
+    dev_cmap = ListedColormap(DEVICE_COLORS[:n_dev])
+    dev_norm = BoundaryNorm(np.arange(-0.5, n_dev + 0.5), n_dev)
+    image = None
+    for ax, m in zip(axes[0], meshes):
+        xe, ye = _edges(m.seq), _edges(m.batch)
+        if n_dev == 2:
+            z = np.ma.masked_invalid(np.log2(m.ratio))
+            image = ax.pcolormesh(xe, ye, z, cmap=cmap, norm=norm, rasterized=True)
+            if np.nanmin(z) < 0 < np.nanmax(z):
+                cs = ax.contour(m.seq, m.batch, z, levels=[0.0], colors="k", linewidths=1.6)
+                ax.clabel(cs, fmt={0.0: "1.0"}, fontsize=9)
+        else:
+            w = np.ma.masked_less(m.winner.astype(float), 0)
+            image = ax.pcolormesh(xe, ye, w, cmap=dev_cmap, norm=dev_norm, rasterized=True)
+        # masked cells: not fitting (grey ///), beyond the context (white ..)
+        not_fit = ~np.all(m.fits, axis=0) & m.in_context[None, :]
+        beyond = np.broadcast_to(~m.in_context[None, :], not_fit.shape)
+        for mask, face, hatch in ((not_fit, "0.82", "///"), (beyond, "white", "..")):
+            rects = [Rectangle((xe[j0], ye[i]), xe[j1] - xe[j0], ye[i + 1] - ye[i])
+                     for i, j0, j1 in _runs(mask)]
+            if rects:
+                ax.add_collection(PatchCollection(rects, facecolor=face, edgecolor="0.55",
+                                                  hatch=hatch, linewidth=0, zorder=0.5))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(xe[0], xe[-1])
+        ax.set_ylim(ye[0], ye[-1])
+        for axis, vals in ((ax.xaxis, m.seq), (ax.yaxis, m.batch)):
+            lo, hi = np.log2(vals[0]), np.log2(vals[-1])
+            step = max(1, int(math.ceil((hi - lo) / 8)))
+            ticks = [2.0 ** k for k in range(int(math.ceil(lo)), int(math.floor(hi)) + 1, step)]
+            axis.set_major_locator(FixedLocator(ticks or list(vals[[0, -1]])))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
+            axis.set_minor_locator(NullLocator())
+        ax.set_xlabel(f"sequence length (mean KV tokens of decode; output {m.output_len})")
+        ax.set_ylabel("batch size (concurrent sequences)")
+        frac = m.win_fraction()
+        wins = ", ".join(f"{h} {100 * f:.0f}%" for h, f in zip(m.hardware, frac))
+        ax.set_title(f"{METHOD_TITLE.get(m.method, m.method)}\ncells won: {wins}", fontsize=10)
+    handles = [Patch(facecolor="0.82", edgecolor="0.55", hatch="///", label="does not fit")]
+    if (~m0.in_context).any():
+        handles.append(Patch(facecolor="white", edgecolor="0.55", hatch="..",
+                             label=f"beyond context ({m0.context_limit})"))
+    if n_dev == 2:
+        ticks, labels = _ratio_ticks(lim)
+        cb = fig.colorbar(image, ax=list(axes[0]), ticks=ticks, shrink=0.9)
+        cb.ax.set_yticklabels(labels)
+        cb.set_label(f"decode throughput {m0.hardware[0]} / {m0.hardware[1]}  (>1: "
+                     f"{m0.hardware[0]} faster)")
+        head = f"{m0.hardware[0]} vs {m0.hardware[1]}"
+    else:
+        cb = fig.colorbar(image, ax=list(axes[0]), ticks=range(n_dev), shrink=0.9)
+        cb.ax.set_yticklabels(m0.hardware)
+        cb.set_label("fastest device")
+        head = " vs ".join(m0.hardware)
+    axes[0][0].legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9)
+    fig.suptitle(f"{head}: {m0.model} ({m0.precision})", fontsize=12)
+    return fig
+
+
+def compare_csv(meshes: Mesh | Sequence[Mesh], path) -> None:
+    import pandas as pd
+    meshes = [meshes] if isinstance(meshes, Mesh) else list(meshes)
+    pd.concat([m.to_dataframe() for m in meshes]).to_csv(path, index=False)
+
+
+def compare_html(meshes: Mesh | Sequence[Mesh], path) -> None:
+    """Self-contained interactive HTML (plotly.js embedded: opens offline)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    meshes = [meshes] if isinstance(meshes, Mesh) else list(meshes)
+    m0 = meshes[0]
+    n_dev = len(m0.hardware)
+    fig = make_subplots(rows=1, cols=len(meshes), horizontal_spacing=0.08,
+                        subplot_titles=[METHOD_TITLE.get(m.method, m.method) for m in meshes])
+    lim = _color_limit(meshes)
+    ticks, labels = _ratio_ticks(lim)
+    for c, m in enumerate(meshes, start=1):
+        x, y = np.log2(m.seq), np.log2(m.batch)
+        tp = m.throughput_tok_s
+        hover = np.empty(m.shape, dtype=object)
+        for i, j in np.ndindex(m.shape):
+            parts = [f"batch {m.batch[i]:g}, seq {m.seq[j]:g} (input {m.input_len[j]:g})"]
+            for d, hw in enumerate(m.hardware):
+                fit = "" if m.fits[d, i, j] else " (does not fit)"
+                parts.append(f"{hw}: {tp[d, i, j]:,.0f} tok/s{fit}")
+            if not m.in_context[j]:
+                parts.append(f"beyond context {m.context_limit}")
+            elif n_dev >= 2 and m.valid[i, j]:
+                parts.append(f"ratio {m.ratio[i, j]:.3f}")
+            hover[i, j] = "<br>".join(parts)
+        masked = np.where(m.valid, np.nan, 0.0)
+        fig.add_trace(go.Heatmap(x=x, y=y, z=masked, colorscale=[[0, "#d0d0d0"], [1, "#d0d0d0"]],
+                                 showscale=False, text=hover, hoverinfo="text", name="masked"),
+                      row=1, col=c)
+        if n_dev == 2:
+            z = np.log2(m.ratio)
+            fig.add_trace(go.Heatmap(
+                x=x, y=y, z=z, zmid=0, zmin=-lim, zmax=lim, colorscale="RdBu", text=hover,
+                hoverinfo="text", name="ratio", showscale=(c == 1),
+                colorbar=dict(title=f"{m.hardware[0]} / {m.hardware[1]}", tickvals=ticks,
+                              ticktext=labels)), row=1, col=c)
+            fig.add_trace(go.Contour(x=x, y=y, z=z, contours=dict(start=0, end=0, size=1,
+                                                                 coloring="lines"),
+                                     line=dict(color="black", width=2), showscale=False,
+                                     hoverinfo="skip", name="ratio 1.0"), row=1, col=c)
+        else:
+            w = np.where(m.winner >= 0, m.winner, np.nan)
+            scale = [[k / n_dev + e / n_dev, DEVICE_COLORS[k]] for k in range(n_dev) for e in (0, 1)]
+            fig.add_trace(go.Heatmap(x=x, y=y, z=w, zmin=-0.5, zmax=n_dev - 0.5, colorscale=scale,
+                                     text=hover, hoverinfo="text", showscale=(c == 1),
+                                     colorbar=dict(title="fastest", tickvals=list(range(n_dev)),
+                                                   ticktext=list(m.hardware))), row=1, col=c)
+        for axis, vals, title in (("xaxis", m.seq, "sequence length (mean KV tokens)"),
+                                  ("yaxis", m.batch, "batch size")):
+            lo, hi = np.log2(vals[0]), np.log2(vals[-1])
+            step = max(1, int(math.ceil((hi - lo) / 8)))
+            tv = list(range(int(math.ceil(lo)), int(math.floor(hi)) + 1, step))
+            fig.update_layout({f"{axis}{'' if c == 1 else c}": dict(
+                title=title, tickvals=tv, ticktext=[short(2.0 ** t) for t in tv])})
+    head = " vs ".join(m0.hardware)
+    fig.update_layout(title=f"{head}: {m0.model} ({m0.precision}), decode throughput; grey: "
+                            f"does not fit or beyond context",
+                      width=650 * len(meshes) + 100, height=560, plot_bgcolor="white")
+    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+
+
+def save_compare(meshes: Mesh | Sequence[Mesh], path) -> Path:
+    """Write a comparison to ``path``; the suffix picks the format (.png .svg .html .csv)."""
+    s = _suffix(path, COMPARE_SUFFIXES)
+    path = Path(path)
+    if s == ".csv":
+        compare_csv(meshes, path)
+    elif s == ".html":
+        compare_html(meshes, path)
+    else:
+        _, plt = _mpl()
+        fig = compare_figure(meshes)
+        try:
+            fig.savefig(path, dpi=DPI, format=s[1:])
+        finally:
+            plt.close(fig)
+    return path
+
+
+# -- roofline chart --------------------------------------------------------------------
+def roofline_points(analyses: Sequence[Analysis], phases=("prefill", "decode")) -> list[dict]:
+    """One point per operator with FLOPs, per device and phase (scalar analyses).
+
+    ``intensity`` = FLOPs / bytes of the operator row; ``flops_s`` = FLOPs / its roofline
+    time (what the operator attains, launch overhead included). Decode rows are means over
+    the decode steps.
+    """
+    pts = []
+    for a in analyses:
+        for ph in phases:
+            p = getattr(a, ph)
+            total = float(p.time_s) or 1.0
+            for o in p.ops:
+                f, t = float(o.flops), float(o.time_s)
+                if f <= 0 or t <= 0:
+                    continue
+                pts.append({"hardware": a.hardware.id, "phase": ph, "op": o.name,
+                            "intensity": float(o.intensity), "flops": f, "bytes": float(o.bytes),
+                            "time_s": t, "flops_s": f / t, "share": t / total,
+                            "bound": str(o.bound)})
+    return pts
+
+
+def _roofs(a: Analysis) -> dict:
+    roof = Roofline.of(a.hardware, a.precision)
+    peaks = {}
+    for cls, label in (("gemm", "matmul"), ("gemm16", "16-bit"), ("vector", "vector")):
+        v = roof.flops_s[cls]
+        peaks.setdefault(v, f"{label} ({roof.dtypes[cls].upper()})")
+    gemm = roof.flops_s["gemm"]
+    return {"bw": roof.bytes_s, "gemm": gemm, "peaks": peaks, "ridge": gemm / roof.bytes_s}
+
+
+def _check_scalar(analyses: Sequence[Analysis]) -> None:
+    if not analyses:
+        raise InputError("hardware: give at least one device")
+    for a in analyses:
+        if np.size(a.batch) != 1:
+            raise InputError("roofline: batch, input and output must be single values")
+
+
+def roofline_figure(analyses: Sequence[Analysis], phases=("prefill", "decode")):
+    """Log-log roofline of one or more devices with the operators of the chosen phases."""
+    matplotlib, plt = _mpl()
+    _check_scalar(analyses)
+    pts = roofline_points(analyses, phases)
+    roofs = [_roofs(a) for a in analyses]
+    xs = [p["intensity"] for p in pts] + [r["ridge"] for r in roofs]
+    xmin = 10 ** math.floor(math.log10(max(min(xs), 1e-3)) - 0.3)
+    xmax = 10 ** math.ceil(math.log10(max(xs)) + 0.3)
+    fig, ax = plt.subplots(figsize=ROOFLINE_SIZE_IN, dpi=DPI, layout="constrained")
+    ridges = [r["ridge"] for r in roofs]
+    lo, hi = min(ridges), max(ridges)
+    ax.axvspan(xmin, lo, color="#cfe3f5", alpha=0.6, lw=0)
+    ax.axvspan(hi, xmax, color="#f7d4d4", alpha=0.6, lw=0)
+    if hi > lo * 1.01:
+        ax.axvspan(lo, hi, color="0.92", alpha=0.8, lw=0)
+    x = np.geomspace(xmin, xmax, 400)
+    ymax = max(r["gemm"] for r in roofs)
+    for k, (a, r) in enumerate(zip(analyses, roofs)):
+        c = DEVICE_COLORS[k % len(DEVICE_COLORS)]
+        ax.plot(x, np.minimum(r["gemm"], x * r["bw"]), color=c, lw=2.2,
+                label=f"{a.hardware.id}: {r['gemm'] / 1e12:.0f} TFLOP/s, {r['bw'] / 1e9:.0f} GB/s")
+        for peak, label in r["peaks"].items():
+            if peak != r["gemm"]:
+                xr = peak / r["bw"]
+                xx = x[x >= xr]
+                ax.plot(xx, np.full_like(xx, peak), color=c, lw=1, ls="--", alpha=0.7)
+                ax.text(xmax / 1.1, peak * 1.06, label, color=c, fontsize=7, ha="right")
+        ax.plot([r["ridge"]], [r["gemm"]], "o", color=c, ms=6, mec="k")
+        ax.annotate(f"ridge {r['ridge']:.0f} FLOP/B", (r["ridge"], r["gemm"]),
+                    textcoords="offset points", xytext=(6, 6 + 11 * k), fontsize=8, color=c)
+        for ph in phases:
+            sel = [p for p in pts if p["hardware"] == a.hardware.id and p["phase"] == ph]
+            if not sel:
+                continue
+            ax.scatter([p["intensity"] for p in sel], [p["flops_s"] for p in sel],
+                       s=[20 + 300 * p["share"] for p in sel], marker=PHASE_MARKERS[ph][0],
+                       facecolor=c, edgecolor="k", linewidth=0.5, alpha=0.75, zorder=3)
+            if k == 0:
+                for p in sel:
+                    if p["share"] >= 0.02:
+                        ax.annotate(p["op"], (p["intensity"], p["flops_s"]), fontsize=7,
+                                    textcoords="offset points", xytext=(5, -9), color="0.2")
+    ymin = min([p["flops_s"] for p in pts] + [xmin * min(r["bw"] for r in roofs)]) / 2
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(xmin, xmax)
+    ax.set_ylim(ymin, ymax * 3)
+    ax.set_xlabel("arithmetic intensity (FLOP / byte moved)")
+    ax.set_ylabel("attainable FLOP/s")
+    ax.text(xmin * 1.3, ymax * 1.8, "memory-bound", fontsize=9, color="#1f4e79")
+    ax.text(xmax / 1.3, ymax * 1.8, "compute-bound", fontsize=9, color="#7f1d1d", ha="right")
+    from matplotlib.lines import Line2D
+    handles, _ = ax.get_legend_handles_labels()
+    names = {"prefill": "prefill (total)", "decode": "decode (mean step)"}
+    handles += [Line2D([], [], marker=PHASE_MARKERS[ph][0], ls="", color="0.4", mec="k",
+                       label=f"{names[ph]} operator; size = time share") for ph in phases]
+    ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
+    a = analyses[0]
+    ax.set_title(f"{a.model.name} ({a.precision.label}): batch {a.batch.item():g}, input "
+                 f"{a.input_len.item():g}, output {a.output_len.item():g}", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    return fig
+
+
+def roofline_html(analyses: Sequence[Analysis], path, phases=("prefill", "decode")) -> None:
+    import plotly.graph_objects as go
+
+    _check_scalar(analyses)
+    pts = roofline_points(analyses, phases)
+    roofs = [_roofs(a) for a in analyses]
+    xs = [p["intensity"] for p in pts] + [r["ridge"] for r in roofs]
+    xmin = 10 ** math.floor(math.log10(max(min(xs), 1e-3)) - 0.3)
+    xmax = 10 ** math.ceil(math.log10(max(xs)) + 0.3)
+    x = np.geomspace(xmin, xmax, 400)
+    fig = go.Figure()
+    for k, (a, r) in enumerate(zip(analyses, roofs)):
+        c = DEVICE_COLORS[k % len(DEVICE_COLORS)]
+        fig.add_trace(go.Scatter(x=x, y=np.minimum(r["gemm"], x * r["bw"]), mode="lines",
+                                 line=dict(color=c, width=3), name=f"{a.hardware.id} roofline",
+                                 hovertemplate="%{x:.3g} FLOP/B: %{y:.3s}FLOP/s<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[r["ridge"]], y=[r["gemm"]], mode="markers+text",
+                                 marker=dict(color=c, size=9, line=dict(color="black", width=1)),
+                                 text=[f"ridge {r['ridge']:.0f}"], textposition="top left",
+                                 name=f"{a.hardware.id} ridge", showlegend=False))
+        for ph in phases:
+            sel = [p for p in pts if p["hardware"] == a.hardware.id and p["phase"] == ph]
+            if not sel:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[p["intensity"] for p in sel], y=[p["flops_s"] for p in sel], mode="markers",
+                marker=dict(color=c, symbol=PHASE_MARKERS[ph][1], line=dict(color="black", width=1),
+                            size=[8 + 30 * math.sqrt(p["share"]) for p in sel], opacity=0.8),
+                name=f"{a.hardware.id} {ph}",
+                text=[f"{p['op']} ({ph})<br>{p['intensity']:.3g} FLOP/B, {p['flops_s'] / 1e12:.3g} "
+                      f"TFLOP/s<br>{100 * p['share']:.1f}% of {ph} time, {p['bound']}-bound"
+                      for p in sel], hoverinfo="text"))
+    ridges = [r["ridge"] for r in roofs]
+    fig.add_vrect(x0=xmin, x1=min(ridges), fillcolor="#cfe3f5", opacity=0.5, line_width=0,
+                  layer="below")
+    fig.add_vrect(x0=max(ridges), x1=xmax, fillcolor="#f7d4d4", opacity=0.5, line_width=0,
+                  layer="below")
+    a = analyses[0]
+    fig.update_layout(title=f"Roofline: {a.model.name} ({a.precision.label}), batch "
+                            f"{a.batch.item():g}, input {a.input_len.item():g}, output "
+                            f"{a.output_len.item():g}",
+                      xaxis=dict(type="log", title="arithmetic intensity (FLOP/byte)"),
+                      yaxis=dict(type="log", title="attainable FLOP/s"),
+                      width=900, height=620, plot_bgcolor="white")
+    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+
+
+def save_roofline(analyses: Sequence[Analysis], path, phases=("prefill", "decode")) -> Path:
+    """Write a roofline chart (.png .svg .html) or its points (.csv)."""
+    s = _suffix(path, ROOFLINE_SUFFIXES)
+    path = Path(path)
+    if s == ".csv":
+        import pandas as pd
+        _check_scalar(analyses)
+        pd.DataFrame(roofline_points(analyses, phases)).to_csv(path, index=False)
+    elif s == ".html":
+        roofline_html(analyses, path, phases)
+    else:
+        _, plt = _mpl()
+        fig = roofline_figure(analyses, phases)
+        try:
+            fig.savefig(path, dpi=DPI, format=s[1:])
+        finally:
+            plt.close(fig)
+    return path
+
+
+__all__ = ["compare_figure", "compare_html", "compare_csv", "save_compare", "roofline_figure",
+           "roofline_html", "roofline_points", "save_roofline", "compare_figure_size_px",
+           "roofline_figure_size_px"]
