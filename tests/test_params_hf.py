@@ -278,14 +278,11 @@ def test_kv_cache_bytes_match_transformers(key):
     if spec.mla is not None:
         # transformers 5 caches MLA's compressed latent (the normalized kv_lora_rank part
         # as "keys", the shared rotary key qk_rope_head_dim as "values", one head each),
-        # as serving engines do: the engine's default kv_cache_width() (mla_absorb=True).
-        # Earlier transformers releases (4.x) cached decompressed K and V instead, i.e.
-        # kv_cache_width(mla_absorb=False) = heads x (qk_head_dim + v_head_dim).
+        # as serving engines do: the engine's kv_cache_width().
         layer = out.past_key_values.layers[0]
         assert layer.keys.shape == (_B, 1, _S, cfg["kv_lora_rank"])
         assert layer.values.shape == (_B, 1, _S, cfg["qk_rope_head_dim"])
-        assert spec.kv_cache_width() == spec.kv_cache_width(mla_absorb=True) == 32 + 8
-        assert spec.kv_cache_width(mla_absorb=False) == 4 * ((16 + 8) + 16)
+        assert spec.kv_cache_width() == 32 + 8
     assert hf_bytes == _B * engine_per_seq, (key, hf_bytes, _B * engine_per_seq)
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from . import phases, report
 from .errors import InputError
 from .gridspec import cartesian, parse_grid
+from .parallel import Layout
 from .specs import catalog, hardware as hwmod
 from .specs.catalog import DEFAULT_MODEL
 from .specs.hardware import DEFAULT_HARDWARE
@@ -59,25 +60,57 @@ def gb(x: float) -> str:
 
 
 # -- commands -------------------------------------------------------------------------------
+# Options shared by every command that runs the engine.
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in id or alias, config.json path, or hub id.")]
+QuantOpt = Annotated[Optional[str], typer.Option("--quant", "-q", help="Scheme: fp16, bf16, fp8, int8-sq, w8a16, w4a16, fp4; KV: kv-fp8, kv-int8, kv-int4; combine with commas.")]
+WbitsOpt = Annotated[Optional[int], typer.Option("--wbits", help="Weight bits: 4, 8, 16, 32 (overrides --quant).")]
+AbitsOpt = Annotated[Optional[int], typer.Option("--abits", help="Activation bits: 4, 8, 16, 32.")]
+KvbitsOpt = Annotated[Optional[int], typer.Option("--kvbits", help="KV cache bits: 4, 8, 16, 32.")]
+FlashOpt = Annotated[bool, typer.Option("--flash/--no-flash", help="Fused (FlashAttention-style) attention.")]
+TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel devices.")]
+PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline stages.")]
+EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel devices (MoE; divides --tp).")]
+DpOpt = Annotated[int, typer.Option("--dp", help="Data-parallel replicas (throughput scales).")]
+NodeOpt = Annotated[int, typer.Option("--gpus-per-node", help="Devices per node; larger groups use the network.")]
+MicroOpt = Annotated[Optional[int], typer.Option("--microbatches", help="Pipeline micro-batches (default: --pp).")]
+OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap", help="Hide collectives behind matmuls.")]
+AllreduceOpt = Annotated[str, typer.Option("--allreduce", help="auto, ring, tree, oneshot, twoshot.")]
+OffWOpt = Annotated[float, typer.Option("--offload-weights", help="Fraction of weights in host memory [0, 1].")]
+OffKvOpt = Annotated[float, typer.Option("--offload-kv", help="Fraction of KV cache in host memory [0, 1].")]
+HostBwOpt = Annotated[Optional[float], typer.Option("--host-bw", help="Host link bytes/s (default: the device's PCIe).")]
+
+
+def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=8,
+                  microbatches=None, overlap=False, allreduce="auto", offload_weights=0.0,
+                  offload_kv=0.0, host_bw=None) -> dict:
+    """Keyword arguments of ``analyze`` from the shared CLI options."""
+    layout = Layout(tp=tp, pp=pp, ep=ep, dp=dp, gpus_per_node=gpus_per_node,
+                    microbatches=microbatches, overlap=overlap, allreduce=allreduce,
+                    offload_weights=offload_weights, offload_kv=offload_kv, host_bw_bytes_s=host_bw)
+    return dict(quant=quant, wbits=wbits, abits=abits, kvbits=kvbits, flash=flash, layout=layout)
+
+
 @app.command()
 def analyze(
-    model: Annotated[str, typer.Option("--model", "-m", help="Built-in id or alias, config.json path, or hub id.")] = DEFAULT_MODEL,
+    model: ModelOpt = DEFAULT_MODEL,
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file.")] = DEFAULT_HARDWARE,
-    batch: Annotated[str, typer.Option("--batch", "-b", help="Batch size or grid: 16, 1,8,64, 1:256, 1:256:8.")] = "1",
+    batch: Annotated[str, typer.Option("--batch", "-b", help="Batch size (per replica) or grid: 16, 1,8,64, 1:256, 1:256:8.")] = "1",
     input_len: Annotated[str, typer.Option("--input", "-i", help="Prompt tokens (or grid).")] = "128",
     output_len: Annotated[str, typer.Option("--output", "-o", help="Generated tokens incl. the first (or grid).")] = "128",
-    wbits: Annotated[int, typer.Option(help="Weight bits: 4, 8, 16, 32.")] = 16,
-    abits: Annotated[int, typer.Option(help="Activation bits: 4, 8, 16, 32.")] = 16,
-    kvbits: Annotated[int, typer.Option(help="KV cache bits: 4, 8, 16, 32.")] = 16,
-    flash: Annotated[bool, typer.Option("--flash/--no-flash", help="Fused (FlashAttention-style) attention.")] = True,
+    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
+    flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1,
+    gpus_per_node: NodeOpt = 8, microbatches: MicroOpt = None, overlap: OverlapOpt = False,
+    allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
+    host_bw: HostBwOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (an array for a grid).")] = False,
 ) -> None:
     """Per-operator roofline of prefill and decode, latency, throughput and memory."""
     axes = cartesian(batch=parse_grid("batch", batch, hi=1_000_000),
                      input_len=parse_grid("input_len", input_len),
                      output_len=parse_grid("output_len", output_len))
-    a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"],
-                       wbits=wbits, abits=abits, kvbits=kvbits, flash=flash)
+    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
+                       microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw)
+    a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw)
     points = list(report.grid_points(a))
     for w in a.warnings:
         err.print(f"[yellow]warning:[/] {w}")
@@ -94,19 +127,21 @@ def analyze(
 def _op_table(title: str, phase: dict, note: str) -> Table:
     t = Table(title=title, caption=note, title_justify="left", caption_justify="left",
               pad_edge=False, box=None, header_style="bold")
-    cols = ("operator", "n", "FLOP", "weights", "activ.", "KV", "FLOP/B", "time", "%", "bound")
+    cols = ("operator", "n", "FLOP", "weights", "activ.", "KV", "comm", "FLOP/B", "time", "%", "bound")
     for col in cols:
         t.add_column(col, justify="left" if col in ("operator", "bound") else "right",
                      no_wrap=True)
     total = sum(o["time_s"] for o in phase["ops"]) or 1.0
     for o in phase["ops"]:
         t.add_row(o["name"], str(o["count"]), si(o["flops"]), si(o["weight_bytes"], "B"),
-                  si(o["activation_bytes"], "B"), si(o["kv_bytes"], "B"), f"{o['intensity']:.3g}",
+                  si(o["activation_bytes"], "B"), si(o["kv_bytes"], "B"), si(o["comm_bytes"], "B"),
+                  f"{o['intensity']:.3g}",
                   secs(o["time_s"]), f"{100 * o['time_s'] / total:.1f}",
                   f"[{BOUND_STYLE.get(o['bound'], '')}]{o['bound']}[/]")
     sums = {k: sum(o[k] for o in phase["ops"]) for k in ("weight_bytes", "activation_bytes", "kv_bytes")}
     t.add_row("total", "", si(phase["flops"]), si(sums["weight_bytes"], "B"),
               si(sums["activation_bytes"], "B"), si(sums["kv_bytes"], "B"),
+              si(sum(o["comm_bytes"] for o in phase["ops"]), "B"),
               f"{phase['flops'] / phase['bytes']:.3g}" if phase["bytes"] else "-",
               secs(phase["time_s"]), "100", "", style="bold")
     return t
@@ -114,8 +149,9 @@ def _op_table(title: str, phase: dict, note: str) -> Table:
 
 def _print_single(d: dict) -> None:
     p = d["precision"]
-    out.print(f"[bold]{d['model']}[/] ({d['params'] / 1e9:.2f} B params) on [bold]{d['hardware']}[/]  "
-              f"W{p['wbits']}A{p['abits']}KV{p['kvbits']}  batch {d['batch']}, input "
+    where = d["hardware"] if d["devices"] == 1 else f"{d['devices']} x {d['hardware']} ({d['layout']})"
+    out.print(f"[bold]{d['model']}[/] ({d['params'] / 1e9:.2f} B params) on [bold]{where}[/]  "
+              f"{d['precision']['label']}  batch {d['batch']}, input "
               f"{d['input_len']}, output {d['output_len']} tokens, attention "
               f"{'fused' if d['flash'] else 'unfused'}")
     out.print(_op_table("Prefill (whole batch)", d["prefill"],

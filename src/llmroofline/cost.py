@@ -3,10 +3,15 @@
 For an operator row with ``count`` kernels, FLOPs ``F`` and bytes ``Q`` (row totals):
 
     compute_s  = F / (peak[dtype] x efficiency.compute)
-    memory_s   = Q / (mem_bw x efficiency.bandwidth)
+    memory_s   = Q / (mem_bw x efficiency.bandwidth)   (+ offloaded bytes / host bandwidth)
     comm_s     = collective time of the row's message (0 for kernels)
     overhead_s = count x efficiency.launch_overhead_s
     time_s     = max(compute_s, memory_s) + comm_s + overhead_s
+
+Offloading (FlexGen / ZeRO-Inference style): a fraction of the weights and/or KV cache
+lives in host memory and is streamed over the host link every time an operator needs it;
+those bytes are timed at the host bandwidth, the rest at device bandwidth, one after the
+other (conservative: transfers and device reads are not assumed to overlap).
 
 ``bound`` is the largest of the three regimes: ``overhead`` when the launch cost exceeds
 the rest, ``communication`` for collectives, else ``compute`` or ``memory``.
@@ -100,16 +105,25 @@ class Roofline:
     bytes_s: float              # achievable bytes/s of device memory
     launch_s: float             # fixed seconds per kernel launch
     dtypes: dict[str, str]      # compute class -> device dtype name
+    host_bytes_s: float         # host link bandwidth for offloaded bytes (inf: no offload)
     warnings: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, hw: HardwareSpec, prec: Precision, layout: Layout | None = None) -> Roofline:
         dtypes, warnings = compute_dtypes(prec, hw)
         eff = hw.efficiency
-        return cls(hw=hw, layout=layout or Layout(),
+        layout = layout or Layout()
+        host = math.inf
+        if layout.offload_weights or layout.offload_kv:
+            host = layout.host_bw_bytes_s or (hw.pcie_bytes_s_bidir or 0) / 2
+            if not host:
+                raise InputError(f"host_bw: {hw.id} has no PCIe bandwidth in the catalog; "
+                                 "give --host-bw in bytes/s")
+        return cls(hw=hw, layout=layout,
                    flops_s={c: hw.peak_flops[dt] * eff.compute for c, dt in dtypes.items()},
                    bytes_s=hw.mem_bw_bytes_s * eff.bandwidth,
-                   launch_s=eff.launch_overhead_s, dtypes=dtypes, warnings=tuple(warnings))
+                   launch_s=eff.launch_overhead_s, dtypes=dtypes, host_bytes_s=host,
+                   warnings=tuple(warnings))
 
     def comm_s(self, kind: str, size_bytes, group: int):
         link = link_for(self.hw, group, self.layout)
@@ -123,7 +137,11 @@ class Roofline:
             z = np.zeros_like(per)
             return z, z, op.count * per, overhead
         comp = op.flops / self.flops_s[op.compute]
-        return comp, op.bytes / self.bytes_s, np.zeros_like(comp), overhead
+        mem = op.bytes / self.bytes_s
+        if self.host_bytes_s < math.inf:
+            host = self.layout.offload_weights * op.weight_bytes + self.layout.offload_kv * op.kv_bytes
+            mem = mem + host / self.host_bytes_s - host / self.bytes_s
+        return comp, mem, np.zeros_like(comp), overhead
 
 
 def combine(compute_s, memory_s, comm_s, overhead_s):

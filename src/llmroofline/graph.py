@@ -139,10 +139,11 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
 
     ``flash``: fused IO-aware attention (scores never leave the chip, masked tiles skipped)
     versus unfused score / softmax / weighted-sum kernels over the full key block.
-    ``mla_absorb`` (MLA models): ``True`` caches the compressed latent and absorbs the
-    up-projections into the query and output (serving engines' decode); ``False`` caches
-    decompressed K and V. ``None``: absorbed when ``q_len == 1`` (decode), decompressed
-    attention over the latent cache otherwise (prefill).
+    ``mla_absorb`` (MLA models; the cache always holds the compressed latent): ``True``
+    absorbs the up-projections into the query and output and attends in the latent space;
+    ``False`` decompresses every cached latent each step and runs multi-head attention
+    (what Hugging Face transformers 5 does). ``None``: absorbed when ``q_len == 1``
+    (decode), up-projection otherwise (prefill), as vLLM and SGLang do.
     ``layout``: tensor/expert parallel split (``parallel.py``); rows are per device and
     collectives appear as ``communication`` rows sized in ``comm_bytes``.
     """
@@ -298,19 +299,14 @@ def _mla_ops(s: _Step, mla_absorb):
                    kv_read_width=latent, kv_write_width=latent)
         s.linear("o_absorb", a.kv_lora_rank, a.v_head_dim, nl, tokens=N * H,
                  weight_rows=H * a.kv_lora_rank)
-    elif mla_absorb is None:
-        # Prefill with a latent cache: decompress every cached token, then plain MHA.
+    else:
+        # Up-projection: decompress every cached latent (W_UKV over B x L tokens), then
+        # plain multi-head attention; the cache traffic is the latent read and write.
         s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl, tokens=B * L)
         _attention(s, nl, None, heads=H, d_qk=a.qk_head_dim, d_v=a.v_head_dim,
                    kv_read_width=0, kv_write_width=0)
-        # The cache traffic: read the latent of earlier tokens, write the new tokens'.
         s.op("latent_cache_io", "elementwise", "vector", nl,
              kv=B * (L - T) * latent * kb + N * latent * kb)
-    else:
-        # Decompressed cache (Hugging Face eager): K/V of full heads are stored.
-        s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl)
-        _attention(s, nl, None, heads=H, d_qk=a.qk_head_dim, d_v=a.v_head_dim,
-                   kv_read_width=kv_up, kv_write_width=kv_up)
     s.linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias)
 
 

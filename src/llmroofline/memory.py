@@ -9,6 +9,7 @@
   Per token per layer: ``2 x kv_heads x head_dim`` elements (kv heads of this device;
   MLA: the ``kv_lora_rank + qk_rope_head_dim`` latent, replicated on every TP rank), at
   ``kvbits``.
+- offloaded fractions of weights / KV cache live in host memory and are not counted.
 - activations: the prefill's transient peak, i.e. the largest per-layer operator's
   input + output activations, plus the residual stream (``batch x input_len x hidden``).
 
@@ -91,8 +92,9 @@ def memory_footprint(m: ModelSpec, prec: Precision, hw: HardwareSpec, batch, inp
     layout = layout or Layout()
     B = np.asarray(batch, dtype=float)
     b = B if micro_batch is None else np.asarray(micro_batch, dtype=float)
-    weights = weight_bytes_total(m, prec, layout)
-    kv = B * kv_cache_bytes_per_seq(m, prec, np.asarray(input_len) + output_len, layout)
+    weights = weight_bytes_total(m, prec, layout) * (1 - layout.offload_weights)
+    kv = B * kv_cache_bytes_per_seq(m, prec, np.asarray(input_len) + output_len, layout) \
+        * (1 - layout.offload_kv)
     act = activation_peak_bytes(m, prec, b, input_len, prefill_ops)
     per_seq = (kv + act) / B   # act of a micro-batch B/mb also grows with B
     free = hw.memory_bytes - weights

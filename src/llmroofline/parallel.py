@@ -40,6 +40,9 @@ class Layout:
     microbatches: int | None = None   # pipeline micro-batches; default = pp
     overlap: bool = False             # hide collectives behind the layer's matmuls
     allreduce: str = "auto"
+    offload_weights: float = 0.0      # fraction of weights kept in host memory, streamed per step
+    offload_kv: float = 0.0           # fraction of the KV cache kept in host memory
+    host_bw_bytes_s: float | None = None  # host<->device bandwidth; None: the device's PCIe
 
     def __post_init__(self) -> None:
         for f, hi in (("tp", 1024), ("pp", 1024), ("ep", 1024), ("dp", 1_000_000),
@@ -53,6 +56,12 @@ class Layout:
         if self.allreduce not in ALLREDUCE_ALGORITHMS:
             raise InputError(f"allreduce must be one of {', '.join(ALLREDUCE_ALGORITHMS)}, "
                              f"got {self.allreduce!r}")
+        for f in ("offload_weights", "offload_kv"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise InputError(f"{f} must be a fraction in [0, 1], got {v!r}")
+        if self.host_bw_bytes_s is not None and not 0 < self.host_bw_bytes_s < 1e15:
+            raise InputError(f"host_bw must be a positive bandwidth in bytes/s, got {self.host_bw_bytes_s!r}")
         if self.tp % self.ep:
             raise InputError(f"ep ({self.ep}) must divide tp ({self.tp}): experts are split "
                              "inside the tensor-parallel group")
@@ -73,7 +82,10 @@ class Layout:
     def label(self) -> str:
         parts = [f"{k.upper()}{getattr(self, k)}" for k in ("tp", "pp", "ep", "dp")
                  if getattr(self, k) > 1]
-        return " x ".join(parts) or "1 device"
+        label = " x ".join(parts) or "1 device"
+        if self.offload_weights or self.offload_kv:
+            label += f", offload W{self.offload_weights:g}/KV{self.offload_kv:g}"
+        return label
 
     def check(self, m: ModelSpec) -> None:
         """Raise an InputError when the model cannot be split this way."""

@@ -25,7 +25,7 @@ from .parallel import Layout
 from .specs.catalog import DEFAULT_MODEL, load_model
 from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec, load_hardware
 from .specs.model import ModelSpec, active_param_count, param_count
-from .specs.precision import Precision
+from .specs.precision import Precision, parse_quant
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class OpResult:
     overhead_s: np.ndarray
     time_s: np.ndarray
     bound: np.ndarray
+    comm_bytes: np.ndarray | float = 0.0   # collective message bytes per device
 
     @property
     def bytes(self) -> np.ndarray:
@@ -87,6 +88,7 @@ class PhaseResult:
                          "flops": float(o.flops), "weight_bytes": float(o.weight_bytes),
                          "act_bytes": float(o.act_bytes), "kv_bytes": float(o.kv_bytes),
                          "bytes": float(o.bytes), "intensity": float(o.intensity),
+                         "comm_bytes": float(o.comm_bytes),
                          "compute_s": float(o.compute_s), "memory_s": float(o.memory_s),
                          "comm_s": float(o.comm_s),
                          "overhead_s": float(o.overhead_s), "time_s": float(o.time_s),
@@ -211,7 +213,7 @@ def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe) -> PhaseResult:
         t, bound = combine(c, m, comm, oh)
         rows.append(OpResult(o.name, o.kind, o.count, o.flops, o.weight_bytes, o.act_bytes,
                              o.kv_bytes, c, m, comm + np.zeros_like(c), np.broadcast_to(oh, c.shape),
-                             t, bound))
+                             t, bound, np.zeros_like(c) + o.comm_bytes))
     ops_total = sum(r.time_s for r in rows)
     total = pipe.prefill(ops_total)
     if pipe.stages > 1:
@@ -245,7 +247,8 @@ def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
         _, bound = combine(sum_c, sum_m, sum_k, steps * oh)
         rows.append(OpResult(o1.name, o1.kind, o1.count, mean["flops"], mean["w"], mean["a"],
                              mean["kv"], sum_c / safe, sum_m / safe, sum_k / safe,
-                             np.broadcast_to(oh, np.shape(sum_c)), sum_t / safe, bound))
+                             np.broadcast_to(oh, np.shape(sum_c)), sum_t / safe, bound,
+                             np.zeros(np.shape(sum_c)) + o1.comm_bytes))
         ops_total = ops_total + sum_t
     ops_total = np.asarray(ops_total, dtype=float)
     total = pipe.decode(ops_total, steps)
@@ -283,19 +286,26 @@ class _Pipe:
 
 
 def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec = DEFAULT_HARDWARE,
-            batch=1, input_len=128, output_len=128, *, wbits: int = 16, abits: int = 16,
-            kvbits: int = 16, flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1,
-            dp: int = 1, layout: Layout | None = None) -> Analysis:
+            batch=1, input_len=128, output_len=128, *, quant: str | Precision | None = None,
+            wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
+            flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
+            layout: Layout | None = None) -> Analysis:
     """Predict prefill, decode, end-to-end metrics and memory for a (grid of) workloads.
 
     ``batch``, ``input_len`` and ``output_len`` may be scalars or numpy arrays that
     broadcast together; every result array then has the broadcast shape. ``batch`` is per
     data-parallel replica. ``tp``/``pp``/``ep``/``dp`` (or a full ``layout``) split the
-    model over devices; per-operator rows and memory are per device.
+    model over devices; per-operator rows and memory are per device. ``quant`` is a
+    :class:`Precision` or a scheme string (``"fp8"``, ``"w4a16,kv-fp8"``, ...); explicit
+    ``wbits``/``abits``/``kvbits`` override it.
     """
     m = load_model(model)
     hw = load_hardware(hardware)
-    prec = Precision(wbits, abits, kvbits)
+    if isinstance(quant, Precision):
+        prec = Precision(**{**quant.__dict__, **{k: v for k, v in
+                            dict(wbits=wbits, abits=abits, kvbits=kvbits).items() if v is not None}})
+    else:
+        prec = parse_quant(quant, wbits=wbits, abits=abits, kvbits=kvbits)
     lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp)
     lay.check(m)
     B = _as_int_array("batch", batch)

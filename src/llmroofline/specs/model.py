@@ -97,6 +97,10 @@ class ModelSpec:
             raise InputError(
                 f"model {self.name}: num_attention_heads ({self.num_heads}) must be a multiple "
                 f"of num_key_value_heads ({self.num_kv_heads})")
+        for w in self.layer_windows:
+            if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+                raise InputError(f"model {self.name}: sliding_window must be a positive integer "
+                                 f"or null, got {w!r}")
         if len(self.layer_windows) != self.num_layers:
             raise InputError(f"model {self.name}: layer_types has {len(self.layer_windows)} "
                              f"entries, expected num_hidden_layers = {self.num_layers}")
@@ -113,18 +117,14 @@ class ModelSpec:
         """Width of one of K or V (kv heads x head dim); MLA: see :attr:`kv_cache_width`."""
         return self.num_kv_heads * self.head_dim
 
-    def kv_cache_width(self, mla_absorb: bool = True) -> int:
+    def kv_cache_width(self) -> int:
         """Elements cached per token per layer (K and V together).
 
-        Standard attention: 2 x kv_heads x head_dim. MLA with the latent cache that
-        serving engines use: kv_lora_rank + qk_rope_head_dim (K and V share the latent).
-        MLA caching decompressed K and V (what Hugging Face eager does):
-        heads x (qk_head_dim + v_head_dim).
+        Standard attention: 2 x kv_heads x head_dim. MLA: the compressed latent,
+        kv_lora_rank + qk_rope_head_dim, shared by K and V and by all heads.
         """
         if self.mla:
-            if mla_absorb:
-                return self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
-            return self.num_heads * (self.mla.qk_head_dim + self.mla.v_head_dim)
+            return self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
         return 2 * self.num_kv_heads * self.head_dim
 
     @property
@@ -341,7 +341,7 @@ def _llama_like(cfg, name, mt):
                             shared_ffn=cfg.get("shared_expert_intermediate_size") or 0,
                             shared_gate=bool(cfg.get("shared_expert_intermediate_size")))
     if mt == "qwen3_moe":
-        kw["moe"] = MoESpec(num_experts=_int(cfg, "num_experts", name=name),
+        kw["moe"] = MoESpec(num_experts=_int(cfg, "num_experts", "num_local_experts", name=name),
                             top_k=_int(cfg, "num_experts_per_tok", name=name),
                             expert_ffn=_int(cfg, "moe_intermediate_size", name=name))
     if mt in ("qwen2_moe", "qwen3_moe") and (cfg.get("mlp_only_layers") or

@@ -22,6 +22,9 @@ class Precision:
     wbits: int = 16
     abits: int = 16
     kvbits: int = 16
+    group_size: int = 0      # weights sharing one scale (0: per-channel/per-tensor, negligible)
+    scale_bits: int = 16     # bits of scale (+ zero point) stored per group
+    int8: bool = False       # 8-bit matmuls in INT8 (SmoothQuant) rather than FP8
 
     def __post_init__(self) -> None:
         for f in ("wbits", "abits", "kvbits"):
@@ -33,10 +36,15 @@ class Precision:
                              f"got wbits={self.wbits}")
         if self.abits == 4 and self.wbits != 4:
             raise InputError("abits=4 is only supported with wbits=4 (FP4)")
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) \
+                or not 0 <= self.group_size <= 65536:
+            raise InputError(f"group_size must be an integer in [0, 65536], got {self.group_size!r}")
 
     @property
     def weight_bytes(self) -> float:
-        return self.wbits / 8
+        """Bytes per quantized weight, including its share of the group's scale."""
+        scales = self.scale_bits / 8 / self.group_size if self.group_size else 0.0
+        return self.wbits / 8 + scales
 
     @property
     def act_bytes(self) -> float:
@@ -53,7 +61,42 @@ class Precision:
 
     @property
     def label(self) -> str:
-        return f"W{self.wbits}A{self.abits}KV{self.kvbits}"
+        g = f"g{self.group_size}" if self.group_size else ""
+        return f"W{self.wbits}{g}A{self.abits}KV{self.kvbits}" + (" INT8" if self.int8 else "")
+
+
+# Named schemes: shortcuts for the bit widths (comma-combine a weight scheme and a KV one).
+SCHEMES: dict[str, dict] = {
+    "fp16": dict(wbits=16, abits=16, kvbits=16),
+    "bf16": dict(wbits=16, abits=16, kvbits=16),
+    "fp8": dict(wbits=8, abits=8, kvbits=8),                 # W8A8 FP8 with FP8 KV cache
+    "int8-sq": dict(wbits=8, abits=8, int8=True),            # SmoothQuant W8A8 INT8
+    "w8a16": dict(wbits=8, abits=16),                        # weight-only INT8, per channel
+    "w4a16": dict(wbits=4, abits=16, group_size=128, scale_bits=20),  # AWQ/GPTQ: fp16 scale + 4-bit zero
+    "fp4": dict(wbits=4, abits=4, group_size=16, scale_bits=8),       # NVFP4: FP8 scale per 16
+    "kv-fp8": dict(kvbits=8),
+    "kv-int8": dict(kvbits=8),
+    "kv-int4": dict(kvbits=4),
+}
+
+
+def parse_quant(text: str | None, **explicit) -> Precision:
+    """Precision from ``--quant`` (e.g. ``"w4a16,kv-fp8"``) and explicit bit flags.
+
+    Explicit values that are not ``None`` override the scheme.
+    """
+    kw: dict = {}
+    for part in (text or "").split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part not in SCHEMES:
+            from ..errors import suggest
+            raise InputError(f"quant: unknown scheme '{part}'" + suggest(part, SCHEMES)
+                             + f"; choose from {', '.join(SCHEMES)}")
+        kw.update(SCHEMES[part])
+    kw.update({k: v for k, v in explicit.items() if v is not None})
+    return Precision(**kw)
 
 
 def _half(hw: HardwareSpec) -> str:
@@ -77,10 +120,10 @@ def compute_dtypes(prec: Precision, hw: HardwareSpec) -> tuple[dict[str, str], l
     elif prec.abits == 16:
         gemm = half
     else:
-        wanted = ("fp4",) if prec.abits == 4 else ("fp8", "int8")
+        wanted = ("fp4",) if prec.abits == 4 else (("int8",) if prec.int8 else ("fp8", "int8"))
         gemm = next((dt for dt in wanted if hw.peak(dt)), "")
         if not gemm:
-            chain = ("fp8", "int8") if prec.abits == 4 else ()
+            chain = ("fp8", "int8") if prec.abits == 4 else (("fp8",) if prec.int8 else ())
             gemm = next((dt for dt in chain if hw.peak(dt)), half)
             warnings.append(f"{hw.id} has no {'/'.join(wanted)} tensor units; "
                             f"{prec.abits}-bit matmuls are costed at the {gemm} peak")
