@@ -20,6 +20,7 @@ is ``cost.py``'s job.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -159,15 +160,17 @@ def device_param_groups(m: ModelSpec, layout: Layout) -> dict[str, int]:
 def expert_load_imbalance(tokens, top_k: int, ep: int):
     """Expected max over ``ep`` devices of routed token-expert pairs, over the mean.
 
-    With uniform routing each of the ``tokens x top_k`` pairs lands on a given device with
-    probability 1/ep: load ~ Binomial(n, 1/ep), mean n/ep, sd sqrt(n (1/ep)(1 - 1/ep)).
-    The expected maximum of ``ep`` such loads is about mean + sd x sqrt(2 ln ep) (Gaussian
-    extreme-value approximation), capped at all n pairs on one device.
+    With uniform routing each of the ``n = tokens x top_k`` pairs lands on a given device
+    with probability 1/ep: load ~ Binomial(n, 1/ep), mean n/ep, sd sqrt(n (1/ep)(1 - 1/ep)).
+    The expected maximum of ``ep`` such loads is about mean + sd x z, with z the expected
+    maximum of ``ep`` standard normals (Blom: z = Phi^-1((ep - 0.375) / (ep + 0.25))),
+    capped at all pairs on one device. A Monte-Carlo test checks it within 5 %.
     """
     import numpy as np
     if ep <= 1:
         return np.ones_like(np.asarray(tokens, dtype=float))
+    z = NormalDist().inv_cdf((ep - 0.375) / (ep + 0.25))
     n = np.asarray(tokens, dtype=float) * top_k
     mean = n / ep
     sd = np.sqrt(n * (1 / ep) * (1 - 1 / ep))
-    return np.minimum(1 + sd * math.sqrt(2 * math.log(ep)) / np.maximum(mean, 1e-30), ep)
+    return np.minimum(1 + sd * z / np.maximum(mean, 1e-30), ep)
