@@ -16,7 +16,10 @@ A mesh cell is one generation workload (``docs/conventions.md``, "Comparison mes
   arithmetic intensity is ``AI = F / (W + K)``, the attainable rate
   ``min(peak, AI x bandwidth)`` (matmul peak of the precision and memory bandwidth, both
   times the device's efficiency), so a step takes ``F / attainable`` seconds and the
-  throughput is ``batch x attainable / F``.
+  throughput is ``batch x attainable / F``. With tensor/expert parallelism ``F``, ``W``
+  and ``K`` are one device's share and collectives are left out (the global view has no
+  communication term); pipeline parallelism needs ``method="ops"``.
+- With ``dp`` replicas both methods count the tokens of all replicas.
 - A cell is masked (NaN ratio) where the workload does not fit a device's memory
   (weights + KV cache for ``input_len + output_len`` tokens + activation peak) or where
   ``input_len + output_len`` exceeds the model's context (unless ``ignore_context``).
@@ -65,6 +68,7 @@ class Mesh:
     in_context: np.ndarray
     context_limit: int
     warnings: tuple[str, ...] = ()
+    layout: str = "1 device"
 
     @property
     def input_len(self) -> np.ndarray:
@@ -123,6 +127,7 @@ class Mesh:
                 d["seq_range"] = [float(self.seq[si.min()]), float(self.seq[si.max()])]
             devices.append(d)
         out = {"model": self.model, "method": self.method, "precision": self.precision,
+               "layout": self.layout,
                "output_len": self.output_len, "cells": int(self.valid.size),
                "cells_compared": n_valid, "cells_tied": int((w == -2).sum()),
                "cells_beyond_context": int((~self.in_context).sum() * len(self.batch)),
@@ -190,17 +195,22 @@ def _hardware_list(hardware_list) -> list[HardwareSpec]:
 
 
 def decode_throughput(a: Analysis, method: str) -> np.ndarray:
-    """Decode throughput (batch / time per decode step) of an analysis, by ``method``."""
+    """Decode throughput of an analysis by ``method``: generated tokens/s of the deployment
+    (``dp`` replicas x ``batch`` sequences) per decode step time."""
     if method == "ops":
-        return a.batch / a.tpot_s
+        return a.layout.dp * a.batch / a.tpot_s
     if method == "global":
-        roof = Roofline.of(a.hardware, a.precision)
-        flops = a.decode.flops                      # mean FLOPs of one decode step
+        if a.layout.pp > 1:
+            raise InputError("method: global models one device's share of the whole model; "
+                             "pipeline parallelism (pp > 1) needs method ops")
+        roof = Roofline.of(a.hardware, a.precision, a.layout, a.efficiency)
+        peak = roof.peaks["gemm"] * roof.eff.compute
+        flops = a.decode.flops                      # mean FLOPs of one decode step, per device
         traffic = sum(o.weight_bytes + o.kv_bytes for o in a.decode.ops)
         with np.errstate(divide="ignore", invalid="ignore"):
             intensity = flops / traffic
-            attainable = np.minimum(roof.flops_s["gemm"], intensity * roof.bytes_s)
-            return a.batch * attainable / flops
+            attainable = np.minimum(peak, intensity * roof.bytes_s)
+            return a.layout.dp * a.batch * attainable / flops
     raise InputError(f"method must be one of {', '.join(METHODS)} or both, got {method!r}")
 
 
@@ -235,9 +245,10 @@ def compare_methods(model: str | ModelSpec, hardware_list, batch, seq, methods=M
             tp[mt].append(np.where(in_ctx[None, :], decode_throughput(a, mt), np.nan))
         fits.append(np.asarray(a.memory.fits, dtype=bool))
         warnings.extend(a.warnings)
-        precision = a.precision.label
+        precision, layout = a.precision.label, a.layout.label
     return {mt: Mesh(m.name, tuple(h.id for h in hws), mt, precision, O, B, S,
-                     np.stack(tp[mt]), np.stack(fits), in_ctx, limit, tuple(warnings))
+                     np.stack(tp[mt]), np.stack(fits), in_ctx, limit,
+                     tuple(dict.fromkeys(warnings)), layout)
             for mt in methods}
 
 

@@ -1,11 +1,16 @@
 """Time of each operator on a device: roofline for kernels, link model for collectives.
 
-For an operator row with ``count`` kernels, FLOPs ``F`` and bytes ``Q`` (row totals):
+For an operator row with ``count`` kernels, FLOPs ``F`` and bytes ``Q`` (row totals), and
+an :class:`~llmroofline.specs.profile.Efficiency` ``e``:
 
-    compute_s  = F / (peak[dtype] x efficiency.compute)
-    memory_s   = Q / (mem_bw x efficiency.bandwidth)   (+ offloaded bytes / host bandwidth)
+    compute_s  = F / (peak[dtype] x e_c)     e_c = e.compute x M / (M + e.gemm_half_rows)
+                                              for a GEMM of M token rows; e.attention_compute
+                                              for attention; e.compute otherwise
+    memory_s   = Q / (mem_bw x e_b)          e_b = e.attention_bandwidth for attention,
+                                              e.bandwidth otherwise
+                                              (+ offloaded bytes / host bandwidth)
     comm_s     = collective time of the row's message (0 for kernels)
-    overhead_s = count x efficiency.launch_overhead_s
+    overhead_s = count x e.launch_overhead_s
     time_s     = max(compute_s, memory_s) + comm_s + overhead_s
 
 Offloading (FlexGen / ZeRO-Inference style): a fraction of the weights and/or KV cache
@@ -46,6 +51,7 @@ from .graph import Op
 from .parallel import Layout
 from .specs.hardware import HardwareSpec
 from .specs.precision import Precision, compute_dtypes
+from .specs.profile import Efficiency
 
 BOUNDS = ("compute", "memory", "communication", "overhead")
 
@@ -57,13 +63,12 @@ class Link:
     all_to_all: bool    # switched fabric: every pair at full bandwidth at once
 
 
-def link_for(hw: HardwareSpec, group: int, layout: Layout) -> Link:
+def link_for(hw: HardwareSpec, group: int, layout: Layout, eff: float = 1.0) -> Link:
     """The slowest link a collective over ``group`` devices crosses."""
     intra = hw.scaleup_bytes_s()
     if intra is None:
         raise InputError(f"hardware {hw.id}: no interconnect bandwidth (scaleup_gb_s_bidir or "
                          "pcie_gb_s_bidir) to cost collectives over more than one device")
-    eff = hw.efficiency.communication
     if group <= layout.gpus_per_node:
         return Link(intra * eff, hw.scaleup_latency_s(), hw.has_nvlink)
     return Link(min(intra, hw.scaleout_bytes_s) * eff, hw.scaleout_latency_s, False)
@@ -101,17 +106,17 @@ class Roofline:
 
     hw: HardwareSpec
     layout: Layout
-    flops_s: dict[str, float]   # compute class -> achievable FLOP/s
-    bytes_s: float              # achievable bytes/s of device memory
-    launch_s: float             # fixed seconds per kernel launch
+    eff: Efficiency
+    peaks: dict[str, float]     # compute class -> peak FLOP/s of the dtype it runs in
     dtypes: dict[str, str]      # compute class -> device dtype name
     host_bytes_s: float         # host link bandwidth for offloaded bytes (inf: no offload)
     warnings: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, hw: HardwareSpec, prec: Precision, layout: Layout | None = None) -> Roofline:
+    def of(cls, hw: HardwareSpec, prec: Precision, layout: Layout | None = None,
+           efficiency: Efficiency | None = None) -> Roofline:
+        """``efficiency`` defaults to the device's own block (ideal unless the file sets it)."""
         dtypes, warnings = compute_dtypes(prec, hw)
-        eff = hw.efficiency
         layout = layout or Layout()
         host = math.inf
         if layout.offload_weights or layout.offload_kv:
@@ -119,28 +124,44 @@ class Roofline:
             if not host:
                 raise InputError(f"host_bw: {hw.id} has no PCIe bandwidth in the catalog; "
                                  "give --host-bw in bytes/s")
-        return cls(hw=hw, layout=layout,
-                   flops_s={c: hw.peak_flops[dt] * eff.compute for c, dt in dtypes.items()},
-                   bytes_s=hw.mem_bw_bytes_s * eff.bandwidth,
-                   launch_s=eff.launch_overhead_s, dtypes=dtypes, host_bytes_s=host,
-                   warnings=tuple(warnings))
+        return cls(hw=hw, layout=layout, eff=efficiency or hw.efficiency,
+                   peaks={c: hw.peak_flops[dt] for c, dt in dtypes.items()},
+                   dtypes=dtypes, host_bytes_s=host, warnings=tuple(warnings))
+
+    @property
+    def bytes_s(self) -> float:
+        """Achievable device-memory bandwidth for weight/activation streams."""
+        return self.hw.mem_bw_bytes_s * self.eff.bandwidth
+
+    def flops_s(self, op: Op):
+        """Achievable FLOP/s of an operator (see module docstring)."""
+        e = self.eff
+        peak = self.peaks[op.compute]
+        if op.kind == "attention":
+            return peak * e.attn_compute
+        if op.kind == "matmul" and e.gemm_half_rows:
+            m = np.asarray(op.rows, dtype=float)
+            return peak * e.compute * m / (m + e.gemm_half_rows)
+        return peak * e.compute
 
     def comm_s(self, kind: str, size_bytes, group: int):
-        link = link_for(self.hw, group, self.layout)
+        link = link_for(self.hw, group, self.layout, self.eff.communication)
         return collective_time(kind, size_bytes, group, link, self.layout.allreduce)
 
     def terms(self, op: Op):
         """(compute_s, memory_s, comm_s, overhead_s) of one operator row."""
-        overhead = op.count * self.launch_s
+        overhead = op.count * self.eff.launch_overhead_s
         if op.collective:
             per = self.comm_s(op.collective, np.asarray(op.comm_bytes) / op.count, op.group)
             z = np.zeros_like(per)
             return z, z, op.count * per, overhead
-        comp = op.flops / self.flops_s[op.compute]
-        mem = op.bytes / self.bytes_s
+        comp = op.flops / self.flops_s(op)
+        bw = self.hw.mem_bw_bytes_s * (self.eff.attn_bandwidth if op.kind == "attention"
+                                       else self.eff.bandwidth)
+        mem = op.bytes / bw
         if self.host_bytes_s < math.inf:
             host = self.layout.offload_weights * op.weight_bytes + self.layout.offload_kv * op.kv_bytes
-            mem = mem + host / self.host_bytes_s - host / self.bytes_s
+            mem = mem + host / self.host_bytes_s - host / bw
         return comp, mem, np.zeros_like(comp), overhead
 
 

@@ -45,6 +45,7 @@ class Op:
     comm_bytes: np.ndarray | float = 0.0  # collectives: message bytes per device
     collective: str = ""    # allreduce | allgather | alltoall | p2p
     group: int = 1          # devices taking part in the collective
+    rows: np.ndarray | float = np.inf  # matmuls: M, the token rows of one GEMM
 
     @property
     def bytes(self) -> np.ndarray:
@@ -100,11 +101,11 @@ class _Step:
     ops: list
 
     def op(self, name, kind, compute, count, flops=0.0, w=0.0, a=0.0, kv=0.0, window=np.inf,
-           comm=0.0, collective="", group=1):
+           comm=0.0, collective="", group=1, rows=np.inf):
         z = self.zero
         self.ops.append(Op(name, kind, compute, count, z + count * flops, z + count * w,
                            z + count * a, z + count * kv, float(window), z + count * comm,
-                           collective, group))
+                           collective, group, z + rows))
 
     def linear(self, name, n_in, n_out, count, tokens=None, bias=False, wbytes=None,
                compute="gemm", weight_rows=None):
@@ -115,7 +116,7 @@ class _Step:
         ab, sb = self.prec.act_bytes, self.prec.base_bytes
         self.op(name, "matmul", compute, count, flops=2 * tokens * n_in * n_out,
                 w=rows * n_out * wbytes + (n_out * sb if bias else 0),
-                a=tokens * (n_in + n_out) * ab)
+                a=tokens * (n_in + n_out) * ab, rows=tokens)
 
     def norm(self, name, count, tokens=None, width=None):
         tokens = self.N if tokens is None else tokens
@@ -341,14 +342,15 @@ def _moe(s: _Step, count):
     up_out = 2 * f if m.gated_mlp else f
     bias_up = (up_out * sb) if e.expert_bias else 0.0
     bias_down = (h * sb) if e.expert_bias else 0.0
+    rows = pairs / np.maximum(hit, 1.0)   # tokens per expert GEMM
     s.op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", "gemm", count,
          flops=2 * pairs * h * up_out, w=hit * (h * up_out * wb + bias_up),
-         a=pairs * (h + up_out) * ab)
+         a=pairs * (h + up_out) * ab, rows=rows)
     s.op("experts_act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[m.gated_mlp] * pairs * f,
          a=pairs * f * ab * (3 if m.gated_mlp else 2))
     # The down projection's kernel also sums each token's top-k outputs (fused combine).
     s.op("experts_down", "matmul", "gemm", count, flops=2 * pairs * f * h,
-         w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab)
+         w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab, rows=rows)
     if lay.ep > 1:
         s.op("moe_combine", "communication", "comm", count,
              comm=N / lay.ep * e.top_k * h * ab, collective="alltoall", group=lay.ep)

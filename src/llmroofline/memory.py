@@ -6,6 +6,10 @@
   pipeline stage); matmul weights at ``wbits``, the rest 16-bit.
 - KV cache: allocated for ``input_len + output_len`` tokens per sequence (what engines
   reserve for the whole request); sliding-window layers keep at most ``window`` tokens.
+  With ``rows`` decode rows per request (beam width or parallel samples) the prompt's
+  entries are held once and each row holds its own generated part:
+  ``kv(I) + rows x (kv(I + O) - kv(I))`` per request, i.e. ``I + rows x O`` tokens per
+  full-attention layer.
   Per token per layer: ``2 x kv_heads x head_dim`` elements (kv heads of this device;
   MLA: the ``kv_lora_rank + qk_rope_head_dim`` latent, replicated on every TP rank), at
   ``kvbits``.
@@ -87,14 +91,17 @@ def activation_peak_bytes(m: ModelSpec, prec: Precision, batch, input_len, prefi
 
 def memory_footprint(m: ModelSpec, prec: Precision, hw: HardwareSpec, batch, input_len,
                      output_len, prefill_ops: list[Op], layout: Layout | None = None,
-                     micro_batch=None) -> Memory:
-    """Footprint of ``batch`` sequences; ``prefill_ops`` were built for ``micro_batch``."""
+                     micro_batch=None, rows: int = 1) -> Memory:
+    """Footprint of ``batch`` requests of ``rows`` decode rows each (see module docstring);
+    ``prefill_ops`` were built for ``micro_batch``."""
     layout = layout or Layout()
     B = np.asarray(batch, dtype=float)
     b = B if micro_batch is None else np.asarray(micro_batch, dtype=float)
     weights = weight_bytes_total(m, prec, layout) * (1 - layout.offload_weights)
-    kv = B * kv_cache_bytes_per_seq(m, prec, np.asarray(input_len) + output_len, layout) \
-        * (1 - layout.offload_kv)
+    kv_seq = kv_cache_bytes_per_seq(m, prec, np.asarray(input_len) + output_len, layout)
+    if rows > 1:   # prompt part shared by the rows, generated part per row
+        kv_seq = kv_seq + (rows - 1) * (kv_seq - kv_cache_bytes_per_seq(m, prec, input_len, layout))
+    kv = B * kv_seq * (1 - layout.offload_kv)
     act = activation_peak_bytes(m, prec, b, input_len, prefill_ops)
     per_seq = (kv + act) / B   # act of a micro-batch B/mb also grows with B
     free = hw.memory_bytes - weights

@@ -9,11 +9,15 @@ Definitions (``docs/conventions.md`` has the full list):
   ``min(kv_len, window)``, so the sum of ``max(compute, memory)`` splits at the crossover).
 - ``tpot_s`` = decode sum / (output_len - 1) (NaN when output_len = 1);
   ``e2e_s`` = ttft_s + decode sum; ``throughput_tok_s`` = batch x output_len / e2e_s.
+- beam search of width W / parallel sampling of n: the prompt is prefilled once per
+  request; decode runs ``batch x W`` (or ``x n``) rows, each attending to the whole
+  context, i.e. it is exactly plain decoding at batch ``batch x W``. Sampling returns
+  ``batch x n x output_len`` tokens, beam search ``batch x output_len``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,6 +30,7 @@ from .specs.catalog import DEFAULT_MODEL, load_model
 from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec, load_hardware
 from .specs.model import ModelSpec, active_param_count, param_count
 from .specs.precision import Precision, parse_quant
+from .specs.profile import Efficiency, Profile, load_profile, resolve_efficiency
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,10 @@ class Analysis:
     memory: Memory
     warnings: tuple[str, ...] = field(default=())
     layout: Layout = field(default_factory=Layout)
+    profile: str = "ideal"
+    efficiency: Efficiency = field(default_factory=Efficiency)
+    beams: int = 1      # beam width W: W decode rows per request, 1 sequence returned
+    samples: int = 1    # parallel samples n: n decode rows per request, n sequences returned
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -129,8 +138,12 @@ class Analysis:
 
     @property
     def throughput_tok_s(self) -> np.ndarray:
-        """Generated tokens/s of the deployment: dp x B x output_len / e2e."""
-        return self.layout.dp * self.batch * self.output_len / self.e2e_s
+        """Returned tokens/s of the deployment: dp x B x samples x output_len / e2e.
+
+        Beam search decodes B x W rows but returns B sequences, so only B x output_len
+        tokens count (docs/conventions.md, "Decoding strategies").
+        """
+        return self.layout.dp * self.batch * self.samples * self.output_len / self.e2e_s
 
     @property
     def max_batch(self) -> np.ndarray:
@@ -197,11 +210,38 @@ def _exposed_fraction(rows) -> np.ndarray:
         return np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
 
 
+def _step_row(rows: list, step_s: float) -> None:
+    """Fixed cost per forward step outside kernels (scheduling, sampling, host sync)."""
+    if step_s:
+        shape = np.shape(rows[0].time_s)
+        z = np.zeros(shape)
+        rows.append(OpResult("step overhead", "overhead", 1, z, z, z, z, z, z, z, z + step_s,
+                             z + step_s, np.full(shape, "overhead")))
+
+
 def _pipeline_row(name: str, extra_s, p2p_s, shape) -> OpResult:
     """Time the pipeline adds beyond one device's operators: idle slots and transfers."""
     z = np.zeros(shape)
     bound = np.where(p2p_s * 2 > extra_s, "communication", "overhead")
     return OpResult(name, "pipeline", 0, z, z, z, z, z, z, z, z, extra_s + z, bound)
+
+
+def step_cost(ops: list[Op], roof: Roofline, name: str = "step") -> PhaseResult:
+    """Cost of one forward step of any shape (``q_len``, ``kv_len``) on one pipeline stage:
+    the per-operator roofline with collectives exposed as the layout says, plus the fixed
+    step overhead. ``decoding.py`` prices speculative draft and verify steps with it."""
+    return replace(_prefill(ops, roof, _Pipe(1, np.ones(()))), name=name)
+
+
+def _decode_rows(beams, samples) -> int:
+    """Decode rows per request: the beam width or the number of parallel samples."""
+    for name, v in (("beams", beams), ("samples", samples)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 1024:
+            raise InputError(f"{name} must be an integer in [1, 1024], got {v!r}")
+    if beams > 1 and samples > 1:
+        raise InputError(f"samples: beam search (beams = {beams}) and parallel sampling "
+                         f"(samples = {samples}) cannot be combined; set one of them to 1")
+    return int(max(beams, samples))
 
 
 def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe) -> PhaseResult:
@@ -214,6 +254,7 @@ def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe) -> PhaseResult:
         rows.append(OpResult(o.name, o.kind, o.count, o.flops, o.weight_bytes, o.act_bytes,
                              o.kv_bytes, c, m, comm + np.zeros_like(c), np.broadcast_to(oh, c.shape),
                              t, bound, np.zeros_like(c) + o.comm_bytes))
+    _step_row(rows, roof.eff.step_overhead_s + roof.eff.prefill_overhead_s)
     ops_total = sum(r.time_s for r in rows)
     total = pipe.prefill(ops_total)
     if pipe.stages > 1:
@@ -250,6 +291,9 @@ def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
                              np.broadcast_to(oh, np.shape(sum_c)), sum_t / safe, bound,
                              np.zeros(np.shape(sum_c)) + o1.comm_bytes))
         ops_total = ops_total + sum_t
+    if roof.eff.step_overhead_s:
+        _step_row(rows, roof.eff.step_overhead_s)
+        ops_total = ops_total + steps * roof.eff.step_overhead_s
     ops_total = np.asarray(ops_total, dtype=float)
     total = pipe.decode(ops_total, steps)
     if pipe.stages > 1:
@@ -289,7 +333,8 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
             batch=1, input_len=128, output_len=128, *, quant: str | Precision | None = None,
             wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
             flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
-            layout: Layout | None = None) -> Analysis:
+            layout: Layout | None = None, profile: str | Profile | None = None,
+            beams: int = 1, samples: int = 1) -> Analysis:
     """Predict prefill, decode, end-to-end metrics and memory for a (grid of) workloads.
 
     ``batch``, ``input_len`` and ``output_len`` may be scalars or numpy arrays that
@@ -297,7 +342,11 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     data-parallel replica. ``tp``/``pp``/``ep``/``dp`` (or a full ``layout``) split the
     model over devices; per-operator rows and memory are per device. ``quant`` is a
     :class:`Precision` or a scheme string (``"fp8"``, ``"w4a16,kv-fp8"``, ...); explicit
-    ``wbits``/``abits``/``kvbits`` override it.
+    ``wbits``/``abits``/``kvbits`` override it. ``profile``: efficiency profile
+    (``"default"``: calibrated to measured engines; ``"ideal"``: the bare roofline; or a
+    profile TOML file); a device file's own ``[efficiency]`` block takes precedence.
+    ``beams`` (beam width W) or ``samples`` (parallel samples n), in [1, 1024]: each
+    request is prefilled once and decoded as W (or n) rows sharing its prompt's KV cache.
     """
     m = load_model(model)
     hw = load_hardware(hardware)
@@ -308,16 +357,23 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
         prec = parse_quant(quant, wbits=wbits, abits=abits, kvbits=kvbits)
     lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp)
     lay.check(m)
+    rows = _decode_rows(beams, samples)
     B = _as_int_array("batch", batch)
     I = _as_int_array("input_len", input_len)
     O = _as_int_array("output_len", output_len)
     longest = float(np.max(I + O))
+    notes: list[str] = []
     if longest > m.max_position_embeddings:
-        raise InputError(f"output_len: input_len + output_len = {longest:g} exceeds the "
-                         f"context of {m.name} (max_position_embeddings = "
-                         f"{m.max_position_embeddings})")
+        msg = (f"input_len + output_len = {longest:g} exceeds the context of {m.name} "
+               f"(max_position_embeddings = {m.max_position_embeddings})")
+        if m.learned_positions:  # no position embedding exists past the table
+            raise InputError(f"output_len: {msg}")
+        notes.append(msg + "; rotary positions extrapolate, so cost is modelled, "
+                     "but output quality past the context is not guaranteed")
     B, I, O = np.broadcast_arrays(B, I, O)
-    roof = Roofline.of(hw, prec, lay)
+    prof = load_profile(profile)
+    eff = resolve_efficiency(hw.efficiency, hw.family, prof)
+    roof = Roofline.of(hw, prec, lay, eff)
     micro = np.minimum(lay.num_microbatches, B) if lay.pp > 1 else np.ones_like(B)
     b = B / micro
     pipe = _Pipe(lay.pp, micro)
@@ -330,8 +386,10 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     pre_ops = build_ops(m, prec, b, I, I, flash=flash, layout=lay)
     prefill = _prefill(pre_ops, roof, pipe)
     one = np.ones_like(B)
-    dec1 = build_ops(m, prec, b, one, one, flash=flash, layout=lay)
-    dec2 = build_ops(m, prec, b, one, 2 * one, flash=flash, layout=lay)
+    dec1 = build_ops(m, prec, b * rows, one, one, flash=flash, layout=lay)
+    dec2 = build_ops(m, prec, b * rows, one, 2 * one, flash=flash, layout=lay)
     decode = _decode(dec1, dec2, roof, I + 1, I + O - 1, pipe)
-    mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b)
-    return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem, roof.warnings, lay)
+    mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b, rows=rows)
+    return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem,
+                    tuple(notes) + roof.warnings, lay, prof.name, eff,
+                    beams=beams, samples=samples)

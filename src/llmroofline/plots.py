@@ -86,7 +86,7 @@ def _ratio_ticks(limit: float) -> tuple[list[float], list[str]]:
 def _color_limit(meshes: Sequence[Mesh]) -> float:
     vals = [np.abs(np.log2(m.ratio[m.valid])) for m in meshes if m.valid.any()]
     lim = max((float(v.max()) for v in vals if v.size), default=1.0)
-    return max(lim, math.log2(1.25))
+    return max(lim * 1.04, math.log2(1.25))  # a little room so a bound like 1/2 gets a tick
 
 
 def _runs(mask: np.ndarray):
@@ -169,6 +169,8 @@ def compare_figure(meshes: Mesh | Sequence[Mesh]):
         wins = ", ".join(f"{h} {100 * f:.0f}%" for h, f in zip(m.hardware, frac))
         ax.set_title(f"{METHOD_TITLE.get(m.method, m.method)}\ncells won: {wins}", fontsize=10)
     handles = [Patch(facecolor="0.82", edgecolor="0.55", hatch="///", label="does not fit")]
+    if any((m.winner == -2).any() for m in meshes):
+        handles.append(Patch(facecolor="white", edgecolor="0.55", label="tie (within 0.1 %)"))
     if (~m0.in_context).any():
         handles.append(Patch(facecolor="white", edgecolor="0.55", hatch="..",
                              label=f"beyond context ({m0.context_limit})"))
@@ -176,8 +178,7 @@ def compare_figure(meshes: Mesh | Sequence[Mesh]):
         ticks, labels = _ratio_ticks(lim)
         cb = fig.colorbar(image, ax=list(axes[0]), ticks=ticks, shrink=0.9)
         cb.ax.set_yticklabels(labels)
-        cb.set_label(f"decode throughput {m0.hardware[0]} / {m0.hardware[1]}  (>1: "
-                     f"{m0.hardware[0]} faster)")
+        cb.set_label(f"decode throughput ratio (>1: {m0.hardware[0]} faster)")
         head = f"{m0.hardware[0]} vs {m0.hardware[1]}"
     else:
         cb = fig.colorbar(image, ax=list(axes[0]), ticks=range(n_dev), shrink=0.9)
@@ -185,7 +186,8 @@ def compare_figure(meshes: Mesh | Sequence[Mesh]):
         cb.set_label("fastest device")
         head = " vs ".join(m0.hardware)
     axes[0][0].legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9)
-    fig.suptitle(f"{head}: {m0.model} ({m0.precision})", fontsize=12)
+    lay = "" if m0.layout == "1 device" else f", {m0.layout}"
+    fig.suptitle(f"{head}: {m0.model} ({m0.precision}{lay})", fontsize=12)
     return fig
 
 
@@ -230,10 +232,11 @@ def compare_html(meshes: Mesh | Sequence[Mesh], path) -> None:
             fig.add_trace(go.Heatmap(
                 x=x, y=y, z=z, zmid=0, zmin=-lim, zmax=lim, colorscale="RdBu", text=hover,
                 hoverinfo="text", name="ratio", showscale=(c == 1),
-                colorbar=dict(title=f"{m.hardware[0]} / {m.hardware[1]}", tickvals=ticks,
+                colorbar=dict(title="ratio", tickvals=ticks,
                               ticktext=labels)), row=1, col=c)
             fig.add_trace(go.Contour(x=x, y=y, z=z, contours=dict(start=0, end=0, size=1,
                                                                  coloring="lines"),
+                                     colorscale=[[0, "black"], [1, "black"]],
                                      line=dict(color="black", width=2), showscale=False,
                                      hoverinfo="skip", name="ratio 1.0"), row=1, col=c)
         else:
@@ -253,7 +256,7 @@ def compare_html(meshes: Mesh | Sequence[Mesh], path) -> None:
     head = " vs ".join(m0.hardware)
     fig.update_layout(title=f"{head}: {m0.model} ({m0.precision}), decode throughput; grey: "
                             f"does not fit or beyond context",
-                      width=650 * len(meshes) + 100, height=560, plot_bgcolor="white")
+                      width=600 * len(meshes) + 120, height=560, plot_bgcolor="white")
     fig.write_html(str(path), include_plotlyjs=True, full_html=True)
 
 
@@ -300,13 +303,21 @@ def roofline_points(analyses: Sequence[Analysis], phases=("prefill", "decode")) 
 
 
 def _roofs(a: Analysis) -> dict:
-    roof = Roofline.of(a.hardware, a.precision)
+    """Achievable roofs of the analysis' device: peaks and bandwidth x its efficiency."""
+    roof = Roofline.of(a.hardware, a.precision, a.layout, a.efficiency)
+    e = roof.eff
     peaks = {}
     for cls, label in (("gemm", "matmul"), ("gemm16", "16-bit"), ("vector", "vector")):
-        v = roof.flops_s[cls]
+        v = roof.peaks[cls] * e.compute
         peaks.setdefault(v, f"{label} ({roof.dtypes[cls].upper()})")
-    gemm = roof.flops_s["gemm"]
+    gemm = roof.peaks["gemm"] * e.compute
     return {"bw": roof.bytes_s, "gemm": gemm, "peaks": peaks, "ridge": gemm / roof.bytes_s}
+
+
+def ridge(a: Analysis) -> dict:
+    """Ridge point of a device for an analysis' precision: matmul peak / bandwidth."""
+    r = _roofs(a)
+    return {"flops_s": r["gemm"], "bytes_s": r["bw"], "intensity": r["ridge"]}
 
 
 def _check_scalar(analyses: Sequence[Analysis]) -> None:
@@ -315,6 +326,23 @@ def _check_scalar(analyses: Sequence[Analysis]) -> None:
     for a in analyses:
         if np.size(a.batch) != 1:
             raise InputError("roofline: batch, input and output must be single values")
+
+
+def _label_groups(points: list[dict], min_share: float = 0.02) -> dict:
+    """Operators that sit on (almost) the same spot share one label: {(x, y): [names]}."""
+    groups: dict = {}
+    for p in sorted(points, key=lambda p: -p["share"]):
+        if p["share"] < min_share:
+            continue
+        key = (round(math.log10(p["intensity"]) / 0.3), round(math.log10(p["flops_s"]) / 0.3))
+        groups.setdefault(key, []).append(p)
+    out = {}
+    for ps in groups.values():
+        names = [p["op"] for p in ps]
+        if len(names) > 4:
+            names = names[:3] + [f"+{len(names) - 3} more"]
+        out[(ps[0]["intensity"], ps[0]["flops_s"])] = names
+    return out
 
 
 def roofline_figure(analyses: Sequence[Analysis], phases=("prefill", "decode")):
@@ -356,10 +384,9 @@ def roofline_figure(analyses: Sequence[Analysis], phases=("prefill", "decode")):
                        s=[20 + 300 * p["share"] for p in sel], marker=PHASE_MARKERS[ph][0],
                        facecolor=c, edgecolor="k", linewidth=0.5, alpha=0.75, zorder=3)
             if k == 0:
-                for p in sel:
-                    if p["share"] >= 0.02:
-                        ax.annotate(p["op"], (p["intensity"], p["flops_s"]), fontsize=7,
-                                    textcoords="offset points", xytext=(5, -9), color="0.2")
+                for (xi, yi), names in _label_groups(sel).items():
+                    ax.annotate("\n".join(names), (xi, yi), fontsize=7, va="top",
+                                textcoords="offset points", xytext=(6, -6), color="0.2")
     ymin = min([p["flops_s"] for p in pts] + [xmin * min(r["bw"] for r in roofs)]) / 2
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -450,5 +477,5 @@ def save_roofline(analyses: Sequence[Analysis], path, phases=("prefill", "decode
 
 
 __all__ = ["compare_figure", "compare_html", "compare_csv", "save_compare", "roofline_figure",
-           "roofline_html", "roofline_points", "save_roofline", "compare_figure_size_px",
+           "roofline_html", "roofline_points", "ridge", "save_roofline", "compare_figure_size_px",
            "roofline_figure_size_px"]

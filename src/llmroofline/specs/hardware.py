@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, suggest
+from .profile import Efficiency, efficiency_from_dict, efficiency_to_dict
 
 DEFAULT_HARDWARE = "a100-sxm-80gb"
 
@@ -26,28 +27,6 @@ DTYPE_FIELDS = {
     "fp32": "fp32_tflops", "tf32": "tf32_tflops", "fp16": "fp16_tflops",
     "bf16": "bf16_tflops", "fp8": "fp8_tflops", "int8": "int8_tops", "fp4": "fp4_tflops",
 }
-
-
-@dataclass(frozen=True)
-class Efficiency:
-    """Achievable fraction of the datasheet peaks, and a fixed cost per kernel.
-
-    ``time = max(flops / (peak x compute), bytes / (bw x bandwidth)) + launch_overhead_s``
-    """
-
-    bandwidth: float = 1.0
-    compute: float = 1.0
-    launch_overhead_s: float = 0.0
-    communication: float = 1.0   # achieved fraction of link bandwidth in collectives
-
-    def __post_init__(self) -> None:
-        for f in ("bandwidth", "compute", "communication"):
-            v = getattr(self, f)
-            if not (0 < v <= 1):
-                raise InputError(f"efficiency.{f} must be in (0, 1], got {v}")
-        if not (0 <= self.launch_overhead_s < 1):
-            raise InputError(f"efficiency.launch_overhead_us must be in [0, 1e6), got "
-                             f"{self.launch_overhead_s * 1e6}")
 
 
 @dataclass(frozen=True)
@@ -137,22 +116,7 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
     if not peaks:
         raise InputError(f"{where}: needs at least one compute peak field "
                          f"({', '.join(DTYPE_FIELDS.values())})")
-    eff = d.get("efficiency", {}) or {}
-    if not isinstance(eff, dict):
-        raise InputError(f"{where}: 'efficiency' must be a table")
-    for k in eff:
-        if k not in ("bandwidth", "compute", "launch_overhead_us", "communication"):
-            raise InputError(f"{where}: unknown field 'efficiency.{k}' (allowed: bandwidth, "
-                             "compute, communication, launch_overhead_us)")
-        if isinstance(eff[k], bool) or not isinstance(eff[k], (int, float)):
-            raise InputError(f"{where}: field 'efficiency.{k}' must be a number, got {eff[k]!r}")
-    try:
-        efficiency = Efficiency(bandwidth=float(eff.get("bandwidth", 1.0)),
-                                compute=float(eff.get("compute", 1.0)),
-                                communication=float(eff.get("communication", 1.0)),
-                                launch_overhead_s=float(eff.get("launch_overhead_us", 0.0)) * 1e-6)
-    except InputError as e:
-        raise InputError(f"{where}: {e}") from None
+    efficiency = efficiency_from_dict(d.get("efficiency", {}) or {}, f"{where} [efficiency]")
 
     def opt(k: str, scale: float = 1.0) -> float | None:
         return float(d[k]) * scale if k in d else None
@@ -197,10 +161,8 @@ def to_dict(hw: HardwareSpec) -> dict[str, Any]:
         v = getattr(hw, attr)
         if v is not None:
             out[k] = v / scale if scale != 1 else v
-    e = hw.efficiency
-    out["efficiency"] = {"bandwidth": e.bandwidth, "compute": e.compute,
-                         "communication": e.communication,
-                         "launch_overhead_us": e.launch_overhead_s * 1e6}
+    if not hw.efficiency.is_ideal:
+        out["efficiency"] = efficiency_to_dict(hw.efficiency)
     return out
 
 

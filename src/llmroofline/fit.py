@@ -1,0 +1,122 @@
+"""Calibration: fit efficiency profiles to measurements.
+
+For the rows of one device family, the free :class:`Efficiency` parameters are chosen to
+minimise a robust loss of the log errors ``log(predicted / measured)`` (scipy's
+``least_squares`` with a soft-L1 loss, so a few odd rows do not dominate), within
+physical bounds, plus a weak prior that keeps parameters the data cannot identify near
+typical values. The fallback entry is fitted on all rows together and serves families
+the data does not cover.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .errors import InputError
+from .specs.hardware import load_hardware
+from .specs.profile import Efficiency, Profile
+from .validate import Row, predict_rows, summarize
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str        # Efficiency field
+    lo: float
+    hi: float
+    scale: float     # typical magnitude, so the optimizer sees O(1) numbers
+    prior: float     # typical value the weak prior pulls towards
+
+
+PARAMS = {p.name: p for p in (
+    Param("bandwidth", 0.3, 1.0, 1.0, 0.85),
+    Param("attention_bandwidth", 0.1, 1.0, 1.0, 0.7),
+    Param("compute", 0.2, 1.0, 1.0, 0.75),
+    Param("gemm_half_rows", 0.0, 2048.0, 100.0, 32.0),
+    Param("attention_compute", 0.1, 1.0, 1.0, 0.6),
+    Param("launch_overhead_s", 0.0, 50e-6, 1e-6, 3e-6),
+    Param("step_overhead_s", 0.0, 20e-3, 1e-3, 1e-3),
+    Param("prefill_overhead_s", 0.0, 50e-3, 1e-3, 2e-3),
+    Param("communication", 0.1, 1.0, 1.0, 0.75),
+)}
+DEFAULT_FIT = tuple(PARAMS)
+PRIOR_WEIGHT = 0.02
+
+
+def _family(hw_id: str) -> str:
+    try:
+        return load_hardware(hw_id).family or "unknown"
+    except InputError:
+        return "unknown"
+
+
+def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
+                   start: Efficiency | None = None, prior_weight: float = PRIOR_WEIGHT,
+                   max_nfev: int = 200) -> tuple[Efficiency, dict]:
+    """Fit one :class:`Efficiency` to ``rows``; returns it and fit statistics."""
+    from scipy.optimize import least_squares
+    for p in params:
+        if p not in PARAMS:
+            raise InputError(f"calibrate: unknown parameter '{p}' (allowed: {', '.join(PARAMS)})")
+    specs = [PARAMS[p] for p in params]
+    start = start or Efficiency(**{p.name: p.prior for p in PARAMS.values()})
+
+    def eff_of(x) -> Efficiency:
+        vals = {s.name: float(np.clip(v * s.scale, s.lo, s.hi)) for s, v in zip(specs, x)}
+        return replace(start, **vals)
+
+    def residuals(x) -> np.ndarray:
+        e = eff_of(x)
+        prof = Profile("fit", fallback=e)
+        preds = predict_rows(rows, prof).predictions
+        r = [np.log(p.predicted / p.measured) for p in preds]
+        prior = [prior_weight * (v - s.prior / s.scale) for s, v in zip(specs, x)]
+        return np.asarray(r + prior)
+
+    x0 = np.array([float(np.clip(getattr(start, s.name) if getattr(start, s.name) is not None
+                                 else s.prior, s.lo, s.hi)) / s.scale for s in specs])
+    lo = np.array([s.lo / s.scale for s in specs])
+    hi = np.array([s.hi / s.scale for s in specs])
+    if not predict_rows(rows, Profile("fit", fallback=eff_of(x0))).predictions:
+        raise InputError("calibrate: no row could be predicted (unknown models/devices, or "
+                         "nothing fits in memory); see `llmroofline validate`")
+    res = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1",
+                        f_scale=0.1, x_scale="jac", max_nfev=max_nfev, diff_step=1e-3)
+    eff = eff_of(res.x)
+    preds = predict_rows(rows, Profile("fit", fallback=eff)).predictions
+    return eff, {"rows": len(rows), "metrics": len(preds), "summary": summarize(preds),
+                 "converged": bool(res.success), "evaluations": int(res.nfev)}
+
+
+def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str = "calibrated",
+              source: str = "", per_family: bool = True) -> tuple[Profile, dict]:
+    """Fit a profile: one :class:`Efficiency` per device family present, plus a fallback."""
+    if not rows:
+        raise InputError("calibrate: the measurement file has no rows")
+    fallback, stats_all = fit_efficiency(rows, params)
+    families: dict[str, Efficiency] = {}
+    stats = {"all": stats_all}
+    if per_family:
+        by_fam: dict[str, list[Row]] = {}
+        for r in rows:
+            by_fam.setdefault(_family(r.hardware), []).append(r)
+        for fam, rs in sorted(by_fam.items()):
+            if fam == "unknown":
+                continue
+            families[fam], stats[fam] = fit_efficiency(rs, params, start=fallback)
+    prof = Profile(name, families, fallback, provenance={
+        "fitted": _dt.date.today().isoformat(),
+        "data": source or "user measurements",
+        "rows": len(rows),
+        "parameters": list(params),
+        "method": "scipy least_squares, soft-L1 loss on log(predicted/measured), bounded, "
+                  f"weak prior (weight {PRIOR_WEIGHT}) towards typical values",
+    })
+    return prof, stats
+
+
+def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT):
+    """A ``rows -> Profile`` function for :func:`validate.cross_validate`."""
+    return lambda rows: calibrate(rows, params)[0]

@@ -1,0 +1,222 @@
+"""Efficiency profiles: what fraction of the datasheet roofline real kernels reach.
+
+A profile maps a device family (``ampere``, ``ada``, ``hopper``, ...) to an
+:class:`Efficiency`. ``ideal`` is the bare roofline (100 % of every peak, no overhead);
+``default`` is fitted to published measurements of real engines
+(``data/profiles/default.toml`` records the fit and its error); a user profile is a TOML
+file of the same shape written by ``llmroofline calibrate``.
+
+Each term has a physical reason:
+
+- ``bandwidth``: achievable fraction of DRAM bandwidth for streaming weights and
+  activations (DRAM refresh, page misses, imperfect overlap: STREAM-like kernels reach
+  80-92 % on HBM).
+- ``attention_bandwidth``: the same for the decode attention kernel reading a paged KV
+  cache (short, scattered reads; per-sequence tails).
+- ``compute`` and ``gemm_half_rows``: GEMM throughput ``compute x M / (M + m_half)`` of
+  peak for M token rows: small-M GEMMs leave tensor cores idle (tile and wave
+  quantization over the SMs), large ones approach ``compute``.
+- ``attention_compute``: fraction of the 16-bit peak a fused attention kernel reaches
+  (softmax and masking between the two matmuls).
+- ``launch_overhead_s``: fixed cost per kernel (launch latency, prologue/epilogue, the
+  tail of each kernel when the next cannot start); CUDA graphs shrink it.
+- ``step_overhead_s``: fixed cost per forward step outside kernels (scheduling, sampling,
+  host synchronisation).
+- ``prefill_overhead_s``: extra fixed cost of the first step of a request (tokenization,
+  admission and cache allocation, a prefill step that runs without CUDA graphs).
+- ``communication``: achieved fraction of link bandwidth in collectives.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, suggest
+
+BUILTIN_PROFILES = ("ideal", "default")
+DEFAULT_PROFILE = "default"
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Achievable fractions of the roofline and fixed costs (see module docstring).
+
+    ``attention_bandwidth``/``attention_compute`` of ``None`` mean "same as
+    ``bandwidth``/``compute``".
+    """
+
+    bandwidth: float = 1.0
+    compute: float = 1.0
+    launch_overhead_s: float = 0.0
+    communication: float = 1.0
+    attention_bandwidth: float | None = None
+    attention_compute: float | None = None
+    gemm_half_rows: float = 0.0
+    step_overhead_s: float = 0.0
+    prefill_overhead_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in ("bandwidth", "compute", "communication", "attention_bandwidth",
+                  "attention_compute"):
+            v = getattr(self, f)
+            if v is not None and not (0 < v <= 1):
+                raise InputError(f"efficiency.{f} must be in (0, 1], got {v}")
+        for f, hi in (("launch_overhead_s", 1e-2), ("step_overhead_s", 1.0),
+                      ("prefill_overhead_s", 10.0), ("gemm_half_rows", 1e6)):
+            v = getattr(self, f)
+            if not (0 <= v <= hi):
+                raise InputError(f"efficiency.{f} must be in [0, {hi:g}], got {v}")
+
+    @property
+    def attn_bandwidth(self) -> float:
+        return self.bandwidth if self.attention_bandwidth is None else self.attention_bandwidth
+
+    @property
+    def attn_compute(self) -> float:
+        return self.compute if self.attention_compute is None else self.attention_compute
+
+    @property
+    def is_ideal(self) -> bool:
+        return self == Efficiency()
+
+
+# Data-file keys: seconds are written in microseconds for readability.
+_US_FIELDS = {"launch_overhead_us": "launch_overhead_s", "step_overhead_us": "step_overhead_s",
+              "prefill_overhead_us": "prefill_overhead_s"}
+_PLAIN_FIELDS = ("bandwidth", "compute", "communication", "attention_bandwidth",
+                 "attention_compute", "gemm_half_rows")
+EFFICIENCY_KEYS = (*_PLAIN_FIELDS, *_US_FIELDS)
+
+
+def efficiency_from_dict(d: dict[str, Any], where: str) -> Efficiency:
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: expected a table of efficiency fields")
+    kw: dict[str, float] = {}
+    for k, v in d.items():
+        if k not in EFFICIENCY_KEYS:
+            raise InputError(f"{where}: unknown field '{k}'" + suggest(k, EFFICIENCY_KEYS)
+                             + f" (allowed: {', '.join(EFFICIENCY_KEYS)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"{where}: field '{k}' must be a number, got {v!r}")
+        if k in _US_FIELDS:
+            kw[_US_FIELDS[k]] = float(v) * 1e-6
+        else:
+            kw[k] = float(v)
+    try:
+        return Efficiency(**kw)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def efficiency_to_dict(e: Efficiency) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in _PLAIN_FIELDS:
+        v = getattr(e, k)
+        if v is not None:
+            out[k] = v
+    for k, attr in _US_FIELDS.items():
+        out[k] = getattr(e, attr) * 1e6
+    return out
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Efficiency per device family, with a fallback for families not listed."""
+
+    name: str
+    families: dict[str, Efficiency] = field(default_factory=dict)
+    fallback: Efficiency = field(default_factory=Efficiency)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def for_family(self, family: str) -> Efficiency:
+        return self.families.get(family, self.fallback)
+
+
+IDEAL = Profile("ideal", provenance={"description": "100 % of datasheet peaks, no overhead"})
+
+
+def profile_from_dict(name: str, data: dict[str, Any], where: str) -> Profile:
+    fams = data.get("families", {})
+    if not isinstance(fams, dict):
+        raise InputError(f"{where}: [families] must be a table")
+    families = {f: efficiency_from_dict(v, f"{where} [families.{f}]") for f, v in fams.items()}
+    fallback = efficiency_from_dict(data.get("fallback", {}), f"{where} [fallback]")
+    prov = data.get("provenance", {})
+    return Profile(name, families, fallback, prov if isinstance(prov, dict) else {})
+
+
+def profile_to_toml(p: Profile) -> str:
+    """Serialize a profile (round-trips through :func:`load_profile`)."""
+    lines = [f"# llmroofline efficiency profile '{p.name}'", ""]
+    if p.provenance:
+        lines.append("[provenance]")
+        for k, v in p.provenance.items():
+            lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    lines.append("[fallback]")
+    lines += [f"{k} = {_toml_value(v)}" for k, v in efficiency_to_dict(p.fallback).items()]
+    for fam, e in p.families.items():
+        lines += ["", f"[families.{fam}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in efficiency_to_dict(e).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(float(v)) if isinstance(v, float) else str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return f'"{s}"'
+
+
+@lru_cache(maxsize=None)
+def _builtin(name: str) -> Profile:
+    if name == "ideal":
+        return IDEAL
+    path = resources.files("llmroofline") / "data" / "profiles" / f"{name}.toml"
+    return profile_from_dict(name, tomllib.loads(path.read_text()), f"profile {name}")
+
+
+def load_profile(name_or_path: str | os.PathLike | Profile | None = None) -> Profile:
+    """A built-in profile (``ideal``, ``default``) or a profile TOML file."""
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    name = str(name_or_path or DEFAULT_PROFILE)
+    if name in BUILTIN_PROFILES:
+        return _builtin(name)
+    p = Path(name)
+    if p.suffix.lower() == ".toml" or p.exists():
+        if not p.is_file():
+            raise InputError(f"profile: file {p} does not exist")
+        try:
+            data = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise InputError(f"profile: cannot parse {p}: {str(e).splitlines()[0]}") from None
+        return profile_from_dict(p.stem, data, f"profile file {p}")
+    raise InputError(f"profile: unknown profile '{name}'" + suggest(name, BUILTIN_PROFILES)
+                     + "; use ideal, default, or a .toml file from `llmroofline calibrate`")
+
+
+def resolve_efficiency(hw_efficiency: Efficiency, family: str, profile: Profile) -> Efficiency:
+    """The efficiency to use: a device file's own block wins over the profile's family.
+
+    A device file with an explicit ``[efficiency]`` block (e.g. written by ``probe``)
+    describes that device; otherwise the profile's entry for the device family applies.
+    The ``ideal`` profile always gives the bare roofline.
+    """
+    if profile.name == "ideal":
+        return Efficiency()
+    if not hw_efficiency.is_ideal:
+        return hw_efficiency
+    return profile.for_family(family)
+
+
