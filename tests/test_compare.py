@@ -129,19 +129,20 @@ def test_global_and_ops_agree_on_the_winner_over_most_of_the_mesh(l13):
 
 def test_global_method_by_hand():
     # Llama-2-7B, batch 1: a decode step moves 13.21e9 weight bytes (every weight but the
-    # embedding table, docs/conventions.md) + 524,288 KV bytes per context token; the
-    # mean step touches seq tokens. Memory-bound, so tokens/s = BW / bytes.
+    # embedding table, docs/conventions.md) + 524,288 KV bytes per token of context; the
+    # mean step attends to seq tokens (reads their K/V) and writes the new token's: seq + 1
+    # (as in the worked example: 192 + 1). Memory-bound, so tokens/s = BW / bytes.
     params, vocab, h = 6_738_415_616, 32000, 4096
     weights = 2 * (params - vocab * h) + 2 * h
     seq = np.array([256.0, 2048.0])
     m = cmp.compare("llama-2-7b", [A100, H20], [1], seq, method="global", **IDEAL)
     for k, bw in enumerate((A100_BW, H20_BW)):
-        np.testing.assert_allclose(m.throughput_tok_s[k, 0], bw / (weights + 524_288 * seq),
+        np.testing.assert_allclose(m.throughput_tok_s[k, 0], bw / (weights + 524_288 * (seq + 1)),
                                    rtol=1e-9)
 
 
 def test_mesh_workload_and_masks():
-    seq = np.array([128.0, 1024.0, 4000.0, 8192.0])
+    seq = np.array([128.0, 1024.0, 4096.0, 8192.0])
     m = cmp.compare("llama-2-13b", [A100, H20], [1, 64], seq, output_len=128, **IDEAL)
     np.testing.assert_array_equal(m.input_len, seq - 64)
     # beyond Llama-2's 4,096-token context: masked, not evaluated
@@ -173,7 +174,7 @@ def test_one_vectorized_analyze_call_per_device(monkeypatch):
 
 @pytest.mark.parametrize("kw,msg", [
     (dict(output_len=127), "even"),
-    (dict(seq=[10, 100]), "seq must be >= output_len/2 + 1"),
+    (dict(seq=[10, 100]), "seq must be >= output_len/2"),
     (dict(hardware_list=[A100]), "at least two devices"),
     (dict(hardware_list=[A100, A100]), "listed twice"),
     (dict(method="fast"), "method must be one of"),
@@ -210,7 +211,7 @@ def test_compare_files(tmp_path, small_both):
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     html = plots.save_compare(both, tmp_path / "c.html").read_text()
     assert 'class="plotly-graph-div"' in html
-    assert "cdn.plot.ly" not in html and len(html) > 1_000_000   # plotly.js embedded
+    assert "plotly.js v" in html and '<script src="http' not in html   # plotly.js embedded
     import pandas as pd
     df = pd.read_csv(plots.save_compare(both, tmp_path / "c.csv"))
     assert len(df) == 2 * 9 * 7 and set(df["method"]) == {"ops", "global"}
@@ -233,7 +234,7 @@ def test_roofline_points_lie_on_or_under_the_roofs(tmp_path):
     assert plots.ridge(an[0])["intensity"] == pytest.approx(A100_PEAK / A100_BW)
     assert png_size(plots.save_roofline(an, tmp_path / "r.png")) == plots.roofline_figure_size_px()
     html = plots.save_roofline(an, tmp_path / "r.html").read_text()
-    assert 'class="plotly-graph-div"' in html and "cdn.plot.ly" not in html
+    assert 'class="plotly-graph-div"' in html and '<script src="http' not in html
 
 
 def test_html_renders_in_headless_chromium(tmp_path, small_both):
@@ -312,7 +313,7 @@ def test_rank_fit_prices_vendor_and_auto_tp(tmp_path):
 
 
 def test_rank_max_batch_is_the_best_feasible_batch():
-    limit = 0.03
+    limit = 0.04
     r = rank("llama-2-13b", ["l20"], batch="max", input_len=1024, output_len=128,
              max_tpot_s=limit, **IDEAL)
     best = r.rows[0]
@@ -340,6 +341,7 @@ def test_cli_commands(tmp_path, capsys):
     assert cli.main(["rank", "-m", "llama-2-7b", "--vendor", "AMD", "--max-tpot", "20ms",
                      "--out", str(out)]) == 0
     assert out.read_text().startswith("hardware,")
+    capsys.readouterr()
     assert cli.main(["roofline", "-m", "llama-2-7b", A100, "--json"]) == 0
     assert "ridges" in json.loads(capsys.readouterr().out)
     for argv in (["compare", "--output", "3"], ["rank", "--max-tpot", "fast"],

@@ -16,7 +16,7 @@ except ImportError:  # older typer runs on click itself
 from rich.console import Console
 from rich.table import Table
 
-from . import phases, report
+from . import decoding, phases, report
 from .errors import InputError
 from .gridspec import cartesian, parse_grid
 from .parallel import Layout
@@ -78,16 +78,18 @@ AllreduceOpt = Annotated[str, typer.Option("--allreduce", help="auto, ring, tree
 OffWOpt = Annotated[float, typer.Option("--offload-weights", help="Fraction of weights in host memory [0, 1].")]
 OffKvOpt = Annotated[float, typer.Option("--offload-kv", help="Fraction of KV cache in host memory [0, 1].")]
 HostBwOpt = Annotated[Optional[float], typer.Option("--host-bw", help="Host link bytes/s (default: the device's PCIe).")]
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency profile: default (calibrated to measured engines), ideal (bare roofline), or a .toml from `calibrate`.")]
 
 
 def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=8,
                   microbatches=None, overlap=False, allreduce="auto", offload_weights=0.0,
-                  offload_kv=0.0, host_bw=None) -> dict:
+                  offload_kv=0.0, host_bw=None, profile=None) -> dict:
     """Keyword arguments of ``analyze`` from the shared CLI options."""
     layout = Layout(tp=tp, pp=pp, ep=ep, dp=dp, gpus_per_node=gpus_per_node,
                     microbatches=microbatches, overlap=overlap, allreduce=allreduce,
                     offload_weights=offload_weights, offload_kv=offload_kv, host_bw_bytes_s=host_bw)
-    return dict(quant=quant, wbits=wbits, abits=abits, kvbits=kvbits, flash=flash, layout=layout)
+    return dict(quant=quant, wbits=wbits, abits=abits, kvbits=kvbits, flash=flash, layout=layout,
+                profile=profile)
 
 
 @app.command()
@@ -101,7 +103,13 @@ def analyze(
     flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1,
     gpus_per_node: NodeOpt = 8, microbatches: MicroOpt = None, overlap: OverlapOpt = False,
     allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
-    host_bw: HostBwOpt = None,
+    host_bw: HostBwOpt = None, profile: ProfileOpt = "default",
+    beams: Annotated[int, typer.Option("--beams", help="Beam width W: B x W decode rows sharing each prompt's KV; B sequences returned.")] = 1,
+    samples: Annotated[int, typer.Option("--samples", help="Parallel samples n per prompt: B x n decode rows and sequences.")] = 1,
+    draft: Annotated[Optional[str], typer.Option("--draft", help="Speculative decoding: draft model (id, alias or config.json).")] = None,
+    draft_k: Annotated[int, typer.Option("--draft-k", help="Draft tokens per speculative round [1, 16].")] = 4,
+    accept: Annotated[float, typer.Option("--accept", help="Acceptance rate per draft token [0, 1].")] = 0.7,
+    draft_tp: Annotated[Optional[int], typer.Option("--draft-tp", help="Tensor-parallel devices of the draft (default: --tp).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (an array for a grid).")] = False,
 ) -> None:
     """Per-operator roofline of prefill and decode, latency, throughput and memory."""
@@ -109,19 +117,77 @@ def analyze(
                      input_len=parse_grid("input_len", input_len),
                      output_len=parse_grid("output_len", output_len))
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
-                       microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw)
-    a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw)
+                       microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
+                       profile)
+    decoding.check_draft_k(draft_k), decoding.check_accept(accept)
+    a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw,
+                       beams=beams, samples=samples)
+    spec = None
+    if draft is not None:
+        spec = decoding.speculative(model, hardware, axes["batch"], axes["input_len"],
+                                    axes["output_len"], draft=draft, draft_k=draft_k,
+                                    accept=accept, draft_tp=draft_tp, beams=beams,
+                                    samples=samples, **kw)
     points = list(report.grid_points(a))
-    for w in a.warnings:
+    for w in a.warnings + tuple(w for w in (spec.warnings if spec else ()) if w not in a.warnings):
         err.print(f"[yellow]warning:[/] {w}")
     if as_json:
         data = [report.to_dict(a, i) for i in points]
+        if spec is not None:
+            for d, i in zip(data, points):
+                d["speculative"] = report.speculative_dict(spec, i)
         print(json.dumps(data[0] if len(data) == 1 else data, indent=1))
         return
     if len(points) == 1:
         _print_single(report.to_dict(a, points[0]))
+        if spec is not None:
+            _print_speculative(report.speculative_dict(spec, points[0]), report.to_dict(a, points[0]))
     else:
         _print_grid(a, points)
+        if spec is not None:
+            _print_speculative_grid(spec, points)
+
+
+def _print_speculative(s: dict, d: dict) -> None:
+    """The "Speculative decoding" section of one workload."""
+    out.print(f"[bold]Speculative decoding[/]: draft {s['draft']}, k = {s['draft_k']}, "
+              f"acceptance a = {s['accept']:g} per token")
+    t = Table(show_header=False, caption="tau = (1 - a^(k+1)) / (1 - a); a round = k draft "
+              "steps + 1 verify step (q_len = k + 1)", caption_justify="left")
+    t.add_column(justify="left")
+    t.add_column(justify="right")
+    t.add_row("expected tokens per target step (tau)", f"{s['tau']:.3f}")
+    t.add_row("rounds (output - 1) / tau", f"{s['rounds']:.1f}")
+    t.add_row("draft step / verify step (means)", f"{secs(s['draft_step_s'])} / {secs(s['verify_step_s'])}")
+    t.add_row("time to first token (both prefills)", secs(s["ttft_s"]))
+    t.add_row("time per output token (TPOT)", secs(s["tpot_s"]) if s["tpot_s"] is not None else "- (output = 1)")
+    t.add_row("end-to-end latency", secs(s["e2e_s"]))
+    t.add_row("generated tokens/s (whole batch)", f"{s['throughput_tok_s']:,.1f}")
+    sp = s["tpot_speedup"]
+    t.add_row("speed-up over plain decoding (TPOT / e2e)",
+              f"{sp:.2f}x / {s['e2e_speedup']:.2f}x" if sp is not None else f"- / {s['e2e_speedup']:.2f}x")
+    m = s["memory"]
+    fits = "[green]fits[/]" if m["fits"] else "[red]does not fit[/]"
+    t.add_row("memory: target + draft weights", f"{gb(m['weights_bytes'])} (draft {gb(m['draft_weights_bytes'])})")
+    t.add_row(f"memory: both KV caches ({d['input_len'] + d['output_len'] + s['draft_k']} tokens x {d['batch']})",
+              gb(m["kv_cache_bytes"]))
+    t.add_row("memory: total / capacity", f"{gb(m['total_bytes'])} / {gb(m['capacity_bytes'])}  {fits}")
+    t.add_row("largest batch that fits", str(s["max_batch"]))
+    out.print(t)
+
+
+def _print_speculative_grid(s, points) -> None:
+    p = s.plain
+    t = Table(title=f"Speculative decoding (draft {s.draft.model.name}, k = {s.draft_k}, "
+              f"acceptance {s.accept:g}, tau = {s.tau:.3f})", title_justify="left")
+    for col in ("batch", "input", "output", "TTFT", "TPOT", "e2e", "tokens/s", "speed-up", "memory", "fits"):
+        t.add_column(col, justify="right")
+    for i in points:
+        t.add_row(f"{p.batch[i]:g}", f"{p.input_len[i]:g}", f"{p.output_len[i]:g}",
+                  secs(s.ttft_s[i]), secs(s.tpot_s[i]), secs(s.e2e_s[i]),
+                  f"{s.throughput_tok_s[i]:,.1f}", f"{s.tpot_speedup[i]:.2f}x",
+                  gb(s.memory.total_bytes[i]), "yes" if s.memory.fits[i] else "[red]no[/]")
+    out.print(t)
 
 
 def _op_table(title: str, phase: dict, note: str) -> Table:
@@ -164,14 +230,23 @@ def _print_single(d: dict) -> None:
     s.add_row("time to first token (TTFT)", secs(d["ttft_s"]))
     s.add_row("time per output token (TPOT, excl. first)", secs(d["tpot_s"]) if d["tpot_s"] is not None else "- (output = 1)")
     s.add_row("end-to-end latency", secs(d["e2e_s"]))
-    s.add_row("generated tokens/s (whole batch)", f"{d['throughput_tok_s']:,.1f}")
+    rows = max(d.get("beams", 1), d.get("samples", 1))
+    if d.get("beams", 1) > 1:
+        s.add_row(f"decode rows (beam search, W = {rows})", f"{d['batch']} x {rows}")
+        s.add_row(f"returned tokens/s ({d['batch']} sequences)", f"{d['throughput_tok_s']:,.1f}")
+    else:
+        if rows > 1:
+            s.add_row(f"decode rows (parallel sampling, n = {rows})", f"{d['batch']} x {rows}")
+        s.add_row("generated tokens/s (whole batch)", f"{d['throughput_tok_s']:,.1f}")
     out.print(s)
     m = d["memory"]
     mt = Table(title="Memory (decimal GB)", title_justify="left", show_header=False)
     mt.add_column(justify="left")
     mt.add_column(justify="right")
     mt.add_row("weights", gb(m["weights_bytes"]))
-    mt.add_row(f"KV cache ({d['input_len'] + d['output_len']} tokens x {d['batch']})", gb(m["kv_cache_bytes"]))
+    mt.add_row(f"KV cache ({d['input_len'] + d['output_len']} tokens x {d['batch']})" if rows == 1 else
+               f"KV cache ({d['input_len']} x {d['batch']} prompt + {d['output_len']} x {d['batch']} x {rows} rows)",
+               gb(m["kv_cache_bytes"]))
     mt.add_row("activation peak (prefill)", gb(m["activation_bytes"]))
     fits = "[green]fits[/]" if m["fits"] else "[red]does not fit[/]"
     mt.add_row("total / capacity", f"{gb(m['total_bytes'])} / {gb(m['capacity_bytes'])}  {fits}")
@@ -282,6 +357,8 @@ def _check_out(paths: Optional[list[str]], allowed: tuple[str, ...]) -> list[str
         if Path(p).suffix.lower() not in allowed:
             raise InputError(f"out: file suffix must be one of {', '.join(allowed)}, got "
                              f"'{Path(p).name}'")
+        if not Path(p).resolve().parent.is_dir():
+            raise InputError(f"out: directory {Path(p).parent} does not exist")
     return list(paths or [])
 
 
@@ -296,15 +373,19 @@ def _mesh_map(m, rows: int = 16, cols: int = 64) -> str:
         cells = []
         for j in si:
             v = w[i, j]
+            alone = np.nonzero(m.only_fits[:, i, j])[0]
             if v >= 0:
                 cells.append(f"[{DEVICE_COLORS[v % len(DEVICE_COLORS)]}]█[/]")
+            elif alone.size:
+                cells.append(f"[{DEVICE_COLORS[alone[0] % len(DEVICE_COLORS)]}]░[/]")
             else:
                 cells.append(" " if v == -2 else "[grey50]·[/]")
         lines.append(f"{m.batch[i]:>7g} " + "".join(cells))
-    lines.append(f"{'':>8}{m.seq[si[0]]:<g}{'seq →':^{max(len(si) - 12, 5)}}{m.seq[si[-1]]:>g}")
+    lines.append(f"{'':>8}seq {m.seq[si[0]]:g} → {m.seq[si[-1]]:g}")
     legend = "  ".join(f"[{DEVICE_COLORS[k % len(DEVICE_COLORS)]}]█[/] {h}"
                        for k, h in enumerate(m.hardware))
-    return "\n".join(["  batch ↑  " + legend + "  [grey50]·[/] masked"] + lines)
+    return "\n".join(["  batch ↑  " + legend + "  (░ only it fits)  [grey50]·[/] fits neither "
+                       "or beyond context"] + lines)
 
 
 def _mesh_json(m) -> dict:
@@ -330,6 +411,7 @@ def compare_cmd(
     method: Annotated[str, typer.Option("--method", help="ops (per-operator), global (whole-model intensity) or both.")] = "ops",
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
     flash: FlashOpt = True, tp: TpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1,
+    profile: ProfileOpt = "default",
     ignore_context: Annotated[bool, typer.Option("--ignore-context", help="Evaluate sequences beyond the model's max_position_embeddings (e.g. RoPE-scaled).")] = False,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and the mesh as JSON.")] = False,
@@ -344,7 +426,7 @@ def compare_cmd(
     meshes = cmpmod.compare_methods(
         model, names, parse_grid("batch", batch, hi=1_000_000), parse_grid("seq", seq),
         methods, output_len, ignore_context=ignore_context, quant=quant, wbits=wbits,
-        abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep, dp=dp)
+        abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep, dp=dp, profile=profile)
     ms = [meshes[k] for k in methods]
     for w in ms[0].warnings:
         err.print(f"[yellow]warning:[/] {w}")
@@ -370,21 +452,22 @@ def compare_cmd(
         s = m.summary()
         t = Table(title=f"method {m.method}: {s['cells_compared']} of {s['cells']} cells compared",
                   title_justify="left")
-        for col in ("device", "cells won", "share", "batch range", "seq range", "does not fit"):
+        for col in ("device", "cells won", "share", "batch range", "seq range", "does not fit",
+                    "only it fits"):
             t.add_column(col, justify="left" if col == "device" else "right")
         for d in s["devices"]:
             br = d.get("batch_range")
             sr = d.get("seq_range")
             t.add_row(d["hardware"], str(d["cells_won"]), f"{100 * d['fraction']:.1f}%",
                       f"{br[0]:g}..{br[1]:g}" if br else "-", f"{sr[0]:g}..{sr[1]:g}" if sr else "-",
-                      f"{d['cells_not_fitting']} cells")
+                      f"{d['cells_not_fitting']} cells", f"{d['cells_only_this_fits']} cells")
         out.print(t)
         notes = []
         if "ratio_min" in s:
             notes.append(f"ratio {m.hardware[0]}/{m.hardware[1]}: {s['ratio_min']:.3g} .. "
                          f"{s['ratio_max']:.3g}")
         if s["cells_tied"]:
-            notes.append(f"{s['cells_tied']} cells tied")
+            notes.append(f"{s['cells_tied']} cell{'s' if s['cells_tied'] > 1 else ''} tied")
         if s["cells_beyond_context"]:
             notes.append(f"{s['cells_beyond_context']} cells beyond the context of "
                          f"{m.context_limit} tokens (--ignore-context evaluates them)")
@@ -406,7 +489,7 @@ def roofline_cmd(
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
     phase: Annotated[str, typer.Option("--phase", help="prefill, decode or both.")] = "both",
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, tp: TpOpt = 1, ep: EpOpt = 1,
+    flash: FlashOpt = True, tp: TpOpt = 1, ep: EpOpt = 1, profile: ProfileOpt = "default",
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print ridge points and operator points as JSON.")] = False,
 ) -> None:
@@ -418,7 +501,8 @@ def roofline_cmd(
         raise InputError(f"phase must be prefill, decode or both, got {phase!r}")
     outs = _check_out(out_files, (".png", ".svg", ".html", ".csv"))
     analyses = [phases.analyze(model, h, batch, input_len, output_len, quant=quant, wbits=wbits,
-                               abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep)
+                               abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep,
+                               profile=profile)
                 for h in names]
     for a in analyses:
         for w in a.warnings:
@@ -468,7 +552,7 @@ def rank_cmd(
     input_len: Annotated[int, typer.Option("--input", "-i", help="Prompt tokens.")] = 512,
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True,
+    flash: FlashOpt = True, profile: ProfileOpt = "default",
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices, or 'auto': the fewest of 1, 2, 4, 8 that fit.")] = "1",
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="Limit on time to first token: 500ms, 0.5s or 0.5 (seconds).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="Limit on time per output token: 50ms, 0.05s.")] = None,
@@ -486,7 +570,7 @@ def rank_cmd(
                      max_ttft_s=_parse_seconds("max_ttft", max_ttft),
                      max_tpot_s=_parse_seconds("max_tpot", max_tpot), prices=prices,
                      sort_by=sort, tp=tp, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
-                     flash=flash)
+                     flash=flash, profile=profile)
     for p in outs:
         if p.lower().endswith(".csv"):
             r.to_dataframe().to_csv(p, index=False)
@@ -520,6 +604,89 @@ def rank_cmd(
     out.print(t)
     for n in r.notes:
         out.print(f"note: {n}")
+
+
+# -- accuracy: validate and calibrate ----------------------------------------------------
+def _summary_table(title: str, summary: dict) -> Table:
+    t = Table(title=title, title_justify="left", caption="error = predicted / measured - 1",
+              caption_justify="left")
+    for col in ("group", "metric", "n", "median |err|", "p90 |err|", "bias"):
+        t.add_column(col, justify="left" if col in ("group", "metric") else "right")
+    for gname, key in (("all", "overall"),):
+        for metric, st in summary[key].items():
+            t.add_row(gname, metric, str(st["n"]), f"{st['median_ape']:.1%}",
+                      f"{st['p90_ape']:.1%}", f"{st['bias']:+.1%}")
+    for key in ("by_hardware", "by_model", "by_source_id", "by_precision", "by_tp", "by_mode"):
+        for g, metrics in summary[key].items():
+            for metric, st in metrics.items():
+                t.add_row(f"{key[3:]}={g}", metric, str(st["n"]), f"{st['median_ape']:.1%}",
+                          f"{st['p90_ape']:.1%}", f"{st['bias']:+.1%}")
+    return t
+
+
+@app.command("validate")
+def validate_cmd(
+    csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (default: the shipped calibration data).", show_default=False)] = None,
+    profile: ProfileOpt = "default",
+    cv: Annotated[Optional[str], typer.Option("--cv", help="Leave-one-group-out: device, model or source (refits the profile per fold).")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write a predicted-vs-measured scatter (PNG/SVG).")] = None,
+    rows: Annotated[bool, typer.Option("--rows/--no-rows", help="Print every row, not only the summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: rows, skipped, summary.")] = False,
+) -> None:
+    """Compare predictions with measured throughput, TTFT, TPOT and latency."""
+    from . import validate as val
+    measured = val.read_measurements(csv_file or val.shipped_measurements())
+    if cv:
+        from .fit import calibrate_fn
+        preds = val.cross_validate(measured, cv, calibrate_fn())
+        result = val.Validation(preds, [], f"leave-one-{cv}-out refit")
+    else:
+        result = val.predict_rows(measured, profile)
+    data = result.to_dict()
+    if plot:
+        from .plots import validation_scatter
+        validation_scatter(result, plot)
+    if as_json:
+        print(json.dumps(data, indent=1))
+        return
+    if rows:
+        t = Table(title="Rows", title_justify="left")
+        for col in ("id", "device", "model", "tp", "prec", "mode", "metric", "measured", "predicted", "error"):
+            t.add_column(col)
+        for r in data["rows"]:
+            t.add_row(r["id"], r["hardware"], r["model"].split("/")[-1], str(r["tp"]), r["precision"],
+                      r["mode"], r["metric"], f"{r['measured']:.4g}", f"{r['predicted']:.4g}",
+                      f"{r['error']:+.1%}")
+        out.print(t)
+    out.print(_summary_table(f"Prediction error, profile {result.profile}", data["summary"]))
+    for s in data["skipped"]:
+        out.print(f"[yellow]skipped[/] row {s['id']}: {s['reason']}")
+    if plot:
+        out.print(f"wrote {plot}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    csv_file: Annotated[str, typer.Argument(help="Measurements CSV (schema of the shipped calibration.csv).")],
+    out_file: Annotated[str, typer.Option("--out", help="Profile TOML to write (use it as --profile FILE).")] = "calibrated.toml",
+    params: Annotated[Optional[str], typer.Option("--params", help="Comma-separated parameters to fit (default: all).")] = None,
+    cv: Annotated[Optional[str], typer.Option("--cv", help="Also report leave-one-group-out error: device, model or source.")] = None,
+) -> None:
+    """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU)."""
+    from . import fit, validate as val
+    from .specs.profile import profile_to_toml
+    if not out_file.endswith(".toml"):
+        raise InputError(f"out: the profile file must end in .toml, got {out_file!r}")
+    chosen = tuple(p.strip() for p in params.split(",")) if params else fit.DEFAULT_FIT
+    measured = val.read_measurements(csv_file)
+    prof, stats = fit.calibrate(measured, chosen, name=Path(out_file).stem, source=str(csv_file))
+    Path(out_file).write_text(profile_to_toml(prof))
+    fitted = val.predict_rows(measured, prof)
+    out.print(_summary_table("Fit error (rows used for the fit)", fitted.summary()))
+    if cv:
+        preds = val.cross_validate(measured, cv, fit.calibrate_fn(chosen))
+        out.print(_summary_table(f"Leave-one-{cv}-out error", val.summarize(preds)))
+    out.print(f"wrote {out_file}: families {', '.join(prof.families) or '-'} + fallback")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,6 +105,12 @@ class Mesh:
             tie = second >= top * (1 - TIE_REL)
         return np.where(self.valid, np.where(tie, -2, best), -1)
 
+    @property
+    def only_fits(self) -> np.ndarray:
+        """[n_devices, n_batch, n_seq]: cells (within the context) that only this device fits."""
+        alone = self.fits & (self.fits.sum(axis=0) == 1)[None]
+        return alone & self.in_context[None, None, :]
+
     def win_fraction(self) -> np.ndarray:
         """Fraction of the valid cells each device wins (ties count for none)."""
         w = self.winner
@@ -120,7 +126,8 @@ class Mesh:
             cells = w == i
             d = {"hardware": hw, "cells_won": int(cells.sum()),
                  "fraction": float(cells.sum() / n_valid) if n_valid else 0.0,
-                 "cells_not_fitting": int((~self.fits[i] & self.in_context[None, :]).sum())}
+                 "cells_not_fitting": int((~self.fits[i] & self.in_context[None, :]).sum()),
+                 "cells_only_this_fits": int(self.only_fits[i].sum())}
             if cells.any():
                 bi, si = np.nonzero(cells)
                 d["batch_range"] = [float(self.batch[bi.min()]), float(self.batch[bi.max()])]

@@ -20,9 +20,12 @@ round, each accepted with probability ``a`` independently (Leviathan et al. 2023
   step to ``n_r + k``. Every round is costed at its own KV length and the rounds are
   summed (``floor(rounds)`` whole rounds plus the fractional last one), so the growing
   cache is exact on the expected path; the only approximation is evaluating each round at
-  the expected context instead of averaging over its random spread, which is exact
-  wherever the step cost is affine in the KV length (everywhere except within a few
-  tokens of a compute/memory crossover or a sliding-window edge);
+  the expected context instead of averaging over its random spread (standard deviation
+  sqrt(r) x that of the tokens per round: tens of tokens). That is exact wherever the step
+  cost is affine in the KV length, i.e. unless an operator's compute/memory crossover or a
+  sliding-window edge lies within that spread (by Jensen, slightly optimistic at a
+  crossover, where the cost is convex in the length; slightly pessimistic at a window
+  edge, where it is concave);
 - ``ttft_s`` = target prefill + draft prefill; ``tpot_s`` = decode time / (output_len - 1);
   ``e2e_s`` = ttft_s + decode time; throughput = dp x batch x output_len / e2e_s;
 - memory per device adds the draft's weights and KV cache; both caches are reserved for
@@ -208,8 +211,11 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
     if lay.pp > 1:
         raise InputError(f"pp: speculative decoding is modelled without pipeline stages "
                          f"(pp = 1), got pp = {lay.pp}")
-    dlay = Layout(tp=draft_tp or lay.tp, dp=lay.dp, gpus_per_node=lay.gpus_per_node,
-                  overlap=lay.overlap, allreduce=lay.allreduce)
+    if draft_tp is not None and (isinstance(draft_tp, bool) or not isinstance(draft_tp, int)
+                                 or not 1 <= draft_tp <= 1024):
+        raise InputError(f"draft_tp must be an integer in [1, 1024], got {draft_tp!r}")
+    dlay = Layout(tp=lay.tp if draft_tp is None else draft_tp, dp=lay.dp,
+                  gpus_per_node=lay.gpus_per_node, overlap=lay.overlap, allreduce=lay.allreduce)
     dm = load_model(draft)
     dengine = {k_: v for k_, v in engine.items()
                if k_ in ("flash", "profile")}
@@ -217,7 +223,9 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
         dplain = phases.analyze(dm, plain.hardware, batch, input_len, output_len,
                                 quant=plain.precision, layout=dlay, **dengine)
     except InputError as e:
-        raise InputError(f"draft {dm.name}: {e}") from None
+        hint = " (the draft runs on the target's tensor-parallel group; set draft_tp)" \
+            if draft_tp is None and lay.tp > 1 and str(e).startswith("tp") else ""
+        raise InputError(f"draft {dm.name}: {e}{hint}") from None
     tm, prec, flash = plain.model, plain.precision, plain.flash
     warnings = list(plain.warnings)
     warnings += [w for w in dplain.warnings if w not in warnings]

@@ -18,7 +18,7 @@ import numpy as np
 from .errors import InputError
 from .specs.hardware import load_hardware
 from .specs.profile import Efficiency, Profile
-from .validate import Row, predict_rows, summarize
+from .validate import DTYPE_BITS, Row, predict_rows, summarize
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ PARAMS = {p.name: p for p in (
     Param("communication", 0.1, 1.0, 1.0, 0.75),
 )}
 DEFAULT_FIT = tuple(PARAMS)
-PRIOR_WEIGHT = 0.02
+PRIOR_WEIGHT = 0.05
 
 
 def _family(hw_id: str) -> str:
@@ -92,20 +92,30 @@ def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
 
 def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str = "calibrated",
               source: str = "", per_family: bool = True) -> tuple[Profile, dict]:
-    """Fit a profile: one :class:`Efficiency` per device family present, plus a fallback."""
+    """Fit a profile: an :class:`Efficiency` per (family, weight bits), per weight bits, per
+    family, and a fallback on all rows (see :class:`Profile` for the lookup order)."""
     if not rows:
         raise InputError("calibrate: the measurement file has no rows")
     fallback, stats_all = fit_efficiency(rows, params)
     families: dict[str, Efficiency] = {}
     stats = {"all": stats_all}
     if per_family:
-        by_fam: dict[str, list[Row]] = {}
+        groups: dict[str, list[Row]] = {}
         for r in rows:
-            by_fam.setdefault(_family(r.hardware), []).append(r)
-        for fam, rs in sorted(by_fam.items()):
-            if fam == "unknown":
+            fam, w = _family(r.hardware), f"w{DTYPE_BITS[r.weight_dtype]}"
+            if fam != "unknown":
+                groups.setdefault(f"{fam}-{w}", []).append(r)
+                groups.setdefault(fam, []).append(r)
+            groups.setdefault(w, []).append(r)
+        fitted: dict[tuple, Efficiency] = {}
+        for key, rs in sorted(groups.items()):
+            ids = tuple(sorted(r.id for r in rs))
+            if len(rs) == len(rows):        # same rows as the fallback
+                families[key] = fallback
                 continue
-            families[fam], stats[fam] = fit_efficiency(rs, params, start=fallback)
+            if ids not in fitted:           # e.g. "hopper" and "hopper-w8" with the same rows
+                fitted[ids], stats[key] = fit_efficiency(rs, params, start=fallback)
+            families[key] = fitted[ids]
     prof = Profile(name, families, fallback, provenance={
         "fitted": _dt.date.today().isoformat(),
         "data": source or "user measurements",

@@ -21,7 +21,6 @@ from .phases import Analysis
 DPI = 100
 COMPARE_SIZE_IN = (7.0, 5.2)          # one panel; side by side doubles the width
 ROOFLINE_SIZE_IN = (8.0, 6.0)
-FIGURE_SUFFIXES = (".png", ".svg")
 COMPARE_SUFFIXES = (".png", ".svg", ".html", ".csv")
 ROOFLINE_SUFFIXES = (".png", ".svg", ".html", ".csv")
 METHOD_TITLE = {"ops": "per-operator roofline", "global": "whole-model intensity (global)"}
@@ -76,17 +75,25 @@ def _edges(v: np.ndarray) -> np.ndarray:
 
 
 def _ratio_ticks(limit: float) -> tuple[list[float], list[str]]:
-    cands = [1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 1, 1.5, 2, 3, 4, 6, 8, 16]
-    keep = [r for r in cands if abs(math.log2(r)) <= limit + 1e-9]
-    if len(keep) > 7:
-        keep = [r for r in keep if r in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16)]
-    return [math.log2(r) for r in keep], [f"{r:.2g}" if r >= 1 else f"1/{1 / r:.2g}" for r in keep]
+    """Colour-bar ticks (log2 of round ratios within +-limit) and their labels."""
+    coarse = [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16]
+    fine = [1 / 3, 2 / 3, 0.8, 0.9, 1.1, 1.25, 1.5, 3]
+    keep = [r for r in coarse + fine if abs(math.log2(r)) <= limit + 1e-9]
+    if len(keep) > 9:
+        keep = [r for r in keep if r in coarse or r in (2 / 3, 1.5)]
+    keep.sort()
+    return [math.log2(r) for r in keep], [f"1/{1 / r:g}" if r < 0.3 else f"{round(r, 2):g}"
+                                          for r in keep]
 
 
 def _color_limit(meshes: Sequence[Mesh]) -> float:
     vals = [np.abs(np.log2(m.ratio[m.valid])) for m in meshes if m.valid.any()]
     lim = max((float(v.max()) for v in vals if v.size), default=1.0)
-    return max(lim * 1.04, math.log2(1.25))  # a little room so a bound like 1/2 gets a tick
+    lim = max(lim * 1.02, math.log2(1.25))
+    for nice in (1.25, 1.5, 2, 3, 4, 6, 8, 16):   # stretch to a nearby round ratio for a tick
+        if lim <= math.log2(nice) <= lim * 1.15:
+            return math.log2(nice)
+    return lim
 
 
 def _runs(mask: np.ndarray):
@@ -127,8 +134,7 @@ def compare_figure(meshes: Mesh | Sequence[Mesh]):
                              dpi=DPI, squeeze=False, layout="constrained")
     lim = _color_limit(meshes)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad((0, 0, 0, 0))
+    cmap = plt.get_cmap("RdBu").with_extremes(bad=(0, 0, 0, 0))
     dev_cmap = ListedColormap(DEVICE_COLORS[:n_dev])
     dev_norm = BoundaryNorm(np.arange(-0.5, n_dev + 0.5), n_dev)
     image = None
@@ -143,10 +149,18 @@ def compare_figure(meshes: Mesh | Sequence[Mesh]):
         else:
             w = np.ma.masked_less(m.winner.astype(float), 0)
             image = ax.pcolormesh(xe, ye, w, cmap=dev_cmap, norm=dev_norm, rasterized=True)
-        # masked cells: not fitting (grey ///), beyond the context (white ..)
-        not_fit = ~np.all(m.fits, axis=0) & m.in_context[None, :]
-        beyond = np.broadcast_to(~m.in_context[None, :], not_fit.shape)
-        for mask, face, hatch in ((not_fit, "0.82", "///"), (beyond, "white", "..")):
+        # masked cells: only one device fits (its colour, hatched), none fits (grey ///),
+        # beyond the context (white ..)
+        none_fit = ~np.any(m.fits, axis=0) & m.in_context[None, :]
+        partial = ~np.all(m.fits, axis=0) & ~none_fit & m.in_context[None, :]
+        beyond = np.broadcast_to(~m.in_context[None, :], none_fit.shape)
+        layers = [(none_fit, "0.82", "///"), (beyond, "white", "..")]
+        if n_dev == 2:
+            for k, side in ((0, 0.7), (1, 0.3)):
+                layers.append((m.only_fits[k], cmap(side), "xx"))
+        else:
+            layers.append((partial, "0.92", "\\\\"))
+        for mask, face, hatch in layers:
             rects = [Rectangle((xe[j0], ye[i]), xe[j1] - xe[j0], ye[i + 1] - ye[i])
                      for i, j0, j1 in _runs(mask)]
             if rects:
@@ -168,7 +182,16 @@ def compare_figure(meshes: Mesh | Sequence[Mesh]):
         frac = m.win_fraction()
         wins = ", ".join(f"{h} {100 * f:.0f}%" for h, f in zip(m.hardware, frac))
         ax.set_title(f"{METHOD_TITLE.get(m.method, m.method)}\ncells won: {wins}", fontsize=10)
-    handles = [Patch(facecolor="0.82", edgecolor="0.55", hatch="///", label="does not fit")]
+    handles = [Patch(facecolor="0.82", edgecolor="0.55", hatch="///",
+                     label="fits neither" if n_dev == 2 else "fits none")]
+    if n_dev == 2:
+        for k, side in ((0, 0.7), (1, 0.3)):
+            if any(mm.only_fits[k].any() for mm in meshes):
+                handles.append(Patch(facecolor=cmap(side), edgecolor="0.55", hatch="xx",
+                                     label=f"only {m0.hardware[k]} fits"))
+    elif any((~np.all(mm.fits, axis=0)).any() for mm in meshes):
+        handles.append(Patch(facecolor="0.92", edgecolor="0.55", hatch="\\\\",
+                             label="some devices do not fit"))
     if any((m.winner == -2).any() for m in meshes):
         handles.append(Patch(facecolor="white", edgecolor="0.55", label="tie (within 0.1 %)"))
     if (~m0.in_context).any():
@@ -223,10 +246,18 @@ def compare_html(meshes: Mesh | Sequence[Mesh], path) -> None:
             elif n_dev >= 2 and m.valid[i, j]:
                 parts.append(f"ratio {m.ratio[i, j]:.3f}")
             hover[i, j] = "<br>".join(parts)
+        # masked cells: 0 = fits none / beyond context (grey), k + 1 = only device k fits
         masked = np.where(m.valid, np.nan, 0.0)
-        fig.add_trace(go.Heatmap(x=x, y=y, z=masked, colorscale=[[0, "#d0d0d0"], [1, "#d0d0d0"]],
-                                 showscale=False, text=hover, hoverinfo="text", name="masked"),
-                      row=1, col=c)
+        colors = ["#d0d0d0"]
+        if n_dev == 2:
+            for k, col in ((0, "#a6cbe3"), (1, "#f4b0a0")):
+                masked = np.where(m.only_fits[k], k + 1.0, masked)
+                colors.append(col)
+        scale = [[v, col] for i, col in enumerate(colors)
+                 for v in (i / len(colors), (i + 1) / len(colors))]
+        fig.add_trace(go.Heatmap(x=x, y=y, z=masked, zmin=-0.5, zmax=len(colors) - 0.5,
+                                 colorscale=scale, showscale=False, text=hover,
+                                 hoverinfo="text", name="masked"), row=1, col=c)
         if n_dev == 2:
             z = np.log2(m.ratio)
             fig.add_trace(go.Heatmap(
@@ -255,7 +286,7 @@ def compare_html(meshes: Mesh | Sequence[Mesh], path) -> None:
                 title=title, tickvals=tv, ticktext=[short(2.0 ** t) for t in tv])})
     head = " vs ".join(m0.hardware)
     fig.update_layout(title=f"{head}: {m0.model} ({m0.precision}), decode throughput; grey: "
-                            f"does not fit or beyond context",
+                            f"fits neither or beyond context; light blue/red: only that device fits",
                       width=600 * len(meshes) + 120, height=560, plot_bgcolor="white")
     fig.write_html(str(path), include_plotlyjs=True, full_html=True)
 
@@ -328,16 +359,22 @@ def _check_scalar(analyses: Sequence[Analysis]) -> None:
             raise InputError("roofline: batch, input and output must be single values")
 
 
-def _label_groups(points: list[dict], min_share: float = 0.02) -> dict:
-    """Operators that sit on (almost) the same spot share one label: {(x, y): [names]}."""
-    groups: dict = {}
+def _label_groups(points: list[dict], min_share: float = 0.02, near_dec: float = 0.35) -> dict:
+    """Operators that sit close together (within ``near_dec`` decades on both axes) share
+    one label at the biggest one: {(x, y): [names]}."""
+    groups: list[tuple[float, float, list[dict]]] = []
     for p in sorted(points, key=lambda p: -p["share"]):
         if p["share"] < min_share:
             continue
-        key = (round(math.log10(p["intensity"]) / 0.3), round(math.log10(p["flops_s"]) / 0.3))
-        groups.setdefault(key, []).append(p)
+        lx, ly = math.log10(p["intensity"]), math.log10(p["flops_s"])
+        for gx, gy, members in groups:
+            if abs(gx - lx) <= near_dec and abs(gy - ly) <= near_dec:
+                members.append(p)
+                break
+        else:
+            groups.append((lx, ly, [p]))
     out = {}
-    for ps in groups.values():
+    for _, _, ps in groups:
         names = [p["op"] for p in ps]
         if len(names) > 4:
             names = names[:3] + [f"+{len(names) - 3} more"]
@@ -479,3 +516,46 @@ def save_roofline(analyses: Sequence[Analysis], path, phases=("prefill", "decode
 __all__ = ["compare_figure", "compare_html", "compare_csv", "save_compare", "roofline_figure",
            "roofline_html", "roofline_points", "ridge", "save_roofline", "compare_figure_size_px",
            "roofline_figure_size_px"]
+
+
+# -- validation scatter ---------------------------------------------------------------------
+def validation_scatter(result, path) -> Path:
+    """Predicted vs measured, log-log, one panel per metric, +-10 % and +-25 % bands,
+    points coloured by device. ``result`` is a :class:`llmroofline.validate.Validation`."""
+    kind = _suffix(path, (".png", ".svg"))
+    _, plt = _mpl()
+    metrics = [m for m in ("throughput_tok_s", "ttft_ms", "tpot_ms", "e2e_ms")
+               if any(p.metric == m for p in result.predictions)]
+    if not metrics:
+        raise InputError("plot: there are no predictions to plot")
+    devices = sorted({p.row.hardware for p in result.predictions})
+    colors = {d: plt.cm.tab10(i % 10) for i, d in enumerate(devices)}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        ps = [p for p in result.predictions if p.metric == metric]
+        meas = np.array([p.measured for p in ps])
+        lo, hi = meas.min() / 1.6, meas.max() * 1.6
+        x = np.geomspace(lo, hi, 50)
+        ax.fill_between(x, x / 1.25, x * 1.25, color="0.9", label="±25 %")
+        ax.fill_between(x, x / 1.1, x * 1.1, color="0.8", label="±10 %")
+        ax.plot(x, x, color="0.4", lw=0.8)
+        for d in devices:
+            sel = [p for p in ps if p.row.hardware == d]
+            if sel:
+                ax.scatter([p.measured for p in sel], [p.predicted for p in sel], s=14,
+                           color=colors[d], label=d, alpha=0.85, edgecolor="none")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"measured {metric}")
+        ax.set_ylabel(f"predicted {metric}")
+        e = np.abs([p.error for p in ps])
+        ax.set_title(f"{metric}: n={len(ps)}, median |err| {np.median(e):.0%}", fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"llmroofline predictions vs measurements (profile {result.profile})", fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, format=kind.lstrip("."), dpi=110)
+    plt.close(fig)
+    return out

@@ -52,6 +52,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "tp": a.layout.tp, "pp": a.layout.pp, "ep": a.layout.ep, "dp": a.layout.dp,
         "devices": a.layout.devices, "layout": a.layout.label,
         "batch": int(a.batch[idx]),
+        "beams": a.beams, "samples": a.samples,
         "input_len": int(a.input_len[idx]),
         "output_len": int(a.output_len[idx]),
         "ttft_s": float(a.ttft_s[idx]),
@@ -72,6 +73,42 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "prefill": _phase_dict(a.prefill, idx),
         "decode": _phase_dict(a.decode, idx),
         "warnings": list(a.warnings),
+    }
+
+
+def speculative_dict(s, idx: tuple = ()) -> dict[str, Any]:
+    """One grid point of a :class:`decoding.Speculative` (the ``speculative`` JSON key).
+
+    Times in seconds; ``*_step_s`` are means per step, ``draft_decode_s``/``verify_s``
+    totals over the ``rounds`` = (output_len - 1) / tau rounds; memory is target + draft.
+    """
+    mem = s.memory
+    return {
+        "draft": s.draft.model.name,
+        "draft_k": s.draft_k, "accept": s.accept, "tau": s.tau,
+        "rounds": float(s.rounds[idx]),
+        "draft_prefill_s": float(s.draft.ttft_s[idx]),
+        "draft_step_s": _num(s.draft_step_s[idx]),
+        "verify_step_s": _num(s.verify_step_s[idx]),
+        "draft_decode_s": float(s.draft_decode_s[idx]),
+        "verify_s": float(s.verify_s[idx]),
+        "ttft_s": float(s.ttft_s[idx]),
+        "tpot_s": _num(s.tpot_s[idx]),
+        "e2e_s": float(s.e2e_s[idx]),
+        "throughput_tok_s": float(s.throughput_tok_s[idx]),
+        "tpot_speedup": _num(s.tpot_speedup[idx]),
+        "e2e_speedup": float(s.e2e_speedup[idx]),
+        "memory": {
+            "weights_bytes": float(mem.weights_bytes),
+            "draft_weights_bytes": float(s.draft.memory.weights_bytes),
+            "kv_cache_bytes": float(mem.kv_cache_bytes[idx]),
+            "activation_bytes": float(mem.activation_bytes[idx]),
+            "total_bytes": float(mem.total_bytes[idx]),
+            "capacity_bytes": float(mem.capacity_bytes),
+            "fits": bool(mem.fits[idx]),
+        },
+        "max_batch": int(mem.max_batch[idx]),
+        "warnings": list(s.warnings),
     }
 
 

@@ -127,15 +127,28 @@ def efficiency_to_dict(e: Efficiency) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Profile:
-    """Efficiency per device family, with a fallback for families not listed."""
+    """Efficiency per device family and weight precision, with fallbacks.
+
+    Keys of ``families``: ``"<family>-w<bits>"`` (e.g. ``hopper-w8``), ``"w<bits>"`` (any
+    family at that weight width), or ``"<family>"``. Lookup takes the first present of
+    ``family-wN``, ``wN``, ``family``, then ``fallback``: kernels for a weight format behave
+    alike across generations more than one generation behaves alike across formats.
+    """
 
     name: str
     families: dict[str, Efficiency] = field(default_factory=dict)
     fallback: Efficiency = field(default_factory=Efficiency)
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def for_family(self, family: str) -> Efficiency:
-        return self.families.get(family, self.fallback)
+    def lookup_keys(self, family: str, wbits: int | None = None) -> list[str]:
+        keys = [f"{family}-w{wbits}", f"w{wbits}"] if wbits else []
+        return keys + [family]
+
+    def for_family(self, family: str, wbits: int | None = None) -> Efficiency:
+        for k in self.lookup_keys(family, wbits):
+            if k in self.families:
+                return self.families[k]
+        return self.fallback
 
 
 IDEAL = Profile("ideal", provenance={"description": "100 % of datasheet peaks, no overhead"})
@@ -206,7 +219,8 @@ def load_profile(name_or_path: str | os.PathLike | Profile | None = None) -> Pro
                      + "; use ideal, default, or a .toml file from `llmroofline calibrate`")
 
 
-def resolve_efficiency(hw_efficiency: Efficiency, family: str, profile: Profile) -> Efficiency:
+def resolve_efficiency(hw_efficiency: Efficiency, family: str, profile: Profile,
+                       wbits: int | None = None) -> Efficiency:
     """The efficiency to use: a device file's own block wins over the profile's family.
 
     A device file with an explicit ``[efficiency]`` block (e.g. written by ``probe``)
@@ -217,6 +231,6 @@ def resolve_efficiency(hw_efficiency: Efficiency, family: str, profile: Profile)
         return Efficiency()
     if not hw_efficiency.is_ideal:
         return hw_efficiency
-    return profile.for_family(family)
+    return profile.for_family(family, wbits)
 
 
