@@ -246,7 +246,7 @@ def test_device_file_yaml_equals_toml(tmp_path):
     (tmp_path / "acme.yaml").write_text(yaml_text(DEVICE))
     results = {}
     for name in ("acme.toml", "acme.yaml"):
-        r = run_cli("analyze", "-H", name, "--batch", "8", "--json", cwd=tmp_path)
+        r = run_cli("analyze", "-H", name, "--batch", "8", "--json", "-p", "ideal", cwd=tmp_path)
         assert r.returncode == 0, (name, r.stderr)
         results[name] = d = json.loads(r.stdout)
         check_point(d)

@@ -329,7 +329,7 @@ def test_rank_max_batch_is_the_best_feasible_batch():
 # -- command line -------------------------------------------------------------------------------
 def test_cli_commands(tmp_path, capsys):
     assert cli.main(["compare", "-m", "llama-2-7b", "--hardware", A100, H20, "--batch", "1:64",
-                     "--seq", "256:4096", "--method", "both", "--json"]) == 0
+                     "--seq", "256:4096", "--method", "both", "--json", "-p", "ideal"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [m["method"] for m in data["meshes"]] == ["ops", "global"]
     assert 0.8 < data["sign_agreement_ops_global"] <= 1

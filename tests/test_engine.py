@@ -14,20 +14,23 @@ from llmroofline.specs.precision import Precision
 LLAMA2_7B_PARAMS = 6_738_415_616  # published count of meta-llama/Llama-2-7b-hf (HF model card / transformers)
 
 
-def brute_force_decode_total(model, hw, batch, input_len, output_len, prec=Precision(), flash=True):
+def brute_force_decode_total(model, hw, batch, input_len, output_len, eff, prec=Precision(),
+                             flash=True):
     """Decode time summed step by step: build the graph at every KV length and add up."""
     m, h = lr.load_model(model), lr.load_hardware(hw)
-    roof = Roofline.of(h, prec)
+    roof = Roofline.of(h, prec, None, eff)
     total = 0.0
     for t in range(2, output_len + 1):
         for o in build_ops(m, prec, batch, 1, input_len + t - 1, flash=flash):
             total += float(combine(*roof.terms(o))[0])
+        total += eff.step_overhead_s
     return total
 
 
 # -- hand-worked example (docs/conventions.md, "Worked example") -------------------------
 def test_llama2_7b_a100_decode_step_by_hand():
-    a = lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=1, input_len=128, output_len=128)
+    a = lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=1, input_len=128,
+                   output_len=128, profile="ideal")
     assert a.params == LLAMA2_7B_PARAMS
     h, vocab = 4096, 32000
     # A decode step streams every weight once at 2 bytes, except the embedding table, of
@@ -65,15 +68,18 @@ def test_throughput_and_latency_definitions():
     ("deepseek-ai/DeepSeek-V2-Lite", "h100-sxm", 8, 200, 30),    # MLA, absorbed decode
 ])
 def test_decode_sum_matches_brute_force(model, hw, batch, inp, out):
+    # the calibrated default profile: efficiencies, launch and step overheads included
     a = lr.analyze(model, hw, batch=batch, input_len=inp, output_len=out)
-    expected = brute_force_decode_total(model, hw, batch, inp, out)
+    assert a.efficiency.step_overhead_s > 0 or a.efficiency.launch_overhead_s > 0
+    expected = brute_force_decode_total(model, hw, batch, inp, out, a.efficiency)
     assert float(a.decode.total_time_s) == pytest.approx(expected, rel=1e-9)
 
 
 def test_decode_sum_with_launch_overhead_and_unfused_attention():
     hw = lr.load_hardware("h20").with_efficiency(bandwidth=0.8, compute=0.7, launch_overhead_s=4e-6)
     a = lr.analyze("openai-community/gpt2", hw, batch=512, input_len=300, output_len=50, flash=False)
-    expected = brute_force_decode_total("openai-community/gpt2", hw, 512, 300, 50, flash=False)
+    expected = brute_force_decode_total("openai-community/gpt2", hw, 512, 300, 50, hw.efficiency,
+                                        flash=False)
     assert float(a.decode.total_time_s) == pytest.approx(expected, rel=1e-9)
     small = lr.analyze("openai-community/gpt2", hw, batch=1, input_len=16, output_len=8)
     assert {str(o.bound) for o in small.decode.ops if o.kind in ("norm", "elementwise")} == {"overhead"}
@@ -146,8 +152,8 @@ def test_sliding_window_bounds_cache():
 
 
 def test_quantized_weights_memory():
-    a16 = lr.analyze("llama-2-13b", "l40s")
-    a4 = lr.analyze("llama-2-13b", "l40s", wbits=4)
+    a16 = lr.analyze("llama-2-13b", "l40s", profile="ideal")
+    a4 = lr.analyze("llama-2-13b", "l40s", wbits=4, profile="ideal")
     g = lr.specs.model.param_groups(a16.model)
     assert a4.memory.weights_bytes == g["linear"] * 0.5 + (g["small"] + g["embedding"] + g["lm_head"]) * 2
     assert float(a4.tpot_s) < 0.4 * float(a16.tpot_s)
@@ -155,7 +161,8 @@ def test_quantized_weights_memory():
 
 # -- bounds follow the physics ----------------------------------------------------------------
 def test_prefill_projections_compute_bound_decode_memory_bound():
-    a = lr.analyze("llama-2-7b", "a100-sxm-80gb", batch=1, input_len=2048, output_len=16)
+    a = lr.analyze("llama-2-7b", "a100-sxm-80gb", batch=1, input_len=2048, output_len=16,
+                   profile="ideal")
     proj = [o for o in a.prefill.ops if o.kind == "matmul" and o.name != "lm_head"]
     assert all(str(o.bound) == "compute" for o in proj)
     assert all(float(o.intensity) > a.hardware.ridge_point for o in proj)
@@ -163,7 +170,8 @@ def test_prefill_projections_compute_bound_decode_memory_bound():
 
 
 def test_fp8_uses_fp8_peak_and_falls_back_with_warning():
-    h100 = lr.analyze("llama-2-7b", "h100-sxm", batch=1, input_len=4094, output_len=2, wbits=8, abits=8)
+    h100 = lr.analyze("llama-2-7b", "h100-sxm", batch=1, input_len=4094, output_len=2, wbits=8,
+                      abits=8, profile="ideal")
     qkv = next(o for o in h100.prefill.ops if o.name == "qkv_proj")
     assert float(qkv.compute_s) == pytest.approx(float(qkv.flops) / 1978.9e12, rel=1e-12)
     a100 = lr.analyze("llama-2-7b", "a100-sxm-80gb", wbits=8, abits=8)

@@ -65,15 +65,16 @@ def test_collective_formulas():
 
 
 def test_tp8_70b_decode_is_partly_communication_bound():
-    a1 = lr.analyze("meta-llama/Llama-2-70b-hf", "h100-sxm", batch=1, input_len=512, output_len=64)
-    a8 = lr.analyze("meta-llama/Llama-2-70b-hf", "h100-sxm", batch=1, input_len=512, output_len=64, tp=8)
+    kw = dict(batch=1, input_len=512, output_len=64, profile="ideal")
+    a1 = lr.analyze("meta-llama/Llama-2-70b-hf", "h100-sxm", **kw)
+    a8 = lr.analyze("meta-llama/Llama-2-70b-hf", "h100-sxm", tp=8, **kw)
     comm = [o for o in a8.decode.ops if o.kind == "communication"]
     assert comm and all(str(o.bound) == "communication" for o in comm)
     speedup = float(a1.tpot_s / a8.tpot_s)
     assert 1 < speedup < 8
     # NVLink (H100) loses less to communication than PCIe (L40S)
-    l1 = lr.analyze("meta-llama/Llama-2-70b-hf", "l40s", batch=1, input_len=512, output_len=64)
-    l8 = lr.analyze("meta-llama/Llama-2-70b-hf", "l40s", batch=1, input_len=512, output_len=64, tp=8)
+    l1 = lr.analyze("meta-llama/Llama-2-70b-hf", "l40s", **kw)
+    l8 = lr.analyze("meta-llama/Llama-2-70b-hf", "l40s", tp=8, **kw)
     assert float(l1.tpot_s / l8.tpot_s) < speedup
 
 
@@ -141,12 +142,28 @@ def test_quant_schemes_and_group_scales():
 
 def test_offloading_streams_weights_over_the_host_link():
     hw = lr.load_hardware("rtx-4090")
-    base = lr.analyze("llama-2-13b", hw, batch=1, input_len=128, output_len=16)
+    base = lr.analyze("llama-2-13b", hw, batch=1, input_len=128, output_len=16, profile="ideal")
     off = lr.analyze("llama-2-13b", hw, batch=1, input_len=128, output_len=16,
-                     layout=Layout(offload_weights=0.5))
+                     layout=Layout(offload_weights=0.5), profile="ideal")
     step_w = sum(float(o.weight_bytes) for o in off.decode.ops)
     host_bw = hw.pcie_bytes_s_bidir / 2
     extra = 0.5 * step_w / host_bw - 0.5 * step_w / hw.mem_bw_bytes_s
     assert float(off.tpot_s) == pytest.approx(float(base.tpot_s) + extra, rel=1e-9)
     assert off.memory.weights_bytes == pytest.approx(0.5 * base.memory.weights_bytes)
     assert not bool(base.memory.fits) and bool(off.memory.fits)
+
+
+def test_busiest_device_expert_weights_monte_carlo():
+    from llmroofline.parallel import experts_hit_on_busiest_device
+    rng = np.random.default_rng(2)
+    E, k, ep = 8, 2, 4
+    for tokens in (1, 4, 32):
+        maxima = []
+        for _ in range(4000):
+            hit = set()
+            for _t in range(tokens):
+                hit.update(rng.choice(E, size=k, replace=False).tolist())
+            per_dev = np.bincount([x // (E // ep) for x in hit], minlength=ep)
+            maxima.append(per_dev.max())
+        assert float(experts_hit_on_busiest_device(tokens, E, k, ep)) == pytest.approx(
+            np.mean(maxima), rel=0.1), tokens

@@ -3,7 +3,8 @@
 For an operator row with ``count`` kernels, FLOPs ``F`` and bytes ``Q`` (row totals), and
 an :class:`~llmroofline.specs.profile.Efficiency` ``e``:
 
-    compute_s  = F / (peak[dtype] x e_c)     e_c = e.compute x M / (M + e.gemm_half_rows)
+    compute_s  = F / (peak[dtype] x e_c)     e_c = e.compute x M / (t ceil(M / t))
+                                              x M / (M + e.gemm_half_rows), t = gemm_tile_rows,
                                               for a GEMM of M token rows; e.attention_compute
                                               for attention; e.compute otherwise
     memory_s   = Q / (mem_bw x e_b)          e_b = e.attention_bandwidth for attention,
@@ -139,9 +140,13 @@ class Roofline:
         peak = self.peaks[op.compute]
         if op.kind == "attention":
             return peak * e.attn_compute
-        if op.kind == "matmul" and e.gemm_half_rows:
+        if op.kind == "matmul" and (e.gemm_half_rows or e.gemm_tile_rows):
             m = np.asarray(op.rows, dtype=float)
-            return peak * e.compute * m / (m + e.gemm_half_rows)
+            eff = e.compute * m / (m + e.gemm_half_rows)
+            if e.gemm_tile_rows:
+                t = e.gemm_tile_rows
+                eff = eff * np.where(np.isfinite(m), m / (t * np.ceil(np.minimum(m, 1e18) / t)), 1.0)
+            return peak * eff
         return peak * e.compute
 
     def comm_s(self, kind: str, size_bytes, group: int):

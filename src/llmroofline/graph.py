@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .parallel import Layout, expert_load_imbalance, shard
+from .parallel import Layout, expert_load_imbalance, experts_hit_on_busiest_device, shard
 from .specs.model import Slice
 from .specs.model import ModelSpec
 from .specs.precision import Precision
@@ -337,7 +337,7 @@ def _moe(s: _Step, count):
         s.op("moe_dispatch", "communication", "comm", count,
              comm=N / lay.ep * e.top_k * h * ab, collective="alltoall", group=lay.ep)
     pairs = N * e.top_k / lay.ep * expert_load_imbalance(N, e.top_k, lay.ep)
-    hit = expected_experts(N, e.num_experts, e.top_k) / lay.ep
+    hit = experts_hit_on_busiest_device(N, e.num_experts, e.top_k, lay.ep)
     f = s.shard.expert_ffn
     up_out = 2 * f if m.gated_mlp else f
     bias_up = (up_out * sb) if e.expert_bias else 0.0

@@ -174,3 +174,20 @@ def expert_load_imbalance(tokens, top_k: int, ep: int):
     mean = n / ep
     sd = np.sqrt(n * (1 / ep) * (1 - 1 / ep))
     return np.minimum(1 + sd * z / np.maximum(mean, 1e-30), ep)
+
+
+def experts_hit_on_busiest_device(tokens, num_experts: int, top_k: int, ep: int):
+    """Expected distinct experts the busiest of ``ep`` devices must stream in one step.
+
+    Each expert is hit with probability p = 1 - (1 - k/E)^tokens. A device holds E/ep
+    experts, so its count is about Binomial(E/ep, p); the busiest device's count is about
+    mean + sd x z_ep (Blom, as in :func:`expert_load_imbalance`), capped at E/ep. With
+    ep = 1 this is the plain expectation E x p.
+    """
+    import numpy as np
+    p = 1.0 - (1.0 - top_k / num_experts) ** np.asarray(tokens, dtype=float)
+    n = num_experts / ep
+    if ep <= 1:
+        return n * p
+    z = NormalDist().inv_cdf((ep - 0.375) / (ep + 0.25))
+    return np.minimum(n * p + z * np.sqrt(n * p * (1 - p)), n)

@@ -13,9 +13,10 @@ Each term has a physical reason:
   80-92 % on HBM).
 - ``attention_bandwidth``: the same for the decode attention kernel reading a paged KV
   cache (short, scattered reads; per-sequence tails).
-- ``compute`` and ``gemm_half_rows``: GEMM throughput ``compute x M / (M + m_half)`` of
-  peak for M token rows: small-M GEMMs leave tensor cores idle (tile and wave
-  quantization over the SMs), large ones approach ``compute``.
+- ``compute``, ``gemm_tile_rows`` and ``gemm_half_rows``: GEMM throughput for M token rows
+  is ``compute x M / (t x ceil(M / t)) x M / (M + m_half)`` of peak: tensor cores work on
+  tiles of at least t rows (16 for an MMA instruction), so a decode GEMM of a few rows pays
+  for a padded tile; ``m_half`` adds a smooth ramp for wave quantization (0: none).
 - ``attention_compute``: fraction of the 16-bit peak a fused attention kernel reaches
   (softmax and masking between the two matmuls).
 - ``launch_overhead_s``: fixed cost per kernel (launch latency, prologue/epilogue, the
@@ -58,6 +59,7 @@ class Efficiency:
     attention_bandwidth: float | None = None
     attention_compute: float | None = None
     gemm_half_rows: float = 0.0
+    gemm_tile_rows: float = 0.0
     step_overhead_s: float = 0.0
     prefill_overhead_s: float = 0.0
 
@@ -68,7 +70,8 @@ class Efficiency:
             if v is not None and not (0 < v <= 1):
                 raise InputError(f"efficiency.{f} must be in (0, 1], got {v}")
         for f, hi in (("launch_overhead_s", 1e-2), ("step_overhead_s", 1.0),
-                      ("prefill_overhead_s", 10.0), ("gemm_half_rows", 1e6)):
+                      ("prefill_overhead_s", 10.0), ("gemm_half_rows", 1e6),
+                      ("gemm_tile_rows", 1024)):
             v = getattr(self, f)
             if not (0 <= v <= hi):
                 raise InputError(f"efficiency.{f} must be in [0, {hi:g}], got {v}")
@@ -90,7 +93,7 @@ class Efficiency:
 _US_FIELDS = {"launch_overhead_us": "launch_overhead_s", "step_overhead_us": "step_overhead_s",
               "prefill_overhead_us": "prefill_overhead_s"}
 _PLAIN_FIELDS = ("bandwidth", "compute", "communication", "attention_bandwidth",
-                 "attention_compute", "gemm_half_rows")
+                 "attention_compute", "gemm_half_rows", "gemm_tile_rows")
 EFFICIENCY_KEYS = (*_PLAIN_FIELDS, *_US_FIELDS)
 
 

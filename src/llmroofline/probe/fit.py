@@ -1,0 +1,79 @@
+"""Turn probe measurements into the engine's efficiency parameters (numpy/scipy only).
+
+The fits use the engine's own cost formulas (``cost.py``), so a device file written by
+``probe`` reproduces the measured kernels when the engine prices the same shapes:
+
+- GEMM of M token rows, ``F`` FLOPs and ``Q`` bytes (weights + activations):
+  ``t = max(F / (peak x compute x M / (M + gemm_half_rows)), Q / (mem_bw x bandwidth))``.
+  :func:`fit_gemm` finds ``compute``, ``gemm_half_rows`` and ``bandwidth`` minimizing the
+  squared log error over the measured M-curve and the large square GEMMs.
+- Framework overhead: a forward step of a tiny model (all work negligible) with ``n``
+  layers takes ``a + b x n``. The engine charges ``step_overhead + launches(n) x
+  launch_overhead``, where ``launches(n) = fixed + per_layer x n`` is the number of
+  operator rows it counts (``sum(op.count)`` of ``build_ops``). :func:`fit_overhead`
+  matches the two lines: ``launch_overhead = b / per_layer`` and ``step_overhead = a -
+  fixed x launch_overhead``; ``prefill_overhead`` is the mean extra time of a tiny prefill
+  over the same formula.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Upper bounds of the Efficiency fields (specs/profile.py validates them).
+_MAX_LAUNCH_S, _MAX_STEP_S, _MAX_PREFILL_S = 1e-2, 1.0, 10.0
+
+
+def gemm_model_s(rows, flops, bytes_, peak_flops_s, mem_bytes_s, compute, half_rows, bandwidth):
+    """Engine time of a GEMM (module docstring), vectorized."""
+    m = np.asarray(rows, dtype=float)
+    comp = np.asarray(flops, dtype=float) * (m + half_rows) / (peak_flops_s * compute * m)
+    mem = np.asarray(bytes_, dtype=float) / (mem_bytes_s * bandwidth)
+    return np.maximum(comp, mem)
+
+
+def fit_gemm(rows, flops, bytes_, time_s, peak_flops_s: float, mem_bytes_s: float) -> dict:
+    """Least-squares fit (log time) of ``compute``, ``gemm_half_rows``, ``bandwidth``.
+
+    Each in its allowed range: compute and bandwidth in [0.01, 1], half rows in [0, 1e5].
+    Several starting points guard against the kinks of ``max``.
+    """
+    from scipy.optimize import least_squares
+    rows, flops, bytes_, t = (np.asarray(v, dtype=float) for v in (rows, flops, bytes_, time_s))
+    logt = np.log(t)
+
+    def resid(p):
+        c, h, b = p
+        return np.log(gemm_model_s(rows, flops, bytes_, peak_flops_s, mem_bytes_s, c, h, b)) - logt
+
+    # Bandwidth start: the best achieved bandwidth among the memory-bound-looking points.
+    b0 = float(np.clip(np.max(bytes_ / t) / mem_bytes_s, 0.02, 1.0))
+    c0 = float(np.clip(np.max(flops / t) / peak_flops_s, 0.02, 1.0))
+    best = None
+    for h0 in (0.0, 4.0, 32.0, 256.0, 2048.0):
+        r = least_squares(resid, x0=[c0, h0, b0], bounds=([0.01, 0.0, 0.01], [1.0, 1e5, 1.0]),
+                          x_scale=[0.1, max(h0, 8.0), 0.1], method="trf")
+        if best is None or r.cost < best.cost:
+            best = r
+    c, h, b = (float(v) for v in best.x)
+    err = resid(best.x)
+    return {"compute": c, "gemm_half_rows": h, "bandwidth": b,
+            "rms_log_error": float(np.sqrt(np.mean(err ** 2))),
+            "max_abs_error": float(np.max(np.abs(np.expm1(err))))}
+
+
+def fit_overhead(layers, decode_s, prefill_s, per_layer_launches: float,
+                 fixed_launches: float) -> dict:
+    """Launch, step and prefill overheads from tiny-model step times (module docstring)."""
+    n = np.asarray(layers, dtype=float)
+    d = np.asarray(decode_s, dtype=float)
+    p = np.asarray(prefill_s, dtype=float)
+    slope, icpt = np.polyfit(n, d, 1) if len(set(n.tolist())) > 1 else (0.0, float(np.mean(d)))
+    slope = max(float(slope), 0.0)
+    launch = min(slope / per_layer_launches, _MAX_LAUNCH_S)
+    step = float(np.clip(icpt - fixed_launches * launch, 0.0, _MAX_STEP_S))
+    engine = step + (fixed_launches + per_layer_launches * n) * launch
+    prefill = float(np.clip(np.mean(p - engine), 0.0, _MAX_PREFILL_S))
+    return {"launch_overhead_s": launch, "step_overhead_s": step, "prefill_overhead_s": prefill,
+            "per_layer_s": slope, "decode_intercept_s": float(icpt),
+            "prefill_per_layer_s": float(np.polyfit(n, p, 1)[0]) if len(set(n.tolist())) > 1 else 0.0}
