@@ -1,8 +1,8 @@
 """Optimization advisor: name the bottleneck, then rank the levers by predicted gain.
 
 :func:`advise` runs the engine on the user's workload (the *baseline*), diagnoses where the
-time goes, and re-runs the engine once per lever with that lever applied. Every number it
-reports is the difference of two engine runs; no gain is a rule of thumb.
+time goes, and re-runs the engine once per lever with that lever applied. Every gain it
+reports compares two engine runs (the baseline and the lever's); none is a rule of thumb.
 
 Diagnosis (:func:`diagnose`), per phase (prefill: the whole prefill; decode: the mean step):
 
@@ -57,6 +57,7 @@ Combinations: the ``COMBO_TOP`` best accepted single levers (one per axis, gain 
 ``COMBO_MIN_GAIN``) are combined in every compatible subset of two or more; the batch and
 offload levers are re-resolved for the combined setup (a quantized model fits a larger
 batch). A combination that is not at least 1 % better than its best member is rejected.
+Device switches are ranked alone, not combined: to plan on another device, advise on it.
 
 Constraints: a lever whose setup does not fit the device memory, or whose TTFT/TPOT exceed
 ``max_ttft_s``/``max_tpot_s``, is listed as rejected with the reason. Levers that cannot
@@ -269,11 +270,11 @@ def _why(a: Analysis, ph: str, d: dict, regime: str) -> str:
                 "latency and bytes do not shrink as the devices' share of the work does")
     if regime == "overhead":
         e = a.efficiency
-        return (f"{_pct(share)} of the {ph} time is fixed cost: {d['kernels']} kernel "
-                f"launches at {e.launch_overhead_s * 1e6:.3g} us plus "
-                f"{(e.step_overhead_s + (e.prefill_overhead_s if ph == 'prefill' else 0)) * 1e6:.3g} us "
-                f"per step, against {_fmt_s(d['regime_s']['compute'] + d['regime_s']['memory'])} "
-                "of roofline work")
+        step = e.step_overhead_s + (e.prefill_overhead_s if ph == "prefill" else 0.0)
+        fixed = f"{d['kernels']} kernel launches at {e.launch_overhead_s * 1e6:.3g} us" \
+            + (f" plus {step * 1e6:.3g} us per step" if step else "")
+        return (f"{_pct(share)} of the {ph} time is fixed cost ({fixed}) against "
+                f"{_fmt_s(d['regime_s']['compute'] + d['regime_s']['memory'])} of roofline work")
     return (f"{_pct(share)} of the {ph} time is the pipeline bubble and stage transfers "
             f"({a.layout.pp} stages, {a.layout.num_microbatches} micro-batches)")
 
@@ -321,7 +322,7 @@ class Setup:
         p, lay = self.precision, self.layout
         return {"hardware": self.hardware.id, "precision": p.label, "wbits": p.wbits,
                 "abits": p.abits, "kvbits": p.kvbits, "group_size": p.group_size,
-                "int8": p.int8, "tp": lay.tp, "pp": lay.pp, "ep": lay.ep, "dp": lay.dp,
+                "scale_bits": p.scale_bits, "int8": p.int8, "tp": lay.tp, "pp": lay.pp, "ep": lay.ep, "dp": lay.dp,
                 "microbatches": lay.microbatches, "offload_weights": lay.offload_weights,
                 "offload_kv": lay.offload_kv, "flash": self.flash, "batch": self.batch,
                 "launch_overhead_factor": GRAPH_FACTOR if self.graphs else 1.0,
@@ -437,6 +438,8 @@ def _resolve_batch(ctx: _Ctx, s: Setup) -> tuple[Setup, str]:
         note = "no larger batch meets the latency limits"
     else:
         i = int(np.argmax(np.where(ok, a.throughput_tok_s, -np.inf)))
+        if cand[i] == s.batch:
+            raise _Skip(f"no batch above {s.batch} gives more tokens/s within the limits")
     return replace(s, batch=int(cand[i])), note
 
 
@@ -884,6 +887,10 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
     if draft is not None:
         decoding.check_draft_k(draft_k)
         decoding.check_accept(accept)
+        try:
+            load_model(draft)
+        except InputError as e:
+            raise InputError(f"draft: {e}") from None
     if isinstance(prices, str):
         from .rank import load_prices
         prices = load_prices(prices)

@@ -700,6 +700,11 @@ def _advise_value(x, adv) -> str:
     return f"{x:,.1f}" + (" tok/s/device" if adv.goal == "cost" else " tok/s")
 
 
+def _styled(label: str) -> str:
+    style = BOUND_STYLE.get(label)
+    return f"[{style}]{label}[/]" if style else label
+
+
 def _print_advice(adv, top: int) -> None:
     d = adv.diagnosis
     where = d["hardware"] if d["devices"] == 1 else f"{d['devices']} x {d['hardware']} ({d['layout']})"
@@ -722,7 +727,7 @@ def _print_advice(adv, top: int) -> None:
     t.add_section()
     keys = list(dict.fromkeys(list(pre["regimes"]) + list(dec["regimes"])))
     for k in keys:
-        t.add_row(f"[{BOUND_STYLE.get(k, '')}]{k}[/]", f"{100 * pre['regimes'].get(k, 0):.1f} %",
+        t.add_row(_styled(k), f"{100 * pre['regimes'].get(k, 0):.1f} %",
                   f"{100 * dec['regimes'].get(k, 0):.1f} %", f"{100 * d['regimes'].get(k, 0):.1f} %")
     from .advise import CLASS_LABELS
     t.add_section()
@@ -747,13 +752,13 @@ def _print_advice(adv, top: int) -> None:
     for i, lv in enumerate(ok[:top] if top else ok, 1):
         lt.add_row(str(i), lv.lever, f"{_advise_value(lv.before, adv)} -> {_advise_value(lv.after, adv)}",
                    f"{lv.gain:.2f}x" if np.isfinite(lv.gain) else "-",
-                   f"[{BOUND_STYLE.get(lv.regime_after, '')}]{lv.regime_after}[/]",
+                   _styled(lv.regime_after),
                    f"{lv.memory_after_bytes / 1e9:.1f}/{lv.capacity_bytes / 1e9:.0f} GB", lv.caveat)
     out.print(lt)
     if top and len(ok) > top:
         out.print(f"  ... {len(ok) - top} more accepted levers (--top 0 or --json for all)")
     if bad:
-        rt = Table(title="Rejected (constraints or memory)", title_justify="left", box=None,
+        rt = Table(title="Rejected (limits, memory, or no gain over a part)", title_justify="left", box=None,
                    header_style="bold")
         for col in ("lever", "after", "gain", "reason"):
             rt.add_column(col, justify="right" if col == "gain" else "left", overflow="fold")

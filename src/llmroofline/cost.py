@@ -170,11 +170,12 @@ class Roofline:
         return comp, mem, np.zeros_like(comp), overhead
 
 
+_BOUND_NAMES = np.array(["compute", "memory", "communication", "overhead"])
+
+
 def combine(compute_s, memory_s, comm_s, overhead_s):
     """Time and bound label from the four terms (see module docstring)."""
     roof = np.maximum(compute_s, memory_s)
-    bound = np.where(
-        overhead_s > np.maximum(roof, comm_s), "overhead",
-        np.where(comm_s > roof, "communication",
-                 np.where(compute_s >= memory_s, "compute", "memory")))
-    return roof + comm_s + overhead_s, bound
+    code = np.select([overhead_s > np.maximum(roof, comm_s), comm_s > roof, compute_s >= memory_s],
+                     [3, 2, 0], default=1)
+    return roof + comm_s + overhead_s, _BOUND_NAMES[code]

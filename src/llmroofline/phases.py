@@ -284,7 +284,10 @@ def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
         mean = {}
         for name, a1, a2 in (("flops", o1.flops, o2.flops), ("w", o1.weight_bytes, o2.weight_bytes),
                              ("a", o1.act_bytes, o2.act_bytes), ("kv", o1.kv_bytes, o2.kv_bytes)):
-            mean[name] = sum_affine(2 * a1 - a2, a2 - a1, first_kv, last_kv, w) / safe
+            if np.isfinite(w):
+                mean[name] = sum_affine(2 * a1 - a2, a2 - a1, first_kv, last_kv, w) / safe
+            else:  # the mean of an affine function over L = a..b is its value at (a + b) / 2
+                mean[name] = a1 + (a2 - a1) * ((first_kv + last_kv) / 2 - 1)
         _, bound = combine(sum_c, sum_m, sum_k, steps * oh)
         rows.append(OpResult(o1.name, o1.kind, o1.count, mean["flops"], mean["w"], mean["a"],
                              mean["kv"], sum_c / safe, sum_m / safe, sum_k / safe,
