@@ -278,6 +278,10 @@ def test_bad_inputs():
         advise("llama-2-7b", "a100-sxm-80gb", batch=0)
     with pytest.raises(InputError, match="max_tpot"):
         advise("llama-2-7b", "a100-sxm-80gb", max_tpot_s=-1)
+    with pytest.raises(InputError, match="devices"):
+        advise("llama-2-7b", "a100-sxm-80gb", devices=["h100-sxn"])
+    with pytest.raises(InputError, match="draft"):
+        advise("llama-2-7b", "a100-sxm-80gb", draft="no-such-model")
 
 
 # -- command line ------------------------------------------------------------------------------------

@@ -322,7 +322,8 @@ class Setup:
         p, lay = self.precision, self.layout
         return {"hardware": self.hardware.id, "precision": p.label, "wbits": p.wbits,
                 "abits": p.abits, "kvbits": p.kvbits, "group_size": p.group_size,
-                "scale_bits": p.scale_bits, "int8": p.int8, "tp": lay.tp, "pp": lay.pp, "ep": lay.ep, "dp": lay.dp,
+                "scale_bits": p.scale_bits, "int8": p.int8, "tp": lay.tp, "pp": lay.pp,
+                "ep": lay.ep, "dp": lay.dp,
                 "microbatches": lay.microbatches, "offload_weights": lay.offload_weights,
                 "offload_kv": lay.offload_kv, "flash": self.flash, "batch": self.batch,
                 "launch_overhead_factor": GRAPH_FACTOR if self.graphs else 1.0,
@@ -911,7 +912,13 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
         label = "tokens per USD"
     before = metric(b0, goal, prices)
     if devices is None:
-        devices = [h for h in hardware_ids()]
+        devices = list(hardware_ids())
+    else:
+        for d in devices:     # a typo is an error, not a silently skipped lever
+            try:
+                load_hardware(d)
+            except InputError as e:
+                raise InputError(f"devices: {e}") from None
     defs, skipped = _quant_defs(base)
     d2, s2 = _layout_defs(ctx, base)
     d3, s3 = _other_defs(ctx, base, b0, draft, devices)
@@ -975,8 +982,8 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
                     continue
                 top = max(sub, key=lambda x: _sort_gain(x[1]))[1]
                 if not lv.rejected and not _sort_gain(lv) > _sort_gain(top) * COMBO_MIN_GAIN:
-                    lv = replace(lv, rejected=f"adds less than {100 * (COMBO_MIN_GAIN - 1):.0f} % "
-                                 f"over {top.lever} alone")
+                    lv = replace(lv, rejected=f"not {100 * (COMBO_MIN_GAIN - 1):.0f} % better "
+                                 f"than {top.lever} alone")
                 levers.append(lv)
     ok = sorted((lv for lv in levers if not lv.rejected), key=lambda lv: -_sort_gain(lv))
     bad = sorted((lv for lv in levers if lv.rejected), key=lambda lv: -_sort_gain(lv))

@@ -72,6 +72,7 @@ PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline stages.")]
 EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel devices (MoE; divides --tp).")]
 DpOpt = Annotated[int, typer.Option("--dp", help="Data-parallel replicas (throughput scales).")]
 NodeOpt = Annotated[int, typer.Option("--gpus-per-node", help="Devices per node; larger groups use the network.")]
+NodesOpt = Annotated[Optional[int], typer.Option("--nodes", help="Spread each replica over this many nodes (sets devices per node).")]
 MicroOpt = Annotated[Optional[int], typer.Option("--microbatches", help="Pipeline micro-batches (default: --pp).")]
 OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap", help="Hide collectives behind matmuls.")]
 AllreduceOpt = Annotated[str, typer.Option("--allreduce", help="auto, ring, tree, oneshot, twoshot.")]
@@ -101,7 +102,8 @@ def analyze(
     output_len: Annotated[str, typer.Option("--output", "-o", help="Generated tokens incl. the first (or grid).")] = "128",
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
     flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1,
-    gpus_per_node: NodeOpt = 8, microbatches: MicroOpt = None, overlap: OverlapOpt = False,
+    gpus_per_node: NodeOpt = 8, nodes: NodesOpt = None, microbatches: MicroOpt = None,
+    overlap: OverlapOpt = False,
     allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
     host_bw: HostBwOpt = None, profile: ProfileOpt = "default",
     beams: Annotated[int, typer.Option("--beams", help="Beam width W: B x W decode rows sharing each prompt's KV; B sequences returned.")] = 1,
@@ -116,6 +118,10 @@ def analyze(
     axes = cartesian(batch=parse_grid("batch", batch, hi=1_000_000),
                      input_len=parse_grid("input_len", input_len),
                      output_len=parse_grid("output_len", output_len))
+    if nodes is not None:
+        if not 1 <= nodes <= tp * pp:
+            raise InputError(f"nodes must be in [1, tp x pp = {tp * pp}], got {nodes}")
+        gpus_per_node = -(-(tp * pp) // nodes)
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
                        microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
                        profile)
@@ -217,7 +223,7 @@ def _print_single(d: dict) -> None:
     p = d["precision"]
     where = d["hardware"] if d["devices"] == 1 else f"{d['devices']} x {d['hardware']} ({d['layout']})"
     out.print(f"[bold]{d['model']}[/] ({d['params'] / 1e9:.2f} B params) on [bold]{where}[/]  "
-              f"{d['precision']['label']}  batch {d['batch']}, input "
+              f"{d['precision']['label']}  profile {d['profile']}  batch {d['batch']}, input "
               f"{d['input_len']}, output {d['output_len']} tokens, attention "
               f"{'fused' if d['flash'] else 'unfused'}")
     out.print(_op_table("Prefill (whole batch)", d["prefill"],
@@ -789,7 +795,8 @@ def advise_cmd(
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="Limit on time per output token: 50ms.")] = None,
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
     flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1,
-    gpus_per_node: NodeOpt = 8, microbatches: MicroOpt = None, overlap: OverlapOpt = False,
+    gpus_per_node: NodeOpt = 8, nodes: NodesOpt = None, microbatches: MicroOpt = None,
+    overlap: OverlapOpt = False,
     allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
     host_bw: HostBwOpt = None, profile: ProfileOpt = "default",
     draft: Annotated[Optional[str], typer.Option("--draft", help="Evaluate speculative decoding with this draft model.")] = None,
@@ -804,6 +811,10 @@ def advise_cmd(
 ) -> None:
     """Name the bottleneck and rank optimization levers by predicted gain."""
     from . import advise as advmod
+    if nodes is not None:
+        if not 1 <= nodes <= tp * pp:
+            raise InputError(f"nodes must be in [1, tp x pp = {tp * pp}], got {nodes}")
+        gpus_per_node = -(-(tp * pp) // nodes)
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
                        microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
                        profile)
@@ -822,6 +833,88 @@ def advise_cmd(
         print(json.dumps(adv.to_dict(), indent=1))
         return
     _print_advice(adv, top)
+
+
+# -- probe and bench: ground truth on this machine (issue 6) --------------------------------
+@app.command("probe")
+def probe_cmd(
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda (cuda:N).")] = "cpu",
+    out_file: Annotated[Optional[str], typer.Option("--out", help="Write the device file (TOML) here; use it as --hardware FILE.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="CI-sized run (~10 s on a CPU): smaller buffers, fewer shapes and repeats.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: PyTorch's); bench with the same.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="Precision the efficiency block is fitted for: bf16, fp16, fp32.")] = "bf16",
+    datasheet: Annotated[Optional[str], typer.Option("--datasheet", help="Catalog device to print beside the measurements (default: matched by name).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every measurement as JSON.")] = False,
+) -> None:
+    """Measure this machine's roofline (bandwidth, GEMM curves, overheads, attention) and write a device file."""
+    from pathlib import Path
+    from .probe import compare_datasheet, match_catalog, probe
+    from .probe.report import tables
+    if out_file is not None:
+        p = Path(out_file)
+        if p.suffix.lower() != ".toml":
+            raise InputError(f"out: the device file must end in .toml, got {p.name!r}")
+        if not p.resolve().parent.is_dir():
+            raise InputError(f"out: directory {p.parent} does not exist")
+    if datasheet is not None:
+        hwmod.load_hardware(datasheet)  # fail before measuring
+    r = probe(device=device, quick=quick, threads=threads, dtype=dtype,
+              progress=None if as_json else (lambda s: err.print(f"[dim]probe: {s}...[/]")))
+    if out_file is not None:
+        Path(out_file).write_text(r.to_toml())
+        hwmod.load_hardware(out_file)  # the file must load as a device
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=1))
+        return
+    sheet_id = datasheet or match_catalog(r.name)
+    for t in tables(r, compare_datasheet(r, sheet_id)):
+        out.print(t)
+    if not sheet_id:
+        out.print(f"'{r.name}' is not in the catalog; --datasheet ID prints a catalog device beside it.")
+    if out_file is not None:
+        out.print(f"wrote {out_file}: use it as --hardware {out_file}")
+
+
+@app.command("bench")
+def bench_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="Built-in id or alias, config.json path, or hub id (config only; weights are random).")],
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda (cuda:N).")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="bf16, fp16 or fp32.")] = "bf16",
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Sequences decoded together.")] = 1,
+    input_len: Annotated[int, typer.Option("--input", "-i", help="Prompt tokens.")] = 128,
+    output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens incl. the first (>= 2).")] = 32,
+    layers: Annotated[Optional[int], typer.Option("--layers", help="Keep only the first N decoder layers.")] = None,
+    scale: Annotated[Optional[float], typer.Option("--scale", help="Width factor in (0, 1]: fewer heads, same head_dim and ratios.")] = None,
+    hardware: Annotated[Optional[str], typer.Option("--hardware", "-H", help="Device file from `probe --out` (default: a quick probe first).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (use the probe's).")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed generations (medians).")] = 3,
+    prof: Annotated[bool, typer.Option("--profile/--no-profile", help="Split measured time by operator class with torch.profiler.")] = True,
+    diagnose: Annotated[bool, typer.Option("--diagnose/--no-diagnose", help="Scaling tests: half width and twice the batch.")] = True,
+    csv_file: Annotated[Optional[str], typer.Option("--csv", help="Append the measured row to a CSV that `validate` reads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: measured_*, predicted_*, ratio_*, shares, diagnosis.")] = False,
+) -> None:
+    """Run a real model (random weights) on this machine and compare with the engine."""
+    from .bench import bench, write_csv
+    from .bench.report import header, tables
+    if csv_file is not None and not csv_file.lower().endswith(".csv"):
+        raise InputError(f"csv: the file must end in .csv, got {csv_file!r}")
+    r = bench(model, device=device, dtype=dtype, batch=batch, input_len=input_len,
+              output_len=output_len, layers=layers, scale=scale, hardware=hardware,
+              threads=threads, repeats=repeats, profile=prof,
+              diagnose_phases=("prefill", "decode") if diagnose else (),
+              progress=None if as_json else (lambda s: err.print(f"[dim]bench: {s}...[/]")))
+    for w in r.warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+    if csv_file is not None:
+        write_csv(r, csv_file)
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=1, default=float))
+        return
+    out.print(header(r))
+    for t in tables(r):
+        out.print(t)
+    if csv_file is not None:
+        out.print(f"appended to {csv_file}: `llmroofline validate {csv_file}` re-predicts it")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,7 +212,7 @@ def _exposed_fraction(rows) -> np.ndarray:
 
 def _step_row(rows: list, step_s: float) -> None:
     """Fixed cost per forward step outside kernels (scheduling, sampling, host sync)."""
-    if step_s:
+    if step_s > 1e-9:  # fitted profiles can leave a numerically zero step overhead
         shape = np.shape(rows[0].time_s)
         z = np.zeros(shape)
         rows.append(OpResult("step overhead", "overhead", 1, z, z, z, z, z, z, z, z + step_s,
@@ -294,7 +294,7 @@ def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
                              np.broadcast_to(oh, np.shape(sum_c)), sum_t / safe, bound,
                              np.zeros(np.shape(sum_c)) + o1.comm_bytes))
         ops_total = ops_total + sum_t
-    if roof.eff.step_overhead_s:
+    if roof.eff.step_overhead_s > 1e-9:
         _step_row(rows, roof.eff.step_overhead_s)
         ops_total = ops_total + steps * roof.eff.step_overhead_s
     ops_total = np.asarray(ops_total, dtype=float)
@@ -330,6 +330,29 @@ class _Pipe:
             return ops_sum_s
         slots = np.maximum(self.micro, self.stages)
         return slots * (ops_sum_s / self.stages + steps * self.decode_p2p_s)
+
+
+def _decode_phase(m, prec, rows_b, one, roof, I, O, pipe, flash, lay, notes) -> PhaseResult:
+    """Decode steps; for MLA models both ways of computing attention are costed.
+
+    MLA decode can absorb W_UK/W_UV into the query and output and attend in the latent
+    space, or decompress the cached latents every step (up-projection). The cheaper one
+    over the whole query is used, and the choice is reported in the notes.
+    """
+    def run(absorb):
+        d1 = build_ops(m, prec, rows_b, one, one, flash=flash, layout=lay, mla_absorb=absorb)
+        d2 = build_ops(m, prec, rows_b, one, 2 * one, flash=flash, layout=lay, mla_absorb=absorb)
+        return _decode(d1, d2, roof, I + 1, I + O - 1, pipe)
+    if not m.mla:
+        return run(None)
+    absorbed, up = run(True), run(False)
+    t_abs, t_up = float(np.sum(absorbed.total_time_s)), float(np.sum(up.total_time_s))
+    best, other, name = (absorbed, t_up, "absorbed") if t_abs <= t_up else (up, t_abs, "up-projection")
+    chosen = min(t_abs, t_up)
+    if chosen > 0:
+        notes.append(f"MLA decode: {name} attention chosen ({100 * (other / chosen - 1):.0f}% "
+                     "faster than the alternative)")
+    return best
 
 
 def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec = DEFAULT_HARDWARE,
@@ -389,9 +412,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     pre_ops = build_ops(m, prec, b, I, I, flash=flash, layout=lay)
     prefill = _prefill(pre_ops, roof, pipe)
     one = np.ones_like(B)
-    dec1 = build_ops(m, prec, b * rows, one, one, flash=flash, layout=lay)
-    dec2 = build_ops(m, prec, b * rows, one, 2 * one, flash=flash, layout=lay)
-    decode = _decode(dec1, dec2, roof, I + 1, I + O - 1, pipe)
+    decode = _decode_phase(m, prec, b * rows, one, roof, I, O, pipe, flash, lay, notes)
     mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b, rows=rows)
     return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem,
                     tuple(notes) + roof.warnings, lay, prof.name, eff,

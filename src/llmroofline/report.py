@@ -49,6 +49,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
                       "kvbits": a.precision.kvbits, "group_size": a.precision.group_size,
                       "label": a.precision.label},
         "flash": a.flash,
+        "profile": a.profile,
         "tp": a.layout.tp, "pp": a.layout.pp, "ep": a.layout.ep, "dp": a.layout.dp,
         "devices": a.layout.devices, "layout": a.layout.label,
         "batch": int(a.batch[idx]),

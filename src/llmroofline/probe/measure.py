@@ -8,9 +8,10 @@ chosen so that the data exceeds the last-level cache where that matters:
   uses non-temporal stores and so reaches more); arrays of ``pool/3`` bytes each. The
   device bandwidth ``mem_bw`` is the best of them.
 - **GEMM throughput per dtype**: large squares ``S x S x S`` (FLOPs ``2 S^3``), and the
-  decode-shaped curve: ``M = 1..256`` token rows times a *set* of ``4096 x 4096`` weights
-  that together fill the pool (larger than the caches, like a model's layers in one
-  step); FLOPs ``2 M K N`` per matrix, bytes = weights + activations in and out.
+  decode-shaped curve: ``M = 1..256`` token rows times a *set* of weights shaped like a
+  model's layers (:func:`weight_set`) that together fill the pool (larger than the caches,
+  as in one decode step); FLOPs ``2 M K N`` per matrix, bytes = weights + activations in
+  and out.
 - **dispatch**: the cost of one tiny operator call (``torch.add`` of 1-element tensors).
 - **framework overhead**: a tiny Llama (hidden 64) with 1..8 layers run by ``transformers``
   exactly as ``bench`` runs models (static cache, manual loop): per-layer and per-step
@@ -43,13 +44,14 @@ DTYPES = ("bf16", "fp16", "fp32")
 SIZES = {
     "quick": dict(pool_mb=384, squares=(1024, 2048), rows=(1, 4, 16, 64, 256), repeats=3,
                   dispatch_calls=300, attn_batch=2, attn_kv=(1024, 4096), attn_prefill=(512, 1024),
-                  tiny_layers=(1, 4), tiny_steps=8, gemm_k=4096, gemm_n=4096),
+                  tiny_layers=(1, 4), tiny_steps=16),
     "full": dict(pool_mb=1024, squares=(1024, 2048, 4096), rows=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                  repeats=5, dispatch_calls=2000, attn_batch=4, attn_kv=(512, 2048, 8192),
-                 attn_prefill=(512, 1024, 2048), tiny_layers=(1, 2, 4, 8), tiny_steps=16,
-                 gemm_k=4096, gemm_n=4096),
+                 attn_prefill=(512, 1024, 2048), tiny_layers=(1, 2, 4, 8), tiny_steps=16),
 }
 ATTN_HEADS, ATTN_HEAD_DIM = 16, 128
+_H, _KV, _F, _V = 2048, 512, 8192, 32000
+WEIGHT_SET = [(_H, _H), (_KV, _H), (_KV, _H), (_H, _H), (_F, _H), (_F, _H), (_H, _F)] * 2 + [(_V, _H)]
 TINY_PREFILL_TOKENS = 16
 
 
@@ -329,20 +331,44 @@ def _squares(torch, tdt, dt: str, sizes, clock: Clock, reps: int, device: str) -
     return out
 
 
+def weight_set(elements: int) -> list[tuple[int, int]]:
+    """(N, K) shapes of the decode-shaped weight set filling ``elements`` elements.
+
+    The layers of a Llama-like model cycled in order (``WEIGHT_SET``: q, k, v, o, gate, up,
+    down at hidden 2048, 4:1 grouped-query attention, MLP 8192) and a vocabulary-like
+    slab, so the curve averages over the skinny, square and wide matrices a decode step
+    streams, and the set as a whole exceeds the caches.
+    """
+    out, used, i = [], 0, 0
+    while True:
+        n, k = WEIGHT_SET[i % len(WEIGHT_SET)]
+        if used + n * k > elements:
+            break
+        out.append((n, k))
+        used += n * k
+        i += 1
+    return out or [WEIGHT_SET[0]]
+
+
 def _decode_curve(torch, pool, tdt, dt: str, cfg: dict, clock: Clock, reps: int):
-    k, n = cfg["gemm_k"], cfg["gemm_n"]
     flat = pool.view(tdt)
-    count = max(flat.numel() // (k * n), 1)
-    mats = [flat[i * k * n:(i + 1) * k * n].view(n, k) for i in range(count)]
+    shapes = weight_set(flat.numel())
+    mats, off = [], 0
+    for n, k in shapes:
+        mats.append(flat[off:off + n * k].view(n, k))
+        off += n * k
     elt = flat.element_size()
     lin = torch.nn.functional.linear
+    ks = sorted({k for _, k in shapes})
+    w_elems = sum(n * k for n, k in shapes)
+    io_elems = sum(n + k for n, k in shapes)
     out = []
     for m in cfg["rows"]:
-        x = torch.randn(m, k, device=pool.device).to(tdt) * 0.01
-        t = clock.median(lambda: [lin(x, w) for w in mats], reps)
-        out.append({"dtype": dt, "rows": m, "time_s": t, "flops": 2.0 * m * k * n * count,
-                    "bytes": float(count * (k * n + m * (k + n)) * elt)})
-    return out, float(count * k * n * elt)
+        xs = {k: torch.randn(m, k, device=pool.device).to(tdt) * 0.01 for k in ks}
+        t = clock.median(lambda: [lin(xs[w.shape[1]], w) for w in mats], reps)
+        out.append({"dtype": dt, "rows": m, "time_s": t, "flops": 2.0 * m * w_elems,
+                    "bytes": float((w_elems + m * io_elems) * elt), "matrices": len(mats)})
+    return out, float(w_elems * elt)
 
 
 def _dispatch(torch, clock: Clock, calls: int, device: str) -> float:
@@ -368,7 +394,7 @@ def _framework(cfg: dict, tdt, dtype: str, device: str, reps: int) -> dict:
     for n in cfg["tiny_layers"]:
         model = build_model(tiny_config(n), dtype, device)
         gen = Generator(model, 1, TINY_PREFILL_TOKENS, steps + 1, device)
-        t = time_generation(gen, repeats=reps, warmup=2)
+        t = time_generation(gen, repeats=max(reps, 7), warmup=2)  # ~1 ms steps: cheap
         layers.append(n)
         dec.append(t.tpot_s)
         pre.append(t.ttft_s)

@@ -1,0 +1,267 @@
+"""Time of one engine iteration with a mixed batch, from the per-operator engine.
+
+An iteration runs ``B`` rows; row ``i`` feeds ``q_i`` new tokens and attends to ``L_i``
+tokens (its cache plus the new ones): a decode row has ``q_i = 1``, a prefill chunk
+``q_i`` = the chunk length and ``L_i`` = the tokens computed so far plus the chunk. The
+operators of ``graph.build_ops`` split into three exact, separable groups:
+
+- **token ops** (projections, MLP/MoE, norms, rotary, residuals, embedding, collectives):
+  their FLOPs and bytes depend only on the total token count ``N = sum q_i``. Their
+  per-operator roofline time is tabulated once for ``N = 1 .. max_tokens`` (one vectorized
+  ``build_ops`` call) and looked up; larger ``N`` are costed on demand (cached).
+- **row ops** (``lm_head`` and the logits all-gather): depend only on ``B`` (logits of the
+  last position of each row); tabulated for ``B = 1 .. max_batch``.
+- **attention ops** (fused attention, or score/softmax/weighted-sum when unfused): their
+  FLOPs and bytes are sums over rows of terms linear in four per-row features, for each
+  sliding window ``W`` of the model: ``q``, causal pairs ``pairs(q, L, W)``, keys touched
+  ``keys(q, L, W)`` and ``q x keys(q, L, W)``. The coefficients that turn the feature sums
+  into compute and memory seconds are read off the engine itself (``build_ops`` at batch 1
+  on a few (q, L) points, then ``Roofline.terms``; a least-squares solve that must be
+  exact), so no physics is duplicated. The batch's attention is then one kernel:
+  ``max(compute, memory) + launch overhead`` over the summed features.
+
+Plus the profile's ``step_overhead`` per iteration and ``prefill_overhead`` once per
+iteration that contains prefill tokens (``analyze`` adds it once per batched prefill).
+
+With these rules an iteration of ``B`` identical decode rows equals one decode step of
+``analyze`` at batch ``B``, and an iteration of ``B`` identical whole prompts equals its
+prefill (``tests/test_serving.py`` checks both to 1e-9).
+
+Limits: pipeline parallelism (``pp > 1``) is not supported; MLA models (DeepSeek) use the
+absorbed (decode) form of attention for every row, which over-counts prefill attention
+FLOPs; with ``overlap`` the collectives' exposure is computed within the token ops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import numpy as np
+
+from ..cost import Roofline, combine
+from ..errors import InputError
+from ..graph import build_ops, causal_pairs, keys_touched
+from ..memory import activation_peak_bytes, kv_cache_bytes_per_seq, weight_bytes_total
+from ..parallel import Layout
+from ..specs.catalog import load_model
+from ..specs.hardware import load_hardware
+from ..specs.model import ModelSpec
+from ..specs.precision import Precision, parse_quant
+from ..specs.profile import load_profile, resolve_efficiency
+
+# (q, L) sample points at batch 1 for reading the attention coefficients off the engine.
+_SAMPLE_Q = np.array([1, 1, 1, 1, 2, 3, 7, 16, 16, 64, 100, 257, 1000, 5000, 1, 33])
+_SAMPLE_L = np.array([1, 2, 17, 5000, 2, 40, 7, 16, 900, 64, 3000, 9000, 1000, 70000, 70000, 33])
+
+
+def _features(q, L, W):
+    """Per-row attention features (pairs, keys, q x keys) for window ``W``; broadcasts."""
+    keys = keys_touched(q, L, W)
+    return causal_pairs(q, L, W), keys, q * keys
+
+
+def _op_values(op):
+    return np.stack([np.broadcast_to(v, np.shape(op.flops)).astype(float) for v in
+                     (op.flops, op.weight_bytes, op.act_bytes, op.kv_bytes, op.comm_bytes)])
+
+
+@dataclass
+class IterationCost:
+    """Seconds of one iteration of a mixed batch (see module docstring).
+
+    Build with :meth:`of`; call :meth:`time` with per-row ``q`` and ``L`` arrays, or
+    :meth:`decode_run` for ``k`` consecutive pure-decode iterations.
+    """
+
+    model: ModelSpec
+    roof: Roofline
+    prec: Precision
+    layout: Layout
+    flash: bool
+    token_table: np.ndarray           # [N] seconds of the token ops, N = 0 .. max_tokens
+    row_table: np.ndarray             # [B] seconds of lm_head (+ all-gather), B = 0 .. max_batch
+    windows: list[float]              # distinct attention windows
+    coef_c: np.ndarray                # (ops, 1 + 3 x windows) compute seconds per feature
+    coef_m: np.ndarray                # (ops, 1 + 3 x windows) memory seconds per feature
+    attn_overhead_s: np.ndarray       # (ops,) launch overhead of each attention op
+    step_overhead_s: float
+    prefill_overhead_s: float
+    kv_bytes_per_token: float         # per device, all layers (full width)
+    weights_bytes: float
+    memory_bytes: float
+    _extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model, hardware, *, quant=None, wbits=None, abits=None, kvbits=None,
+           flash: bool = True, layout: Layout | None = None, profile=None,
+           max_tokens: int = 8192, max_batch: int = 256, **_ignored) -> "IterationCost":
+        m = load_model(model)
+        hw = load_hardware(hardware)
+        if isinstance(quant, Precision):
+            prec = quant
+        else:
+            prec = parse_quant(quant, wbits=wbits, abits=abits, kvbits=kvbits)
+        lay = layout or Layout()
+        lay.check(m)
+        if lay.pp > 1:
+            raise InputError("pp: the serving simulator does not model pipeline parallelism "
+                             "yet; use --tp (or --pp 1)")
+        eff = resolve_efficiency(hw.efficiency, hw.family, load_profile(profile), prec.wbits)
+        roof = Roofline.of(hw, prec, lay, eff)
+        kw = dict(flash=flash, layout=lay, mla_absorb=True if m.mla else None)
+
+        # Classify ops: attention ops change with L; row ops change with B at fixed N.
+        base = build_ops(m, prec, 1, 1, 1, **kw)
+        longer = build_ops(m, prec, 1, 1, 3, **kw)
+        as_tok = build_ops(m, prec, 1, 4, 4, **kw)
+        as_row = build_ops(m, prec, 4, 1, 4, **kw)
+        attn = [not np.allclose(_op_values(a), _op_values(b)) for a, b in zip(base, longer)]
+        row = [not a_ and not np.allclose(_op_values(a), _op_values(b))
+               for a_, a, b in zip(attn, as_tok, as_row)]
+
+        # Token ops on N = 1..max_tokens (batch 1, q = L = N; attention/row ops dropped).
+        n = np.arange(1, max_tokens + 1, dtype=float)
+        token_table = np.zeros(max_tokens + 1)
+        token_table[1:] = _sum_time(build_ops(m, prec, 1, n, n, **kw), roof,
+                                    [not (a or r) for a, r in zip(attn, row)])
+        b = np.arange(1, max_batch + 1, dtype=float)
+        row_table = np.zeros(max_batch + 1)
+        row_table[1:] = _sum_time(build_ops(m, prec, b, 1, 1, **kw), roof, row)
+
+        # Attention coefficients: compute_s and memory_s are linear in the features.
+        sample = build_ops(m, prec, 1, _SAMPLE_Q, _SAMPLE_L, **kw)
+        attn_ops = [o for o, a in zip(sample, attn) if a]
+        windows = sorted({float(o.window) for o in attn_ops})
+        cols = [_SAMPLE_Q.astype(float)]
+        for W in windows:
+            cols += list(_features(_SAMPLE_Q.astype(float), _SAMPLE_L.astype(float), W))
+        X = np.stack(cols, axis=1)
+        coef_c, coef_m, oh = [], [], []
+        for o in attn_ops:
+            c, mem, comm, over = roof.terms(o)
+            cc = _exact_lstsq(X, np.asarray(c, float), o.name)
+            cm = _exact_lstsq(X, np.asarray(mem, float), o.name)
+            coef_c.append(cc)
+            coef_m.append(cm)
+            oh.append(float(np.max(over)))
+        # Paged engines of this generation allocate full-length blocks in every layer,
+        # sliding-window layers included: count full width.
+        kv_tok = float(kv_cache_bytes_per_seq(m, prec, 1, lay))
+        return cls(m, roof, prec, lay, flash, token_table, row_table, windows,
+                   np.array(coef_c).reshape(len(attn_ops), -1),
+                   np.array(coef_m).reshape(len(attn_ops), -1), np.array(oh),
+                   eff.step_overhead_s, eff.prefill_overhead_s, kv_tok,
+                   weight_bytes_total(m, prec, lay) * (1 - lay.offload_weights),
+                   hw.memory_bytes, {"kw": kw, "classes": (attn, row), "big": {}})
+
+    # -- pieces ------------------------------------------------------------------------------
+    def token_s(self, n) -> float:
+        n = int(n)
+        if n < len(self.token_table):
+            return float(self.token_table[n])
+        return self._big("token", n)
+
+    def row_s(self, b) -> float:
+        b = int(b)
+        if b < len(self.row_table):
+            return float(self.row_table[b])
+        return self._big("row", b)
+
+    def _big(self, kind: str, n: int) -> float:
+        """Token or row ops beyond the tables, costed on demand and cached."""
+        cache = self._extra["big"]
+        if (kind, n) not in cache:
+            attn, row = self._extra["classes"]
+            if kind == "token":
+                ops = build_ops(self.model, self.prec, 1, float(n), float(n), **self._extra["kw"])
+                keep = [not (a or r) for a, r in zip(attn, row)]
+            else:
+                ops = build_ops(self.model, self.prec, float(n), 1, 1, **self._extra["kw"])
+                keep = row
+            cache[(kind, n)] = float(_sum_time(ops, self.roof, keep))
+        return cache[(kind, n)]
+
+    def feature_sums(self, q: np.ndarray, L: np.ndarray) -> np.ndarray:
+        """Summed features over the rows: [N, (pairs, keys, q*keys) per window]."""
+        out = [float(q.sum())]
+        for W in self.windows:
+            p, k, qk = _features(q, L, W)
+            out += [float(p.sum()), float(k.sum()), float(qk.sum())]
+        return np.array(out)
+
+    def attention_s(self, feats: np.ndarray) -> np.ndarray:
+        """Attention seconds from summed features; ``feats`` (..., F) -> (...)."""
+        c = feats @ self.coef_c.T
+        mm = feats @ self.coef_m.T
+        return np.maximum(c, mm).sum(axis=-1) + self.attn_overhead_s.sum()
+
+    # -- public -----------------------------------------------------------------------------
+    def time(self, q, L, prefill: bool | None = None) -> float:
+        """Seconds of one iteration with rows (q_i, L_i). ``prefill``: whether the iteration
+        carries prefill tokens (adds ``prefill_overhead``); default: any q_i > 1."""
+        q = np.asarray(q, dtype=float)
+        L = np.asarray(L, dtype=float)
+        if q.size == 0:
+            return 0.0
+        if prefill is None:
+            prefill = bool(np.any(q > 1))
+        t = self.token_s(q.sum()) + self.row_s(q.size) + float(self.attention_s(self.feature_sums(q, L)))
+        return t + self.step_overhead_s + (self.prefill_overhead_s if prefill else 0.0)
+
+    def decode_run(self, L0: np.ndarray, k: int) -> np.ndarray:
+        """Seconds of ``k`` consecutive pure-decode iterations of the rows whose first
+        iteration attends to ``L0`` tokens (``L0 + j`` in iteration j)."""
+        L0 = np.sort(np.asarray(L0, dtype=float))
+        B = L0.size
+        j = np.arange(k, dtype=float)
+        cols = [np.full(k, float(B))]
+        csum = np.concatenate([[0.0], np.cumsum(L0)])
+        for W in self.windows:
+            if np.isfinite(W):
+                idx = np.searchsorted(L0, W - j, side="left")   # rows with L0 + j < W
+                s = csum[idx] + j * idx + W * (B - idx)
+            else:
+                s = csum[-1] + j * B
+            cols += [s, s, s]    # q = 1: pairs = keys = q x keys = min(L, W)
+        feats = np.stack(cols, axis=1)
+        fixed = self.token_s(B) + self.row_s(B) + self.step_overhead_s
+        return fixed + self.attention_s(feats)
+
+    def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9) -> int:
+        """Tokens of KV cache that fit: kv_fraction x (memory - weights - activation
+        reserve of a max_tokens iteration), per device."""
+        ops = build_ops(self.model, self.prec, 1, float(max_tokens), float(max_tokens),
+                        **self._extra["kw"])
+        act = float(activation_peak_bytes(self.model, self.prec, 1, max_tokens, ops))
+        free = (self.memory_bytes - self.weights_bytes - act) * kv_fraction
+        return int(max(free, 0) // self.kv_bytes_per_token)
+
+
+def _sum_time(ops, roof: Roofline, keep) -> np.ndarray:
+    """Per-operator roofline time summed over the kept ops (collectives exposed as in
+    ``phases._prefill``)."""
+    kept = [o for o, k in zip(ops, keep) if k]
+    terms = [(o, *roof.terms(o)) for o in kept]
+    exposed = 1.0
+    if roof.layout.overlap and terms:
+        comm = sum(t[3] for t in terms)
+        gemm = sum(np.maximum(t[1], t[2]) for t in terms if t[0].kind == "matmul")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            exposed = np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
+    total = 0.0
+    for o, c, mem, comm, oh in terms:
+        t, _ = combine(c, mem, comm * exposed, oh)
+        total = total + t
+    return np.asarray(total, dtype=float)
+
+
+def _exact_lstsq(X: np.ndarray, y: np.ndarray, name: str) -> np.ndarray:
+    y = np.broadcast_to(y, X.shape[:1])
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1
+    coef, *_ = np.linalg.lstsq(X / scale, y, rcond=None)
+    coef = coef / scale
+    resid = np.abs(X @ coef - y).max()
+    if resid > 1e-9 * max(np.abs(y).max(), 1e-30) + 1e-18:
+        raise InputError(f"model: the attention operator '{name}' is not linear in the "
+                         "per-row features the simulator uses; cannot simulate this model")
+    return coef
