@@ -110,7 +110,7 @@ def test_concurrent_mode_uses_min_ttft_and_waves(tmp_path):
 
 
 def test_profile_round_trip(tmp_path):
-    prof = Profile("mine", {"hopper-w8": TRUE, "w16": Efficiency(bandwidth=0.9)},
+    prof = Profile("mine", {"hopper-a8": TRUE, "a16": Efficiency(bandwidth=0.9)},
                    Efficiency(compute=0.5), provenance={"data": "x", "rows": 3})
     p = tmp_path / "mine.toml"
     p.write_text(profile_to_toml(prof))

@@ -84,8 +84,16 @@ ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency pro
 
 def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=8,
                   microbatches=None, overlap=False, allreduce="auto", offload_weights=0.0,
-                  offload_kv=0.0, host_bw=None, profile=None) -> dict:
-    """Keyword arguments of ``analyze`` from the shared CLI options."""
+                  offload_kv=0.0, host_bw=None, profile=None, nodes=None) -> dict:
+    """Keyword arguments of ``analyze`` from the shared CLI options.
+
+    ``nodes`` spreads each replica's tp x pp devices over that many nodes (it sets the
+    devices per node, so larger collectives cross the network).
+    """
+    if nodes is not None:
+        if not 1 <= nodes <= tp * pp:
+            raise InputError(f"nodes must be in [1, tp x pp = {tp * pp}], got {nodes}")
+        gpus_per_node = -(-(tp * pp) // nodes)
     layout = Layout(tp=tp, pp=pp, ep=ep, dp=dp, gpus_per_node=gpus_per_node,
                     microbatches=microbatches, overlap=overlap, allreduce=allreduce,
                     offload_weights=offload_weights, offload_kv=offload_kv, host_bw_bytes_s=host_bw)
@@ -118,13 +126,9 @@ def analyze(
     axes = cartesian(batch=parse_grid("batch", batch, hi=1_000_000),
                      input_len=parse_grid("input_len", input_len),
                      output_len=parse_grid("output_len", output_len))
-    if nodes is not None:
-        if not 1 <= nodes <= tp * pp:
-            raise InputError(f"nodes must be in [1, tp x pp = {tp * pp}], got {nodes}")
-        gpus_per_node = -(-(tp * pp) // nodes)
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
                        microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                       profile)
+                       profile, nodes)
     decoding.check_draft_k(draft_k), decoding.check_accept(accept)
     a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                        beams=beams, samples=samples)
@@ -811,13 +815,9 @@ def advise_cmd(
 ) -> None:
     """Name the bottleneck and rank optimization levers by predicted gain."""
     from . import advise as advmod
-    if nodes is not None:
-        if not 1 <= nodes <= tp * pp:
-            raise InputError(f"nodes must be in [1, tp x pp = {tp * pp}], got {nodes}")
-        gpus_per_node = -(-(tp * pp) // nodes)
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
                        microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                       profile)
+                       profile, nodes)
     if top < 0:
         raise InputError(f"top must be >= 0, got {top}")
     dv = devices.strip().lower()
@@ -889,7 +889,7 @@ def bench_cmd(
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (use the probe's).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed generations (medians).")] = 3,
     prof: Annotated[bool, typer.Option("--profile/--no-profile", help="Split measured time by operator class with torch.profiler.")] = True,
-    diagnose: Annotated[bool, typer.Option("--diagnose/--no-diagnose", help="Scaling tests: half width and twice the batch.")] = True,
+    diagnose: Annotated[bool, typer.Option("--diagnose/--no-diagnose", help="Scaling tests: a narrow twin (1/4 width) and twice the batch.")] = True,
     csv_file: Annotated[Optional[str], typer.Option("--csv", help="Append the measured row to a CSV that `validate` reads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: measured_*, predicted_*, ratio_*, shares, diagnosis.")] = False,
 ) -> None:
@@ -915,6 +915,205 @@ def bench_cmd(
         out.print(t)
     if csv_file is not None:
         out.print(f"appended to {csv_file}: `llmroofline validate {csv_file}` re-predicts it")
+
+
+# -- simulate, capacity (issue 9) --------------------------------------------------------------
+ArrivalOpt = Annotated[Optional[str], typer.Option("--arrival", help="poisson, gamma, fixed, offline (all at t=0) or closed (needs --concurrency). Default: poisson with --rate, closed with --concurrency, else offline.")]
+InDistOpt = Annotated[str, typer.Option("--input-dist", help="Prompt lengths: N, fixed:N, uniform:a,b, lognormal:mean,sigma, empirical:FILE.csv[:column].")]
+OutDistOpt = Annotated[str, typer.Option("--output-dist", help="Output lengths (same syntax as --input-dist).")]
+TraceOpt = Annotated[Optional[str], typer.Option("--trace", help="CSV arrival_s,input_len,output_len (replaces --rate and the distributions).")]
+BurstOpt = Annotated[float, typer.Option("--burstiness", help="Gamma arrivals: shape of the gaps (1 = Poisson, < 1 burstier).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same run).")]
+PolicyOpt = Annotated[str, typer.Option("--policy", help="continuous (in-flight batching) or static (batch runs to its longest request).")]
+MaxBatchOpt = Annotated[int, typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs).")]
+MaxTokOpt = Annotated[int, typer.Option("--max-tokens", help="Tokens per iteration (vLLM max_num_batched_tokens).")]
+ChunkOpt = Annotated[bool, typer.Option("--chunked/--no-chunked", help="Chunked prefill.")]
+BlockOpt = Annotated[int, typer.Option("--block-size", help="KV cache tokens per block.")]
+KvFracOpt = Annotated[float, typer.Option("--kv-fraction", help="Share of memory left after weights and activations given to the KV cache.")]
+ReplicasOpt = Annotated[int, typer.Option("--replicas", help="Replicas behind a round-robin router.")]
+
+
+def _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep, gpus_per_node,
+               overlap, allreduce, offload_weights, offload_kv, host_bw, profile, policy,
+               max_batch, max_tokens, chunked, block_size, kv_fraction):
+    from .serving import IterationCost, SchedulerConfig
+    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, 1, gpus_per_node,
+                       None, overlap, allreduce, offload_weights, offload_kv, host_bw, profile)
+    cfg = SchedulerConfig(policy=policy, max_batch=max_batch, max_tokens=max_tokens,
+                          chunked=chunked, block_size=block_size, kv_fraction=kv_fraction)
+    return cfg, IterationCost.of(model, hardware, max_tokens=max_tokens, max_batch=max_batch, **kw)
+
+
+def _pct_row(t: Table, label: str, d: dict, fmt=None) -> None:
+    fmt = fmt or secs
+    t.add_row(label, *(fmt(d[k]) if d[k] is not None else "-" for k in ("mean", "p50", "p90", "p99")))
+
+
+def _print_sim(s: dict, title: str) -> None:
+    out.print(f"[bold]{title}[/]")
+    t = Table(title_justify="left", box=None, header_style="bold")
+    for col in ("", "mean", "p50", "p90", "p99"):
+        t.add_column(col, justify="left" if not col else "right")
+    _pct_row(t, "time to first token", s["ttft_s"])
+    _pct_row(t, "time per output token", s["tpot_s"])
+    _pct_row(t, "inter-token latency", s["itl_s"])
+    _pct_row(t, "end-to-end latency", s["e2e_s"])
+    _pct_row(t, "queueing delay", s["queue_s"])
+    out.print(t)
+    th, slo, kv = s["throughput"], s["slo"], s["kv"]
+    u = Table(show_header=False, box=None)
+    u.add_column(justify="left")
+    u.add_column(justify="right")
+    u.add_row("requests / duration", f"{s['requests']} in {s['duration_s']:.1f} s ({s['iterations']} iterations)")
+    u.add_row("throughput: requests/s", f"{th['requests_s']:.2f}")
+    u.add_row("throughput: input / output tokens/s", f"{th['input_tok_s']:,.0f} / {th['output_tok_s']:,.0f}")
+    if any(slo[k] is not None for k in ("max_ttft_s", "max_tpot_s", "max_e2e_s")):
+        u.add_row("SLO attained / goodput", f"{100 * slo['attained']:.1f} % / {slo['goodput_requests_s']:.2f} req/s")
+    u.add_row("batch: mean / max", f"{s['batch']['mean']:.1f} / {s['batch']['max']}")
+    u.add_row("KV cache: capacity, mean / max use", f"{kv['capacity_tokens']:,} tokens, "
+              f"{100 * kv['mean_used']:.1f} % / {100 * kv['max_used']:.1f} %")
+    u.add_row("busy / preemptions", f"{100 * s['busy']:.1f} % / {s['preemptions']}")
+    out.print(u)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    model: ModelOpt = "meta-llama/Llama-3.1-8B",
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file.")] = "h100-sxm",
+    rate: Annotated[Optional[float], typer.Option("--rate", "-r", help="Requests per second (open loop).")] = None,
+    requests: Annotated[int, typer.Option("--requests", "-n", help="Number of requests.")] = 1000,
+    input_dist: InDistOpt = "lognormal:1024,0.6", output_dist: OutDistOpt = "lognormal:256,0.8",
+    trace: TraceOpt = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Closed loop: N clients, each sending its next request when the previous one finishes.")] = None,
+    arrival: ArrivalOpt = None, burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
+    policy: PolicyOpt = "continuous", max_batch: MaxBatchOpt = 256, max_tokens: MaxTokOpt = 8192,
+    chunked: ChunkOpt = True, block_size: BlockOpt = 16, kv_fraction: KvFracOpt = 0.9,
+    replicas: ReplicasOpt = 1,
+    max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="SLO for goodput: TTFT limit (1s, 500ms).")] = None,
+    max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="SLO for goodput: TPOT limit (50ms).")] = None,
+    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
+    flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1,
+    gpus_per_node: NodeOpt = 8, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
+    offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
+    profile: ProfileOpt = "default",
+    csv_out: Annotated[Optional[str], typer.Option("--csv", help="Write per-request results to this CSV.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
+    from .serving import make_workload, simulate
+    cfg, cost = _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep,
+                           gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
+                           host_bw, profile, policy, max_batch, max_tokens, chunked, block_size,
+                           kv_fraction)
+    wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
+                       output_dist=output_dist, trace=trace, concurrency=concurrency,
+                       burstiness=burstiness, seed=seed,
+                       max_context=cost.model.max_position_embeddings)
+    r = simulate(workload=wl, config=cfg, replicas=replicas, cost=cost)
+    s = r.summary(_parse_seconds("max_ttft", max_ttft), _parse_seconds("max_tpot", max_tpot))
+    s["workload"] = {"arrival": wl.arrival, "rate": rate, "concurrency": concurrency,
+                     "input_dist": None if trace else input_dist,
+                     "output_dist": None if trace else output_dist, "trace": trace,
+                     "seed": seed, "mean_input_len": float(wl.input_len.mean()),
+                     "mean_output_len": float(wl.output_len.mean())}
+    s["config"] = {"model": cost.model.name, "hardware": cost.roof.hw.id, "tp": tp,
+                   "replicas": replicas, "policy": policy, "max_batch": max_batch,
+                   "max_tokens": max_tokens, "chunked": chunked, "block_size": block_size,
+                   "kv_fraction": kv_fraction, "profile": profile}
+    if csv_out:
+        r.to_csv(csv_out)
+    for note in r.notes:
+        err.print(f"[yellow]note:[/] {note}")
+    if as_json:
+        print(json.dumps(s, indent=1))
+        return
+    where = cost.roof.hw.id if tp == 1 else f"{tp} x {cost.roof.hw.id}"
+    load = (f"{rate:g} req/s {wl.arrival}" if rate else f"{concurrency} clients (closed loop)"
+            if concurrency else "trace" if trace else "all at once (offline)")
+    _print_sim(s, f"{cost.model.name} on {where}"
+               + (f" x {replicas} replicas" if replicas > 1 else "")
+               + f", {policy} batching, {load}, mean input {wl.input_len.mean():.0f} / "
+               f"output {wl.output_len.mean():.0f} tokens")
+
+
+@app.command("capacity")
+def capacity_cmd(
+    model: ModelOpt = "meta-llama/Llama-3.1-8B",
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file.")] = "h100-sxm",
+    max_ttft_p99: Annotated[Optional[str], typer.Option("--max-ttft-p99", help="Limit on the TTFT percentile (1s, 500ms).")] = None,
+    max_tpot_p99: Annotated[Optional[str], typer.Option("--max-tpot-p99", help="Limit on the TPOT percentile (50ms).")] = None,
+    max_e2e_p99: Annotated[Optional[str], typer.Option("--max-e2e-p99", help="Limit on the end-to-end latency percentile.")] = None,
+    percentile: Annotated[float, typer.Option("--percentile", help="Which percentile the limits apply to.")] = 99.0,
+    requests: Annotated[int, typer.Option("--requests", "-n", help="Requests per trial.")] = 2000,
+    input_dist: InDistOpt = "lognormal:1024,0.6", output_dist: OutDistOpt = "lognormal:256,0.8",
+    trace: TraceOpt = None,
+    arrival: Annotated[str, typer.Option("--arrival", help="poisson, gamma or fixed.")] = "poisson",
+    burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
+    policy: PolicyOpt = "continuous", max_batch: MaxBatchOpt = 256, max_tokens: MaxTokOpt = 8192,
+    chunked: ChunkOpt = True, block_size: BlockOpt = 16, kv_fraction: KvFracOpt = 0.9,
+    replicas: ReplicasOpt = 1,
+    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
+    flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1,
+    gpus_per_node: NodeOpt = 8, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
+    offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
+    profile: ProfileOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result and every trial as JSON.")] = False,
+) -> None:
+    """Highest request rate meeting latency SLOs (bisection over the rate)."""
+    from .serving import capacity
+    slo = dict(max_ttft_s=_parse_seconds("max_ttft_p99", max_ttft_p99),
+               max_tpot_s=_parse_seconds("max_tpot_p99", max_tpot_p99),
+               max_e2e_s=_parse_seconds("max_e2e_p99", max_e2e_p99))
+    cfg, cost = _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep,
+                           gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
+                           host_bw, profile, policy, max_batch, max_tokens, chunked, block_size,
+                           kv_fraction)
+    c = capacity(max_ttft_s=slo["max_ttft_s"], max_tpot_s=slo["max_tpot_s"],
+                 max_e2e_s=slo["max_e2e_s"], percentile=percentile, requests=requests,
+                 input_dist=input_dist, output_dist=output_dist, trace=trace, seed=seed,
+                 arrival=arrival, burstiness=burstiness, config=cfg, replicas=replicas, cost=cost)
+    d = c.to_dict(**slo)
+    if as_json:
+        print(json.dumps(d, indent=1))
+        return
+    lim = ", ".join(f"{k[4:-2]} p{percentile:g} <= {secs(v)}" for k, v in slo.items() if v is not None)
+    where = cost.roof.hw.id if tp == 1 else f"{tp} x {cost.roof.hw.id}"
+    out.print(f"[bold]{cost.model.name} on {where}[/]" + (f" x {replicas}" if replicas > 1 else "")
+              + f": highest rate with {lim}: [bold]{c.rate:.2f} req/s[/] "
+              f"(offline saturation {c.saturation_rate:.2f} req/s; {len(c.trials)} trials of "
+              f"{requests} requests)")
+    t = Table(box=None, header_style="bold")
+    for col in ("rate req/s", "meets", f"TTFT p{percentile:g}", f"TPOT p{percentile:g}", f"e2e p{percentile:g}"):
+        t.add_column(col, justify="right")
+    for tr in sorted(c.trials, key=lambda x: x["rate"]):
+        v = list(tr.values())
+        t.add_row(f"{tr['rate']:.2f}", "yes" if tr["ok"] else "[red]no[/]", secs(v[2]), secs(v[3]), secs(v[4]))
+    out.print(t)
+    if c.result is not None:
+        _print_sim(d["at_capacity"], f"At {c.rate:.2f} req/s")
+
+
+# -- serve (issue 7) ----------------------------------------------------------------------------
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default; the API has no authentication).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+) -> None:
+    """Web page and HTTP JSON API on http://HOST:PORT/ (needs the web extra)."""
+    from rich.markup import escape
+
+    from . import web
+    try:
+        web.require()
+    except InputError as e:  # main() prints rich markup: keep the hint's "[web]" literal
+        raise InputError(escape(str(e))) from None
+    web.check_listen(host, port)
+    if not web.is_loopback(host):
+        err.print(f"[yellow]warning:[/] listening on {host}, not a loopback address: anyone who "
+                  "can reach it can use the API (it has no authentication)")
+    err.print(f"llmroofline: http://{host if ':' not in host else f'[{host}]'}:{port}/  "
+              f"(API schema: /openapi.json; Ctrl+C stops)")
+    web.serve(host, port)
 
 
 def main(argv: list[str] | None = None) -> int:

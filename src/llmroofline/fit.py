@@ -99,8 +99,8 @@ def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
 def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str = "calibrated",
               source: str = "", per_family: bool = True,
               prior_weight: float = PRIOR_WEIGHT) -> tuple[Profile, dict]:
-    """Fit a profile: an :class:`Efficiency` per (family, weight bits), per weight bits, per
-    family, and a fallback on all rows (see :class:`Profile` for the lookup order)."""
+    """Fit a profile: an :class:`Efficiency` per (family, activation bits), per activation
+    bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup)."""
     if not rows:
         raise InputError("calibrate: the measurement file has no rows")
     fallback, stats_all = fit_efficiency(rows, params, prior_weight=prior_weight)
@@ -109,7 +109,7 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     if per_family:
         groups: dict[str, list[Row]] = {}
         for r in rows:
-            fam, w = _family(r.hardware), f"w{DTYPE_BITS[r.weight_dtype]}"
+            fam, w = _family(r.hardware), f"a{DTYPE_BITS[r.act_dtype]}"
             if fam != "unknown":
                 groups.setdefault(f"{fam}-{w}", []).append(r)
                 groups.setdefault(fam, []).append(r)

@@ -398,7 +398,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
                      "but output quality past the context is not guaranteed")
     B, I, O = np.broadcast_arrays(B, I, O)
     prof = load_profile(profile)
-    eff = resolve_efficiency(hw.efficiency, hw.family, prof, prec.wbits)
+    eff = resolve_efficiency(hw.efficiency, hw.family, prof, prec.abits)
     roof = Roofline.of(hw, prec, lay, eff)
     micro = np.minimum(lay.num_microbatches, B) if lay.pp > 1 else np.ones_like(B)
     b = B / micro

@@ -16,11 +16,13 @@ launch overhead, plus the step and prefill overheads, to ``framework``.
 Diagnosis from first principles (:func:`diagnose`): scale the work and see whether the time
 follows.
 
-- *width test*: the same config at half width (``shrink_config(scale=0.5)``: half the heads,
-  hidden and MLP, same head_dim and depth). Its matmul/attention/elementwise work is
-  ``R_w`` times smaller (the engine's roofline time ratio without overheads, ~4 for the
-  layers, ~2 for the vocabulary projection). The width elasticity
-  ``e_w = log(t / t_half) / log(R_w)`` is ~1 when time is work, ~0 when it is overhead.
+- *width test*: the same config at a quarter of the width (``shrink_config(scale=0.25)``:
+  fewer heads, narrower hidden and MLP, same head_dim and depth; half when the grouped-query
+  heads allow no less). Its matmul/attention/elementwise work is ``R_w`` times smaller (the
+  engine's roofline time ratio without overheads: ~16 for the layers, ~4 for the
+  vocabulary projection). The width elasticity ``e_w = log(t / t_narrow) / log(R_w)`` is
+  ~1 when time is work, ~0 when it is overhead. A large ``R_w`` keeps the test meaningful
+  when narrow kernels run less efficiently (CPU GEMVs with a short inner dimension do).
 - *token test*: twice the batch on the same model: FLOPs double, weight traffic does not.
   ``e_t = log2(t_2B / t)`` is ~1 when compute-bound, ~0 when weight-bandwidth-bound.
 - verdict: ``overhead`` if ``e_w < 0.5``; else ``compute`` if ``e_t >= 0.5``; else
@@ -54,6 +56,7 @@ ENGINE_CLASS = {"matmul": "matmul", "attention": "attention", "norm": "elementwi
 RATIO_NAMES = {"ttft_s": "ttft", "tpot_s": "tpot", "e2e_s": "e2e", "throughput_tok_s": "throughput"}
 OVERHEAD_ELASTICITY = 0.5   # e_w below: time does not follow the work
 COMPUTE_ELASTICITY = 0.5    # e_t at or above: time follows the FLOPs
+DIAGNOSE_WIDTH = 0.25       # narrow twin: a quarter of the width where the heads allow
 
 
 def raw_config(model: str) -> tuple[dict, str]:
@@ -135,10 +138,11 @@ class Diagnosis:
     token_elasticity: float      # e_t
     width_work_ratio: float      # R_w
     time_s: float
-    half_width_time_s: float
+    narrow_time_s: float
     double_batch_time_s: float
     engine_verdict: str = ""
     engine_regime_shares: dict = field(default_factory=dict)
+    width: float = 0.5           # hidden size of the narrow twin / as run
 
 
 @dataclass
@@ -205,7 +209,7 @@ def bench(model: str | dict, *, device: str = "cpu", dtype: str = "bf16", batch:
     ``hardware``: a device file from ``probe`` (or a catalog id); ``None`` runs a quick
     probe first with the same threads and dtype. ``phases``: which phases to time
     (``("prefill",)`` skips the decode loop). ``diagnose_phases``: phases to run the
-    scaling tests for (each builds a half-width twin and runs twice the batch).
+    scaling tests for (each builds a narrow twin and runs twice the batch).
     """
     from ..probe.timing import check_device, check_threads, require_torch, torch_threads
     require_torch(transformers=True)
@@ -273,7 +277,7 @@ def bench(model: str | dict, *, device: str = "cpu", dtype: str = "bf16", batch:
         for p in diagnose_phases:
             if p not in phases:
                 continue
-            say(f"diagnosing {p} (half width, twice the batch)")
+            say(f"diagnosing {p} (narrow twin, twice the batch)")
             res.diagnosis[p] = diagnose(mdl, cfg, spec, hw, p, res, prec, attn=impl)
     return res
 
@@ -319,40 +323,49 @@ def _available_bytes(device: str) -> float:
 
 
 def diagnose(mdl, cfg: dict, spec, hw: HardwareSpec, phase: str, res: BenchResult,
-             prec: Precision, attn: str = "sdpa", steps: int = 8) -> Diagnosis:
-    """Width and token scaling tests of one phase (module docstring)."""
+             prec: Precision, attn: str = "sdpa", steps: int = 8,
+             width: float = DIAGNOSE_WIDTH) -> Diagnosis:
+    """Width and token scaling tests of one phase (module docstring).
+
+    The three variants (as run, narrow, twice the batch) are timed in turns within each
+    repeat, so a neighbour that slows the shared machine for a few seconds slows all three
+    alike instead of faking a scaling.
+    """
+    from ..probe.timing import median
     flash = attn == "sdpa"
     B, I, O = res.batch, res.input_len, res.output_len
-    reps = res.repeats
     n = min(steps, O - 1) if phase == "decode" else 0
-
-    def measure(model, batch) -> float:
-        g = Generator(model, batch, I, max(O, 2) if phase == "decode" else O, res.device)
-        t = time_generation(g, repeats=reps, warmup=1, steps=n)
-        return t.tpot_s if phase == "decode" else t.ttft_s
-
-    base = measure(mdl, B)
-    dbl = measure(mdl, 2 * B)
-    half_cfg = shrink_config(cfg, scale=0.5)
-    half_spec = from_hf_config(half_cfg, name="half")
+    out_len = O if phase == "decode" else 1
+    narrow_cfg = shrink_config(cfg, scale=width)
+    narrow_spec = from_hf_config(narrow_cfg, name="narrow")
     kw = dict(quant=prec, flash=flash)
     a_full = analyze(spec, hw, B, I, O, **kw)
-    a_half = analyze(half_spec, hw, B, I, O, **kw)
-    r_w = work_s(a_full, phase) / max(work_s(a_half, phase), 1e-30)
-    if half_spec.hidden_size < spec.hidden_size:
-        half = build_model(half_cfg, res.dtype, res.device, attn)
-        t_half = measure(half, B)
-        del half
-        e_w = math.log(base / t_half) / math.log(r_w) if r_w > 1 else float("nan")
-    else:  # one head: cannot halve; fall back on the token test alone
-        t_half, e_w = float("nan"), float("nan")
+    a_narrow = analyze(narrow_spec, hw, B, I, O, **kw)
+    r_w = work_s(a_full, phase) / max(work_s(a_narrow, phase), 1e-30)
+    gens = {"base": Generator(mdl, B, I, out_len, res.device),
+            "double": Generator(mdl, 2 * B, I, out_len, res.device)}
+    if narrow_spec.hidden_size < spec.hidden_size:
+        gens["narrow"] = Generator(build_model(narrow_cfg, res.dtype, res.device, attn),
+                                   B, I, out_len, res.device)
+    samples: dict[str, list[float]] = {k: [] for k in gens}
+    for g in gens.values():                       # warm-up
+        g.generation(steps=min(n, 2))
+    for _ in range(max(res.repeats, 3)):
+        for k, g in gens.items():
+            pre, times = g.generation(steps=n)
+            samples[k].append(sum(times) / len(times) if phase == "decode" else pre)
+    t = {k: median(v) for k, v in samples.items()}
+    base, dbl = t["base"], t["double"]
+    t_narrow = t.get("narrow", float("nan"))
+    e_w = math.log(base / t_narrow) / math.log(r_w) if "narrow" in t and r_w > 1 else float("nan")
     e_t = math.log2(dbl / base)
     if not math.isnan(e_w) and e_w < OVERHEAD_ELASTICITY:
         verdict = "overhead"
     else:
         verdict = "compute" if e_t >= COMPUTE_ELASTICITY else "memory"
     ev, shares = engine_regime(a_full, phase)
-    return Diagnosis(phase, verdict, e_w, e_t, r_w, base, t_half, dbl, ev, shares)
+    return Diagnosis(phase, verdict, e_w, e_t, r_w, base, t_narrow, dbl, ev, shares,
+                     width=narrow_spec.hidden_size / spec.hidden_size)
 
 
 # -- CSV for validate -----------------------------------------------------------------------

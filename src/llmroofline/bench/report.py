@@ -61,18 +61,19 @@ def tables(r: BenchResult) -> list:
     if r.diagnosis:
         d = Table(title="Diagnosis: scale the work and see whether the time follows",
                   title_justify="left",
-                  caption="e_w = log(time / half-width time) / log(work ratio): ~1 time is work, "
+                  caption="e_w = log(time / narrow-twin time) / log(work ratio): ~1 time is work, "
                           "~0 overhead (< 0.5: overhead-bound). e_t = log2(time at 2x batch / "
                           "time): ~1 compute, ~0 weight bandwidth (>= 0.5: compute-bound).",
                   caption_justify="left")
-        for col in ("phase", "measured verdict", "half width", "e_w", "2x batch", "e_t",
+        for col in ("phase", "measured verdict", "narrow twin", "e_w", "2x batch", "e_t",
                     "engine verdict"):
             d.add_column(col, justify="left" if col in ("phase", "measured verdict",
                                                         "engine verdict") else "right")
         for ph, g in r.diagnosis.items():
             share = g.engine_regime_shares.get(g.engine_verdict, 0.0)
             d.add_row(ph, f"[bold]{g.verdict}[/]",
-                      f"{_t(g.time_s)} -> {_t(g.half_width_time_s)} (work / {g.width_work_ratio:.2f})",
+                      f"{_t(g.time_s)} -> {_t(g.narrow_time_s)} (width x{g.width:.2g}, "
+                      f"work / {g.width_work_ratio:.1f})",
                       "-" if math.isnan(g.width_elasticity) else f"{g.width_elasticity:.2f}",
                       f"{_t(g.time_s)} -> {_t(g.double_batch_time_s)}",
                       f"{g.token_elasticity:.2f}", f"{g.engine_verdict} ({share:.0%} of time)")

@@ -5,8 +5,8 @@ The fits use the engine's own cost formulas (``cost.py``), so a device file writ
 
 - GEMM of M token rows, ``F`` FLOPs and ``Q`` bytes (weights + activations):
   ``t = max(F / (peak x compute x M / (M + gemm_half_rows)), Q / (mem_bw x bandwidth))``.
-  :func:`fit_gemm` finds ``compute``, ``gemm_half_rows`` and ``bandwidth`` minimizing the
-  squared log error over the measured M-curve and the large square GEMMs.
+  :func:`fit_gemm` takes ``bandwidth`` from the GEMV-like points and fits ``compute`` and
+  ``gemm_half_rows`` to the whole M-curve and the large square GEMMs.
 - Framework overhead: a forward step of a tiny model (all work negligible) with ``n``
   layers takes ``a + b x n``. The engine charges ``step_overhead + launches(n) x
   launch_overhead``, where ``launches(n) = fixed + per_layer x n`` is the number of
@@ -32,32 +32,50 @@ def gemm_model_s(rows, flops, bytes_, peak_flops_s, mem_bytes_s, compute, half_r
     return np.maximum(comp, mem)
 
 
-def fit_gemm(rows, flops, bytes_, time_s, peak_flops_s: float, mem_bytes_s: float) -> dict:
-    """Least-squares fit (log time) of ``compute``, ``gemm_half_rows``, ``bandwidth``.
+def fit_gemm(rows, flops, bytes_, time_s, peak_flops_s: float, mem_bytes_s: float,
+             memory_bound_below: float = 0.25) -> dict:
+    """Fit ``bandwidth``, then ``compute`` and ``gemm_half_rows`` (log-time least squares).
 
-    Each in its allowed range: compute and bandwidth in [0.01, 1], half rows in [0, 1e5].
-    Several starting points guard against the kinks of ``max``.
+    1. ``bandwidth``: the median achieved ``bytes / time / mem_bw`` of the points that
+       are surely memory-bound: arithmetic intensity ``F / Q`` below ``memory_bound_below``
+       x the ridge point ``peak / mem_bw`` (the GEMV-like decode shapes; at least the
+       smallest M). Capped at 1.
+    2. ``compute`` in [0.01, 1] and ``gemm_half_rows`` >= 0 minimizing the squared log error
+       over all points, *subject to* those points staying memory-bound in the engine
+       (``compute_s <= memory_s``). Without the constraint the hyperbola ``M / (M + m)``
+       can also mimic the flat small-M part of the curve with a large ``m``; the fit would be
+       as close but the engine would then label a batch-1 decode "compute-bound".
     """
     from scipy.optimize import least_squares
     rows, flops, bytes_, t = (np.asarray(v, dtype=float) for v in (rows, flops, bytes_, time_s))
     logt = np.log(t)
+    ridge = peak_flops_s / mem_bytes_s
+    mem_pts = flops / bytes_ < memory_bound_below * ridge
+    if not mem_pts.any():
+        mem_pts = rows == rows.min()
+    bw = float(np.clip(np.median(bytes_[mem_pts] / t[mem_pts]) / mem_bytes_s, 0.01, 1.0))
+    fm, bm, mm = flops[mem_pts], bytes_[mem_pts], rows[mem_pts]
+
+    def half_rows(c, frac):
+        # compute_s <= memory_s at every memory-bound point <=> m <= M (Q P c / (F BW b) - 1)
+        hmax = float(np.min(mm * (bm * peak_flops_s * c / (fm * mem_bytes_s * bw) - 1)))
+        return max(hmax, 0.0) * frac
 
     def resid(p):
-        c, h, b = p
-        return np.log(gemm_model_s(rows, flops, bytes_, peak_flops_s, mem_bytes_s, c, h, b)) - logt
+        c, frac = p
+        return np.log(gemm_model_s(rows, flops, bytes_, peak_flops_s, mem_bytes_s, c,
+                                   half_rows(c, frac), bw)) - logt
 
-    # Bandwidth start: the best achieved bandwidth among the memory-bound-looking points.
-    b0 = float(np.clip(np.max(bytes_ / t) / mem_bytes_s, 0.02, 1.0))
     c0 = float(np.clip(np.max(flops / t) / peak_flops_s, 0.02, 1.0))
     best = None
-    for h0 in (0.0, 4.0, 32.0, 256.0, 2048.0):
-        r = least_squares(resid, x0=[c0, h0, b0], bounds=([0.01, 0.0, 0.01], [1.0, 1e5, 1.0]),
-                          x_scale=[0.1, max(h0, 8.0), 0.1], method="trf")
+    for f0 in (0.05, 0.3, 0.7, 0.99):
+        r = least_squares(resid, x0=[c0, f0], bounds=([0.01, 0.0], [1.0, 1.0]), method="trf")
         if best is None or r.cost < best.cost:
             best = r
-    c, h, b = (float(v) for v in best.x)
+    c, frac = (float(v) for v in best.x)
     err = resid(best.x)
-    return {"compute": c, "gemm_half_rows": h, "bandwidth": b,
+    return {"compute": c, "gemm_half_rows": half_rows(c, frac), "bandwidth": bw,
+            "memory_bound_points": int(mem_pts.sum()),
             "rms_log_error": float(np.sqrt(np.mean(err ** 2))),
             "max_abs_error": float(np.max(np.abs(np.expm1(err))))}
 

@@ -149,7 +149,9 @@ class IterationCost:
         return cls(m, roof, prec, lay, flash, token_table, row_table, windows,
                    np.array(coef_c).reshape(len(attn_ops), -1),
                    np.array(coef_m).reshape(len(attn_ops), -1), np.array(oh),
-                   eff.step_overhead_s, eff.prefill_overhead_s, kv_tok,
+                   # as phases._step_row: a numerically zero fitted overhead is dropped
+                   eff.step_overhead_s if eff.step_overhead_s > 1e-9 else 0.0,
+                   eff.prefill_overhead_s, kv_tok,
                    weight_bytes_total(m, prec, lay) * (1 - lay.offload_weights),
                    hw.memory_bytes, {"kw": kw, "classes": (attn, row), "big": {}})
 
@@ -205,7 +207,10 @@ class IterationCost:
         if prefill is None:
             prefill = bool(np.any(q > 1))
         t = self.token_s(q.sum()) + self.row_s(q.size) + float(self.attention_s(self.feature_sums(q, L)))
-        return t + self.step_overhead_s + (self.prefill_overhead_s if prefill else 0.0)
+        if prefill:
+            extra = self.step_overhead_s + self.prefill_overhead_s
+            return t + (extra if extra > 1e-9 else 0.0)
+        return t + self.step_overhead_s
 
     def decode_run(self, L0: np.ndarray, k: int) -> np.ndarray:
         """Seconds of ``k`` consecutive pure-decode iterations of the rows whose first

@@ -132,10 +132,12 @@ def efficiency_to_dict(e: Efficiency) -> dict[str, float]:
 class Profile:
     """Efficiency per device family and weight precision, with fallbacks.
 
-    Keys of ``families``: ``"<family>-w<bits>"`` (e.g. ``hopper-w8``), ``"w<bits>"`` (any
-    family at that weight width), or ``"<family>"``. Lookup takes the first present of
-    ``family-wN``, ``wN``, ``family``, then ``fallback``: kernels for a weight format behave
-    alike across generations more than one generation behaves alike across formats.
+    Keys of ``families``: ``"<family>-a<bits>"`` (e.g. ``hopper-a8``: FP8/INT8 matmuls),
+    ``"a<bits>"`` (any family computing at that activation width), or ``"<family>"``.
+    Lookup takes the first present of ``family-aN``, ``aN``, ``family``, then ``fallback``:
+    kernels of one compute format behave alike across GPU generations more than one
+    generation behaves alike across formats. Weight-only quantization (W4A16, W8A16) runs
+    16-bit kernels that stream narrower weights, so it looks up ``a16``.
     """
 
     name: str
@@ -143,12 +145,12 @@ class Profile:
     fallback: Efficiency = field(default_factory=Efficiency)
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def lookup_keys(self, family: str, wbits: int | None = None) -> list[str]:
-        keys = [f"{family}-w{wbits}", f"w{wbits}"] if wbits else []
+    def lookup_keys(self, family: str, abits: int | None = None) -> list[str]:
+        keys = [f"{family}-a{abits}", f"a{abits}"] if abits else []
         return keys + [family]
 
-    def for_family(self, family: str, wbits: int | None = None) -> Efficiency:
-        for k in self.lookup_keys(family, wbits):
+    def for_family(self, family: str, abits: int | None = None) -> Efficiency:
+        for k in self.lookup_keys(family, abits):
             if k in self.families:
                 return self.families[k]
         return self.fallback
@@ -223,7 +225,7 @@ def load_profile(name_or_path: str | os.PathLike | Profile | None = None) -> Pro
 
 
 def resolve_efficiency(hw_efficiency: Efficiency, family: str, profile: Profile,
-                       wbits: int | None = None) -> Efficiency:
+                       abits: int | None = None) -> Efficiency:
     """The efficiency to use: a device file's own block wins over the profile's family.
 
     A device file with an explicit ``[efficiency]`` block (e.g. written by ``probe``)
@@ -234,6 +236,6 @@ def resolve_efficiency(hw_efficiency: Efficiency, family: str, profile: Profile,
         return Efficiency()
     if not hw_efficiency.is_ideal:
         return hw_efficiency
-    return profile.for_family(family, wbits)
+    return profile.for_family(family, abits)
 
 

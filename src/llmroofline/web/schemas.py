@@ -85,7 +85,7 @@ def check_config(cfg: dict) -> dict:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class ModelFields(_Body):

@@ -1,0 +1,53 @@
+"""Offline mode against published max-throughput measurements.
+
+Each row of ``data/measured/serving_calibration.csv`` (TensorRT-LLM v0.10 in-flight
+batching, ``gptManagerBenchmark --request_rate -1``: 2000 requests queued at once, fixed
+input/output lengths, chunked context, ``kv_cache_free_gpu_mem_fraction 0.9``) is
+simulated with the same setup: 2000 requests at t = 0, continuous batching with chunked
+prefill, ``max_batch`` 2048, 8192 tokens per iteration, 64-token KV blocks, 90 % of the
+free memory for the KV cache, the default profile. The error is predicted / measured - 1.
+Nothing here is tuned to these rows.
+"""
+
+from __future__ import annotations
+
+import csv
+from importlib import resources
+
+import numpy as np
+
+from ..parallel import Layout
+from .cost import IterationCost
+from .sim import SchedulerConfig, simulate
+from .workload import Workload
+
+TRTLLM_CONFIG = SchedulerConfig(max_batch=2048, max_tokens=8192, chunked=True, block_size=64,
+                                kv_fraction=0.9)
+
+
+def shipped_serving_rows() -> list[dict]:
+    path = resources.files("llmroofline") / "data" / "measured" / "serving_calibration.csv"
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def offline_comparison(rows: list[dict] | None = None, requests: int = 2000,
+                       config: SchedulerConfig = TRTLLM_CONFIG, profile=None) -> list[dict]:
+    """Simulated offline output throughput vs each measured row."""
+    out = []
+    for r in rows if rows is not None else shipped_serving_rows():
+        tp = int(r["tp"])
+        cost = IterationCost.of(r["model"], r["hardware"], quant=r["weight_dtype"],
+                                layout=Layout(tp=tp), profile=profile,
+                                max_tokens=config.max_tokens, max_batch=512)
+        I, O = int(r["input_len"]), int(r["output_len"])
+        wl = Workload(np.zeros(requests), np.full(requests, I), np.full(requests, O), "offline")
+        res = simulate(workload=wl, config=config, cost=cost)
+        pred = float(res.output_len.sum() / res.makespan_s)
+        meas = float(r["throughput_tok_s"])
+        out.append({"id": r["id"], "model": r["model"], "hardware": r["hardware"], "tp": tp,
+                    "input_len": I, "output_len": O, "measured_tok_s": meas,
+                    "predicted_tok_s": pred, "error": pred / meas - 1,
+                    "mean_batch": res.summary()["batch"]["mean"],
+                    "preemptions": int(res.preemptions.sum())})
+    return out
