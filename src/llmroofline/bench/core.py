@@ -48,7 +48,7 @@ from ..specs.hardware import HardwareSpec, load_hardware
 from ..specs.model import from_hf_config
 from ..specs.precision import Precision
 from .model import DTYPES, build_model, describe, model_weight_bytes, shrink_config
-from .run import CLASSES, Generator, profile_shares, time_generation
+from .run import CLASSES, Generator, Timings, profile_shares, time_generation
 
 PHASES = ("prefill", "decode")
 ENGINE_CLASS = {"matmul": "matmul", "attention": "attention", "norm": "elementwise",
@@ -331,7 +331,6 @@ def diagnose(mdl, cfg: dict, spec, hw: HardwareSpec, phase: str, res: BenchResul
     repeat, so a neighbour that slows the shared machine for a few seconds slows all three
     alike instead of faking a scaling.
     """
-    from ..probe.timing import median
     flash = attn == "sdpa"
     B, I, O = res.batch, res.input_len, res.output_len
     n = min(steps, O - 1) if phase == "decode" else 0
@@ -347,14 +346,17 @@ def diagnose(mdl, cfg: dict, spec, hw: HardwareSpec, phase: str, res: BenchResul
     if narrow_spec.hidden_size < spec.hidden_size:
         gens["narrow"] = Generator(build_model(narrow_cfg, res.dtype, res.device, attn),
                                    B, I, out_len, res.device)
-    samples: dict[str, list[float]] = {k: [] for k in gens}
+    samples = {k: Timings() for k in gens}
     for g in gens.values():                       # warm-up
         g.generation(steps=min(n, 2))
     for _ in range(max(res.repeats, 3)):
         for k, g in gens.items():
             pre, times = g.generation(steps=n)
-            samples[k].append(sum(times) / len(times) if phase == "decode" else pre)
-    t = {k: median(v) for k, v in samples.items()}
+            samples[k].prefill_s.append(pre)
+            if times:
+                samples[k].step_s.append(times)
+                samples[k].steps = len(times)
+    t = {k: (v.tpot_s if phase == "decode" else v.ttft_s) for k, v in samples.items()}
     base, dbl = t["base"], t["double"]
     t_narrow = t.get("narrow", float("nan"))
     e_w = math.log(base / t_narrow) / math.log(r_w) if "narrow" in t and r_w > 1 else float("nan")

@@ -35,10 +35,15 @@ CLASSES = ("matmul", "attention", "elementwise", "framework")
 
 @dataclass
 class Timings:
-    """Samples of one workload: prefill seconds and the mean decode step of each repeat."""
+    """Samples of one workload: prefill seconds per repeat, decode step seconds per repeat.
+
+    ``tpot_s`` is the mean over step positions of each position's median over repeats:
+    the mean keeps the definition (the KV length grows along the steps), the median per
+    position drops steps a neighbour on a shared machine preempted.
+    """
 
     prefill_s: list[float] = field(default_factory=list)
-    step_s: list[float] = field(default_factory=list)       # mean step of each generation
+    step_s: list[list[float]] = field(default_factory=list)   # [repeat][step]
     steps: int = 0
 
     @property
@@ -47,7 +52,9 @@ class Timings:
 
     @property
     def tpot_s(self) -> float:
-        return median(self.step_s) if self.step_s else float("nan")
+        if not self.steps:
+            return float("nan")
+        return sum(median(col) for col in zip(*self.step_s)) / self.steps
 
 
 class Generator:
@@ -102,7 +109,7 @@ def time_generation(gen: Generator, repeats: int = 3, warmup: int = 1,
         pre, times = gen.generation(steps)
         t.prefill_s.append(pre)
         if times:
-            t.step_s.append(sum(times) / len(times))
+            t.step_s.append(times)
             t.steps = len(times)
     return t
 

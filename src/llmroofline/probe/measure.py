@@ -44,7 +44,7 @@ DTYPES = ("bf16", "fp16", "fp32")
 SIZES = {
     "quick": dict(pool_mb=384, squares=(1024, 2048), rows=(1, 4, 16, 64, 256), repeats=3,
                   dispatch_calls=300, attn_batch=2, attn_kv=(1024, 4096), attn_prefill=(512, 1024),
-                  tiny_layers=(1, 4), tiny_steps=16),
+                  tiny_layers=(1, 2, 4), tiny_steps=16),
     "full": dict(pool_mb=1024, squares=(1024, 2048, 4096), rows=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                  repeats=5, dispatch_calls=2000, attn_batch=4, attn_kv=(512, 2048, 8192),
                  attn_prefill=(512, 1024, 2048), tiny_layers=(1, 2, 4, 8), tiny_steps=16),

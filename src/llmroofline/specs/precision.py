@@ -48,7 +48,13 @@ class Precision:
 
     @property
     def act_bytes(self) -> float:
-        return self.abits / 8
+        """Bytes per activation element between operators and in collectives.
+
+        W8A8 and FP4 engines quantize a GEMM's input inside the kernel before it and keep
+        the residual stream, norms and all-reduces in 16 bits, so activations are stored
+        at max(abits, 16) bits; ``abits`` selects the matmul dtype.
+        """
+        return max(self.abits, 16) / 8
 
     @property
     def kv_bytes(self) -> float:
