@@ -14,6 +14,7 @@ try:  # newer typer (0.29) vendors click as typer._click and raises its exceptio
 except ImportError:  # older typer runs on click itself
     from click import exceptions as click_exc
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import decoding, phases, report
@@ -1100,13 +1101,8 @@ def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
 ) -> None:
     """Web page and HTTP JSON API on http://HOST:PORT/ (needs the web extra)."""
-    from rich.markup import escape
-
     from . import web
-    try:
-        web.require()
-    except InputError as e:  # main() prints rich markup: keep the hint's "[web]" literal
-        raise InputError(escape(str(e))) from None
+    web.require()
     web.check_listen(host, port)
     if not web.is_loopback(host):
         err.print(f"[yellow]warning:[/] listening on {host}, not a loopback address: anyone who "
@@ -1116,26 +1112,29 @@ def serve_cmd(
     web.serve(host, port)
 
 
+def _error(msg: str) -> int:
+    """One line on stderr; the message is printed literally (it may contain brackets)."""
+    err.print("[red]error:[/] " + escape(msg.replace("\n", " ")), highlight=False, soft_wrap=True)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit status 2."""
     cmd = typer.main.get_command(app)
     try:
-        cmd.main(args=argv, prog_name="llmroofline", standalone_mode=False)
+        rc = cmd.main(args=argv, prog_name="llmroofline", standalone_mode=False)
     except InputError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
-        return 2
+        return _error(str(e))
     except click_exc.NoArgsIsHelpError as e:
         e.show()
         return 0
     except click_exc.UsageError as e:
-        msg = e.format_message().replace("\n", " ")
-        err.print(f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
-        return 2
+        return _error(e.format_message())
     except typer.Abort:
         return 130
     except typer.Exit as e:
         return e.exit_code
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,6 +70,9 @@ def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
 
     def eff_of(x) -> Efficiency:
         vals = {s.name: float(np.clip(v * s.scale, s.lo, s.hi)) for s, v in zip(specs, x)}
+        # A parameter the optimizer leaves within 1e-6 of a bound is at the bound.
+        vals = {k: (s.lo if abs(v - s.lo) < 1e-6 * s.scale else s.hi if abs(v - s.hi) < 1e-6 * s.scale
+                    else v) for (k, v), s in zip(vals.items(), specs)}
         return replace(start, **vals)
 
     def residuals(x) -> np.ndarray:

@@ -212,7 +212,7 @@ def _exposed_fraction(rows) -> np.ndarray:
 
 def _step_row(rows: list, step_s: float) -> None:
     """Fixed cost per forward step outside kernels (scheduling, sampling, host sync)."""
-    if step_s > 1e-9:  # fitted profiles can leave a numerically zero step overhead
+    if step_s > 0:
         shape = np.shape(rows[0].time_s)
         z = np.zeros(shape)
         rows.append(OpResult("step overhead", "overhead", 1, z, z, z, z, z, z, z, z + step_s,
@@ -294,7 +294,7 @@ def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
                              np.broadcast_to(oh, np.shape(sum_c)), sum_t / safe, bound,
                              np.zeros(np.shape(sum_c)) + o1.comm_bytes))
         ops_total = ops_total + sum_t
-    if roof.eff.step_overhead_s > 1e-9:
+    if roof.eff.step_overhead_s > 0:
         _step_row(rows, roof.eff.step_overhead_s)
         ops_total = ops_total + steps * roof.eff.step_overhead_s
     ops_total = np.asarray(ops_total, dtype=float)

@@ -153,7 +153,8 @@ class IterationCost:
                    eff.step_overhead_s if eff.step_overhead_s > 1e-9 else 0.0,
                    eff.prefill_overhead_s, kv_tok,
                    weight_bytes_total(m, prec, lay) * (1 - lay.offload_weights),
-                   hw.memory_bytes, {"kw": kw, "classes": (attn, row), "big": {}})
+                   hw.memory_bytes, {"kw": kw, "classes": (attn, row), "big": {},
+                                     "raw_step_s": float(eff.step_overhead_s)})
 
     # -- pieces ------------------------------------------------------------------------------
     def token_s(self, n) -> float:
@@ -207,8 +208,8 @@ class IterationCost:
         if prefill is None:
             prefill = bool(np.any(q > 1))
         t = self.token_s(q.sum()) + self.row_s(q.size) + float(self.attention_s(self.feature_sums(q, L)))
-        if prefill:
-            extra = self.step_overhead_s + self.prefill_overhead_s
+        if prefill:   # as phases._prefill: the sum is dropped when numerically zero
+            extra = self._extra.get("raw_step_s", self.step_overhead_s) + self.prefill_overhead_s
             return t + (extra if extra > 1e-9 else 0.0)
         return t + self.step_overhead_s
 

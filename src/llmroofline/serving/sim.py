@@ -1,4 +1,4 @@
-"""Discrete-event simulation of an LLM serving replica, iteration by iteration.
+"""Discrete-event simulation of LLM serving replicas, iteration by iteration.
 
 State of a request: ``gen`` tokens emitted, ``comp`` tokens in its KV cache. It must
 compute ``target = input_len + gen`` tokens before emitting the next one: a prompt of
@@ -11,14 +11,23 @@ iteration:
 
 1. every running request with one token left to compute is a decode row (oldest first);
    if its next token needs a new KV block and none is free, the most recently admitted
-   running request is preempted by recompute: its blocks are freed and it goes back to the
-   front of the queue, to re-prefill its prompt plus the tokens it had generated;
+   running request is preempted: by **recompute** (its blocks are freed; it goes back to
+   the front of the queue, to re-prefill its prompt plus the tokens it had generated) or by
+   **swap** (its KV cache is copied to host memory over the host link and its blocks
+   freed; it is swapped back in before any new request is admitted, and continues where it
+   stopped). Swap traffic is priced at ``kv bytes / host link bandwidth`` (per direction;
+   the device's PCIe by default) and added to the iteration that moves it, as vLLM's
+   blocking swap does. Host swap space is unlimited unless ``swap_gb`` is given; a victim
+   that does not fit there is recomputed;
 2. running requests still in prefill get chunks from the token budget ``max_tokens``
    (whole prompts only, when ``chunked=False``);
-3. queued requests are admitted first-come first-served while the batch has fewer than
-   ``max_batch`` requests, the budget has tokens left, and the KV blocks of the request's
-   whole prompt are free (keeping a ``watermark`` share of the blocks spare);
-4. the iteration's time is ``IterationCost.time`` of its rows; tokens are emitted at its end.
+3. swapped-out requests are swapped back in, then queued requests are admitted
+   first-come first-served, while the batch has fewer than ``max_batch`` requests, the
+   budget has tokens left, and the KV blocks of the request's whole prompt (``reserve=
+   "full"``: prompt + output, TensorRT-LLM's guaranteed-no-evict) are free (keeping a
+   ``watermark`` share of the blocks spare);
+4. the iteration's time is ``IterationCost.time`` of its rows plus the swap time; tokens
+   are emitted at its end.
 
 Static batching (``policy="static"``): when idle, the engine takes up to ``max_batch``
 queued requests whose full KV cache (``input + output - 1`` tokens each) fits, prefills
@@ -27,6 +36,14 @@ costing their slot (padding), as in a static ``generate`` call.
 
 Paged KV memory: ``block_size`` tokens per block; capacity ``kv_fraction x (device memory
 - weights - activation reserve of a max_tokens iteration)`` per device.
+
+Several replicas: a **round-robin** router sends the k-th arrival to replica k mod N (the
+replicas are then independent and simulated one after the other); **least-loaded** sends
+each arrival to the replica with the fewest outstanding requests (routed, not finished) at
+its arrival time, which couples the replicas: they are advanced together, each up to the
+next arrival. **Disaggregation** (``disaggregate=(P, D)``): P prefill replicas compute the
+prompts (a request leaves them with its first token), the KV cache is sent to one of D
+decode replicas (``kv bytes / link bandwidth`` later), which decode to the end.
 
 Speed: stretches of pure-decode iterations (no prefill, nothing admissible) are advanced in
 one vectorized step up to the next event (an arrival that could be admitted, the first
@@ -37,8 +54,8 @@ iteration (same results up to rounding; the benchmark's baseline).
 
 from __future__ import annotations
 
-import heapq
 import math
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -49,6 +66,9 @@ from .cost import IterationCost
 from .workload import Workload
 
 POLICIES = ("continuous", "static")
+ROUTERS = ("round-robin", "least-loaded")
+PREEMPTIONS = ("recompute", "swap")
+RESERVES = ("prompt", "full")
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,10 @@ class SchedulerConfig:
     kv_fraction: float = 0.9      # share of the memory left after weights and activations
     watermark: float = 0.01       # share of blocks kept free when admitting
     kv_blocks: int | None = None  # override the KV capacity (blocks)
+    preemption: str = "recompute"  # or "swap" (KV to host memory over the host link)
+    swap_gb: float | None = None  # host swap space per device, GB (None: unlimited)
+    swap_bytes_s: float | None = None  # host link bytes/s per direction (None: PCIe / 2)
+    reserve: str = "prompt"       # blocks reserved at admission: "prompt" or "full" (+ output)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -79,6 +103,16 @@ class SchedulerConfig:
             raise InputError(f"watermark: must be in [0, 1), got {self.watermark!r}")
         if self.kv_blocks is not None and (isinstance(self.kv_blocks, bool) or self.kv_blocks < 1):
             raise InputError(f"kv_blocks: must be an integer >= 1, got {self.kv_blocks!r}")
+        if self.preemption not in PREEMPTIONS:
+            raise InputError(f"preemption: must be one of {', '.join(PREEMPTIONS)}, got "
+                             f"{self.preemption!r}")
+        if self.reserve not in RESERVES:
+            raise InputError(f"reserve: must be one of {', '.join(RESERVES)}, got {self.reserve!r}")
+        if self.swap_gb is not None and not (np.isfinite(self.swap_gb) and self.swap_gb >= 0):
+            raise InputError(f"swap_gb: must be a number of GB >= 0, got {self.swap_gb!r}")
+        if self.swap_bytes_s is not None and not (np.isfinite(self.swap_bytes_s)
+                                                  and self.swap_bytes_s > 0):
+            raise InputError(f"swap_bw: must be a positive bandwidth, got {self.swap_bytes_s!r}")
 
 
 @dataclass
@@ -98,11 +132,16 @@ class SimResult:
     iter_time_s: np.ndarray
     iter_rows: np.ndarray
     iter_tokens: np.ndarray
-    iter_kv_tokens: np.ndarray    # KV tokens held after the iteration
-    kv_capacity_tokens: int
+    iter_kv_tokens: np.ndarray    # KV tokens held after the iteration (on its replica)
+    kv_capacity_tokens: int       # all replicas
     config: SchedulerConfig
-    replica: np.ndarray | None = None
-    notes: tuple[str, ...] = field(default=())
+    replica: np.ndarray | None = None        # replica of each request (decode replica if
+    notes: tuple[str, ...] = field(default=())  # disaggregated)
+    iter_replica: np.ndarray | None = None   # replica of each iteration
+    roles: tuple[str, ...] = ()              # per replica: "mixed", "prefill" or "decode"
+    replica_kv_tokens: tuple[int, ...] = ()  # KV capacity of each replica (tokens)
+    swaps: np.ndarray | None = None          # preemptions by swap, per request
+    kv_transfer_s: np.ndarray | None = None  # disaggregated: KV transfer time per request
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -127,6 +166,10 @@ class SimResult:
     def makespan_s(self) -> float:
         return float(self.finish_s.max() - self.arrival_s.min())
 
+    @property
+    def n_replicas(self) -> int:
+        return len(self.roles) if self.roles else 1
+
     def meets(self, max_ttft_s=None, max_tpot_s=None, max_e2e_s=None) -> np.ndarray:
         ok = np.ones(self.arrival_s.size, dtype=bool)
         if max_ttft_s is not None:
@@ -139,41 +182,24 @@ class SimResult:
 
     def summary(self, max_ttft_s=None, max_tpot_s=None, max_e2e_s=None) -> dict:
         """Percentiles, throughput, goodput (requests/s meeting every given SLO), queueing,
-        batch size and KV use."""
+        batch size and KV use. With several replicas, batch and KV use are per replica
+        (time-weighted over each replica's busy time, then averaged)."""
         span = self.makespan_s
         dur = self.iter_time_s
         busy = float(dur.sum())
-
-        def pct(x, w=None):
-            x = np.asarray(x, dtype=float)
-            ok = ~np.isnan(x)
-            if not ok.any():
-                return {"mean": None, "p50": None, "p90": None, "p99": None, "max": None}
-            if w is None:
-                x = x[ok]
-                p = np.percentile(x, [50, 90, 99])
-                return {"mean": float(x.mean()), "p50": float(p[0]), "p90": float(p[1]),
-                        "p99": float(p[2]), "max": float(x.max())}
-            w = np.asarray(w, dtype=float)[ok]
-            x = x[ok]
-            order = np.argsort(x, kind="stable")
-            x, w = x[order], w[order]
-            cw = np.cumsum(w)
-            q = [float(x[min(np.searchsorted(cw, f * cw[-1], side="left"), x.size - 1)])
-                 for f in (0.5, 0.9, 0.99)]
-            return {"mean": float((x * w).sum() / cw[-1]), "p50": q[0], "p90": q[1],
-                    "p99": q[2], "max": float(x.max())}
+        nrep = self.n_replicas
 
         good = self.meets(max_ttft_s, max_tpot_s, max_e2e_s)
         in_system = float(self.e2e_s.sum() / span) if span > 0 else float("nan")
         w = dur / busy if busy > 0 else dur
-        return {
+        kv_frac = self.iter_kv_tokens / self._iter_capacity()
+        s = {
             "requests": int(self.arrival_s.size),
             "duration_s": span,
             "iterations": int(dur.size),
-            "ttft_s": pct(self.ttft_s), "tpot_s": pct(self.tpot_s),
-            "itl_s": pct(self.itl_s, self.itl_weight), "e2e_s": pct(self.e2e_s),
-            "queue_s": pct(self.queue_s),
+            "ttft_s": _pct(self.ttft_s), "tpot_s": _pct(self.tpot_s),
+            "itl_s": _pct(self.itl_s, self.itl_weight), "e2e_s": _pct(self.e2e_s),
+            "queue_s": _pct(self.queue_s),
             "throughput": {
                 "requests_s": self.arrival_s.size / span if span > 0 else float("nan"),
                 "input_tok_s": float(self.input_len.sum() / span) if span > 0 else float("nan"),
@@ -185,12 +211,22 @@ class SimResult:
             "mean_in_system": in_system,
             "batch": {"mean": float((self.iter_rows * w).sum()), "max": int(self.iter_rows.max())},
             "kv": {"capacity_tokens": int(self.kv_capacity_tokens),
-                   "mean_used": float((self.iter_kv_tokens * w).sum() / self.kv_capacity_tokens),
-                   "max_used": float(self.iter_kv_tokens.max() / self.kv_capacity_tokens)},
-            "busy": busy / span if span > 0 else float("nan"),
+                   "mean_used": float((kv_frac * w).sum()),
+                   "max_used": float(kv_frac.max())},
+            "busy": busy / span / nrep if span > 0 else float("nan"),
             "preemptions": int(self.preemptions.sum()),
+            "swaps": int(self.swaps.sum()) if self.swaps is not None else 0,
+            "replicas": nrep,
             "notes": list(self.notes),
         }
+        if self.kv_transfer_s is not None:
+            s["kv_transfer_s"] = _pct(self.kv_transfer_s)
+        return s
+
+    def _iter_capacity(self) -> np.ndarray | float:
+        if self.iter_replica is None or not self.replica_kv_tokens:
+            return float(self.kv_capacity_tokens)
+        return np.asarray(self.replica_kv_tokens, float)[self.iter_replica.astype(int)]
 
     def to_csv(self, path) -> None:
         """Per-request CSV: arrival, lengths, queueing, TTFT, TPOT, e2e, preemptions."""
@@ -209,22 +245,58 @@ class SimResult:
                              int(self.preemptions[k])])
 
 
+def _pct(x, w=None) -> dict:
+    x = np.asarray(x, dtype=float)
+    ok = ~np.isnan(x)
+    if not ok.any():
+        return {"mean": None, "p50": None, "p90": None, "p99": None, "max": None}
+    if w is None:
+        x = x[ok]
+        p = np.percentile(x, [50, 90, 99])
+        return {"mean": float(x.mean()), "p50": float(p[0]), "p90": float(p[1]),
+                "p99": float(p[2]), "max": float(x.max())}
+    w = np.asarray(w, dtype=float)[ok]
+    x = x[ok]
+    order = np.argsort(x, kind="stable")
+    x, w = x[order], w[order]
+    cw = np.cumsum(w)
+    q = [float(x[min(np.searchsorted(cw, f * cw[-1], side="left"), x.size - 1)])
+         for f in (0.5, 0.9, 0.99)]
+    return {"mean": float((x * w).sum() / cw[-1]), "p50": q[0], "p90": q[1],
+            "p99": q[2], "max": float(x.max())}
+
+
 class _Log:
+    """Iteration log of one replica: single iterations as tuples, decode stretches as
+    arrays; :meth:`arrays` returns them in time order."""
+
     def __init__(self) -> None:
         self.parts: list[tuple] = []
+        self.single: list[tuple] = []
         self.itl: list[tuple] = []
 
     def add(self, start, dt, rows, tokens, kv):
-        self.parts.append((np.atleast_1d(np.asarray(start, float)), np.atleast_1d(np.asarray(dt, float)),
-                           np.broadcast_to(rows, np.shape(np.atleast_1d(dt))).astype(float),
-                           np.broadcast_to(tokens, np.shape(np.atleast_1d(dt))).astype(float),
-                           np.broadcast_to(kv, np.shape(np.atleast_1d(dt))).astype(float)))
+        if np.ndim(dt) == 0:
+            self.single.append((float(start), float(dt), float(rows), float(tokens), float(kv)))
+            return
+        k = np.shape(dt)
+        self.parts.append((np.asarray(start, float), np.asarray(dt, float),
+                           np.broadcast_to(np.asarray(rows, float), k),
+                           np.broadcast_to(np.asarray(tokens, float), k),
+                           np.broadcast_to(np.asarray(kv, float), k)))
 
     def arrays(self):
-        if not self.parts:
+        cols = [[p[i] for p in self.parts] for i in range(5)]
+        if self.single:
+            one = np.array(self.single, dtype=float).reshape(-1, 5)
+            for i in range(5):
+                cols[i].append(one[:, i])
+        if not cols[0]:
             z = np.zeros(0)
             return z, z, z, z, z
-        return tuple(np.concatenate([p[i] for p in self.parts]) for i in range(5))
+        out = [np.concatenate(c) for c in cols]
+        order = np.argsort(out[0], kind="stable")
+        return tuple(x[order] for x in out)
 
     def itl_arrays(self):
         if not self.itl:
@@ -241,126 +313,242 @@ def kv_blocks_of(cost: IterationCost, cfg: SchedulerConfig) -> int:
     return cost.kv_capacity_tokens(cfg.max_tokens, cfg.kv_fraction) // cfg.block_size
 
 
-def _run_replica(cost: IterationCost, cfg: SchedulerConfig, wl: Workload, fast: bool,
-                 concurrency: int | None) -> dict:
-    n = wl.n
-    inp = [int(x) for x in wl.input_len]
-    out = [int(x) for x in wl.output_len]
-    arr = [float(x) for x in wl.arrival_s]
-    bs = cfg.block_size
-    total_blocks = kv_blocks_of(cost, cfg)
-    if total_blocks < 1:
-        raise InputError("memory: the model's weights and activations leave no room for a KV "
-                         f"cache on {cost.roof.hw.id}; use more devices (--tp) or quantize")
-    need_max = max(math.ceil((i + o - 1) / bs) for i, o in zip(inp, out))
-    if need_max > total_blocks:
-        k = max(range(n), key=lambda r: inp[r] + out[r])
-        raise InputError(f"memory: request {k} needs {inp[k] + out[k] - 1} tokens of KV cache, "
-                         f"more than the {total_blocks * bs} that fit on {cost.roof.hw.id}")
-    gen = [0] * n
-    comp = [0] * n
-    blocks = [0] * n
-    first_sched = [math.nan] * n
-    first_tok = [math.nan] * n
-    finish = [math.nan] * n
-    last_emit = [math.nan] * n
-    npre = [0] * n
-    log = _Log()
-    free = total_blocks
-    watermark = int(cfg.watermark * total_blocks)
-    now = 0.0
-    waiting: deque[int] = deque()
-    running: list[int] = []
-    done = 0
-    # Arrival stream: open loop = pre-sorted times; closed loop = released on finishes.
-    if concurrency:
-        for r in range(min(concurrency, n)):
-            arr[r] = 0.0
-        pending = list(range(min(concurrency, n)))
-        next_release = min(concurrency, n)
-    else:
-        pending = sorted(range(n), key=lambda r: arr[r])
-        next_release = n
-    pi = 0                                  # next pending arrival
-    kv_tokens = 0                           # sum of comp over running requests
+def swap_seconds_per_token(cost: IterationCost, cfg: SchedulerConfig) -> float:
+    """Seconds to move one token of KV cache (this device's share) over the host link."""
+    bw = cfg.swap_bytes_s
+    if bw is None:
+        bidir = cost.roof.hw.pcie_bytes_s_bidir
+        if not bidir:
+            raise InputError(f"swap: {cost.roof.hw.id} has no PCIe bandwidth in its device "
+                             "data; give the host link with --swap-bw")
+        bw = bidir / 2
+    return cost.kv_bytes_per_token / bw
 
-    def admit_arrivals():
-        nonlocal pi
-        while pi < len(pending) and arr[pending[pi]] <= now:
-            waiting.append(pending[pi])
-            pi += 1
 
-    def on_finish(r):
-        nonlocal next_release, done
-        done += 1
-        if concurrency and next_release < n:
-            arr[next_release] = now
-            pending.append(next_release)
-            next_release += 1
+class _Replica:
+    """One replica's scheduler state; :meth:`add` routes a request to it, :meth:`advance`
+    runs its iterations that start before a time."""
 
-    while done < n:
-        admit_arrivals()
-        if not running and not waiting:
-            now = max(now, arr[pending[pi]])     # idle: jump to the next arrival
-            continue
-        if cfg.policy == "static":
-            now, batch = _static_batch(cost, cfg, now, waiting, inp, out, first_sched,
-                                       first_tok, finish, log, total_blocks, bs)
-            for r in batch:
-                on_finish(r)
-            continue
-        # -- fast path: a stretch of pure-decode iterations ------------------------------
-        if fast and running and all(comp[r] == inp[r] + gen[r] - 1 for r in running) and \
-                not _admissible(waiting, running, cfg, free, watermark, inp, gen, bs):
-            k = min(out[r] - gen[r] for r in running)
-            c0 = np.array([comp[r] for r in running], dtype=float)
-            held = sum(blocks[r] for r in running) + free
-            # iterations j = 0..k-1 need sum ceil((c0 + j + 1) / bs) blocks
-            lo, hi = 0, k                   # largest m with blocks(m - 1) <= held
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if np.ceil((c0 + mid) / bs).sum() <= held:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            k = lo
-            if k >= 2:
-                dts = cost.decode_run(c0 + 1, k)
-                starts = now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
-                can_admit_new = len(running) < cfg.max_batch and not waiting
-                if can_admit_new and pi < len(pending):
-                    t_arr = arr[pending[pi]]
-                    k = int(max(1, np.searchsorted(starts, t_arr, side="left")))
-                    dts, starts = dts[:k], starts[:k]
+    def __init__(self, cost: IterationCost, cfg: SchedulerConfig, total_blocks: int,
+                 fast: bool = True, swap_s_per_token: float = 0.0,
+                 swap_blocks: int | None = None) -> None:
+        self.cost, self.cfg, self.fast = cost, cfg, fast
+        self.bs = cfg.block_size
+        self.total_blocks = total_blocks
+        self.free = total_blocks
+        self.watermark = int(cfg.watermark * total_blocks)
+        self.swap = cfg.preemption == "swap"
+        self.swap_s = swap_s_per_token
+        self.swap_blocks = swap_blocks
+        self.host_used = 0
+        self.full = cfg.reserve == "full"
+        self.now = 0.0
+        self.kv_tokens = 0
+        self.done = 0
+        self.pi = 0
+        self.concurrency = 0
+        self.next_release = 0
+        self.gid: list[int] = []
+        self.inp: list[int] = []
+        self.out: list[int] = []
+        self.arr: list[float] = []
+        self.gen: list[int] = []
+        self.comp: list[int] = []
+        self.blocks: list[int] = []
+        self.hblocks: list[int] = []
+        self.first_sched: list[float] = []
+        self.first_tok: list[float] = []
+        self.finish: list[float] = []
+        self.last_emit: list[float] = []
+        self.npre: list[int] = []
+        self.nswap: list[int] = []
+        self.finish_times: list[float] = []     # nondecreasing (for the router)
+        self.pending: list[int] = []
+        self.waiting: deque[int] = deque()
+        self.swapped: deque[int] = deque()
+        self.running: list[int] = []
+        self.log = _Log()
+
+    # -- requests -------------------------------------------------------------------------
+    def add(self, gid: int, arrival: float, inp: int, out: int, comp: int = 0, gen: int = 0,
+            last_emit: float = math.nan, release: bool = True) -> None:
+        """A request reaching this replica at ``arrival`` with ``comp`` tokens of KV cache
+        already computed and ``gen`` tokens emitted (a disaggregated decode replica receives
+        ``comp = input``, ``gen = 1``). ``release=False``: closed loop, arrival set later."""
+        need = -(-(inp + out - 1) // self.bs)
+        if need > self.total_blocks:
+            raise InputError(f"memory: request {gid} needs {inp + out - 1} tokens of KV cache, "
+                             f"more than the {self.total_blocks * self.bs} that fit on "
+                             f"{self.cost.roof.hw.id}")
+        k = len(self.inp)
+        self.gid.append(gid)
+        self.inp.append(int(inp))
+        self.out.append(int(out))
+        self.arr.append(float(arrival))
+        self.gen.append(int(gen))
+        self.comp.append(int(comp))
+        self.blocks.append(0)
+        self.hblocks.append(0)
+        self.first_sched.append(math.nan)
+        self.first_tok.append(math.nan)
+        self.finish.append(math.nan)
+        self.last_emit.append(float(last_emit))
+        self.npre.append(0)
+        self.nswap.append(0)
+        if release:
+            self.pending.append(k)
+
+    def set_closed_loop(self, concurrency: int) -> None:
+        """Closed loop over the requests added with ``release=False``: the first
+        ``concurrency`` arrive at t = 0, each finish releases the next."""
+        n = len(self.inp)
+        self.concurrency = min(concurrency, n)
+        for r in range(self.concurrency):
+            self.arr[r] = 0.0
+            self.pending.append(r)
+        self.next_release = self.concurrency
+
+    def outstanding(self, t: float) -> int:
+        """Requests routed here and not finished by time ``t``."""
+        return len(self.inp) - bisect_right(self.finish_times, t)
+
+    def busy(self) -> bool:
+        return self.done < len(self.inp)
+
+    def _need(self, r: int) -> int:
+        """Blocks to reserve when (re)admitting request r."""
+        tgt = self.inp[r] + self.gen[r]
+        if self.full:
+            tgt = max(tgt, self.inp[r] + self.out[r] - 1)
+        return -(-tgt // self.bs)
+
+    def _finished(self, r: int) -> None:
+        self.done += 1
+        self.finish_times.append(self.now)
+        if self.concurrency and self.next_release < len(self.inp):
+            k = self.next_release
+            self.arr[k] = self.now
+            self.pending.append(k)
+            self.next_release += 1
+
+    def _admissible(self) -> bool:
+        if len(self.running) >= self.cfg.max_batch:
+            return False
+        if self.swapped:
+            r = self.swapped[0]
+        elif self.waiting:
+            r = self.waiting[0]
+        else:
+            return False
+        nb = self._need(r)
+        return self.free >= nb and (self.free - nb >= self.watermark or not self.running)
+
+    # -- the scheduler ----------------------------------------------------------------------
+    def advance(self, until: float = math.inf) -> None:
+        """Run the iterations that start before ``until`` (all of them by default); stop
+        early when every request routed here so far is done."""
+        cost, cfg, bs = self.cost, self.cfg, self.bs
+        inp, out, arr, gen, comp, blocks = (self.inp, self.out, self.arr, self.gen, self.comp,
+                                            self.blocks)
+        first_sched, first_tok, finish, last_emit = (self.first_sched, self.first_tok,
+                                                     self.finish, self.last_emit)
+        pending, waiting, swapped, log = self.pending, self.waiting, self.swapped, self.log
+        running = self.running
+        max_batch = cfg.max_batch
+        while self.done < len(inp):
+            while self.pi < len(pending) and arr[pending[self.pi]] <= self.now:
+                waiting.append(pending[self.pi])
+                self.pi += 1
+            if not running and not waiting and not swapped:
+                if self.pi >= len(pending):
+                    return                       # wait for more requests
+                t = arr[pending[self.pi]]
+                if t >= until:
+                    return
+                self.now = max(self.now, t)      # idle: jump to the next arrival
+                continue
+            if self.now >= until:
+                return
+            if cfg.policy == "static":
+                self.now, batch = _static_batch(cost, cfg, self.now, waiting, inp, out,
+                                                first_sched, first_tok, finish, log,
+                                                self.total_blocks, bs)
+                for r in batch:
+                    self._finished(r)
+                continue
+            # -- fast path: a stretch of pure-decode iterations ----------------------------
+            if self.fast and running and all(comp[r] == inp[r] + gen[r] - 1 for r in running) \
+                    and not self._admissible():
+                k = min(out[r] - gen[r] for r in running)
+                c0 = np.array([comp[r] for r in running], dtype=float)
+                held = sum(blocks[r] for r in running) + self.free
+                # iterations j = 0..k-1 need sum max(blocks, ceil((c0 + j + 1) / bs)) blocks
+                lo, hi = 0, k                    # largest m with blocks(m - 1) <= held
+                if self.full:
+                    lo = k                       # blocks reserved up front
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if np.ceil((c0 + mid) / bs).sum() <= held:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                k = lo
                 if k >= 2:
-                    B = len(running)
-                    ends = starts + dts
-                    log.add(starts, dts, B, B, kv_tokens + B * np.arange(1, k + 1))
-                    log.itl.append((dts, B))
-                    now = float(ends[-1])
-                    kv_tokens += B * k
-                    for r in running:
-                        comp[r] += k
-                        gen[r] += k
-                        nb = -(-comp[r] // bs)
-                        free -= nb - blocks[r]
-                        blocks[r] = nb
-                        last_emit[r] = now
-                    still = []
-                    for r in running:
-                        if gen[r] >= out[r]:
-                            finish[r] = now
-                            free += blocks[r]
-                            kv_tokens -= comp[r]
-                            blocks[r] = 0
-                            on_finish(r)
-                        else:
-                            still.append(r)
-                    running = still
-                    continue
-        # -- one iteration -------------------------------------------------------------------
+                    dts = cost.decode_run(c0 + 1, k)
+                    starts = self.now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
+                    if len(running) < max_batch and not waiting and not swapped:
+                        # an arrival could be admitted: stop before the next one (or
+                        # before ``until``, where the router may send one)
+                        t_next = until
+                        if self.pi < len(pending):
+                            t_next = min(t_next, arr[pending[self.pi]])
+                        if t_next < starts[-1] + dts[-1]:
+                            k = int(max(1, np.searchsorted(starts, t_next, side="left")))
+                            dts, starts = dts[:k], starts[:k]
+                    if k >= 2:
+                        B = len(running)
+                        log.add(starts, dts, B, B, self.kv_tokens + B * np.arange(1, k + 1))
+                        log.itl.append((dts, B))
+                        self.now = float(starts[-1] + dts[-1])
+                        self.kv_tokens += B * k
+                        free = self.free
+                        for r in running:
+                            comp[r] += k
+                            gen[r] += k
+                            nb = -(-comp[r] // bs)
+                            if nb > blocks[r]:
+                                free -= nb - blocks[r]
+                                blocks[r] = nb
+                            last_emit[r] = self.now
+                        self.free = free
+                        if any(gen[r] >= out[r] for r in running):
+                            self._retire()
+                        continue
+            self._iteration()
+
+    def _retire(self) -> None:
+        still = []
+        for r in self.running:
+            if self.gen[r] >= self.out[r]:
+                self.finish[r] = self.now
+                self.free += self.blocks[r]
+                self.kv_tokens -= self.comp[r]
+                self.blocks[r] = 0
+                self._finished(r)
+            else:
+                still.append(r)
+        self.running[:] = still
+
+    def _iteration(self) -> None:
+        """One continuous-batching iteration (see the module docstring)."""
+        cfg, bs = self.cfg, self.bs
+        inp, out, gen, comp, blocks = self.inp, self.out, self.gen, self.comp, self.blocks
+        running, waiting, swapped = self.running, self.waiting, self.swapped
+        last_emit = self.last_emit
         budget = cfg.max_tokens
         rows_q: list[tuple[int, int]] = []
+        swap_tokens = 0
+        free = self.free
         # 1. decode rows, oldest first; preempt the newest when blocks run out
         i = 0
         while i < len(running):
@@ -372,22 +560,32 @@ def _run_replica(cost: IterationCost, cfg: SchedulerConfig, wl: Workload, fast: 
             while need > free:
                 v = running.pop()
                 free += blocks[v]
-                kv_tokens -= comp[v]
+                self.kv_tokens -= comp[v]
+                self.npre[v] += 1
+                hb = -(-comp[v] // bs)
+                if self.swap and comp[v] > 0 and (self.swap_blocks is None
+                                                  or self.host_used + hb <= self.swap_blocks):
+                    swap_tokens += comp[v]
+                    self.host_used += hb
+                    self.hblocks[v] = hb
+                    self.nswap[v] += 1
+                    swapped.appendleft(v)
+                else:
+                    comp[v] = 0
+                    waiting.appendleft(v)
                 blocks[v] = 0
-                comp[v] = 0
-                npre[v] += 1
-                waiting.appendleft(v)
                 if v == r:
                     break
             else:
-                free -= need
-                blocks[r] += need
+                if need > 0:
+                    free -= need
+                    blocks[r] += need
                 rows_q.append((r, 1))
                 budget -= 1
                 i += 1
                 continue
             break   # r itself was preempted: it was the last one
-        # 2. running prefills (chunks), then 3. admissions
+        # 2. running prefills (chunks)
         has_prefill = False
         for r in running:
             if budget <= 0:
@@ -401,75 +599,73 @@ def _run_replica(cost: IterationCost, cfg: SchedulerConfig, wl: Workload, fast: 
             rows_q.append((r, q))
             budget -= q
             has_prefill = True
-        while waiting and len(running) < cfg.max_batch and budget > 0:
-            r = waiting[0]
-            tgt = inp[r] + gen[r]
-            nb = -(-tgt // bs)
-            if free - nb < watermark and running:
+        # 3. swapped-out requests back in, then admissions (first come, first served)
+        while len(running) < cfg.max_batch and budget > 0:
+            if swapped:
+                r, queue = swapped[0], swapped
+            elif waiting:
+                r, queue = waiting[0], waiting
+            else:
+                break
+            nb = self._need(r)
+            if free - nb < self.watermark and running:
                 break
             if free < nb:
                 break
-            if not cfg.chunked and tgt > budget and has_prefill:
+            qfull = inp[r] + gen[r] - comp[r]
+            if not cfg.chunked and qfull > budget and has_prefill:
                 break
-            waiting.popleft()
+            queue.popleft()
             free -= nb
             blocks[r] = nb
+            if queue is swapped:
+                swap_tokens += comp[r]
+                self.host_used -= self.hblocks[r]
+                self.hblocks[r] = 0
+            self.kv_tokens += comp[r]          # swapped in, or KV received (disaggregated)
             running.append(r)
-            if math.isnan(first_sched[r]):
-                first_sched[r] = now
-            q = min(tgt, budget) if cfg.chunked else tgt
+            if math.isnan(self.first_sched[r]):
+                self.first_sched[r] = self.now
+            q = min(qfull, budget) if cfg.chunked else qfull
             rows_q.append((r, q))
             budget -= q
-            has_prefill = True
+            if q > 1 or comp[r] == 0:
+                has_prefill = True
+        self.free = free
         if not rows_q:
-            if pi < len(pending):   # nothing fits now: wait for the next arrival
-                now = max(now, arr[pending[pi]])
-                continue
+            if self.pi < len(self.pending):   # nothing fits now: wait for the next arrival
+                self.now = max(self.now, self.arr[self.pending[self.pi]])
+                return
             raise RuntimeError("scheduler stalled")  # pragma: no cover - guarded by the checks above
         q = np.array([x for _, x in rows_q], dtype=float)
         L = np.array([comp[r] + x for r, x in rows_q], dtype=float)
-        dt = cost.time(q, L, prefill=any(x > 1 or comp[r] == 0 for r, x in rows_q))
-        start = now
-        now = now + dt
+        dt = self.cost.time(q, L, prefill=any(x > 1 or comp[r] == 0 for r, x in rows_q))
+        dt += swap_tokens * self.swap_s
+        start = self.now
+        now = self.now = start + dt
         n_dec = 0
+        first_tok, itl = self.first_tok, self.log.itl
+        done_any = False
         for r, x in rows_q:
-            comp[r] += x
-            kv_tokens += x
-            if comp[r] == inp[r] + gen[r]:
-                gen[r] += 1
-                if gen[r] == 1:
+            c = comp[r] = comp[r] + x
+            if c == inp[r] + gen[r]:
+                g = gen[r] = gen[r] + 1
+                if g == 1:
                     first_tok[r] = now
                 elif x == 1 and last_emit[r] == start:
                     n_dec += 1
-                else:   # first token after a recompute: the gap since the last one
-                    log.itl.append((now - last_emit[r], 1))
+                else:   # first token after a recompute, a swap or a KV transfer
+                    itl.append((now - last_emit[r], 1))
                 last_emit[r] = now
+                if g >= out[r]:
+                    done_any = True
         if n_dec:
-            log.itl.append((dt, n_dec))
-        log.add(start, dt, len(rows_q), q.sum(), kv_tokens)
-        if any(gen[r] >= out[r] for r, _ in rows_q):
-            still = []
-            for r in running:
-                if gen[r] >= out[r]:
-                    finish[r] = now
-                    free += blocks[r]
-                    kv_tokens -= comp[r]
-                    blocks[r] = 0
-                    on_finish(r)
-                else:
-                    still.append(r)
-            running = still
-    return dict(arrival=np.array(arr), first_sched=np.array(first_sched),
-                first_tok=np.array(first_tok), finish=np.array(finish),
-                npre=np.array(npre), log=log, capacity=total_blocks * bs)
-
-
-def _admissible(waiting, running, cfg, free, watermark, inp, gen, bs) -> bool:
-    if not waiting or len(running) >= cfg.max_batch:
-        return False
-    r = waiting[0]
-    nb = -(-(inp[r] + gen[r]) // bs)
-    return free >= nb and (free - nb >= watermark or not running)
+            itl.append((dt, n_dec))
+        ntok = float(q.sum())
+        self.kv_tokens += int(ntok)
+        self.log.add(start, dt, len(rows_q), ntok, self.kv_tokens)
+        if done_any:
+            self._retire()
 
 
 def _static_batch(cost, cfg, now, waiting, inp, out, first_sched, first_tok, finish, log,
@@ -510,11 +706,78 @@ def _static_batch(cost, cfg, now, waiting, inp, out, first_sched, first_tok, fin
     return now, batch
 
 
+def _route(reps: list[_Replica], router: str, arrival: np.ndarray, inp, out, comp=None,
+           gen=None, last_emit=None, concurrency: int | None = None) -> np.ndarray:
+    """Send requests (global ids 0..n-1) to replicas and run them all to the end; returns
+    the replica of each request."""
+    n = arrival.size
+    R = len(reps)
+    rep = np.zeros(n, dtype=np.int64)
+
+    def extra(k):
+        return dict(comp=int(comp[k]) if comp is not None else 0,
+                    gen=int(gen[k]) if gen is not None else 0,
+                    last_emit=float(last_emit[k]) if last_emit is not None else math.nan)
+
+    if concurrency:                       # closed loop: clients split over the replicas
+        rep = np.arange(n) % R
+        for j, rp in enumerate(reps):
+            idx = np.flatnonzero(rep == j)
+            for k in idx:
+                rp.add(int(k), math.nan, int(inp[k]), int(out[k]), release=False, **extra(k))
+            if idx.size:
+                rp.set_closed_loop(len(range(j, concurrency, R)) or 1)
+                rp.advance()
+        return rep
+    order = np.argsort(arrival, kind="stable")
+    if router == "round-robin" or R == 1:
+        rep[order] = np.arange(n) % R
+        for k in order:
+            reps[rep[k]].add(int(k), float(arrival[k]), int(inp[k]), int(out[k]), **extra(k))
+        for rp in reps:
+            rp.advance()
+        return rep
+    last = R - 1
+    for k in order:
+        t = float(arrival[k])
+        best, best_load = 0, None
+        for j0 in range(R):                       # ties: round-robin order
+            j = (last + 1 + j0) % R
+            rp = reps[j]
+            if rp.now < t and rp.busy():
+                rp.advance(t)
+            load = rp.outstanding(t)
+            if best_load is None or load < best_load:
+                best, best_load = j, load
+                if load == 0:
+                    break
+        rep[k] = best
+        last = best
+        reps[best].add(int(k), t, int(inp[k]), int(out[k]), **extra(k))
+    for rp in reps:
+        rp.advance()
+    return rep
+
+
+def default_kv_link_bytes_s(cost: IterationCost, devices: int, gpus_per_node: int = 8) -> float:
+    """Per-device bandwidth (one direction) of the link a prefill -> decode KV transfer
+    crosses: the scale-up link (NVLink, else PCIe) when all ``devices`` fit in one node,
+    else the network."""
+    hw = cost.roof.hw
+    if devices <= gpus_per_node and hw.scaleup_bytes_s():
+        return float(hw.scaleup_bytes_s())
+    return float(hw.scaleout_bytes_s)
+
+
 def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | None = None, *,
              config: SchedulerConfig | None = None, replicas: int = 1, router: str = "round-robin",
+             disaggregate: tuple[int, int] | None = None, kv_link_bytes_s: float | None = None,
              fast: bool = True, cost: IterationCost | None = None, **engine) -> SimResult:
     """Simulate serving ``workload`` (default: 1000 Poisson requests at 10 req/s) on
-    ``replicas`` replicas of ``model`` on ``hardware`` behind a round-robin router.
+    ``replicas`` replicas of ``model`` on ``hardware`` behind a ``router``
+    (``round-robin`` or ``least-loaded``), or on ``disaggregate = (P, D)`` prefill and
+    decode replicas with the KV cache sent over a link of ``kv_link_bytes_s`` bytes/s per
+    device (default: the scale-up link within a node of 8, else the network).
 
     ``engine``: keyword arguments of ``analyze`` (``quant``, ``layout``, ``profile``, ...).
     """
@@ -522,8 +785,8 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
     cfg = config or SchedulerConfig()
     if isinstance(replicas, bool) or not isinstance(replicas, (int, np.integer)) or not 1 <= replicas <= 10000:
         raise InputError(f"replicas: must be an integer in [1, 10000], got {replicas!r}")
-    if router not in ("round-robin",):
-        raise InputError(f"router: only round-robin is supported, got {router!r}")
+    if router not in ROUTERS:
+        raise InputError(f"router: must be one of {', '.join(ROUTERS)}, got {router!r}")
     if cost is None:
         cost = IterationCost.of(model, hardware, max_tokens=cfg.max_tokens,
                                 max_batch=cfg.max_batch, **engine)
@@ -534,35 +797,114 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
         k = int(np.argmax(too_long))
         raise InputError(f"workload: request {k} needs {int(wl.input_len[k] + wl.output_len[k])} "
                          f"tokens, more than the context of {cost.model.name} ({ctx})")
+    total_blocks = kv_blocks_of(cost, cfg)
+    if total_blocks < 1:
+        raise InputError("memory: the model's weights and activations leave no room for a KV "
+                         f"cache on {cost.roof.hw.id}; use more devices (--tp) or quantize")
+    swap_s = swap_seconds_per_token(cost, cfg) if cfg.preemption == "swap" else 0.0
+    swap_blocks = None
+    if cfg.swap_gb is not None:
+        swap_blocks = int(cfg.swap_gb * 1e9 / (cost.kv_bytes_per_token * cfg.block_size))
+
+    def new(k):
+        return [_Replica(cost, cfg, total_blocks, fast, swap_s, swap_blocks) for _ in range(k)]
+
     n = wl.n
-    rep = np.arange(n) % replicas
-    parts = []
-    for k in range(replicas):
-        idx = np.flatnonzero(rep == k)
-        if idx.size == 0:
-            continue
-        sub = Workload(wl.arrival_s[idx], wl.input_len[idx], wl.output_len[idx], wl.arrival,
-                       wl.rate, None)
-        conc = None
-        if wl.concurrency:
-            conc = len(range(k, wl.concurrency, replicas)) or 1
-        parts.append((idx, _run_replica(cost, cfg, sub, fast, conc)))
-    arrival = np.zeros(n)
-    fs, ft, fin, npre = (np.zeros(n) for _ in range(4))
-    logs = []
-    cap = 0
-    for idx, p in parts:
-        arrival[idx], fs[idx], ft[idx], fin[idx], npre[idx] = (p["arrival"], p["first_sched"],
-                                                               p["first_tok"], p["finish"], p["npre"])
-        logs.append(p["log"])
-        cap += p["capacity"]
-    cols = [l.arrays() for l in logs]
-    it = [np.concatenate([c[i] for c in cols]) for i in range(5)]
-    if replicas > 1:     # the log of all replicas, ordered by start time
-        order = np.argsort(it[0], kind="stable")
-        it = [x[order] for x in it]
-    itl = [l.itl_arrays() for l in logs]
+    inp, outl = wl.input_len, wl.output_len
     notes = list(wl.notes)
-    return SimResult(arrival, wl.input_len.copy(), wl.output_len.copy(), fs, ft, fin, npre,
+    transfer = None
+    if disaggregate is None:
+        roles = ("mixed",) * replicas
+        reps = new(replicas)
+        rep = _route(reps, router, wl.arrival_s, inp, outl, concurrency=wl.concurrency)
+        merged = _merge(reps, n)
+    else:
+        P, D = _check_disaggregate(disaggregate, replicas, wl, cfg)
+        roles = ("prefill",) * P + ("decode",) * D
+        pre = new(P)
+        _route(pre, router, wl.arrival_s, inp, np.ones(n, dtype=np.int64))
+        m1 = _merge(pre, n)
+        link = kv_link_bytes_s if kv_link_bytes_s is not None else \
+            default_kv_link_bytes_s(cost, (P + D) * cost.layout.tp, cost.layout.gpus_per_node)
+        if not (np.isfinite(link) and link > 0):
+            raise InputError(f"kv_link_bw: must be a positive bandwidth, got {link!r}")
+        transfer = cost.kv_bytes_per_token * inp / link + cost.roof.hw.scaleup_latency_s()
+        dec_idx = np.flatnonzero(outl > 1)
+        dec = new(D)
+        merged = m1
+        rep = m1["rep"].copy()
+        if dec_idx.size:
+            t_dec = m1["first_tok"][dec_idx] + transfer[dec_idx]
+            sub = _route(dec, router, t_dec, inp[dec_idx], outl[dec_idx], comp=inp[dec_idx],
+                         gen=np.ones(dec_idx.size, dtype=np.int64),
+                         last_emit=m1["first_tok"][dec_idx])
+            m2 = _merge(dec, dec_idx.size, offset=P)
+            merged = dict(m1)
+            merged["finish"] = m1["finish"].copy()
+            merged["finish"][dec_idx] = m2["finish"]
+            merged["npre"] = m1["npre"].copy()
+            merged["npre"][dec_idx] += m2["npre"]
+            merged["nswap"] = m1["nswap"].copy()
+            merged["nswap"][dec_idx] += m2["nswap"]
+            rep[dec_idx] = sub + P
+            for key in ("logs", "log_rep"):
+                merged[key] = m1[key] + m2[key]
+        transfer = np.where(outl > 1, transfer, np.nan)
+        reps = pre + dec
+    logs, log_rep = merged["logs"], merged["log_rep"]
+    cols = [lg.arrays() for lg in logs]
+    it = [np.concatenate([c[i] for c in cols]) for i in range(5)]
+    it_rep = np.concatenate([np.full(c[0].size, j) for c, j in zip(cols, log_rep)]) \
+        if cols else np.zeros(0)
+    if len(reps) > 1:     # the log of all replicas, ordered by start time
+        o = np.argsort(it[0], kind="stable")
+        it = [x[o] for x in it]
+        it_rep = it_rep[o]
+    itl = [lg.itl_arrays() for lg in logs]
+    caps = tuple(int(rp.total_blocks * rp.bs) for rp in reps)
+    return SimResult(merged["arrival"], inp.copy(), outl.copy(), merged["first_sched"],
+                     merged["first_tok"], merged["finish"], merged["npre"],
                      np.concatenate([v for v, _ in itl]), np.concatenate([w for _, w in itl]),
-                     *it, kv_capacity_tokens=cap, config=cfg, replica=rep, notes=tuple(notes))
+                     *it, kv_capacity_tokens=int(sum(caps)), config=cfg, replica=rep,
+                     notes=tuple(notes), iter_replica=it_rep.astype(np.int64), roles=roles,
+                     replica_kv_tokens=caps, swaps=merged["nswap"], kv_transfer_s=transfer)
+
+
+def _check_disaggregate(dis, replicas, wl, cfg) -> tuple[int, int]:
+    try:
+        P, D = (int(x) for x in dis)
+    except (TypeError, ValueError):
+        raise InputError(f"disaggregate: expected P:D (prefill and decode replicas), got {dis!r}") from None
+    if P < 1 or D < 1 or P + D > 10000:
+        raise InputError(f"disaggregate: P and D must be >= 1 (P + D <= 10000), got {P}:{D}")
+    if replicas not in (1, P + D):
+        raise InputError(f"replicas: with --disaggregate {P}:{D} the replicas are P + D = {P + D}, "
+                         f"got {replicas}")
+    if wl.concurrency:
+        raise InputError("disaggregate: closed-loop arrivals are not supported with "
+                         "disaggregation; use an open-loop rate or a trace")
+    if cfg.policy != "continuous":
+        raise InputError("disaggregate: needs continuous batching (--policy continuous)")
+    return P, D
+
+
+def _merge(reps: list[_Replica], n: int, offset: int = 0) -> dict:
+    """Per-request arrays (global order) and the logs of a group of replicas."""
+    arrival, fs, ft, fin = (np.full(n, np.nan) for _ in range(4))
+    npre, nswap, rep = (np.zeros(n, dtype=np.int64) for _ in range(3))
+    logs, log_rep = [], []
+    for j, rp in enumerate(reps):
+        if not rp.gid:
+            continue
+        g = np.array(rp.gid)
+        arrival[g] = rp.arr
+        fs[g] = rp.first_sched
+        ft[g] = rp.first_tok
+        fin[g] = rp.finish
+        npre[g] = rp.npre
+        nswap[g] = rp.nswap
+        rep[g] = j + offset
+        logs.append(rp.log)
+        log_rep.append(j + offset)
+    return dict(arrival=arrival, first_sched=fs, first_tok=ft, finish=fin, npre=npre,
+                nswap=nswap, rep=rep, logs=logs, log_rep=log_rep)
