@@ -19,7 +19,6 @@ the expected ranking follows from the roofline alone and not from a calibrated p
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 
 import pytest

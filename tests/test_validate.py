@@ -156,3 +156,23 @@ def test_validate_cli_json_on_shipped_data():
     ideal = subprocess.run([sys.executable, "-m", "llmroofline", "validate", "--json",
                             "--profile", "ideal"], capture_output=True, text=True, timeout=120)
     assert json.loads(ideal.stdout)["summary"]["overall"]["throughput_tok_s"]["median_ape"] > 0.3
+
+
+def test_calibrate_cli_writes_a_usable_profile(tmp_path):
+    # One parameter, two rows: measured throughput is 80 % of the ideal prediction, so the
+    # fitted bandwidth of a memory-bound batch-1 decode must come out near 0.8.
+    ideal = predict_rows([Row("1", "a100-sxm-80gb", "meta-llama/Llama-2-7b-hf", 1, 1, "fp16",
+                              "fp16", "fp16", "static", 1, 16, 512, {"tpot_ms": 1.0})],
+                         "ideal").predictions[0].predicted
+    path = write_csv(tmp_path / "m.csv", [row(1, input_len=16, output_len=512,
+                                              tpot_ms=repr(ideal / 0.8))])
+    out = tmp_path / "mine.toml"
+    r = subprocess.run([sys.executable, "-m", "llmroofline", "calibrate", str(path), "--out",
+                        str(out), "--params", "bandwidth"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    prof = load_profile(str(out))
+    assert prof.for_family("ampere", 16).bandwidth == pytest.approx(0.8, rel=0.02)
+    a = subprocess.run([sys.executable, "-m", "llmroofline", "analyze", "--json", "-p", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert a.returncode == 0 and json.loads(a.stdout)["profile"] == "mine"

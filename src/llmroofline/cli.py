@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
@@ -24,7 +25,6 @@ from .parallel import Layout
 from .specs import catalog, hardware as hwmod
 from .specs.catalog import DEFAULT_MODEL
 from .specs.hardware import DEFAULT_HARDWARE
-from .specs.model import param_count
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predict LLM inference performance on any accelerator, and explain it.")
@@ -225,7 +225,6 @@ def _op_table(title: str, phase: dict, note: str) -> Table:
 
 
 def _print_single(d: dict) -> None:
-    p = d["precision"]
     where = d["hardware"] if d["devices"] == 1 else f"{d['devices']} x {d['hardware']} ({d['layout']})"
     out.print(f"[bold]{d['model']}[/] ({d['params'] / 1e9:.2f} B params) on [bold]{where}[/]  "
               f"{d['precision']['label']}  profile {d['profile']}  batch {d['batch']}, input "
@@ -280,17 +279,7 @@ def _print_grid(a: phases.Analysis, points) -> None:
 @app.command()
 def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List built-in models with their aliases and parameter counts."""
-    aliases: dict[str, list[str]] = {}
-    for al, hf in catalog.model_aliases().items():
-        if al != hf.lower():
-            aliases.setdefault(hf, []).append(al)
-    rows = []
-    for hf in catalog.builtin_model_files():
-        m = catalog.load_model(hf)
-        rows.append({"id": hf, "aliases": sorted(aliases.get(hf, []), key=len),
-                     "model_type": m.model_type, "params": param_count(m),
-                     "layers": m.num_layers, "hidden": m.hidden_size, "heads": m.num_heads,
-                     "kv_heads": m.num_kv_heads, "moe": m.moe is not None, "mla": m.mla is not None})
+    rows = catalog.model_summaries()
     if as_json:
         print(json.dumps(rows, indent=1))
         return

@@ -1,7 +1,8 @@
 """The measurements of ``llmroofline probe`` (PyTorch, CPU or CUDA).
 
-Every number is a median of ``repeats`` timed runs after a warm-up. Sizes (``SIZES``) are
-chosen so that the data exceeds the last-level cache where that matters:
+Every number is a median of ``repeats`` timed runs after a warm-up; the runs of all kernels
+are interleaved in rounds (see :func:`probe`). Sizes (``SIZES``) are chosen so that the
+data exceeds the last-level cache where that matters:
 
 - **stream bandwidth**: copy ``b = a`` (bytes read + written), triad ``a = b + s c``
   (2 reads + 1 write), read-only reduction ``sum(a)``, and on CPU numpy's copy (which
@@ -263,6 +264,11 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
 
     ``dtype``: the precision whose GEMM curve the efficiency block is fitted to (bench and
     analyze then should use the same). ``threads``: CPU threads (default: torch's).
+
+    Every kernel is warmed up once, then the whole list is timed in ``repeats`` rounds
+    (each kernel once per round) and each kernel's median is kept: a neighbour that
+    slows a shared machine for a few seconds then spoils one sample of many kernels
+    instead of all samples of one.
     """
     torch = require_torch()
     device = check_device(device)
@@ -283,52 +289,71 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
                           date=datetime.date.today().isoformat())
         pool = torch.empty(cfg["pool_mb"] * 1_000_000 // 4, dtype=torch.float32, device=device)
         pool.fill_(0.5)          # touch every page once; fp32 0.5 reads as 0.5/0 in 16 bits
-        say("stream bandwidth")
-        res.stream_bytes_s = _stream(torch, pool, clock, reps)
         dtypes = ["fp32", "bf16"] + ([dtype] if dtype not in ("fp32", "bf16") else [])
         if not quick and "fp16" not in dtypes:
             dtypes.append("fp16")
         tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        jobs = _stream(torch, pool, clock)
         for dt in dtypes:
-            say(f"{dt} GEMMs")
-            res.square += _squares(torch, tdt[dt], dt, cfg["squares"], clock, reps, device)
+            jobs += _squares(torch, tdt[dt], dt, cfg["squares"], device)
             if dt in ("fp32", "bf16", dtype):
-                curve, wbytes = _decode_curve(torch, pool, tdt[dt], dt, cfg, clock, reps)
-                res.gemm_curve += curve
-                res.weight_set_bytes[dt] = wbytes
-        say("dispatch and framework overhead")
+                jobs += _decode_curve(torch, pool, tdt[dt], dt, cfg)
+        jobs += _attention(torch, pool, tdt[dtype], dtype, cfg)
+        say(f"{len(jobs)} kernels: stream, GEMMs ({', '.join(dtypes)}), attention; "
+            f"{reps} rounds")
+        for j in jobs:
+            j["fn"]()
+        samples: list[list[float]] = [[] for _ in jobs]
+        for r in range(reps):
+            for j, out in zip(jobs, samples):
+                out.append(clock.once(j["fn"])[0])
+            say(f"round {r + 1}/{reps} done")
+        for j, out in zip(jobs, samples):
+            j.pop("fn")
+            j["time_s"] = median(out)
+            kind = j.pop("job")
+            if kind == "stream":
+                res.stream_bytes_s[j["name"]] = j["bytes"] / j["time_s"]
+            elif kind == "square":
+                j["flops_s"] = j["flops"] / j["time_s"]
+                res.square.append(j)
+            elif kind == "curve":
+                res.weight_set_bytes[j["dtype"]] = j.pop("weight_bytes")
+                res.gemm_curve.append(j)
+            else:
+                res.attention.append(j)
+        del jobs, pool
+        say("dispatch and framework overhead (tiny transformers model)")
         res.dispatch_s = _dispatch(torch, clock, cfg["dispatch_calls"], device)
-        res.overhead = _framework(cfg, tdt[dtype], dtype, device, reps)
-        say("attention")
-        res.attention = _attention(torch, pool, tdt[dtype], dtype, cfg, clock, reps)
-        del pool
+        res.overhead = _framework(cfg, dtype, device, reps)
     _fit(res)
     return res
 
 
-def _stream(torch, pool, clock: Clock, reps: int) -> dict[str, float]:
+def _stream(torch, pool, clock: Clock) -> list[dict]:
     n = pool.numel() // 3
     a, b, c = pool[:n], pool[n:2 * n], pool[2 * n:3 * n]
-    eb = 4 * n
-    out = {"copy": 2 * eb / clock.median(lambda: b.copy_(a), reps),
-           "triad": 3 * eb / clock.median(lambda: torch.add(b, c, alpha=0.5, out=a), reps),
-           "read": eb / clock.median(lambda: a.sum(), reps)}
+    eb = 4.0 * n
+    jobs = [{"job": "stream", "name": "copy", "bytes": 2 * eb, "fn": lambda: b.copy_(a)},
+            {"job": "stream", "name": "triad", "bytes": 3 * eb,
+             "fn": lambda: torch.add(b, c, alpha=0.5, out=a)},
+            {"job": "stream", "name": "read", "bytes": eb, "fn": lambda: a.sum()}]
     if not clock.cuda:
         x, y = a.numpy(), b.numpy()
-        out["numpy_copy"] = 2 * eb / clock.median(lambda: np.copyto(y, x), reps)
-    b.copy_(a)
-    return out
+        jobs.append({"job": "stream", "name": "numpy_copy", "bytes": 2 * eb,
+                     "fn": lambda: np.copyto(y, x)})
+    return jobs
 
 
-def _squares(torch, tdt, dt: str, sizes, clock: Clock, reps: int, device: str) -> list[dict]:
-    out = []
+def _squares(torch, tdt, dt: str, sizes, device: str) -> list[dict]:
+    jobs = []
     for s in sizes:
         a = torch.randn(s, s, device=device).to(tdt)
         b = torch.randn(s, s, device=device).to(tdt)
-        t = clock.median(lambda: torch.mm(a, b), reps)
-        out.append({"dtype": dt, "size": s, "flops_s": 2 * s ** 3 / t, "time_s": t,
-                    "rows": s, "flops": 2 * s ** 3, "bytes": 3 * s * s * a.element_size()})
-    return out
+        jobs.append({"job": "square", "dtype": dt, "size": s, "rows": s, "flops": 2.0 * s ** 3,
+                     "bytes": 3.0 * s * s * a.element_size(),
+                     "fn": (lambda a=a, b=b: torch.mm(a, b))})
+    return jobs
 
 
 def weight_set(elements: int) -> list[tuple[int, int]]:
@@ -350,7 +375,7 @@ def weight_set(elements: int) -> list[tuple[int, int]]:
     return out or [WEIGHT_SET[0]]
 
 
-def _decode_curve(torch, pool, tdt, dt: str, cfg: dict, clock: Clock, reps: int):
+def _decode_curve(torch, pool, tdt, dt: str, cfg: dict) -> list[dict]:
     flat = pool.view(tdt)
     shapes = weight_set(flat.numel())
     mats, off = [], 0
@@ -362,13 +387,14 @@ def _decode_curve(torch, pool, tdt, dt: str, cfg: dict, clock: Clock, reps: int)
     ks = sorted({k for _, k in shapes})
     w_elems = sum(n * k for n, k in shapes)
     io_elems = sum(n + k for n, k in shapes)
-    out = []
+    jobs = []
     for m in cfg["rows"]:
         xs = {k: torch.randn(m, k, device=pool.device).to(tdt) * 0.01 for k in ks}
-        t = clock.median(lambda: [lin(xs[w.shape[1]], w) for w in mats], reps)
-        out.append({"dtype": dt, "rows": m, "time_s": t, "flops": 2.0 * m * w_elems,
-                    "bytes": float((w_elems + m * io_elems) * elt), "matrices": len(mats)})
-    return out, float(w_elems * elt)
+        jobs.append({"job": "curve", "dtype": dt, "rows": m, "flops": 2.0 * m * w_elems,
+                     "bytes": float((w_elems + m * io_elems) * elt), "matrices": len(mats),
+                     "weight_bytes": float(w_elems * elt),
+                     "fn": (lambda xs=xs: [lin(xs[w.shape[1]], w) for w in mats])})
+    return jobs
 
 
 def _dispatch(torch, clock: Clock, calls: int, device: str) -> float:
@@ -381,23 +407,34 @@ def _dispatch(torch, clock: Clock, calls: int, device: str) -> float:
     return clock.median(loop, 5) / calls
 
 
-def _framework(cfg: dict, tdt, dtype: str, device: str, reps: int) -> dict:
-    """Per-layer and per-step time of a tiny model run like ``bench`` runs models."""
+def _framework(cfg: dict, dtype: str, device: str, reps: int) -> dict:
+    """Per-layer and per-step time of tiny models run like ``bench`` runs models.
+
+    The models with 1..8 layers are timed in turns (one generation each per round) so a
+    slow spell of a shared machine does not bend the fitted line.
+    """
     require_torch(transformers=True)
     from ..bench.model import build_model
-    from ..bench.run import Generator, time_generation
+    from ..bench.run import Generator, Timings
     from ..graph import build_ops
     from ..specs.model import from_hf_config
     from ..specs.precision import Precision
-    layers, dec, pre = [], [], []
     steps = cfg["tiny_steps"]
-    for n in cfg["tiny_layers"]:
-        model = build_model(tiny_config(n), dtype, device)
-        gen = Generator(model, 1, TINY_PREFILL_TOKENS, steps + 1, device)
-        t = time_generation(gen, repeats=max(reps, 7), warmup=2)  # ~1 ms steps: cheap
-        layers.append(n)
-        dec.append(t.tpot_s)
-        pre.append(t.ttft_s)
+    layers = list(cfg["tiny_layers"])
+    gens = [Generator(build_model(tiny_config(n), dtype, device), 1, TINY_PREFILL_TOKENS,
+                      steps + 1, device) for n in layers]
+    timings = [Timings() for _ in gens]
+    for g in gens:
+        g.generation(steps=4)
+        g.generation(steps=4)
+    for _ in range(max(reps, 7)):       # ~1 ms steps: cheap
+        for g, t in zip(gens, timings):
+            pre, times = g.generation()
+            t.prefill_s.append(pre)
+            t.step_s.append(times)
+            t.steps = len(times)
+    dec = [t.tpot_s for t in timings]
+    pre = [t.ttft_s for t in timings]
     launches = [sum(o.count for o in build_ops(from_hf_config(tiny_config(n)), Precision(), 1, 1, 2))
                 for n in (1, 2)]
     per_layer = launches[1] - launches[0]
@@ -407,12 +444,12 @@ def _framework(cfg: dict, tdt, dtype: str, device: str, reps: int) -> dict:
     return fit
 
 
-def _attention(torch, pool, tdt, dt: str, cfg: dict, clock: Clock, reps: int) -> list[dict]:
+def _attention(torch, pool, tdt, dt: str, cfg: dict) -> list[dict]:
     sdpa = torch.nn.functional.scaled_dot_product_attention
     h, d, b = ATTN_HEADS, ATTN_HEAD_DIM, cfg["attn_batch"]
     flat = pool.view(tdt)
     elt = flat.element_size()
-    out = []
+    jobs = []
     for L in cfg["attn_kv"]:
         n = b * h * L * d
         if 2 * n > flat.numel():
@@ -420,16 +457,16 @@ def _attention(torch, pool, tdt, dt: str, cfg: dict, clock: Clock, reps: int) ->
         k = flat[:n].view(b, h, L, d)
         v = flat[n:2 * n].view(b, h, L, d)
         q = torch.randn(b, h, 1, d, device=pool.device).to(tdt)
-        t = clock.median(lambda: sdpa(q, k, v), reps)
-        out.append({"kind": "decode", "batch": b, "length": L, "time_s": t,
-                    "bytes": float((2 * n + 2 * b * h * d) * elt), "flops": 4.0 * b * h * L * d})
+        jobs.append({"job": "attention", "kind": "decode", "batch": b, "length": L,
+                     "bytes": float((2 * n + 2 * b * h * d) * elt), "flops": 4.0 * b * h * L * d,
+                     "fn": (lambda q=q, k=k, v=v: sdpa(q, k, v))})
     for s in cfg["attn_prefill"]:
         q, k, v = (torch.randn(1, h, s, d, device=pool.device).to(tdt) for _ in range(3))
-        t = clock.median(lambda: sdpa(q, k, v, is_causal=True), reps)
-        out.append({"kind": "prefill", "batch": 1, "length": s, "time_s": t,
-                    "bytes": float(4 * h * s * d * elt),
-                    "flops": 2.0 * h * s * (s + 1) / 2 * 2 * d})
-    return out
+        jobs.append({"job": "attention", "kind": "prefill", "batch": 1, "length": s,
+                     "bytes": float(4 * h * s * d * elt),
+                     "flops": 2.0 * h * s * (s + 1) / 2 * 2 * d,
+                     "fn": (lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True))})
+    return jobs
 
 
 def _fit(res: ProbeResult) -> None:

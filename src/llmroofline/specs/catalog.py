@@ -105,3 +105,21 @@ def _fetch_hub_config(repo_id: str) -> dict:
                          f"fetched from the Hugging Face hub ({kind}); offline? pass a local "
                          f"config.json path instead{known}") from None
     return load_config_file(path)
+
+
+def model_summaries() -> list[dict]:
+    """One row per built-in model (id, aliases, type, parameter count, shape): the data of
+    ``llmroofline models --json`` and the web API's model list."""
+    from .model import param_count
+    aliases: dict[str, list[str]] = {}
+    for al, hf in model_aliases().items():
+        if al != hf.lower():
+            aliases.setdefault(hf, []).append(al)
+    rows = []
+    for hf in builtin_model_files():
+        m = load_model(hf)
+        rows.append({"id": hf, "aliases": sorted(aliases.get(hf, []), key=len),
+                     "model_type": m.model_type, "params": param_count(m),
+                     "layers": m.num_layers, "hidden": m.hidden_size, "heads": m.num_heads,
+                     "kv_heads": m.num_kv_heads, "moe": m.moe is not None, "mla": m.mla is not None})
+    return rows

@@ -21,7 +21,7 @@ from ..errors import InputError, suggest
 from ..gridspec import cartesian
 from ..specs import catalog, hardware as hwmod
 from ..specs.catalog import DEFAULT_MODEL
-from ..specs.model import ModelSpec, from_hf_config, param_count
+from ..specs.model import ModelSpec, from_hf_config
 from .schemas import AnalyzeRequest, CompareRequest, RankRequest, RooflineRequest
 
 REQUEST_FIELDS = {
@@ -133,18 +133,7 @@ def _precision_kw(req) -> dict:
 @lru_cache(maxsize=1)
 def models() -> list[dict]:
     """Built-in models: the rows of ``llmroofline models --json``."""
-    aliases: dict[str, list[str]] = {}
-    for al, hf in catalog.model_aliases().items():
-        if al != hf.lower():
-            aliases.setdefault(hf, []).append(al)
-    rows = []
-    for hf in catalog.builtin_model_files():
-        m = catalog.load_model(hf)
-        rows.append({"id": hf, "aliases": sorted(aliases.get(hf, []), key=len),
-                     "model_type": m.model_type, "params": param_count(m),
-                     "layers": m.num_layers, "hidden": m.hidden_size, "heads": m.num_heads,
-                     "kv_heads": m.num_kv_heads, "moe": m.moe is not None, "mla": m.mla is not None})
-    return rows
+    return catalog.model_summaries()
 
 
 @lru_cache(maxsize=1)

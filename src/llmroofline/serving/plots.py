@@ -1,0 +1,184 @@
+"""Pictures of a simulation and of a configuration search (PNG/SVG, matplotlib).
+
+matplotlib is imported inside the functions (the ``plot`` extra), so ``import
+llmroofline.serving`` stays light.
+
+- :func:`plot_simulation`: batch size and KV cache use over time (per replica, time-
+  weighted means over ``bins`` equal slices of the run: idle time counts as 0), and the
+  TTFT and TPOT distributions with their p50/p99 and the SLO limits.
+- :func:`plot_pareto`: a configuration search's points, throughput per device vs TPOT p99,
+  with the Pareto front and the cheapest configuration meeting the target.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .sim import SimResult
+
+SUFFIXES = (".png", ".svg")
+SIZE_IN = (12.0, 8.0)
+DPI = 100
+MAX_LINES = 8          # more replicas: their mean and min-max band
+
+
+def check_plot_path(path) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in SUFFIXES:
+        raise InputError(f"plot: file suffix must be one of {', '.join(SUFFIXES)}, got '{p.name}'")
+    if not p.resolve().parent.is_dir():
+        raise InputError(f"plot: directory {p.parent} does not exist")
+    return p
+
+
+def _mpl():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def time_binned(start: np.ndarray, dur: np.ndarray, value: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Mean over each slice ``[edges[k], edges[k + 1])`` of the step function equal to
+    ``value[i]`` during iteration i (``start[i]``, ``start[i] + dur[i]``) and 0 between
+    iterations (exact: the cumulative integral is interpolated at the edges). The
+    iterations must not overlap (one replica)."""
+    if start.size == 0:
+        return np.zeros(edges.size - 1)
+    o = np.argsort(start, kind="stable")
+    s, d, v = start[o], dur[o], value[o]
+    t = np.empty(2 * s.size)
+    t[0::2], t[1::2] = s, s + d
+    area = np.zeros(2 * s.size)
+    area[1::2] = v * d
+    F = np.cumsum(area)
+    Fe = np.interp(edges, t, F, left=0.0, right=F[-1])
+    return np.diff(Fe) / np.diff(edges)
+
+
+def _replica_series(r: SimResult, values: np.ndarray, edges: np.ndarray) -> list[np.ndarray]:
+    rep = r.iter_replica if r.iter_replica is not None else np.zeros(r.iter_start_s.size, int)
+    return [time_binned(r.iter_start_s[rep == j], r.iter_time_s[rep == j], values[rep == j], edges)
+            for j in range(r.n_replicas)]
+
+
+def _labels(r: SimResult) -> list[str]:
+    roles = r.roles or ("mixed",)
+    if len(roles) == 1:
+        return [""]
+    return [f"{role} {j}" if role != "mixed" else f"replica {j}" for j, role in enumerate(roles)]
+
+
+def _series_panel(ax, x, series, labels, ylabel, title):
+    if len(series) <= MAX_LINES:
+        for y, lab in zip(series, labels):
+            ax.plot(x, y, lw=1.0, label=lab or None, drawstyle="steps-mid")
+        if any(labels):
+            ax.legend(fontsize=7, ncol=2, loc="upper right")
+    else:
+        Y = np.array(series)
+        ax.fill_between(x, Y.min(axis=0), Y.max(axis=0), alpha=0.25, step="mid",
+                        label=f"min-max over {len(series)} replicas")
+        ax.plot(x, Y.mean(axis=0), lw=1.0, drawstyle="steps-mid", label="mean")
+        ax.legend(fontsize=7, loc="upper right")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def _dist_panel(ax, x, name, limit):
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x) & (x > 0)]
+    ax.set_title(f"{name} distribution", fontsize=10)
+    if x.size == 0:
+        ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+        return
+    unit, k = ("ms", 1e3) if np.percentile(x, 99) < 1 else ("s", 1.0)
+    x = x * k
+    lo, hi = x.min(), x.max()
+    if hi > 30 * lo:
+        bins = np.geomspace(lo, hi * 1.0001, 60)
+        ax.set_xscale("log")
+    else:
+        bins = np.linspace(lo, hi * 1.0001 if hi > lo else lo + 1e-9, 60)
+    ax.hist(x, bins=bins, color="#1f77b4", alpha=0.8)
+    for q, ls in ((50, "-"), (99, "--")):
+        v = np.percentile(x, q)
+        ax.axvline(v, color="k", ls=ls, lw=1, label=f"p{q} {v:.3g} {unit}")
+    if limit is not None:
+        ax.axvline(limit * k, color="#d62728", lw=1.5, label=f"SLO {limit * k:.4g} {unit}")
+    ax.set_xlabel(f"{name} ({unit})")
+    ax.set_ylabel("requests")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def plot_simulation(r: SimResult, path, title: str = "", max_ttft_s=None, max_tpot_s=None,
+                    bins: int = 300) -> Path:
+    """Four panels: batch size and KV use over time, TTFT and TPOT histograms."""
+    p = check_plot_path(path)
+    plt = _mpl()
+    t0 = float(np.nanmin(r.arrival_s))
+    t1 = float(np.nanmax(r.finish_s))
+    edges = np.linspace(t0, t1 if t1 > t0 else t0 + 1e-9, bins + 1)
+    mid = (edges[:-1] + edges[1:]) / 2
+    labels = _labels(r)
+    cap = np.asarray(r.replica_kv_tokens or (r.kv_capacity_tokens,), float)
+    batch = _replica_series(r, r.iter_rows, edges)
+    kv = [100 * y / cap[j] for j, y in enumerate(_replica_series(r, r.iter_kv_tokens, edges))]
+    fig, axes = plt.subplots(2, 2, figsize=SIZE_IN, dpi=DPI)
+    _series_panel(axes[0, 0], mid, batch, labels, "running requests per iteration",
+                  "batch size over time (time-weighted mean per slice)")
+    _series_panel(axes[0, 1], mid, kv, labels, "KV cache used (% of capacity)",
+                  "KV cache memory over time")
+    axes[0, 1].set_ylim(0, 105)
+    _dist_panel(axes[1, 0], r.ttft_s, "TTFT", max_ttft_s)
+    _dist_panel(axes[1, 1], r.tpot_s, "TPOT", max_tpot_s)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(p, dpi=DPI)
+    plt.close(fig)
+    return p
+
+
+def plot_pareto(points: list[dict], path, title: str = "", best: dict | None = None,
+                max_tpot_s=None) -> Path:
+    """Throughput per device vs TPOT p99 of every configuration (``points``: dicts with
+    ``label``, ``tpot_p99_s``, ``per_device``, ``pareto``); the front is joined, the best
+    configuration circled."""
+    p = check_plot_path(path)
+    plt = _mpl()
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=DPI)
+    pts = [q for q in points if q.get("per_device") and q.get("tpot_p99_s") is not None]
+    if pts:
+        x = np.array([q["tpot_p99_s"] * 1e3 for q in pts])
+        y = np.array([q["per_device"] for q in pts])
+        front = np.array([bool(q.get("pareto")) for q in pts])
+        ax.scatter(x[~front], y[~front], c="#999999", s=18, label="configuration")
+        ax.scatter(x[front], y[front], c="#1f77b4", s=30, label="Pareto front")
+        o = np.argsort(x[front])
+        ax.plot(x[front][o], y[front][o], c="#1f77b4", lw=1)
+        for q, xi, yi, f in zip(pts, x, y, front):
+            if f:
+                ax.annotate(q["label"], (xi, yi), fontsize=7, xytext=(4, 3),
+                            textcoords="offset points")
+        if best is not None and best.get("tpot_p99_s") is not None:
+            ax.scatter([best["tpot_p99_s"] * 1e3], [best["per_device"]], s=160,
+                       facecolors="none", edgecolors="#d62728", lw=1.5,
+                       label=f"chosen: {best['label']}")
+    if max_tpot_s is not None:
+        ax.axvline(max_tpot_s * 1e3, color="#d62728", ls="--", lw=1, label="TPOT SLO")
+    ax.set_xlabel("TPOT p99 at capacity (ms)")
+    ax.set_ylabel("capacity per device (requests/s)")
+    ax.set_title(title or "configurations: throughput per device vs TPOT p99", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(p, dpi=DPI)
+    plt.close(fig)
+    return p
