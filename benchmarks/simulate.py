@@ -1,6 +1,7 @@
-"""Serving simulator speed: fast path vs. step-by-step vs. a naive per-iteration engine call.
+"""Serving simulator speed: fast path vs. step-by-step vs. a naive per-iteration engine call;
+routers; and (``--search``) a capacity search over 48 configurations.
 
-Run:  python benchmarks/simulate.py [--requests 5000] [--rate 20] [--naive-iters 300]
+Run:  python benchmarks/simulate.py [--requests 5000] [--rate 20] [--naive-iters 300] [--search]
 
 One workload (Llama-3.1-8B on H100 SXM, Poisson arrivals, lognormal 1024/0.6 prompts and
 256/0.8 outputs) is simulated three ways in the same run:
@@ -12,6 +13,12 @@ One workload (Llama-3.1-8B on H100 SXM, Poisson arrivals, lognormal 1024/0.6 pro
 - naive: each iteration costed by building the operator graph for its rows and calling
   ``phases.step_cost`` (what a simulator without the tables would do); timed on the first
   ``--naive-iters`` iterations of the step run's log and extrapolated to the whole run.
+
+Then 4 replicas at 4 x ``--rate`` behind the round-robin router (replicas simulated one
+after the other) and the least-loaded router (replicas advanced together, to each arrival).
+``--search``: ``serving.search`` over H100 SXM and A100 SXM 80GB x TP 1, 2, 4, 8 x max
+batch 64, 128, 256 x max tokens 2048, 8192 (48 configurations, 2000 requests per trial,
+target 100 req/s, TTFT p99 <= 1 s, TPOT p99 <= 50 ms), on all cores.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import numpy as np
 
 from llmroofline.graph import build_ops
 from llmroofline.phases import step_cost
+import os
+
 from llmroofline.serving import IterationCost, make_workload, simulate
 
 
@@ -34,6 +43,7 @@ def main() -> None:
     ap.add_argument("--naive-iters", type=int, default=300)
     ap.add_argument("--model", default="meta-llama/Llama-3.1-8B")
     ap.add_argument("--hardware", default="h100-sxm")
+    ap.add_argument("--search", action="store_true", help="also time a 48-configuration search")
     args = ap.parse_args()
     t = time.perf_counter()
     cost = IterationCost.of(args.model, args.hardware)
@@ -72,6 +82,26 @@ def main() -> None:
         print(f"  step  {ts:7.3f} s   ({iters / ts:,.0f} iterations/s)   fast is {ts / tf:.1f}x")
         print(f"  naive {t_naive:7.3f} s   (extrapolated from {n} iterations)   fast is "
               f"{t_naive / tf:.0f}x")
+    wl = make_workload(args.requests, rate=4 * args.rate, seed=0,
+                       max_context=cost.model.max_position_embeddings)
+    for router in ("round-robin", "least-loaded"):
+        t = time.perf_counter()
+        r = simulate(workload=wl, cost=cost, replicas=4, router=router)
+        dt = time.perf_counter() - t
+        print(f"4 replicas, {router:12s} at {4 * args.rate:g} req/s: {dt:6.3f} s "
+              f"({r.iter_time_s.size} iterations, {r.iter_time_s.size / dt:,.0f} it/s)")
+    if args.search:
+        from llmroofline.serving.search import search
+        t = time.perf_counter()
+        s = search(args.model, [args.hardware, "a100-sxm-80gb"], tp=[1, 2, 4, 8],
+                   max_batch=[64, 128, 256], max_tokens=[2048, 8192], rate_target=100,
+                   max_ttft_s=1.0, max_tpot_s=0.05, requests=2000)
+        dt = time.perf_counter() - t
+        b = s.best
+        print(f"search: {len(s.points)} configurations in {dt:.1f} s on {os.cpu_count()} cores "
+              f"({sum(p.seconds for p in s.points):.1f} s of capacity searches, "
+              f"{len(s.verifications)} verifications); cheapest at 100 req/s: "
+              f"{b.replicas} x {b.label} = {b.devices} devices" if b else "none")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,17 @@ def test_shrink_rejects_bad_input(kw, field):
         shrink_config(_cfg("meta-llama__Llama-3.2-1B.json"), **kw)
 
 
+@pytest.mark.parametrize("name, dev", [
+    ("NVIDIA A100-SXM4-80GB", "a100-sxm-80gb"), ("NVIDIA A100 80GB PCIe", "a100-pcie-80gb"),
+    ("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", "h100-pcie"),
+    ("Tesla T4", "t4"), ("NVIDIA GeForce RTX 4090", "rtx-4090"),
+    ("Intel(R) Xeon(R) Platinum 8480+", "xeon-8480"), ("Intel(R) Xeon(R) Processor", None)])
+def test_datasheet_matched_by_device_name(name, dev):
+    """Names as torch.cuda.get_device_name / /proc/cpuinfo report them."""
+    from llmroofline.probe import match_catalog
+    assert match_catalog(name) == dev
+
+
 # -- pure: CLI errors and a missing torch -----------------------------------------------------
 @pytest.mark.parametrize("argv, field", [
     (["probe", "--out", "probe.txt"], "out"),

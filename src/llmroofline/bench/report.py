@@ -18,8 +18,9 @@ def _t(x: float | None) -> str:
 
 def header(r: BenchResult) -> str:
     where = f"{r.device}, {r.threads} thread(s)" if r.device == "cpu" else r.device
-    return (f"[bold]{r.model}[/] as built: {r.description}; {r.params / 1e9:.3f} B params, "
-            f"{r.weight_bytes / 1e9:.2f} GB of {r.dtype} weights\n"
+    size = f"{r.params / 1e9:.3f} B" if r.params >= 1e8 else f"{r.params / 1e6:.2f} M"
+    return (f"[bold]{r.model}[/] as built: {r.description}; {size} params, "
+            f"{r.weight_bytes / 1e6:,.1f} MB of {r.dtype} weights\n"
             f"{where}, batch {r.batch}, input {r.input_len}, output {r.output_len} tokens, "
             f"attention {r.attention}, static KV cache, medians of {r.repeats}; predicted with "
             f"{r.hardware} ({r.hardware_name})")

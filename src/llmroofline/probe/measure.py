@@ -240,20 +240,27 @@ def _cuda_facts(device: str) -> dict:
             "cores": int(p.multi_processor_count)}
 
 
+def _model_tokens(name: str) -> tuple[set[str], set[str]]:
+    """(model-number tokens such as 'a100', 'sxm4', '80gb', 't4', '8480' but not a bare
+    '80'; form-factor words 'pcie' / 'nvl')."""
+    low = name.lower()
+    toks = {t for t in re.findall(r"[a-z]*\d+[a-z0-9]*", low)
+            if (len(t) >= 2 and not t.isdigit()) or len(t) >= 3}
+    return toks, {w for w in ("pcie", "nvl") if w in re.findall(r"[a-z]+", low)}
+
+
 def match_catalog(name: str) -> str | None:
-    """Catalog id whose name shares the most model-number tokens with ``name`` (or None)."""
+    """Catalog id sharing the most model-number tokens with ``name``; ties go to the entry
+    without a form factor the name lacks (SXM parts report none: 'NVIDIA H100 80GB HBM3'),
+    then to the fewest other tokens. None when nothing is shared."""
     from ..specs.hardware import _catalog_raw
-    toks = {t for t in re.findall(r"[a-z]*\d+[a-z0-9]*", name.lower()) if len(t) >= 3}
-    if not toks:
-        return None
-    best, score = None, 0
+    toks, form = _model_tokens(name)
+    best, best_score = None, (0, 0, 0)
     for dev_id, d in _catalog_raw().items():
-        theirs = set(re.findall(r"[a-z]*\d+[a-z0-9]*", str(d.get("name", "")).lower()))
-        s = len(toks & theirs)
-        if s > score:
-            best, score = dev_id, s
-        elif s == score and s:
-            best = None if best != dev_id else best
+        theirs, their_form = _model_tokens(str(d.get("name", "")))
+        score = (len(toks & theirs), -len(their_form - form), -len(theirs - toks))
+        if score[0] and score > best_score:
+            best, best_score = dev_id, score
     return best
 
 

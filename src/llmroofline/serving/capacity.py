@@ -46,8 +46,13 @@ def capacity(model="llama-3.1-8b", hardware="h100-sxm", *, max_ttft_s: float | N
              input_dist="lognormal:1024,0.6", output_dist="lognormal:256,0.8",
              trace=None, seed: int = 0, arrival: str = "poisson", burstiness: float = 1.0,
              config: SchedulerConfig | None = None, replicas: int = 1, rel_tol: float = 0.02,
-             cost: IterationCost | None = None, **engine) -> Capacity:
-    """Bisection for the highest rate whose ``percentile`` TTFT/TPOT/e2e meet the limits."""
+             cost: IterationCost | None = None, router: str = "round-robin",
+             disaggregate: tuple[int, int] | None = None, kv_link_bytes_s: float | None = None,
+             **engine) -> Capacity:
+    """Bisection for the highest rate whose ``percentile`` TTFT/TPOT/e2e meet the limits.
+
+    ``replicas``, ``router``, ``disaggregate`` and ``kv_link_bytes_s`` are passed to
+    :func:`simulate`: the rate is then that of the whole group."""
     if max_ttft_s is None and max_tpot_s is None and max_e2e_s is None:
         raise InputError("capacity: give at least one SLO (--max-ttft-p99, --max-tpot-p99 or "
                          "--max-e2e-p99)")
@@ -70,13 +75,15 @@ def capacity(model="llama-3.1-8b", hardware="h100-sxm", *, max_ttft_s: float | N
     unit = base.arrival_s
     trace_rate = (base.n - 1) / unit[-1] if trace is not None and unit[-1] > 0 else 1.0
     offline = Workload(np.zeros(base.n), base.input_len, base.output_len, "offline")
-    sat = simulate(workload=offline, config=cfg, replicas=replicas, cost=cost)
+    sim_kw = dict(config=cfg, replicas=replicas, cost=cost, router=router,
+                  disaggregate=disaggregate, kv_link_bytes_s=kv_link_bytes_s)
+    sat = simulate(workload=offline, **sim_kw)
     sat_rate = base.n / sat.makespan_s
     trials: list[dict] = []
 
     def run(rate):
         wl = Workload(unit * trace_rate / rate, base.input_len, base.output_len, arrival, rate)
-        r = simulate(workload=wl, config=cfg, replicas=replicas, cost=cost)
+        r = simulate(workload=wl, **sim_kw)
         t, p, e = _pct(r.ttft_s, percentile), _pct(r.tpot_s, percentile), _pct(r.e2e_s, percentile)
         ok = ((max_ttft_s is None or t <= max_ttft_s) and (max_tpot_s is None or p <= max_tpot_s)
               and (max_e2e_s is None or e <= max_e2e_s))

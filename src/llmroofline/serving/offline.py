@@ -4,8 +4,10 @@ Each row of ``data/measured/serving_calibration.csv`` (TensorRT-LLM v0.10 in-fli
 batching, ``gptManagerBenchmark --request_rate -1``: 2000 requests queued at once, fixed
 input/output lengths, chunked context, ``kv_cache_free_gpu_mem_fraction 0.9``) is
 simulated with the same setup: 2000 requests at t = 0, continuous batching with chunked
-prefill, ``max_batch`` 2048, 8192 tokens per iteration, 64-token KV blocks, 90 % of the
-free memory for the KV cache, the default profile. The error is predicted / measured - 1.
+prefill, ``max_batch`` 2048, 2048 tokens per iteration (the engines' ``max_num_tokens``,
+as the data's README states), 64-token KV blocks, 90 % of the free memory for the KV
+cache, preemption by recompute (TensorRT-LLM pauses a request by freeing its cache; it
+re-runs its context later), the default profile. The error is predicted / measured - 1.
 Nothing here is tuned to these rows.
 """
 
@@ -21,7 +23,7 @@ from .cost import IterationCost
 from .sim import SchedulerConfig, simulate
 from .workload import Workload
 
-TRTLLM_CONFIG = SchedulerConfig(max_batch=2048, max_tokens=8192, chunked=True, block_size=64,
+TRTLLM_CONFIG = SchedulerConfig(max_batch=2048, max_tokens=2048, chunked=True, block_size=64,
                                 kv_fraction=0.9)
 
 

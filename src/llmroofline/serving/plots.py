@@ -6,8 +6,8 @@ llmroofline.serving`` stays light.
 - :func:`plot_simulation`: batch size and KV cache use over time (per replica, time-
   weighted means over ``bins`` equal slices of the run: idle time counts as 0), and the
   TTFT and TPOT distributions with their p50/p99 and the SLO limits.
-- :func:`plot_pareto`: a configuration search's points, throughput per device vs TPOT p99,
-  with the Pareto front and the cheapest configuration meeting the target.
+- :func:`plot_pareto`: a configuration search's points, capacity per device vs TPOT
+  percentile, with the Pareto front and the cheapest configuration meeting the target.
 """
 
 from __future__ import annotations
@@ -139,45 +139,55 @@ def plot_simulation(r: SimResult, path, title: str = "", max_ttft_s=None, max_tp
     _dist_panel(axes[1, 0], r.ttft_s, "TTFT", max_ttft_s)
     _dist_panel(axes[1, 1], r.tpot_s, "TPOT", max_tpot_s)
     if title:
-        fig.suptitle(title, fontsize=11)
+        import textwrap
+        fig.suptitle("\n".join(textwrap.wrap(title, 120)), fontsize=10)
     fig.tight_layout()
     fig.savefig(p, dpi=DPI)
     plt.close(fig)
     return p
 
 
-def plot_pareto(points: list[dict], path, title: str = "", best: dict | None = None,
-                max_tpot_s=None) -> Path:
-    """Throughput per device vs TPOT p99 of every configuration (``points``: dicts with
-    ``label``, ``tpot_p99_s``, ``per_device``, ``pareto``); the front is joined, the best
-    configuration circled."""
+def plot_pareto(search, path, title: str = "") -> Path:
+    """Capacity per device vs TPOT percentile of every configuration of a
+    :class:`search.Search`; the Pareto front is joined and labelled, the chosen
+    configuration (cheapest meeting the target) circled, the TPOT limit drawn."""
     p = check_plot_path(path)
     plt = _mpl()
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=DPI)
-    pts = [q for q in points if q.get("per_device") and q.get("tpot_p99_s") is not None]
-    if pts:
-        x = np.array([q["tpot_p99_s"] * 1e3 for q in pts])
-        y = np.array([q["per_device"] for q in pts])
-        front = np.array([bool(q.get("pareto")) for q in pts])
-        ax.scatter(x[~front], y[~front], c="#999999", s=18, label="configuration")
-        ax.scatter(x[front], y[front], c="#1f77b4", s=30, label="Pareto front")
-        o = np.argsort(x[front])
-        ax.plot(x[front][o], y[front][o], c="#1f77b4", lw=1)
-        for q, xi, yi, f in zip(pts, x, y, front):
-            if f:
-                ax.annotate(q["label"], (xi, yi), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")
-        if best is not None and best.get("tpot_p99_s") is not None:
-            ax.scatter([best["tpot_p99_s"] * 1e3], [best["per_device"]], s=160,
-                       facecolors="none", edgecolors="#d62728", lw=1.5,
-                       label=f"chosen: {best['label']}")
-    if max_tpot_s is not None:
-        ax.axvline(max_tpot_s * 1e3, color="#d62728", ls="--", lw=1, label="TPOT SLO")
-    ax.set_xlabel("TPOT p99 at capacity (ms)")
-    ax.set_ylabel("capacity per device (requests/s)")
-    ax.set_title(title or "configurations: throughput per device vs TPOT p99", fontsize=10)
+    fig, ax = plt.subplots(figsize=(10, 6.5), dpi=DPI)
+    pts = [q for q in search.points if q.rate > 0 and q.tpot_s is not None]
+    hws = sorted({q.hardware for q in pts})
+    marks = "osD^v<>p*h"
+    pct = f"p{search.percentile:g}"
+    for i, hw in enumerate(hws):
+        for tp in sorted({q.tp for q in pts if q.hardware == hw}):
+            g = [q for q in pts if q.hardware == hw and q.tp == tp]
+            ax.scatter([q.tpot_s * 1e3 for q in g], [q.per_device for q in g], s=26,
+                       marker=marks[i % len(marks)], alpha=0.75,
+                       label=f"{hw} TP{tp}")
+    front = sorted((q for q in pts if q.pareto), key=lambda q: q.tpot_s)
+    if front:
+        ax.plot([q.tpot_s * 1e3 for q in front], [q.per_device for q in front], c="k", lw=1,
+                label="Pareto front")
+        for q in front:
+            ax.annotate(q.label, (q.tpot_s * 1e3, q.per_device), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+    b = search.best
+    if b is not None and b.tpot_s is not None:
+        cost = f", ${b.cost_usd_h:.2f}/h" if b.cost_usd_h is not None else ""
+        ax.scatter([b.tpot_s * 1e3], [b.per_device], s=220, facecolors="none",
+                   edgecolors="#d62728", lw=1.8,
+                   label=f"cheapest at {search.rate_target:g} req/s: {b.replicas} x {b.label} "
+                         f"({b.devices} devices{cost})")
+    lim = search.slo.get("max_tpot_s")
+    if lim is not None:
+        ax.axvline(lim * 1e3, color="#d62728", ls="--", lw=1, label=f"TPOT {pct} limit")
+    ax.set_xlabel(f"TPOT {pct} at capacity (ms)")
+    ax.set_ylabel("capacity per device (requests/s meeting the SLOs)")
+    ax.set_title(title or f"{len(pts)} configurations: throughput per device vs TPOT {pct}",
+                 fontsize=10)
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(p, dpi=DPI)
     plt.close(fig)

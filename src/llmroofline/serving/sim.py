@@ -39,9 +39,12 @@ Paged KV memory: ``block_size`` tokens per block; capacity ``kv_fraction x (devi
 
 Several replicas: a **round-robin** router sends the k-th arrival to replica k mod N (the
 replicas are then independent and simulated one after the other); **least-loaded** sends
-each arrival to the replica with the fewest outstanding requests (routed, not finished) at
-its arrival time, which couples the replicas: they are advanced together, each up to the
-next arrival. **Disaggregation** (``disaggregate=(P, D)``): P prefill replicas compute the
+each arrival to the replica with the fewest prompt tokens still waiting for their first
+token (queued or in prefill) at its arrival time, ties broken by the fewest outstanding
+requests (routed, not finished), then round-robin; **least-requests** uses the outstanding
+requests alone. Both read each replica's state exactly at the arrival time (from its
+first-token and finish times), which couples the replicas: they are advanced together,
+each up to the next arrival. **Disaggregation** (``disaggregate=(P, D)``): P prefill replicas compute the
 prompts (a request leaves them with its first token), the KV cache is sent to one of D
 decode replicas (``kv bytes / link bandwidth`` later), which decode to the end.
 
@@ -66,7 +69,7 @@ from .cost import IterationCost
 from .workload import Workload
 
 POLICIES = ("continuous", "static")
-ROUTERS = ("round-robin", "least-loaded")
+ROUTERS = ("round-robin", "least-loaded", "least-requests")
 PREEMPTIONS = ("recompute", "swap")
 RESERVES = ("prompt", "full")
 
@@ -363,6 +366,10 @@ class _Replica:
         self.npre: list[int] = []
         self.nswap: list[int] = []
         self.finish_times: list[float] = []     # nondecreasing (for the router)
+        self.ft_times: list[float] = []         # first-token times, nondecreasing ...
+        self.ft_cum: list[int] = [0]            # ... and the prompt tokens they completed
+        self.prompt_routed = 0                  # prompt tokens routed here (to compute)
+        self.metric = "prompt"                  # router load: see _route
         self.pending: list[int] = []
         self.waiting: deque[int] = deque()
         self.swapped: deque[int] = deque()
@@ -395,6 +402,8 @@ class _Replica:
         self.last_emit.append(float(last_emit))
         self.npre.append(0)
         self.nswap.append(0)
+        if gen == 0:
+            self.prompt_routed += int(inp)
         if release:
             self.pending.append(k)
 
@@ -411,6 +420,20 @@ class _Replica:
     def outstanding(self, t: float) -> int:
         """Requests routed here and not finished by time ``t``."""
         return len(self.inp) - bisect_right(self.finish_times, t)
+
+    def pending_prompt(self, t: float) -> int:
+        """Prompt tokens routed here whose request has no first token by time ``t``."""
+        return self.prompt_routed - self.ft_cum[bisect_right(self.ft_times, t)]
+
+    def load(self, t: float) -> tuple:
+        if self.metric == "requests":
+            return (self.outstanding(t),)
+        return (self.pending_prompt(t), self.outstanding(t))
+
+    def _first_token(self, r: int, t: float) -> None:
+        self.first_tok[r] = t
+        self.ft_times.append(t)
+        self.ft_cum.append(self.ft_cum[-1] + self.inp[r])
 
     def busy(self) -> bool:
         return self.done < len(self.inp)
@@ -473,6 +496,9 @@ class _Replica:
                 self.now, batch = _static_batch(cost, cfg, self.now, waiting, inp, out,
                                                 first_sched, first_tok, finish, log,
                                                 self.total_blocks, bs)
+                for r in batch:
+                    self.ft_times.append(first_tok[r])
+                    self.ft_cum.append(self.ft_cum[-1] + inp[r])
                 for r in batch:
                     self._finished(r)
                 continue
@@ -644,14 +670,14 @@ class _Replica:
         start = self.now
         now = self.now = start + dt
         n_dec = 0
-        first_tok, itl = self.first_tok, self.log.itl
+        itl = self.log.itl
         done_any = False
         for r, x in rows_q:
             c = comp[r] = comp[r] + x
             if c == inp[r] + gen[r]:
                 g = gen[r] = gen[r] + 1
                 if g == 1:
-                    first_tok[r] = now
+                    self._first_token(r, now)
                 elif x == 1 and last_emit[r] == start:
                     n_dec += 1
                 else:   # first token after a recompute, a swap or a KV transfer
@@ -737,6 +763,8 @@ def _route(reps: list[_Replica], router: str, arrival: np.ndarray, inp, out, com
         for rp in reps:
             rp.advance()
         return rep
+    for rp in reps:
+        rp.metric = "requests" if router == "least-requests" else "prompt"
     last = R - 1
     for k in order:
         t = float(arrival[k])
@@ -746,10 +774,10 @@ def _route(reps: list[_Replica], router: str, arrival: np.ndarray, inp, out, com
             rp = reps[j]
             if rp.now < t and rp.busy():
                 rp.advance(t)
-            load = rp.outstanding(t)
+            load = rp.load(t)
             if best_load is None or load < best_load:
                 best, best_load = j, load
-                if load == 0:
+                if not any(load):
                     break
         rep[k] = best
         last = best
@@ -797,6 +825,9 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
         k = int(np.argmax(too_long))
         raise InputError(f"workload: request {k} needs {int(wl.input_len[k] + wl.output_len[k])} "
                          f"tokens, more than the context of {cost.model.name} ({ctx})")
+    if wl.concurrency and router != "round-robin" and replicas > 1:
+        raise InputError(f"router: {router} needs open-loop arrivals (a closed loop splits its "
+                         "clients over the replicas); use --router round-robin")
     total_blocks = kv_blocks_of(cost, cfg)
     if total_blocks < 1:
         raise InputError("memory: the model's weights and activations leave no room for a KV "
