@@ -7,7 +7,8 @@ import pytest
 
 import llmroofline as lr
 from llmroofline.cost import Roofline, combine
-from llmroofline.graph import build_ops, causal_pairs, expected_experts, keys_touched
+from llmroofline.graph import build_ops, causal_pairs, keys_touched
+from llmroofline.parallel import expected_experts
 from llmroofline.memory import kv_cache_bytes_per_seq
 from llmroofline.specs.precision import Precision
 

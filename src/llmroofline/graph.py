@@ -75,15 +75,6 @@ def keys_touched(q_len, kv_len, window=np.inf):
     return np.minimum(kv_len, q_len + window - 1)
 
 
-def expected_experts(tokens, num_experts: int, top_k: int):
-    """Expected distinct experts hit by ``tokens`` tokens under uniform top-k routing.
-
-    Each expert is missed by one token with probability 1 - k/E, so
-    E[distinct] = E x (1 - (1 - k/E) ** tokens).
-    """
-    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
-
-
 @dataclass(frozen=True)
 class _Step:
     """Shapes and byte widths of one step on one tensor-parallel rank (internal)."""

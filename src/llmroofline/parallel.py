@@ -176,6 +176,15 @@ def expert_load_imbalance(tokens, top_k: int, ep: int):
     return np.minimum(1 + sd * z / np.maximum(mean, 1e-30), ep)
 
 
+def expected_experts(tokens, num_experts: int, top_k: int):
+    """Expected distinct experts hit by ``tokens`` tokens under uniform top-k routing.
+
+    Each expert is missed by one token with probability 1 - k/E, so
+    E[distinct] = E x (1 - (1 - k/E) ** tokens).
+    """
+    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
+
+
 def experts_hit_on_busiest_device(tokens, num_experts: int, top_k: int, ep: int):
     """Expected distinct experts the busiest of ``ep`` devices must stream in one step.
 
@@ -185,7 +194,7 @@ def experts_hit_on_busiest_device(tokens, num_experts: int, top_k: int, ep: int)
     ep = 1 this is the plain expectation E x p.
     """
     import numpy as np
-    p = 1.0 - (1.0 - top_k / num_experts) ** np.asarray(tokens, dtype=float)
+    p = expected_experts(np.asarray(tokens, dtype=float), num_experts, top_k) / num_experts
     n = num_experts / ep
     if ep <= 1:
         return n * p
