@@ -157,18 +157,9 @@ class Speculative:
 def verify_ops(m: ModelSpec, prec, batch, draft_k: int, kv_len, *, flash: bool = True,
                layout: Layout | None = None):
     """Operator table of a target verify step: ``q_len = k + 1`` tokens per sequence
-    attending to ``kv_len`` tokens, with logits at all ``k + 1`` positions.
-
-    ``build_ops`` keeps logits for the last position only (all plain decoding needs); the
-    verify step's ``lm_head`` (and its tensor-parallel all-gather) is that of a step with
-    ``batch x (k + 1)`` sequences, taken from the same engine.
-    """
-    T = draft_k + 1
-    ops = build_ops(m, prec, batch, T, kv_len, flash=flash, layout=layout)
-    wide = {o.name: o for o in build_ops(m, prec, np.asarray(batch) * T, 1, kv_len,
-                                         flash=flash, layout=layout)
-            if o.name in ("lm_head", "logits_allgather")}
-    return [wide.get(o.name, o) for o in ops]
+    attending to ``kv_len`` tokens, with logits at all ``k + 1`` positions."""
+    return build_ops(m, prec, batch, draft_k + 1, kv_len, flash=flash, layout=layout,
+                     logits_per_seq=draft_k + 1)
 
 
 def _decode_totals(tm, dm, prec, flash, lay, dlay, roof, droof, B, I, O, k, tau):

@@ -126,7 +126,8 @@ class _Step:
 
 
 def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: bool = True,
-              mla_absorb: bool | None = None, layout: Layout | None = None) -> list[Op]:
+              mla_absorb: bool | None = None, layout: Layout | None = None,
+              logits_per_seq=1) -> list[Op]:
     """Operator table of one step on one tensor-parallel rank (see module docstring).
 
     ``flash``: fused IO-aware attention (scores never leave the chip, masked tiles skipped)
@@ -138,6 +139,8 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     (decode), up-projection otherwise (prefill), as vLLM and SGLang do.
     ``layout``: tensor/expert parallel split (``parallel.py``); rows are per device and
     collectives appear as ``communication`` rows sized in ``comm_bytes``.
+    ``logits_per_seq``: positions per sequence that need logits (1 for prefill and decode;
+    k + 1 for a speculative verify step).
     """
     layout = layout or Layout()
     B = np.asarray(batch, dtype=float)
@@ -206,10 +209,11 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     if m.final_norm:
         s.norm("final_norm", 1)
     # Only the last position of each sequence needs logits (prefill and decode alike).
-    s.linear("lm_head", h, sh.vocab, 1, tokens=B, bias=m.lm_head_bias, wbytes=sb,
+    logits = B * logits_per_seq
+    s.linear("lm_head", h, sh.vocab, 1, tokens=logits, bias=m.lm_head_bias, wbytes=sb,
              compute="gemm16")
     if tp > 1:
-        s.op("logits_allgather", "communication", "comm", 1, comm=B * sh.vocab * ab,
+        s.op("logits_allgather", "communication", "comm", 1, comm=logits * sh.vocab * ab,
              collective="allgather", group=tp)
     return s.ops
 
