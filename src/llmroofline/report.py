@@ -35,6 +35,18 @@ def _phase_dict(p: PhaseResult, idx) -> dict[str, Any]:
             "bytes": float(p.bytes[idx]), "ops": ops}
 
 
+def _memory_dict(mem, idx) -> dict[str, Any]:
+    """Memory footprint of one grid point (bytes, decimal)."""
+    return {
+        "weights_bytes": float(mem.weights_bytes),
+        "kv_cache_bytes": float(mem.kv_cache_bytes[idx]),
+        "activation_bytes": float(mem.activation_bytes[idx]),
+        "total_bytes": float(mem.total_bytes[idx]),
+        "capacity_bytes": float(mem.capacity_bytes),
+        "fits": bool(mem.fits[idx]),
+    }
+
+
 def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
     """One grid point of an analysis as JSON-ready data (the ``--json`` contract).
 
@@ -60,14 +72,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "tpot_s": _num(a.tpot_s[idx]),
         "e2e_s": float(a.e2e_s[idx]),
         "throughput_tok_s": float(a.throughput_tok_s[idx]),
-        "memory": {
-            "weights_bytes": float(mem.weights_bytes),
-            "kv_cache_bytes": float(mem.kv_cache_bytes[idx]),
-            "activation_bytes": float(mem.activation_bytes[idx]),
-            "total_bytes": float(mem.total_bytes[idx]),
-            "capacity_bytes": float(mem.capacity_bytes),
-            "fits": bool(mem.fits[idx]),
-        },
+        "memory": _memory_dict(mem, idx),
         "max_batch": int(a.max_batch[idx]),
         "params": a.params,
         "active_params": a.active_params,
@@ -99,15 +104,8 @@ def speculative_dict(s, idx: tuple = ()) -> dict[str, Any]:
         "throughput_tok_s": float(s.throughput_tok_s[idx]),
         "tpot_speedup": _num(s.tpot_speedup[idx]),
         "e2e_speedup": float(s.e2e_speedup[idx]),
-        "memory": {
-            "weights_bytes": float(mem.weights_bytes),
-            "draft_weights_bytes": float(s.draft.memory.weights_bytes),
-            "kv_cache_bytes": float(mem.kv_cache_bytes[idx]),
-            "activation_bytes": float(mem.activation_bytes[idx]),
-            "total_bytes": float(mem.total_bytes[idx]),
-            "capacity_bytes": float(mem.capacity_bytes),
-            "fits": bool(mem.fits[idx]),
-        },
+        "memory": {**_memory_dict(mem, idx),
+                   "draft_weights_bytes": float(s.draft.memory.weights_bytes)},
         "max_batch": int(mem.max_batch[idx]),
         "warnings": list(s.warnings),
     }
