@@ -78,6 +78,19 @@ class Mesh:
     def shape(self) -> tuple[int, int]:
         return (len(self.batch), len(self.seq))
 
+    def to_json(self) -> dict:
+        """The mesh as JSON-ready data (``compare --json`` and the web API): the summary,
+        the axes, throughput and fits per device, and the ratio of two devices (NaN -> null)."""
+        def clean(a):
+            return [[None if np.isnan(x) else float(x) for x in row] for row in a]
+        d = self.summary()
+        d.update(batch=self.batch.tolist(), seq=self.seq.tolist(), input_len=self.input_len.tolist(),
+                 throughput_tok_s={h: clean(self.throughput_tok_s[k]) for k, h in enumerate(self.hardware)},
+                 fits={h: self.fits[k].tolist() for k, h in enumerate(self.hardware)})
+        if len(self.hardware) == 2:
+            d["ratio"] = clean(self.ratio)
+        return d
+
     @property
     def valid(self) -> np.ndarray:
         """Cells within the context where every device fits: [n_batch, n_seq]."""

@@ -148,7 +148,7 @@ def hardware_one(dev: str) -> dict:
 
 def analyze(req: AnalyzeRequest) -> dict:
     """One workload: exactly ``llmroofline analyze --json`` for the same inputs."""
-    from ..cli import engine_kwargs
+    from ..cli.common import engine_kwargs
     m = resolve_model(req.model, req.config)
     hw = resolve_hardware(req.hardware)
     axes = cartesian(batch=np.asarray([req.batch], float), input_len=np.asarray([req.input_len], float),
@@ -180,7 +180,6 @@ def roofline(req: RooflineRequest) -> dict:
 def compare(req: CompareRequest) -> dict:
     """Comparison mesh: ``llmroofline compare --json`` (+ ``warnings``)."""
     from .. import compare as cmpmod
-    from ..cli import _mesh_json
     m = resolve_model(req.model, req.config)
     hws = resolve_devices(req.hardware)
     methods = {"both": ("ops", "global"), "ops": ("ops",), "global": ("global",)}[req.method]
@@ -190,7 +189,7 @@ def compare(req: CompareRequest) -> dict:
             req.output_len, ignore_context=req.ignore_context, tp=req.tp, ep=req.ep, dp=req.dp,
             **_precision_kw(req))
         ms = [meshes[k] for k in methods]
-        data: dict[str, Any] = {"meshes": [_mesh_json(x) for x in ms]}
+        data: dict[str, Any] = {"meshes": [x.to_json() for x in ms]}
         if len(ms) == 2 and len(ms[0].hardware) == 2:
             agree = cmpmod.sign_agreement(*ms)
             data["sign_agreement_ops_global"] = None if np.isnan(agree) else agree

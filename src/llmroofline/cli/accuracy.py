@@ -1,0 +1,100 @@
+"""`validate` and `calibrate`: measured versus predicted, and fitting profiles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from .common import (
+    app, out, ProfileOpt,
+)
+
+
+# -- accuracy: validate and calibrate ----------------------------------------------------
+def _summary_table(title: str, summary: dict) -> Table:
+    t = Table(title=title, title_justify="left", caption="error = predicted / measured - 1",
+              caption_justify="left")
+    for col in ("group", "metric", "n", "median |err|", "p90 |err|", "bias"):
+        t.add_column(col, justify="left" if col in ("group", "metric") else "right")
+    for gname, key in (("all", "overall"),):
+        for metric, st in summary[key].items():
+            t.add_row(gname, metric, str(st["n"]), f"{st['median_ape']:.1%}",
+                      f"{st['p90_ape']:.1%}", f"{st['bias']:+.1%}")
+    for key in ("by_hardware", "by_model", "by_source_id", "by_precision", "by_tp", "by_mode"):
+        for g, metrics in summary[key].items():
+            for metric, st in metrics.items():
+                t.add_row(f"{key[3:]}={g}", metric, str(st["n"]), f"{st['median_ape']:.1%}",
+                          f"{st['p90_ape']:.1%}", f"{st['bias']:+.1%}")
+    return t
+
+
+@app.command("validate")
+def validate_cmd(
+    csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (default: the shipped calibration data).", show_default=False)] = None,
+    profile: ProfileOpt = "default",
+    cv: Annotated[Optional[str], typer.Option("--cv", help="Leave-one-group-out: device, model or source (refits the profile per fold).")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write a predicted-vs-measured scatter (PNG/SVG).")] = None,
+    rows: Annotated[bool, typer.Option("--rows/--no-rows", help="Print every row, not only the summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: rows, skipped, summary.")] = False,
+) -> None:
+    """Compare predictions with measured throughput, TTFT, TPOT and latency."""
+    from .. import validate as val
+    measured = val.read_measurements(csv_file or val.shipped_measurements())
+    if cv:
+        from ..fit import calibrate_fn
+        preds = val.cross_validate(measured, cv, calibrate_fn())
+        result = val.Validation(preds, [], f"leave-one-{cv}-out refit")
+    else:
+        result = val.predict_rows(measured, profile)
+    data = result.to_dict()
+    if plot:
+        from ..plots import validation_scatter
+        validation_scatter(result, plot)
+    if as_json:
+        print(json.dumps(data, indent=1))
+        return
+    if rows:
+        t = Table(title="Rows", title_justify="left")
+        for col in ("id", "device", "model", "tp", "prec", "mode", "metric", "measured", "predicted", "error"):
+            t.add_column(col)
+        for r in data["rows"]:
+            t.add_row(r["id"], r["hardware"], r["model"].split("/")[-1], str(r["tp"]), r["precision"],
+                      r["mode"], r["metric"], f"{r['measured']:.4g}", f"{r['predicted']:.4g}",
+                      f"{r['error']:+.1%}")
+        out.print(t)
+    out.print(_summary_table(f"Prediction error, profile {result.profile}", data["summary"]))
+    for s in data["skipped"]:
+        out.print(f"[yellow]skipped[/] row {s['id']}: {s['reason']}")
+    if plot:
+        out.print(f"wrote {plot}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    csv_file: Annotated[str, typer.Argument(help="Measurements CSV (schema of the shipped calibration.csv).")],
+    out_file: Annotated[str, typer.Option("--out", help="Profile TOML to write (use it as --profile FILE).")] = "calibrated.toml",
+    params: Annotated[Optional[str], typer.Option("--params", help="Comma-separated parameters to fit (default: all).")] = None,
+    cv: Annotated[Optional[str], typer.Option("--cv", help="Also report leave-one-group-out error: device, model or source.")] = None,
+) -> None:
+    """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU)."""
+    from .. import fit, validate as val
+    from ..specs.profile import profile_to_toml
+    if not out_file.endswith(".toml"):
+        raise InputError(f"out: the profile file must end in .toml, got {out_file!r}")
+    chosen = tuple(p.strip() for p in params.split(",")) if params else fit.DEFAULT_FIT
+    measured = val.read_measurements(csv_file)
+    prof, stats = fit.calibrate(measured, chosen, name=Path(out_file).stem, source=str(csv_file))
+    Path(out_file).write_text(profile_to_toml(prof))
+    fitted = val.predict_rows(measured, prof)
+    out.print(_summary_table("Fit error (rows used for the fit)", fitted.summary()))
+    if cv:
+        preds = val.cross_validate(measured, cv, fit.calibrate_fn(chosen))
+        out.print(_summary_table(f"Leave-one-{cv}-out error", val.summarize(preds)))
+    out.print(f"wrote {out_file}: families {', '.join(prof.families) or '-'} + fallback")
+
+

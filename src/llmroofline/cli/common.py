@@ -1,0 +1,113 @@
+"""Shared pieces of the command line: the app, consoles, number formatting, the options
+every engine command takes, and ``engine_kwargs`` that turns them into ``analyze`` keywords."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from ..errors import InputError
+from ..parallel import Layout
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Predict LLM inference performance on any accelerator, and explain it.")
+out = Console()
+if not out.is_terminal:  # piped output: wide enough for the operator tables, no wrapping
+    out = Console(width=132)
+err = Console(stderr=True)
+
+BOUND_STYLE = {"compute": "red", "memory": "cyan", "overhead": "yellow", "communication": "magenta"}
+
+
+# -- number formatting (decimal units: 1 GB = 1e9 bytes) ----------------------------------
+def si(x: float, unit: str = "") -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "-"
+    for p, s in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= p:
+            return f"{x / p:.3g}{s}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def secs(x: float) -> str:
+    if x is None or np.isnan(x):
+        return "-"
+    if x >= 1:
+        return f"{x:.3f} s"
+    if x >= 1e-3:
+        return f"{x * 1e3:.3f} ms"
+    return f"{x * 1e6:.1f} us"
+
+
+def gb(x: float) -> str:
+    return f"{x / 1e9:,.2f} GB"
+
+
+# -- commands -------------------------------------------------------------------------------
+# Options shared by every command that runs the engine.
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in id or alias, config.json path, or hub id.")]
+QuantOpt = Annotated[Optional[str], typer.Option("--quant", "-q", help="Scheme: fp16, bf16, fp8, int8-sq, w8a16, w4a16, fp4; KV: kv-fp8, kv-int8, kv-int4; combine with commas.")]
+WbitsOpt = Annotated[Optional[int], typer.Option("--wbits", help="Weight bits: 4, 8, 16, 32 (overrides --quant).")]
+AbitsOpt = Annotated[Optional[int], typer.Option("--abits", help="Activation bits: 4, 8, 16, 32.")]
+KvbitsOpt = Annotated[Optional[int], typer.Option("--kvbits", help="KV cache bits: 4, 8, 16, 32.")]
+FlashOpt = Annotated[bool, typer.Option("--flash/--no-flash", help="Fused (FlashAttention-style) attention.")]
+TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel devices.")]
+PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline stages.")]
+EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel devices (MoE; divides --tp).")]
+DpOpt = Annotated[int, typer.Option("--dp", help="Data-parallel replicas (throughput scales).")]
+NodeOpt = Annotated[int, typer.Option("--gpus-per-node", help="Devices per node; larger groups use the network.")]
+NodesOpt = Annotated[Optional[int], typer.Option("--nodes", help="Spread each replica over this many nodes (sets devices per node).")]
+MicroOpt = Annotated[Optional[int], typer.Option("--microbatches", help="Pipeline micro-batches (default: --pp).")]
+OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap", help="Hide collectives behind matmuls.")]
+AllreduceOpt = Annotated[str, typer.Option("--allreduce", help="auto, ring, tree, oneshot, twoshot.")]
+OffWOpt = Annotated[float, typer.Option("--offload-weights", help="Fraction of weights in host memory [0, 1].")]
+OffKvOpt = Annotated[float, typer.Option("--offload-kv", help="Fraction of KV cache in host memory [0, 1].")]
+HostBwOpt = Annotated[Optional[float], typer.Option("--host-bw", help="Host link bytes/s (default: the device's PCIe).")]
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency profile: default (calibrated to measured engines), ideal (bare roofline), or a .toml from `calibrate`.")]
+
+
+def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=8,
+                  microbatches=None, overlap=False, allreduce="auto", offload_weights=0.0,
+                  offload_kv=0.0, host_bw=None, profile=None, nodes=None) -> dict:
+    """Keyword arguments of ``analyze`` from the shared CLI options.
+
+    ``nodes`` spreads each replica's tp x pp devices over that many nodes (it sets the
+    devices per node, so larger collectives cross the network).
+    """
+    if nodes is not None:
+        if not 1 <= nodes <= tp * pp:
+            raise InputError(f"nodes must be in [1, tp x pp = {tp * pp}], got {nodes}")
+        gpus_per_node = -(-(tp * pp) // nodes)
+    layout = Layout(tp=tp, pp=pp, ep=ep, dp=dp, gpus_per_node=gpus_per_node,
+                    microbatches=microbatches, overlap=overlap, allreduce=allreduce,
+                    offload_weights=offload_weights, offload_kv=offload_kv, host_bw_bytes_s=host_bw)
+    return dict(quant=quant, wbits=wbits, abits=abits, kvbits=kvbits, flash=flash, layout=layout,
+                profile=profile)
+
+
+def _device_list(hardware: Optional[list[str]], devices: Optional[list[str]]) -> list[str]:
+    """Devices from repeated/comma-separated --hardware and from bare arguments."""
+    names = [n.strip() for v in (hardware or []) + (devices or []) for n in v.split(",")]
+    return [n for n in names if n]
+
+
+def _parse_seconds(field: str, text: Optional[str]) -> Optional[float]:
+    """'50ms', '0.05s' or '0.05' (seconds) -> seconds."""
+    if text is None:
+        return None
+    s = text.strip().lower()
+    scale = 1.0
+    for suf, k in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
+        if s.endswith(suf):
+            s, scale = s[: -len(suf)], k
+            break
+    try:
+        v = float(s) * scale
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < float("inf"):
+        raise InputError(f"{field} must be a positive time such as 50ms or 0.05s, got {text!r}")
+    return v

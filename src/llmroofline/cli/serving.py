@@ -1,0 +1,378 @@
+"""`simulate` and `capacity`: serving simulation and capacity planning."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from .common import (
+    _device_list, _parse_seconds, AbitsOpt, AllreduceOpt, app, engine_kwargs, EpOpt, err,
+    FlashOpt, HostBwOpt, KvbitsOpt, ModelOpt, NodeOpt, OffKvOpt, OffWOpt, out, OverlapOpt,
+    PpOpt, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
+)
+
+
+# -- simulate, capacity (issue 9) --------------------------------------------------------------
+ArrivalOpt = Annotated[Optional[str], typer.Option("--arrival", help="poisson, gamma, fixed, offline (all at t=0) or closed (needs --concurrency). Default: poisson with --rate, closed with --concurrency, else offline.")]
+InDistOpt = Annotated[str, typer.Option("--input-dist", help="Prompt lengths: N, fixed:N, uniform:a,b, lognormal:mean,sigma, empirical:FILE.csv[:column].")]
+OutDistOpt = Annotated[str, typer.Option("--output-dist", help="Output lengths (same syntax as --input-dist).")]
+TraceOpt = Annotated[Optional[str], typer.Option("--trace", help="CSV arrival_s,input_len,output_len (replaces --rate and the distributions).")]
+BurstOpt = Annotated[float, typer.Option("--burstiness", help="Gamma arrivals: shape of the gaps (1 = Poisson, < 1 burstier).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same run).")]
+PolicyOpt = Annotated[str, typer.Option("--policy", help="continuous (in-flight batching) or static (batch runs to its longest request).")]
+MaxBatchOpt = Annotated[int, typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs).")]
+MaxTokOpt = Annotated[int, typer.Option("--max-tokens", help="Tokens per iteration (vLLM max_num_batched_tokens).")]
+ChunkOpt = Annotated[bool, typer.Option("--chunked/--no-chunked", help="Chunked prefill.")]
+BlockOpt = Annotated[int, typer.Option("--block-size", help="KV cache tokens per block.")]
+KvFracOpt = Annotated[float, typer.Option("--kv-fraction", help="Share of memory left after weights and activations given to the KV cache.")]
+ReplicasOpt = Annotated[int, typer.Option("--replicas", help="Replicas behind the --router.")]
+RouterOpt = Annotated[str, typer.Option("--router", help="round-robin; least-loaded (fewest prompt tokens awaiting their first token, then fewest outstanding requests); least-requests (fewest outstanding requests).")]
+PreemptOpt = Annotated[str, typer.Option("--preemption", help="When KV blocks run out: recompute (free the cache, re-prefill later) or swap (copy the cache to host memory over PCIe).")]
+SwapGbOpt = Annotated[Optional[float], typer.Option("--swap-gb", help="Host swap space per device in GB (default: unlimited); a victim that does not fit is recomputed.")]
+SwapBwOpt = Annotated[Optional[float], typer.Option("--swap-bw", help="Host link for swapping, GB/s per direction (default: the device's PCIe / 2).")]
+ReserveOpt = Annotated[str, typer.Option("--reserve", help="KV blocks reserved at admission: prompt (vLLM; decodes may preempt) or full (prompt + output: TensorRT-LLM guaranteed-no-evict, never preempts).")]
+DisaggOpt = Annotated[Optional[str], typer.Option("--disaggregate", help="P:D = P prefill and D decode replicas; the KV cache is sent between them (replaces --replicas).")]
+KvLinkOpt = Annotated[Optional[float], typer.Option("--kv-link-bw", help="Disaggregation: KV transfer link, GB/s per device and direction (default: the scale-up link if all replicas fit in one node, else the network).")]
+
+
+def _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep, gpus_per_node,
+               overlap, allreduce, offload_weights, offload_kv, host_bw, profile, policy,
+               max_batch, max_tokens, chunked, block_size, kv_fraction, preemption="recompute",
+               swap_gb=None, swap_bw=None, reserve="prompt"):
+    from ..serving import IterationCost, SchedulerConfig
+    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, 1, gpus_per_node,
+                       None, overlap, allreduce, offload_weights, offload_kv, host_bw, profile)
+    cfg = SchedulerConfig(policy=policy, max_batch=max_batch, max_tokens=max_tokens,
+                          chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
+                          preemption=preemption, swap_gb=swap_gb, reserve=reserve,
+                          swap_bytes_s=None if swap_bw is None else swap_bw * 1e9)
+    return cfg, IterationCost.of(model, hardware, max_tokens=max_tokens, max_batch=max_batch, **kw)
+
+
+def _parse_pd(text: Optional[str]) -> Optional[tuple[int, int]]:
+    """'2:6' -> (2, 6): prefill and decode replicas."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        p, d = (int(x) for x in parts)
+    except ValueError:
+        raise InputError(f"disaggregate: expected P:D (prefill and decode replicas, e.g. 2:6), "
+                         f"got {text!r}") from None
+    if p < 1 or d < 1:
+        raise InputError(f"disaggregate: P and D must be >= 1, got {text!r}")
+    return p, d
+
+
+def _gb_s(field: str, v: Optional[float]) -> Optional[float]:
+    if v is not None and not (0 < v < float("inf")):
+        raise InputError(f"{field}: must be a positive number of GB/s, got {v!r}")
+    return None if v is None else v * 1e9
+
+
+def _pct_row(t: Table, label: str, d: dict, fmt=None) -> None:
+    fmt = fmt or secs
+    t.add_row(label, *(fmt(d[k]) if d[k] is not None else "-" for k in ("mean", "p50", "p90", "p99")))
+
+
+def _print_sim(s: dict, title: str) -> None:
+    out.print(f"[bold]{title}[/]")
+    t = Table(title_justify="left", box=None, header_style="bold")
+    for col in ("", "mean", "p50", "p90", "p99"):
+        t.add_column(col, justify="left" if not col else "right")
+    _pct_row(t, "time to first token", s["ttft_s"])
+    _pct_row(t, "time per output token", s["tpot_s"])
+    _pct_row(t, "inter-token latency", s["itl_s"])
+    _pct_row(t, "end-to-end latency", s["e2e_s"])
+    _pct_row(t, "queueing delay", s["queue_s"])
+    out.print(t)
+    th, slo, kv = s["throughput"], s["slo"], s["kv"]
+    u = Table(show_header=False, box=None)
+    u.add_column(justify="left")
+    u.add_column(justify="right")
+    u.add_row("requests / duration", f"{s['requests']} in {s['duration_s']:.1f} s ({s['iterations']} iterations)")
+    u.add_row("throughput: requests/s", f"{th['requests_s']:.2f}")
+    u.add_row("throughput: input / output tokens/s", f"{th['input_tok_s']:,.0f} / {th['output_tok_s']:,.0f}")
+    if any(slo[k] is not None for k in ("max_ttft_s", "max_tpot_s", "max_e2e_s")):
+        u.add_row("SLO attained / goodput", f"{100 * slo['attained']:.1f} % / {slo['goodput_requests_s']:.2f} req/s")
+    u.add_row("batch: mean / max", f"{s['batch']['mean']:.1f} / {s['batch']['max']}")
+    u.add_row("KV cache: capacity, mean / max use", f"{kv['capacity_tokens']:,} tokens, "
+              f"{100 * kv['mean_used']:.1f} % / {100 * kv['max_used']:.1f} %")
+    u.add_row("busy / preemptions", f"{100 * s['busy']:.1f} % / {s['preemptions']}"
+              + (f" ({s['swaps']} by swap)" if s.get("swaps") else ""))
+    if s.get("kv_transfer_s"):
+        u.add_row("KV transfer prefill -> decode: mean / p99",
+                  f"{secs(s['kv_transfer_s']['mean'])} / {secs(s['kv_transfer_s']['p99'])}")
+    out.print(u)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    model: ModelOpt = "meta-llama/Llama-3.1-8B",
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file.")] = "h100-sxm",
+    rate: Annotated[Optional[float], typer.Option("--rate", "-r", help="Requests per second (open loop).")] = None,
+    requests: Annotated[int, typer.Option("--requests", "-n", help="Number of requests.")] = 1000,
+    input_dist: InDistOpt = "lognormal:1024,0.6", output_dist: OutDistOpt = "lognormal:256,0.8",
+    trace: TraceOpt = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Closed loop: N clients, each sending its next request when the previous one finishes.")] = None,
+    arrival: ArrivalOpt = None, burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
+    policy: PolicyOpt = "continuous", max_batch: MaxBatchOpt = 256, max_tokens: MaxTokOpt = 8192,
+    chunked: ChunkOpt = True, block_size: BlockOpt = 16, kv_fraction: KvFracOpt = 0.9,
+    replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
+    preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
+    reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
+    max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="SLO for goodput: TTFT limit (1s, 500ms).")] = None,
+    max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="SLO for goodput: TPOT limit (50ms).")] = None,
+    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
+    flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1,
+    gpus_per_node: NodeOpt = 8, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
+    offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
+    profile: ProfileOpt = "default",
+    csv_out: Annotated[Optional[str], typer.Option("--csv", help="Write per-request results to this CSV.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Draw batch size and KV use over time and the TTFT/TPOT distributions (.png or .svg).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
+    from ..serving import make_workload, simulate
+    if plot:
+        from ..serving.plots import check_plot_path
+        check_plot_path(plot)
+    pd = _parse_pd(disaggregate)
+    link = _gb_s("kv_link_bw", kv_link_bw)
+    slo_ttft, slo_tpot = _parse_seconds("max_ttft", max_ttft), _parse_seconds("max_tpot", max_tpot)
+    cfg, cost = _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep,
+                           gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
+                           host_bw, profile, policy, max_batch, max_tokens, chunked, block_size,
+                           kv_fraction, preemption, swap_gb, swap_bw, reserve)
+    wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
+                       output_dist=output_dist, trace=trace, concurrency=concurrency,
+                       burstiness=burstiness, seed=seed,
+                       max_context=cost.model.max_position_embeddings)
+    r = simulate(workload=wl, config=cfg, replicas=replicas, router=router, disaggregate=pd,
+                 kv_link_bytes_s=link, cost=cost)
+    s = r.summary(slo_ttft, slo_tpot)
+    s["workload"] = {"arrival": wl.arrival, "rate": rate, "concurrency": concurrency,
+                     "input_dist": None if trace else input_dist,
+                     "output_dist": None if trace else output_dist, "trace": trace,
+                     "seed": seed, "mean_input_len": float(wl.input_len.mean()),
+                     "mean_output_len": float(wl.output_len.mean())}
+    s["config"] = {"model": cost.model.name, "hardware": cost.roof.hw.id, "tp": tp,
+                   "replicas": r.n_replicas, "router": router,
+                   "disaggregate": list(pd) if pd else None, "policy": policy,
+                   "max_batch": max_batch, "max_tokens": max_tokens, "chunked": chunked,
+                   "block_size": block_size, "kv_fraction": kv_fraction,
+                   "preemption": preemption, "swap_gb": swap_gb, "reserve": reserve,
+                   "profile": profile}
+    if csv_out:
+        r.to_csv(csv_out)
+    where = cost.roof.hw.id if tp == 1 else f"{tp} x {cost.roof.hw.id}"
+    load = (f"{rate:g} req/s {wl.arrival}" if rate else f"{concurrency} clients (closed loop)"
+            if concurrency else "trace" if trace else "all at once (offline)")
+    reps = (f" x ({pd[0]} prefill + {pd[1]} decode replicas, {router})" if pd else
+            f" x {replicas} replicas ({router})" if replicas > 1 else "")
+    title = (f"{cost.model.name} on {where}{reps}, {policy} batching, {load}, mean input "
+             f"{wl.input_len.mean():.0f} / output {wl.output_len.mean():.0f} tokens")
+    if plot:
+        from ..serving.plots import plot_simulation
+        plot_simulation(r, plot, title, max_ttft_s=slo_ttft, max_tpot_s=slo_tpot)
+    for note in r.notes:
+        err.print(f"[yellow]note:[/] {note}")
+    if as_json:
+        print(json.dumps(s, indent=1))
+        return
+    _print_sim(s, title)
+    if plot:
+        out.print(f"wrote {plot}")
+
+
+@app.command("capacity")
+def capacity_cmd(
+    model: ModelOpt = "meta-llama/Llama-3.1-8B",
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file; a comma-separated list searches over devices.")] = "h100-sxm",
+    max_ttft_p99: Annotated[Optional[str], typer.Option("--max-ttft-p99", help="Limit on the TTFT percentile (1s, 500ms).")] = None,
+    max_tpot_p99: Annotated[Optional[str], typer.Option("--max-tpot-p99", help="Limit on the TPOT percentile (50ms).")] = None,
+    max_e2e_p99: Annotated[Optional[str], typer.Option("--max-e2e-p99", help="Limit on the end-to-end latency percentile.")] = None,
+    percentile: Annotated[float, typer.Option("--percentile", help="Which percentile the limits apply to.")] = 99.0,
+    requests: Annotated[int, typer.Option("--requests", "-n", help="Requests per trial (per replica when verifying a search).")] = 2000,
+    input_dist: InDistOpt = "lognormal:1024,0.6", output_dist: OutDistOpt = "lognormal:256,0.8",
+    trace: TraceOpt = None,
+    arrival: Annotated[str, typer.Option("--arrival", help="poisson, gamma or fixed.")] = "poisson",
+    burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
+    policy: PolicyOpt = "continuous",
+    max_batch: Annotated[str, typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs); a list (64,128,256) searches.")] = "256",
+    max_tokens: Annotated[str, typer.Option("--max-tokens", help="Tokens per iteration = prefill chunk budget (vLLM max_num_batched_tokens); a list searches.")] = "8192",
+    chunked: ChunkOpt = True, block_size: BlockOpt = 16, kv_fraction: KvFracOpt = 0.9,
+    replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
+    preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
+    reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
+    rate_target: Annotated[Optional[float], typer.Option("--rate-target", help="Search: the request rate to serve; reports the cheapest configuration meeting the SLOs there.")] = None,
+    prices: Annotated[Optional[str], typer.Option("--prices", help="Search: USD per device-hour (.toml 'h100-sxm = 2.49' or .csv device,usd_per_hour); cheapest = lowest USD/h instead of fewest devices.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Search: parallel processes (default: CPU count).")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Search: the Pareto front (throughput per device vs TPOT); single configuration: the run at capacity (.png/.svg).")] = None,
+    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
+    flash: FlashOpt = True,
+    tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices per replica; a list (1,2,4,8) searches.")] = "1",
+    pp: PpOpt = 1, ep: EpOpt = 1,
+    gpus_per_node: NodeOpt = 8, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
+    offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
+    profile: ProfileOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result and every trial as JSON.")] = False,
+) -> None:
+    """Highest request rate meeting latency SLOs (bisection over the rate); with lists of
+    devices / --tp / --max-batch / --max-tokens or a --rate-target, a search for the cheapest
+    configuration and the Pareto front."""
+    from ..serving import capacity
+    slo = dict(max_ttft_s=_parse_seconds("max_ttft_p99", max_ttft_p99),
+               max_tpot_s=_parse_seconds("max_tpot_p99", max_tpot_p99),
+               max_e2e_s=_parse_seconds("max_e2e_p99", max_e2e_p99))
+    hws = _device_list([hardware], None)
+    tps = _int_list("tp", tp)
+    mbs = _int_list("max_batch", max_batch)
+    mts = _int_list("max_tokens", max_tokens)
+    if plot:
+        from ..serving.plots import check_plot_path
+        check_plot_path(plot)
+    if len(hws) > 1 or len(tps) > 1 or len(mbs) > 1 or len(mts) > 1 or rate_target or prices:
+        if disaggregate or replicas != 1 or trace:
+            raise InputError("capacity: a configuration search sizes replicas itself (no "
+                             "--replicas, --disaggregate or --trace); run them as one configuration")
+        _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input_dist,
+                         output_dist, arrival, burstiness, seed, policy, chunked, block_size,
+                         kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
+                         prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
+                         gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
+                         profile, as_json)
+        return
+    pd = _parse_pd(disaggregate)
+    cfg, cost = _sim_setup(model, hws[0], quant, wbits, abits, kvbits, flash, tps[0], pp, ep,
+                           gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
+                           host_bw, profile, policy, mbs[0], mts[0], chunked, block_size,
+                           kv_fraction, preemption, swap_gb, swap_bw, reserve)
+    c = capacity(max_ttft_s=slo["max_ttft_s"], max_tpot_s=slo["max_tpot_s"],
+                 max_e2e_s=slo["max_e2e_s"], percentile=percentile, requests=requests,
+                 input_dist=input_dist, output_dist=output_dist, trace=trace, seed=seed,
+                 arrival=arrival, burstiness=burstiness, config=cfg, replicas=replicas, cost=cost,
+                 router=router, disaggregate=pd, kv_link_bytes_s=_gb_s("kv_link_bw", kv_link_bw))
+    d = c.to_dict(**slo)
+    lim = ", ".join(f"{k[4:-2]} p{percentile:g} <= {secs(v)}" for k, v in slo.items() if v is not None)
+    where = cost.roof.hw.id if tps[0] == 1 else f"{tps[0]} x {cost.roof.hw.id}"
+    group = (f" x ({pd[0]} prefill + {pd[1]} decode)" if pd else
+             f" x {replicas} ({router})" if replicas > 1 else "")
+    if plot and c.result is not None:
+        from ..serving.plots import plot_simulation
+        plot_simulation(c.result, plot, f"{cost.model.name} on {where}{group} at capacity "
+                        f"{c.rate:.2f} req/s ({lim})", max_ttft_s=slo["max_ttft_s"],
+                        max_tpot_s=slo["max_tpot_s"])
+    if as_json:
+        print(json.dumps(d, indent=1))
+        return
+    out.print(f"[bold]{cost.model.name} on {where}[/]{group}"
+              + f": highest rate with {lim}: [bold]{c.rate:.2f} req/s[/] "
+              f"(offline saturation {c.saturation_rate:.2f} req/s; {len(c.trials)} trials of "
+              f"{requests} requests)")
+    t = Table(box=None, header_style="bold")
+    for col in ("rate req/s", "meets", f"TTFT p{percentile:g}", f"TPOT p{percentile:g}", f"e2e p{percentile:g}"):
+        t.add_column(col, justify="right")
+    for tr in sorted(c.trials, key=lambda x: x["rate"]):
+        v = list(tr.values())
+        t.add_row(f"{tr['rate']:.2f}", "yes" if tr["ok"] else "[red]no[/]", secs(v[2]), secs(v[3]), secs(v[4]))
+    out.print(t)
+    if c.result is not None:
+        _print_sim(d["at_capacity"], f"At {c.rate:.2f} req/s")
+    if plot and c.result is not None:
+        out.print(f"wrote {plot}")
+
+
+def _int_list(field: str, text: str) -> list[int]:
+    vals = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            v = 0
+        if v < 1:
+            raise InputError(f"{field}: expected integers >= 1 separated by commas, got {text!r}")
+        vals.append(v)
+    if not vals:
+        raise InputError(f"{field}: expected integers >= 1 separated by commas, got {text!r}")
+    return sorted(set(vals))
+
+
+def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input_dist,
+                     output_dist, arrival, burstiness, seed, policy, chunked, block_size,
+                     kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
+                     prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
+                     gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
+                     profile, as_json) -> None:
+    from ..serving import SchedulerConfig
+    from ..serving.search import search
+    if workers is not None and workers < 1:
+        raise InputError(f"workers: must be >= 1, got {workers}")
+    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, 1, pp, ep, 1, gpus_per_node, None,
+                       overlap, allreduce, offload_weights, offload_kv, host_bw, profile)
+    layout = kw.pop("layout")
+    cfg = SchedulerConfig(policy=policy, max_batch=mbs[0], max_tokens=max(mts[0], mbs[0]),
+                          chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
+                          preemption=preemption, swap_gb=swap_gb, reserve=reserve,
+                          swap_bytes_s=None if swap_bw is None else swap_bw * 1e9)
+    s = search(model, hws, tp=tps, max_batch=mbs, max_tokens=mts, rate_target=rate_target,
+               prices=prices, percentile=percentile, requests=requests, input_dist=input_dist,
+               output_dist=output_dist, seed=seed, arrival=arrival, burstiness=burstiness,
+               router=router, workers=workers, config=cfg, layout=layout, **slo, **kw)
+    if plot:
+        from ..serving.plots import plot_pareto
+        plot_pareto(s, plot)
+    if as_json:
+        print(json.dumps(s.to_dict(), indent=1))
+        return
+    pct = f"p{percentile:g}"
+    lim = ", ".join(f"{k[4:-2]} {pct} <= {secs(v)}" for k, v in slo.items() if v is not None)
+    n_ok = sum(p.rate > 0 for p in s.points)
+    out.print(f"[bold]{model}[/]: {len(s.points)} configurations ({n_ok} meet {lim} at some "
+              f"rate), {requests} requests per trial, {s.elapsed_s:.1f} s")
+    t = Table(box=None, header_style="bold")
+    cols = ["configuration", "req/s per replica", "per device", f"TTFT {pct}", f"TPOT {pct}",
+            "Pareto"]
+    if rate_target:
+        cols += ["replicas", "devices"] + (["USD/h"] if prices else []) + ["verified"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "configuration" else "right")
+    for p in s.points:
+        if p.error:
+            t.add_row(p.label, f"[red]{p.error}[/]", *[""] * (len(cols) - 2))
+            continue
+        row = [p.label, f"{p.rate:.2f}", f"{p.per_device:.2f}", secs(p.ttft_s) if p.ttft_s else "-",
+               secs(p.tpot_s) if p.tpot_s else "-", "*" if p.pareto else ""]
+        if rate_target:
+            row += [str(p.replicas or "-"), str(p.devices or "-")]
+            if prices:
+                row.append(f"{p.cost_usd_h:.2f}" if p.cost_usd_h is not None else "-")
+            row.append({True: "yes", False: "[red]no[/]", None: ""}[p.verified])
+        t.add_row(*row)
+    out.print(t)
+    if s.front:
+        out.print("Pareto front (lower TPOT <-> more requests/s per device): "
+                  + ", ".join(p.label for p in s.front))
+    if rate_target:
+        b = s.best
+        if b is not None:
+            cost = f", {b.cost_usd_h:.2f} USD/h" if b.cost_usd_h is not None else ""
+            v = next(x for x in reversed(s.verifications) if x["ok"] and x["config"] == b.label
+                     and x["replicas"] == b.replicas)
+            out.print(f"[bold]cheapest at {rate_target:g} req/s: {b.replicas} x {b.label} = "
+                      f"{b.devices} devices{cost}[/] (simulated at {rate_target:g} req/s, "
+                      f"{router} router: TTFT {pct} {secs(v[f'ttft_{pct}_s'])}, TPOT {pct} "
+                      f"{secs(v[f'tpot_{pct}_s'])})")
+    for note in s.notes:
+        err.print(f"[yellow]note:[/] {note}")
+    if plot:
+        out.print(f"wrote {plot}")
+
+
