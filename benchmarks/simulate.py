@@ -15,7 +15,10 @@ One workload (Llama-3.1-8B on H100 SXM, Poisson arrivals, lognormal 1024/0.6 pro
   ``--naive-iters`` iterations of the step run's log and extrapolated to the whole run.
 
 Then 4 replicas at 4 x ``--rate`` behind the round-robin router (replicas simulated one
-after the other) and the least-loaded router (replicas advanced together, to each arrival).
+after the other) and the least-loaded router (replicas advanced together, to each arrival);
+the speed targets of issue 9: 10,000 requests (saturated and decode-dominated) in under
+2 s, and one ``capacity`` (TTFT p99 <= 1 s, TPOT p99 <= 50 ms, 2000 requests per trial) in
+under 5 s.
 ``--search``: ``serving.search`` over H100 SXM and A100 SXM 80GB x TP 1, 2, 4, 8 x max
 batch 64, 128, 256 x max tokens 2048, 8192 (48 configurations, 2000 requests per trial,
 target 100 req/s, TTFT p99 <= 1 s, TPOT p99 <= 50 ms), on all cores.
@@ -78,7 +81,8 @@ def main() -> None:
         t_naive = (time.perf_counter() - t) / n * iters
         print(f"rate {rate:g} req/s, {args.requests} requests, {iters} iterations "
               f"({rf.iter_time_s.size} in the fast log):")
-        print(f"  fast  {tf:7.3f} s   ({iters / tf:,.0f} iterations/s)")
+        print(f"  fast  {tf:7.3f} s   ({iters / tf:,.0f} iterations/s, "
+              f"{tf / iters * 1e6:.1f} us per iteration)")
         print(f"  step  {ts:7.3f} s   ({iters / ts:,.0f} iterations/s)   fast is {ts / tf:.1f}x")
         print(f"  naive {t_naive:7.3f} s   (extrapolated from {n} iterations)   fast is "
               f"{t_naive / tf:.0f}x")
@@ -90,6 +94,24 @@ def main() -> None:
         dt = time.perf_counter() - t
         print(f"4 replicas, {router:12s} at {4 * args.rate:g} req/s: {dt:6.3f} s "
               f"({r.iter_time_s.size} iterations, {r.iter_time_s.size / dt:,.0f} it/s)")
+    print("targets (one core):")
+    for rate in (args.rate, args.rate / 4):
+        wl = make_workload(10_000, rate=rate, seed=0,
+                           max_context=cost.model.max_position_embeddings)
+        best = float("inf")
+        for _ in range(2):
+            t = time.perf_counter()
+            r = simulate(workload=wl, cost=cost)
+            best = min(best, time.perf_counter() - t)
+        n_it = r.iter_time_s.size
+        print(f"  10,000 requests at {rate:g} req/s: {best:.3f} s, {n_it} iterations "
+              f"({n_it / best:,.0f} it/s)   [target < 2 s: {'met' if best < 2 else 'MISSED'}]")
+    from llmroofline.serving import capacity
+    t = time.perf_counter()
+    c = capacity(args.model, args.hardware, max_ttft_s=1.0, max_tpot_s=0.05, cost=cost)
+    dt = time.perf_counter() - t
+    print(f"  capacity at TTFT p99 <= 1 s, TPOT p99 <= 50 ms: {c.rate:.2f} req/s in {dt:.2f} s "
+          f"[target < 5 s: {'met' if dt < 5 else 'MISSED'}]")
     if args.search:
         from llmroofline.serving.search import search
         t = time.perf_counter()
@@ -102,6 +124,8 @@ def main() -> None:
               f"({sum(p.seconds for p in s.points):.1f} s of capacity searches, "
               f"{len(s.verifications)} verifications); cheapest at 100 req/s: "
               f"{b.replicas} x {b.label} = {b.devices} devices" if b else "none")
+        print(f"  50 configurations at this pace: {dt / len(s.points) * 50:.1f} s "
+              f"[target < 60 s: {'met' if dt / len(s.points) * 50 < 60 else 'MISSED'}]")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,20 @@ def test_preemption_when_memory_is_tight_and_all_complete(cost):
     assert slow.finish_s == pytest.approx(r.finish_s, rel=1e-9)
 
 
+def test_sliding_window_model_fast_equals_step_with_preemption():
+    """Gemma-2 (local/global layers) takes the per-row attention cost path: the fast path's
+    vectorized decode stretches must match the step-by-step reference there too."""
+    gcost = IterationCost.of("google/gemma-2-9b", HW)
+    wl = make_workload(200, rate=40, input_dist="uniform:200,6000", output_dist="uniform:50,300",
+                       seed=9)
+    cfg = SchedulerConfig(kv_blocks=600, block_size=16)
+    fast = simulate(workload=wl, cost=gcost, config=cfg)
+    slow = simulate(workload=wl, cost=gcost, config=cfg, fast=False)
+    assert fast.preemptions.sum() > 0
+    assert slow.finish_s == pytest.approx(fast.finish_s, rel=1e-9)
+    assert fast.itl_weight.sum() == float((wl.output_len - 1).sum())
+
+
 def test_tokens_accounted_and_no_request_lost(cost):
     wl = make_workload(500, rate=15, seed=6)
     r = simulate(workload=wl, cost=cost)

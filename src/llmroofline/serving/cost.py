@@ -154,7 +154,9 @@ class IterationCost:
                    eff.prefill_overhead_s, kv_tok,
                    weight_bytes_total(m, prec, lay) * (1 - lay.offload_weights),
                    hw.memory_bytes, {"kw": kw, "classes": (attn, row), "big": {},
-                                     "raw_step_s": float(eff.step_overhead_s)})
+                                     "raw_step_s": float(eff.step_overhead_s),
+                                     "finite_windows": any(np.isfinite(w) for w in windows),
+                                     "attn_oh": float(np.sum(oh))})
 
     # -- pieces ------------------------------------------------------------------------------
     def token_s(self, n) -> float:
@@ -185,6 +187,14 @@ class IterationCost:
 
     def feature_sums(self, q: np.ndarray, L: np.ndarray) -> np.ndarray:
         """Summed features over the rows: [N, (pairs, keys, q*keys) per window]."""
+        if not self._extra.get("finite_windows", True):
+            # no sliding window: pairs = tri(L) - tri(L - q), keys = L. Every feature is an
+            # integer, so these dot products are exact (below 2^53) and equal the row sums.
+            D = L - q
+            sL = float(L.sum())
+            return np.array([float(q.sum()),
+                             0.5 * (float(L @ L) + sL - float(D @ D) - float(D.sum())),
+                             sL, float(q @ L)])
         out = [float(q.sum())]
         for W in self.windows:
             p, k, qk = _features(q, L, W)
@@ -193,6 +203,11 @@ class IterationCost:
 
     def attention_s(self, feats: np.ndarray) -> np.ndarray:
         """Attention seconds from summed features; ``feats`` (..., F) -> (...)."""
+        if feats.ndim == 1:
+            oh = self._extra.get("attn_oh")
+            if oh is None:
+                oh = self._extra["attn_oh"] = float(self.attn_overhead_s.sum())
+            return float(np.maximum(self.coef_c @ feats, self.coef_m @ feats).sum()) + oh
         c = feats @ self.coef_c.T
         mm = feats @ self.coef_m.T
         return np.maximum(c, mm).sum(axis=-1) + self.attn_overhead_s.sum()
@@ -207,7 +222,16 @@ class IterationCost:
             return 0.0
         if prefill is None:
             prefill = bool(np.any(q > 1))
-        t = self.token_s(q.sum()) + self.row_s(q.size) + float(self.attention_s(self.feature_sums(q, L)))
+        return self.time_of_sums(q.sum(), q.size, self.feature_sums(q, L), prefill)
+
+    @property
+    def windowless(self) -> bool:
+        """No sliding-window attention: a row's features are (q, pairs, L, q x L)."""
+        return not self._extra.get("finite_windows", True)
+
+    def time_of_sums(self, n_tokens, n_rows: int, feats: np.ndarray, prefill: bool) -> float:
+        """:meth:`time` from the rows' token count, row count and :meth:`feature_sums`."""
+        t = self.token_s(n_tokens) + self.row_s(n_rows) + float(self.attention_s(feats))
         if prefill:   # as phases._prefill: the sum is dropped when numerically zero
             extra = self._extra.get("raw_step_s", self.step_overhead_s) + self.prefill_overhead_s
             return t + (extra if extra > 1e-9 else 0.0)
@@ -216,19 +240,24 @@ class IterationCost:
     def decode_run(self, L0: np.ndarray, k: int) -> np.ndarray:
         """Seconds of ``k`` consecutive pure-decode iterations of the rows whose first
         iteration attends to ``L0`` tokens (``L0 + j`` in iteration j)."""
-        L0 = np.sort(np.asarray(L0, dtype=float))
+        L0 = np.asarray(L0, dtype=float)
         B = L0.size
         j = np.arange(k, dtype=float)
-        cols = [np.full(k, float(B))]
-        csum = np.concatenate([[0.0], np.cumsum(L0)])
-        for W in self.windows:
-            if np.isfinite(W):
-                idx = np.searchsorted(L0, W - j, side="left")   # rows with L0 + j < W
-                s = csum[idx] + j * idx + W * (B - idx)
-            else:
-                s = csum[-1] + j * B
-            cols += [s, s, s]    # q = 1: pairs = keys = q x keys = min(L, W)
-        feats = np.stack(cols, axis=1)
+        feats = np.empty((k, 1 + 3 * len(self.windows)))
+        feats[:, 0] = float(B)
+        if not self._extra.get("finite_windows", True):
+            # the summed L0 is an exact integer: equal to the sorted cumulative sum below
+            feats[:, 1:] = (float(L0.sum()) + j * B)[:, None]
+        else:
+            L0 = np.sort(L0)
+            csum = np.concatenate([[0.0], np.cumsum(L0)])
+            for i, W in enumerate(self.windows):
+                if np.isfinite(W):
+                    idx = np.searchsorted(L0, W - j, side="left")   # rows with L0 + j < W
+                    s = csum[idx] + j * idx + W * (B - idx)
+                else:
+                    s = csum[-1] + j * B
+                feats[:, 1 + 3 * i:4 + 3 * i] = s[:, None]   # q = 1: pairs = keys = q x keys
         fixed = self.token_s(B) + self.row_s(B) + self.step_overhead_s
         return fixed + self.attention_s(feats)
 

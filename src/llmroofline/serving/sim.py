@@ -48,7 +48,12 @@ each up to the next arrival. **Disaggregation** (``disaggregate=(P, D)``): P pre
 prompts (a request leaves them with its first token), the KV cache is sent to one of D
 decode replicas (``kv bytes / link bandwidth`` later), which decode to the end.
 
-Speed: stretches of pure-decode iterations (no prefill, nothing admissible) are advanced in
+Speed: the running batch is kept in integer slot arrays (see ``_Replica._slots``), so an
+iteration updates every decode row with a few vectorized operations and handles one by one
+only the rows that are not plain decode rows (prefill chunks, admissions, first tokens,
+finishes, preemptions); without sliding windows its attention features are summed
+exactly in integers, with no per-row array. Stretches
+of pure-decode iterations (no prefill, nothing admissible) are advanced in
 one vectorized step up to the next event (an arrival that could be admitted, the first
 finish, or the first iteration that would need more KV blocks than exist); within them the
 iteration times come from :meth:`IterationCost.decode_run`. ``fast=False`` steps every
@@ -279,17 +284,19 @@ class _Log:
         self.itl: list[tuple] = []
 
     def add(self, start, dt, rows, tokens, kv):
-        if np.ndim(dt) == 0:
+        if not isinstance(dt, np.ndarray):
             self.single.append((float(start), float(dt), float(rows), float(tokens), float(kv)))
             return
-        k = np.shape(dt)
-        self.parts.append((np.asarray(start, float), np.asarray(dt, float),
-                           np.broadcast_to(np.asarray(rows, float), k),
-                           np.broadcast_to(np.asarray(tokens, float), k),
-                           np.broadcast_to(np.asarray(kv, float), k)))
+        # a stretch: start, dt and kv arrays, rows and tokens constant (expanded in arrays())
+        self.parts.append((start, dt, float(rows), float(tokens), kv))
 
     def arrays(self):
-        cols = [[p[i] for p in self.parts] for i in range(5)]
+        parts = self.parts
+        cols = [[p[0] for p in parts], [p[1] for p in parts], [], [], [p[4] for p in parts]]
+        if parts:
+            n = [p[0].size for p in parts]
+            cols[2].append(np.repeat(np.array([p[2] for p in parts]), n))
+            cols[3].append(np.repeat(np.array([p[3] for p in parts]), n))
         if self.single:
             one = np.array(self.single, dtype=float).reshape(-1, 5)
             for i in range(5):
@@ -297,6 +304,7 @@ class _Log:
         if not cols[0]:
             z = np.zeros(0)
             return z, z, z, z, z
+        cols[4] = [np.asarray(c, float) for c in cols[4]]
         out = [np.concatenate(c) for c in cols]
         order = np.argsort(out[0], kind="stable")
         return tuple(x[order] for x in out)
@@ -304,9 +312,13 @@ class _Log:
     def itl_arrays(self):
         if not self.itl:
             return np.zeros(0), np.zeros(0)
-        v = np.concatenate([np.atleast_1d(np.asarray(a, float)) for a, _ in self.itl])
-        w = np.concatenate([np.broadcast_to(np.asarray(b, float), np.shape(np.atleast_1d(a)))
-                            for a, b in self.itl])
+        v = np.concatenate([a if isinstance(a, np.ndarray) else (a,) for a, _ in self.itl])
+        v = v.astype(float)
+        n = [a.size if isinstance(a, np.ndarray) else 1 for a, _ in self.itl]
+        w = [b for _, b in self.itl]
+        if all(not isinstance(b, np.ndarray) for b in w):
+            return v, np.repeat(np.array(w, dtype=float), n)
+        w = np.concatenate([np.broadcast_to(np.asarray(b, float), (k,)) for b, k in zip(w, n)])
         return v, w
 
 
@@ -351,18 +363,22 @@ class _Replica:
         self.pi = 0
         self.concurrency = 0
         self.next_release = 0
+        self.n = 0                              # requests routed here
         self.gid: list[int] = []
-        self.inp: list[int] = []
-        self.out: list[int] = []
+        # hot per-request state: numpy arrays (grown by doubling) so the scheduler reads
+        # and updates the running batch with a few vectorized operations per iteration
+        self._cap = 0
+        self.inp = np.zeros(0, dtype=np.int64)
+        self.out = np.zeros(0, dtype=np.int64)
+        self.gen = np.zeros(0, dtype=np.int64)
+        self.comp = np.zeros(0, dtype=np.int64)
+        self.blocks = np.zeros(0, dtype=np.int64)
+        self.last_emit = np.zeros(0)
         self.arr: list[float] = []
-        self.gen: list[int] = []
-        self.comp: list[int] = []
-        self.blocks: list[int] = []
         self.hblocks: list[int] = []
         self.first_sched: list[float] = []
         self.first_tok: list[float] = []
         self.finish: list[float] = []
-        self.last_emit: list[float] = []
         self.npre: list[int] = []
         self.nswap: list[int] = []
         self.finish_times: list[float] = []     # nondecreasing (for the router)
@@ -373,7 +389,10 @@ class _Replica:
         self.pending: list[int] = []
         self.waiting: deque[int] = deque()
         self.swapped: deque[int] = deque()
-        self.running: list[int] = []
+        self.one_token_prompts = False          # a prompt of 1 token was routed here
+        self.nrun = 0                           # running requests (see _slots)
+        self.S = np.zeros((6, 0), dtype=np.int64)
+        self.rle = np.zeros(0)
         self.log = _Log()
 
     # -- requests -------------------------------------------------------------------------
@@ -387,30 +406,43 @@ class _Replica:
             raise InputError(f"memory: request {gid} needs {inp + out - 1} tokens of KV cache, "
                              f"more than the {self.total_blocks * self.bs} that fit on "
                              f"{self.cost.roof.hw.id}")
-        k = len(self.inp)
+        k = self.n
+        if k == self._cap:
+            self._grow()
+        self.n = k + 1
         self.gid.append(gid)
-        self.inp.append(int(inp))
-        self.out.append(int(out))
+        self.inp[k] = inp
+        self.out[k] = out
+        self.gen[k] = gen
+        self.comp[k] = comp
+        self.last_emit[k] = last_emit
         self.arr.append(float(arrival))
-        self.gen.append(int(gen))
-        self.comp.append(int(comp))
-        self.blocks.append(0)
         self.hblocks.append(0)
         self.first_sched.append(math.nan)
         self.first_tok.append(math.nan)
         self.finish.append(math.nan)
-        self.last_emit.append(float(last_emit))
         self.npre.append(0)
         self.nswap.append(0)
+        if inp == 1:
+            self.one_token_prompts = True
         if gen == 0:
             self.prompt_routed += int(inp)
         if release:
             self.pending.append(k)
 
+    def _grow(self) -> None:
+        cap = max(64, 2 * self._cap)
+        for name in ("inp", "out", "gen", "comp", "blocks", "last_emit"):
+            a = getattr(self, name)
+            b = np.zeros(cap, dtype=a.dtype)
+            b[:a.size] = a
+            setattr(self, name, b)
+        self._cap = cap
+
     def set_closed_loop(self, concurrency: int) -> None:
         """Closed loop over the requests added with ``release=False``: the first
         ``concurrency`` arrive at t = 0, each finish releases the next."""
-        n = len(self.inp)
+        n = self.n
         self.concurrency = min(concurrency, n)
         for r in range(self.concurrency):
             self.arr[r] = 0.0
@@ -419,7 +451,7 @@ class _Replica:
 
     def outstanding(self, t: float) -> int:
         """Requests routed here and not finished by time ``t``."""
-        return len(self.inp) - bisect_right(self.finish_times, t)
+        return self.n - bisect_right(self.finish_times, t)
 
     def pending_prompt(self, t: float) -> int:
         """Prompt tokens routed here whose request has no first token by time ``t``."""
@@ -433,29 +465,30 @@ class _Replica:
     def _first_token(self, r: int, t: float) -> None:
         self.first_tok[r] = t
         self.ft_times.append(t)
-        self.ft_cum.append(self.ft_cum[-1] + self.inp[r])
+        self.ft_cum.append(self.ft_cum[-1] + int(self.inp[r]))
 
     def busy(self) -> bool:
-        return self.done < len(self.inp)
+        return self.done < self.n
 
     def _need(self, r: int) -> int:
         """Blocks to reserve when (re)admitting request r."""
-        tgt = self.inp[r] + self.gen[r]
+        tgt = int(self.inp[r] + self.gen[r])
         if self.full:
-            tgt = max(tgt, self.inp[r] + self.out[r] - 1)
+            tgt = max(tgt, int(self.inp[r] + self.out[r]) - 1)
         return -(-tgt // self.bs)
 
     def _finished(self, r: int) -> None:
         self.done += 1
         self.finish_times.append(self.now)
-        if self.concurrency and self.next_release < len(self.inp):
+        if self.concurrency and self.next_release < self.n:
             k = self.next_release
             self.arr[k] = self.now
             self.pending.append(k)
             self.next_release += 1
 
     def _admissible(self) -> bool:
-        if len(self.running) >= self.cfg.max_batch:
+        nrun = self.nrun
+        if nrun >= self.cfg.max_batch:
             return False
         if self.swapped:
             r = self.swapped[0]
@@ -464,25 +497,66 @@ class _Replica:
         else:
             return False
         nb = self._need(r)
-        return self.free >= nb and (self.free - nb >= self.watermark or not self.running)
+        return self.free >= nb and (self.free - nb >= self.watermark or not nrun)
+
+    # -- the running batch ------------------------------------------------------------------
+    # The running requests live in the first ``nrun`` columns of the slot matrix ``S``
+    # (admission order), one row per field: request id, tokens computed (``rc``), input +
+    # emitted (``rt``: tokens to compute before the next emission), input + output (``re``:
+    # done when ``rt >= re``), KV blocks held (``rb``), input (``ri``); ``rle`` holds the time
+    # of each one's last emitted token. The per-request arrays are written back when a
+    # request is preempted.
+    _ID, _C, _T, _E, _B, _I = range(6)
+
+    def _slots(self):
+        """Views of the running batch: ids, rc, rt, re, rb, ri, rle."""
+        n = self.nrun
+        return (*self.S[:, :n], self.rle[:n])
+
+    def _reserve(self, n: int) -> None:
+        if n > self.S.shape[1]:
+            cap = max(n, 2 * self.S.shape[1], 16)
+            old = self.S.shape[1]
+            S = np.zeros((6, cap), dtype=np.int64)
+            S[:, :old] = self.S
+            rle = np.zeros(cap)
+            rle[:old] = self.rle
+            self.S, self.rle = S, rle
+
+    def _load(self, ids: list) -> None:
+        n = len(ids)
+        self._reserve(n)
+        self.nrun = n
+        if n:
+            ix = np.array(ids, dtype=np.int64)
+            ri = self.inp[ix]
+            self.S[:, :n] = (ix, self.comp[ix], ri + self.gen[ix], ri + self.out[ix],
+                             self.blocks[ix], ri)
+            self.rle[:n] = self.last_emit[ix]
+
+    def _store(self) -> None:
+        ids, rc, rt, re, rb, ri, rle = self._slots()
+        self.comp[ids] = rc
+        self.gen[ids] = rt - ri
+        self.blocks[ids] = rb
+        self.last_emit[ids] = rle
 
     # -- the scheduler ----------------------------------------------------------------------
     def advance(self, until: float = math.inf) -> None:
         """Run the iterations that start before ``until`` (all of them by default); stop
         early when every request routed here so far is done."""
         cost, cfg, bs = self.cost, self.cfg, self.bs
-        inp, out, arr, gen, comp, blocks = (self.inp, self.out, self.arr, self.gen, self.comp,
-                                            self.blocks)
-        first_sched, first_tok, finish, last_emit = (self.first_sched, self.first_tok,
-                                                     self.finish, self.last_emit)
+        inp, out, arr = self.inp, self.out, self.arr
+        first_sched, first_tok, finish = self.first_sched, self.first_tok, self.finish
         pending, waiting, swapped, log = self.pending, self.waiting, self.swapped, self.log
-        running = self.running
         max_batch = cfg.max_batch
-        while self.done < len(inp):
+        full = self.full
+        while self.done < self.n:
             while self.pi < len(pending) and arr[pending[self.pi]] <= self.now:
                 waiting.append(pending[self.pi])
                 self.pi += 1
-            if not running and not waiting and not swapped:
+            B = self.nrun
+            if not B and not waiting and not swapped:
                 if self.pi >= len(pending):
                     return                       # wait for more requests
                 t = arr[pending[self.pi]]
@@ -498,100 +572,109 @@ class _Replica:
                                                 self.total_blocks, bs)
                 for r in batch:
                     self.ft_times.append(first_tok[r])
-                    self.ft_cum.append(self.ft_cum[-1] + inp[r])
+                    self.ft_cum.append(self.ft_cum[-1] + int(inp[r]))
                 for r in batch:
                     self._finished(r)
                 continue
             # -- fast path: a stretch of pure-decode iterations ----------------------------
-            if self.fast and running and all(comp[r] == inp[r] + gen[r] - 1 for r in running) \
-                    and not self._admissible():
-                k = min(out[r] - gen[r] for r in running)
-                c0 = np.array([comp[r] for r in running], dtype=float)
-                held = sum(blocks[r] for r in running) + self.free
-                # iterations j = 0..k-1 need sum max(blocks, ceil((c0 + j + 1) / bs)) blocks
-                lo, hi = 0, k                    # largest m with blocks(m - 1) <= held
-                if self.full:
-                    lo = k                       # blocks reserved up front
-                while lo < hi:
-                    mid = (lo + hi + 1) // 2
-                    if np.ceil((c0 + mid) / bs).sum() <= held:
-                        lo = mid
+            if self.fast and B and not self._admissible():
+                _, rc, rt, re, rb, _, rle = self._slots()
+                if (rt - rc == 1).all():
+                    k = int((re - rt).min())
+                    c0 = rc.astype(float)
+                    # iterations j = 0..k-1 need sum max(blocks, ceil((c0 + j + 1) / bs)) blocks
+                    lo, hi = 0, k                # largest m with blocks(m - 1) <= held
+                    if full or self.free >= B * -(-k // bs):
+                        lo = k                   # reserved up front, or room for any row
                     else:
-                        hi = mid - 1
-                k = lo
-                if k >= 2:
-                    dts = cost.decode_run(c0 + 1, k)
-                    starts = self.now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
-                    if len(running) < max_batch and not waiting and not swapped:
-                        # an arrival could be admitted: stop before the next one (or
-                        # before ``until``, where the router may send one)
-                        t_next = until
-                        if self.pi < len(pending):
-                            t_next = min(t_next, arr[pending[self.pi]])
-                        if t_next < starts[-1] + dts[-1]:
-                            k = int(max(1, np.searchsorted(starts, t_next, side="left")))
-                            dts, starts = dts[:k], starts[:k]
+                        held = int(rb.sum()) + self.free
+                        if np.ceil((c0 + k) / bs).sum() <= held:
+                            lo = k               # the whole stretch fits
+                    while lo < hi:
+                        mid = (lo + hi + 1) // 2
+                        if np.ceil((c0 + mid) / bs).sum() <= held:
+                            lo = mid
+                        else:
+                            hi = mid - 1
+                    k = lo
                     if k >= 2:
-                        B = len(running)
-                        log.add(starts, dts, B, B, self.kv_tokens + B * np.arange(1, k + 1))
-                        log.itl.append((dts, B))
-                        self.now = float(starts[-1] + dts[-1])
-                        self.kv_tokens += B * k
-                        free = self.free
-                        for r in running:
-                            comp[r] += k
-                            gen[r] += k
-                            nb = -(-comp[r] // bs)
-                            if nb > blocks[r]:
-                                free -= nb - blocks[r]
-                                blocks[r] = nb
-                            last_emit[r] = self.now
-                        self.free = free
-                        if any(gen[r] >= out[r] for r in running):
-                            self._retire()
-                        continue
+                        dts = cost.decode_run(c0 + 1, k)
+                        starts = self.now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
+                        if B < max_batch and not waiting and not swapped:
+                            # an arrival could be admitted: stop before the next one (or
+                            # before ``until``, where the router may send one)
+                            t_next = until
+                            if self.pi < len(pending):
+                                t_next = min(t_next, arr[pending[self.pi]])
+                            if t_next < starts[-1] + dts[-1]:
+                                k = int(max(1, np.searchsorted(starts, t_next, side="left")))
+                                dts, starts = dts[:k], starts[:k]
+                        if k >= 2:
+                            log.add(starts, dts, B, B, self.kv_tokens + B * np.arange(1, k + 1))
+                            log.itl.append((dts, B))
+                            self.now = float(starts[-1] + dts[-1])
+                            self.kv_tokens += B * k
+                            rc += k
+                            rt += k
+                            nb = -(-rc // bs)
+                            np.maximum(nb, rb, out=nb)
+                            self.free -= int((nb - rb).sum())
+                            rb[:] = nb
+                            rle[:] = self.now
+                            if (rt >= re).any():
+                                self._retire()
+                            continue
             self._iteration()
 
     def _retire(self) -> None:
-        still = []
-        for r in self.running:
-            if self.gen[r] >= self.out[r]:
-                self.finish[r] = self.now
-                self.free += self.blocks[r]
-                self.kv_tokens -= self.comp[r]
-                self.blocks[r] = 0
-                self._finished(r)
-            else:
-                still.append(r)
-        self.running[:] = still
+        n = self.nrun
+        S, rle = self.S, self.rle
+        fin = np.flatnonzero(S[self._T, :n] >= S[self._E, :n])
+        if fin.size == 1:                        # the common case: one request done
+            j = int(fin[0])
+            r, c, _, _, b, _ = S[:, j].tolist()
+            S[:, j:n - 1] = S[:, j + 1:n]
+            rle[j:n - 1] = rle[j + 1:n]
+            done = [(r, c, b)]
+        else:
+            done = [(r, c, b) for r, c, _, _, b, _ in S[:, fin].T.tolist()]
+            keep = np.ones(n, dtype=bool)
+            keep[fin] = False
+            S[:, :n - fin.size] = S[:, :n][:, keep]
+            rle[:n - fin.size] = rle[:n][keep]
+        self.nrun = n - fin.size
+        for r, c, b in done:
+            self.free += b
+            self.kv_tokens -= c
+            self.finish[r] = self.now
+            self._finished(r)
 
-    def _iteration(self) -> None:
-        """One continuous-batching iteration (see the module docstring)."""
-        cfg, bs = self.cfg, self.bs
-        inp, out, gen, comp, blocks = self.inp, self.out, self.gen, self.comp, self.blocks
-        running, waiting, swapped = self.running, self.waiting, self.swapped
-        last_emit = self.last_emit
-        budget = cfg.max_tokens
-        rows_q: list[tuple[int, int]] = []
+    def _preempt_decode(self, free: int) -> tuple[int, int]:
+        """Step 1 of an iteration when the decode rows need more blocks than are free:
+        row by row, preempting the newest running requests. Returns (free, swapped-out
+        tokens); the batch is reloaded without the preempted requests."""
+        self._store()
+        running = self.S[self._ID, :self.nrun].tolist()
+        inp, gen, comp, blocks, bs = self.inp, self.gen, self.comp, self.blocks, self.bs
+        swapped, waiting = self.swapped, self.waiting
         swap_tokens = 0
-        free = self.free
-        # 1. decode rows, oldest first; preempt the newest when blocks run out
         i = 0
         while i < len(running):
             r = running[i]
             if comp[r] != inp[r] + gen[r] - 1:
                 i += 1
                 continue
-            need = -(-(comp[r] + 1) // bs) - blocks[r]
+            need = int(-(-(comp[r] + 1) // bs) - blocks[r])
             while need > free:
                 v = running.pop()
-                free += blocks[v]
-                self.kv_tokens -= comp[v]
+                cv = int(comp[v])
+                free += int(blocks[v])
+                self.kv_tokens -= cv
                 self.npre[v] += 1
-                hb = -(-comp[v] // bs)
-                if self.swap and comp[v] > 0 and (self.swap_blocks is None
-                                                  or self.host_used + hb <= self.swap_blocks):
-                    swap_tokens += comp[v]
+                hb = -(-cv // bs)
+                if self.swap and cv > 0 and (self.swap_blocks is None
+                                             or self.host_used + hb <= self.swap_blocks):
+                    swap_tokens += cv
                     self.host_used += hb
                     self.hblocks[v] = hb
                     self.nswap[v] += 1
@@ -606,27 +689,63 @@ class _Replica:
                 if need > 0:
                     free -= need
                     blocks[r] += need
-                rows_q.append((r, 1))
-                budget -= 1
                 i += 1
                 continue
             break   # r itself was preempted: it was the last one
+        self._load(running)
+        return free, swap_tokens
+
+    def _iteration(self) -> None:
+        """One continuous-batching iteration (see the module docstring)."""
+        cfg, bs, cost = self.cfg, self.bs, self.cost
+        chunked = cfg.chunked
+        inp, out, gen, comp = self.inp, self.out, self.gen, self.comp
+        waiting, swapped = self.waiting, self.swapped
+        budget = cfg.max_tokens
+        swap_tokens = 0
+        free = self.free
+        # 1. decode rows, oldest first; preempt the newest when blocks run out. A decode
+        # row needs a new block when its blocks are full (rc = rb x bs); a prefill row never
+        # does (it holds the blocks of its whole target).
+        ids, rc, rt, re, rb, ri, rle = self._slots()
+        is_dec = rt - rc == 1
+        grow = rb * bs == rc
+        tot = int(np.count_nonzero(grow))
+        if tot <= free:                          # no preemption (the common case)
+            free -= tot
+            if tot:
+                rb += grow
+        else:
+            free, swap_tokens = self._preempt_decode(free)
+            ids, rc, rt, re, rb, ri, rle = self._slots()
+            is_dec = rt - rc == 1
+        nrun = n0 = self.nrun
+        n_dec = int(np.count_nonzero(is_dec))
+        budget -= n_dec
+        # rows besides the decode rows: (slot, tokens computed, new tokens, target)
+        extra: list[tuple[int, int, int, int]] = []
         # 2. running prefills (chunks)
         has_prefill = False
-        for r in running:
-            if budget <= 0:
-                break
-            rem = inp[r] + gen[r] - comp[r]
-            if rem <= 1:        # decode rows: scheduled above
-                continue
-            if not cfg.chunked and rem > budget and has_prefill:
-                continue
-            q = min(rem, budget) if cfg.chunked else rem
-            rows_q.append((r, q))
-            budget -= q
-            has_prefill = True
+        all_dec = n_dec == nrun
+        if not all_dec:
+            nd = np.flatnonzero(~is_dec)
+            for j, c, t in zip(nd.tolist(), rc[nd].tolist(), rt[nd].tolist()):
+                if budget <= 0:
+                    break
+                rem = t - c
+                if not chunked and rem > budget and has_prefill:
+                    continue
+                q = min(rem, budget) if chunked else rem
+                extra.append((j, c, q, t))
+                budget -= q
+                has_prefill = True
+            sum_c_dec = int(rc[is_dec].sum()) if n_dec else 0
+        else:
+            sum_c_dec = int(rc.sum())
+        # a decode row with nothing computed is a one-token prompt: prefill
+        prefill = n_dec > 0 and self.one_token_prompts and bool((rc[is_dec] == 0).any())
         # 3. swapped-out requests back in, then admissions (first come, first served)
-        while len(running) < cfg.max_batch and budget > 0:
+        while nrun < cfg.max_batch and budget > 0:
             if swapped:
                 r, queue = swapped[0], swapped
             elif waiting:
@@ -634,64 +753,117 @@ class _Replica:
             else:
                 break
             nb = self._need(r)
-            if free - nb < self.watermark and running:
+            if free - nb < self.watermark and nrun:
                 break
             if free < nb:
                 break
-            qfull = inp[r] + gen[r] - comp[r]
-            if not cfg.chunked and qfull > budget and has_prefill:
+            cr = int(comp[r])
+            ir = int(inp[r])
+            tr = ir + int(gen[r])
+            qfull = tr - cr
+            if not chunked and qfull > budget and has_prefill:
                 break
             queue.popleft()
             free -= nb
-            blocks[r] = nb
             if queue is swapped:
-                swap_tokens += comp[r]
+                swap_tokens += cr
                 self.host_used -= self.hblocks[r]
                 self.hblocks[r] = 0
-            self.kv_tokens += comp[r]          # swapped in, or KV received (disaggregated)
-            running.append(r)
+            self.kv_tokens += cr                 # swapped in, or KV received (disaggregated)
+            if nrun == self.S.shape[1]:
+                self._reserve(nrun + 1)
+            self.S[:, nrun] = (r, cr, tr, ir + int(out[r]), nb, ir)
+            self.rle[nrun] = self.last_emit[r]
             if math.isnan(self.first_sched[r]):
                 self.first_sched[r] = self.now
-            q = min(qfull, budget) if cfg.chunked else qfull
-            rows_q.append((r, q))
+            q = min(qfull, budget) if chunked else qfull
+            extra.append((nrun, cr, q, tr))
+            nrun += 1
             budget -= q
-            if q > 1 or comp[r] == 0:
+            if q > 1 or cr == 0:
                 has_prefill = True
         self.free = free
-        if not rows_q:
+        if nrun != n0:
+            self.nrun = nrun
+            ids, rc, rt, re, rb, ri, rle = self._slots()
+        n_rows = n_dec + len(extra)
+        if not n_rows:
             if self.pi < len(self.pending):   # nothing fits now: wait for the next arrival
                 self.now = max(self.now, self.arr[self.pending[self.pi]])
                 return
             raise RuntimeError("scheduler stalled")  # pragma: no cover - guarded by the checks above
-        q = np.array([x for _, x in rows_q], dtype=float)
-        L = np.array([comp[r] + x for r, x in rows_q], dtype=float)
-        dt = self.cost.time(q, L, prefill=any(x > 1 or comp[r] == 0 for r, x in rows_q))
+        n_tok = n_dec + sum(e[2] for e in extra)
+        if cost.windowless:
+            # features (q, pairs, L, q x L) summed exactly over the rows, in integers (so
+            # in any order); a decode row has q = 1 and attends to L = c + 1: (1, L, L, L)
+            s_L = s_pairs = s_qL = sum_c_dec + n_dec
+            for _, c, q, _ in extra:
+                L = c + q
+                s_L += L
+                s_pairs += (L * (L + 1) - c * (c + 1)) // 2
+                s_qL += q * L
+                if q > 1 or c == 0:
+                    prefill = True
+            dt = cost.time_of_sums(n_tok, n_rows,
+                                   np.array([float(n_tok), float(s_pairs), float(s_L),
+                                             float(s_qL)]), prefill)
+        else:
+            x = np.zeros(nrun, dtype=np.int64)
+            x[:n0] = is_dec
+            for j, _, q, _ in extra:
+                x[j] = q
+            sched = x > 0
+            c_old = rc[sched]
+            q_arr = x[sched]
+            prefill = bool((q_arr > 1).any()) or bool((c_old == 0).any())
+            dt = cost.time(q_arr.astype(float), (c_old + q_arr).astype(float), prefill=prefill)
         dt += swap_tokens * self.swap_s
         start = self.now
         now = self.now = start + dt
-        n_dec = 0
         itl = self.log.itl
-        done_any = False
-        for r, x in rows_q:
-            c = comp[r] = comp[r] + x
-            if c == inp[r] + gen[r]:
-                g = gen[r] = gen[r] + 1
-                if g == 1:
-                    self._first_token(r, now)
-                elif x == 1 and last_emit[r] == start:
-                    n_dec += 1
-                else:   # first token after a recompute, a swap or a KV transfer
-                    itl.append((now - last_emit[r], 1))
-                last_emit[r] = now
-                if g >= out[r]:
-                    done_any = True
-        if n_dec:
-            itl.append((dt, n_dec))
-        ntok = float(q.sum())
-        self.kv_tokens += int(ntok)
-        self.log.add(start, dt, len(rows_q), ntok, self.kv_tokens)
-        if done_any:
+        n_plain = 0
+        if n_dec:                                # every decode row emits a token
+            if all_dec:
+                self.S[self._C:self._T + 1, :n0] += 1     # rc and rt
+                plain = rle[:n0] == start
+            else:
+                rc[:n0] += is_dec
+                rt[:n0] += is_dec
+                plain = rle[:n0] == start
+                plain &= is_dec
+            # tokens one decode step after the previous one (the iteration's ITL); a row
+            # that emitted at ``start`` has emitted before: not its first token
+            n_plain = int(np.count_nonzero(plain))
+            if n_plain != n_dec:
+                for j in np.flatnonzero(is_dec & ~plain).tolist():
+                    self._emitted(j, int(ids[j]), now, int(rt[j]) - 1, int(ri[j]), rle)
+            if all_dec:
+                rle[:n0] = now
+            else:
+                rle[:n0][is_dec] = now
+        for j, c, q, t in extra:
+            rc[j] = c + q
+            if c + q == t:
+                rt[j] = t + 1
+                if q == 1 and rle[j] == start and t != ri[j]:
+                    n_plain += 1
+                else:
+                    self._emitted(j, int(ids[j]), now, t, int(ri[j]), rle)
+                rle[j] = now
+        if n_plain:
+            itl.append((dt, n_plain))
+        self.kv_tokens += n_tok
+        self.log.add(start, dt, n_rows, float(n_tok), self.kv_tokens)
+        if (rt >= re).any():
             self._retire()
+
+    def _emitted(self, j: int, r: int, now: float, t: int, i: int, rle) -> None:
+        """A token emitted by slot ``j`` (request ``r``, target ``t`` before the emission,
+        input ``i``) other than one decode step after its previous token."""
+        if t == i:
+            self._first_token(r, now)
+        else:    # first token after a recompute, a swap or a KV transfer
+            self.log.itl.append((now - float(rle[j]), 1))
 
 
 def _static_batch(cost, cfg, now, waiting, inp, out, first_sched, first_tok, finish, log,
