@@ -176,3 +176,14 @@ def test_calibrate_cli_writes_a_usable_profile(tmp_path):
     a = subprocess.run([sys.executable, "-m", "llmroofline", "analyze", "--json", "-p", str(out)],
                        capture_output=True, text=True, timeout=60)
     assert a.returncode == 0 and json.loads(a.stdout)["profile"] == "mine"
+
+
+@pytest.mark.parametrize("name,source", [("trtllm-0.8", "trtllm_v0.8.0"),
+                                         ("lmdeploy-0.1", "lmdeploy_v0.1.0a1_a100")])
+def test_engine_profiles_fit_their_engine_at_least_as_well_as_default(name, source):
+    from llmroofline.validate import shipped_measurements, summarize
+    rows = [r for r in read_measurements(shipped_measurements()) if r.source_id == source]
+    own = summarize(predict_rows(rows, name).predictions)["overall"]
+    default = summarize(predict_rows(rows, "default").predictions)["overall"]
+    for metric in own:
+        assert own[metric]["median_ape"] <= default[metric]["median_ape"] + 0.01, metric

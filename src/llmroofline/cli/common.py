@@ -66,7 +66,7 @@ AllreduceOpt = Annotated[str, typer.Option("--allreduce", help="auto, ring, tree
 OffWOpt = Annotated[float, typer.Option("--offload-weights", help="Fraction of weights in host memory [0, 1].")]
 OffKvOpt = Annotated[float, typer.Option("--offload-kv", help="Fraction of KV cache in host memory [0, 1].")]
 HostBwOpt = Annotated[Optional[float], typer.Option("--host-bw", help="Host link bytes/s (default: the device's PCIe).")]
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency profile: default (calibrated to measured engines), ideal (bare roofline), or a .toml from `calibrate`.")]
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency profile: default (calibrated to measured engines), ideal (bare roofline), trtllm-0.8 or lmdeploy-0.1 (one engine's fit), or a .toml from `calibrate`.")]
 
 
 def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=8,

@@ -3,8 +3,9 @@
 A profile maps a device family (``ampere``, ``ada``, ``hopper``, ...) to an
 :class:`Efficiency`. ``ideal`` is the bare roofline (100 % of every peak, no overhead);
 ``default`` is fitted to published measurements of real engines
-(``data/profiles/default.toml`` records the fit and its error); a user profile is a TOML
-file of the same shape written by ``llmroofline calibrate``.
+(``data/profiles/default.toml`` records the fit and its error); ``trtllm-0.8`` and
+``lmdeploy-0.1`` are fitted to one engine's rows each; a user profile is a TOML file of
+the same shape written by ``llmroofline calibrate``.
 
 Each term has a physical reason:
 
@@ -40,7 +41,8 @@ from typing import Any
 
 from ..errors import InputError, suggest
 
-BUILTIN_PROFILES = ("ideal", "default")
+# default: all shipped measurements; trtllm-0.8 / lmdeploy-0.1: one engine's rows each.
+BUILTIN_PROFILES = ("ideal", "default", "trtllm-0.8", "lmdeploy-0.1")
 DEFAULT_PROFILE = "default"
 
 
@@ -221,7 +223,8 @@ def load_profile(name_or_path: str | os.PathLike | Profile | None = None) -> Pro
             raise InputError(f"profile: cannot parse {p}: {str(e).splitlines()[0]}") from None
         return profile_from_dict(p.stem, data, f"profile file {p}")
     raise InputError(f"profile: unknown profile '{name}'" + suggest(name, BUILTIN_PROFILES)
-                     + "; use ideal, default, or a .toml file from `llmroofline calibrate`")
+                     + f"; use {', '.join(BUILTIN_PROFILES)}, or a .toml file from "
+                     "`llmroofline calibrate`")
 
 
 def resolve_efficiency(hw_efficiency: Efficiency, family: str, profile: Profile,

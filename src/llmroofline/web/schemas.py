@@ -111,8 +111,9 @@ class PrecisionFields(_Body):
     abits: Bits = Field(None, description="Activation bits.")
     kvbits: Bits = Field(None, description="KV cache bits.")
     flash: Annotated[bool, Field(strict=True)] = Field(True, description="Fused attention.")
-    profile: Literal["default", "ideal"] = Field(
-        "default", description="Efficiency profile: default (calibrated) or ideal (bare roofline).")
+    profile: Literal["default", "ideal", "trtllm-0.8", "lmdeploy-0.1"] = Field(
+        "default", description="Efficiency profile: default (calibrated on all shipped "
+        "measurements), ideal (bare roofline), or one engine's fit (trtllm-0.8, lmdeploy-0.1).")
 
 
 class AnalyzeRequest(ModelFields, PrecisionFields):
