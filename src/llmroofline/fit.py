@@ -123,7 +123,7 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
             if len(rs) == len(rows):        # same rows as the fallback
                 families[key] = fallback
                 continue
-            if ids not in fitted:           # e.g. "hopper" and "hopper-w8" with the same rows
+            if ids not in fitted:           # e.g. "hopper" and "hopper-a8" with the same rows
                 fitted[ids], stats[key] = fit_efficiency(rs, params, start=fallback,
                                                          prior_weight=prior_weight)
             families[key] = fitted[ids]

@@ -3,7 +3,8 @@
 The built-in catalog is one data file, ``data/hardware/devices.toml``; a user device is
 a TOML or YAML file with the same fields (see ``docs/hardware.md``). Peaks are datasheet
 values (dense, decimal units); what real kernels reach is the :class:`Efficiency` block,
-whose default is the ideal roofline (100 % of peak, no launch overhead).
+whose default is the ideal roofline (100 % of peak, no launch overhead); without such a
+block the calibrated profile of the device family applies (``specs/profile.py``).
 """
 
 from __future__ import annotations
