@@ -167,3 +167,23 @@ def test_busiest_device_expert_weights_monte_carlo():
             maxima.append(per_dev.max())
         assert float(experts_hit_on_busiest_device(tokens, E, k, ep)) == pytest.approx(
             np.mean(maxima), rel=0.1), tokens
+
+
+def test_groups_beyond_one_node_use_the_network():
+    # TP 16 over 2 nodes of 8: each all-reduce crosses the per-GPU network link
+    # (default 50 GB/s per direction, 10 us per hop) instead of NVLink (450 GB/s, 2 us).
+    m, B = "meta-llama/Llama-2-70b-hf", 4
+    intra = lr.analyze(m, "h100-sxm", batch=B, input_len=256, output_len=2, profile="ideal",
+                       layout=Layout(tp=16, gpus_per_node=16))
+    inter = lr.analyze(m, "h100-sxm", batch=B, input_len=256, output_len=2, profile="ideal",
+                       layout=Layout(tp=16, gpus_per_node=8))
+    S = B * 256 * 8192 * 2                      # one prefill all-reduce message, bytes
+    n = 16
+    ring = 2 * (n - 1) * 10e-6 + 2 * (n - 1) / n * S / 50e9
+    tree = 2 * np.log2(n) * 10e-6 + 2 * S / 50e9
+    row = next(o for o in inter.prefill.ops if o.name == "attn_allreduce")
+    assert float(row.comm_s) == pytest.approx(80 * min(ring, tree), rel=1e-9)
+    one = 2e-6 + (n - 1) * S / 450e9
+    two = 2 * 2e-6 + 2 * (n - 1) / n * S / 450e9
+    row = next(o for o in intra.prefill.ops if o.name == "attn_allreduce")
+    assert float(row.comm_s) == pytest.approx(80 * min(one, two), rel=1e-9)
