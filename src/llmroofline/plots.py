@@ -382,15 +382,21 @@ def _label_groups(points: list[dict], min_share: float = 0.02, near_dec: float =
     return out
 
 
-def roofline_figure(analyses: Sequence[Analysis], phases=("prefill", "decode")):
-    """Log-log roofline of one or more devices with the operators of the chosen phases."""
-    matplotlib, plt = _mpl()
+def _roofline_data(analyses: Sequence[Analysis], phases):
+    """Operator points, device roofs and the x range (whole decades around them)."""
     _check_scalar(analyses)
     pts = roofline_points(analyses, phases)
     roofs = [_roofs(a) for a in analyses]
     xs = [p["intensity"] for p in pts] + [r["ridge"] for r in roofs]
     xmin = 10 ** math.floor(math.log10(max(min(xs), 1e-3)) - 0.3)
     xmax = 10 ** math.ceil(math.log10(max(xs)) + 0.3)
+    return pts, roofs, xmin, xmax
+
+
+def roofline_figure(analyses: Sequence[Analysis], phases=("prefill", "decode")):
+    """Log-log roofline of one or more devices with the operators of the chosen phases."""
+    matplotlib, plt = _mpl()
+    pts, roofs, xmin, xmax = _roofline_data(analyses, phases)
     fig, ax = plt.subplots(figsize=ROOFLINE_SIZE_IN, dpi=DPI, layout="constrained")
     ridges = [r["ridge"] for r in roofs]
     lo, hi = min(ridges), max(ridges)
@@ -449,12 +455,7 @@ def roofline_figure(analyses: Sequence[Analysis], phases=("prefill", "decode")):
 def roofline_html(analyses: Sequence[Analysis], path, phases=("prefill", "decode")) -> None:
     import plotly.graph_objects as go
 
-    _check_scalar(analyses)
-    pts = roofline_points(analyses, phases)
-    roofs = [_roofs(a) for a in analyses]
-    xs = [p["intensity"] for p in pts] + [r["ridge"] for r in roofs]
-    xmin = 10 ** math.floor(math.log10(max(min(xs), 1e-3)) - 0.3)
-    xmax = 10 ** math.ceil(math.log10(max(xs)) + 0.3)
+    pts, roofs, xmin, xmax = _roofline_data(analyses, phases)
     x = np.geomspace(xmin, xmax, 400)
     fig = go.Figure()
     for k, (a, r) in enumerate(zip(analyses, roofs)):
