@@ -239,32 +239,42 @@ def test_request_larger_than_kv_memory(cost):
 # -- offline mode vs TensorRT-LLM max-throughput rows -----------------------------------------
 def test_offline_vs_trtllm_rows():
     """Simulated offline output throughput vs published TensorRT-LLM v0.10 in-flight-batching
-    rows (A100, 1 GPU, 128/2048 lengths). Not tuned to these rows; docs/serving.md reports
-    all 36 (median |error| 8 %). The band here is generous: every row within 60 %."""
+    rows (A100, 1 GPU, 128-token prompts). Not tuned to these rows; docs/serving.md reports
+    all 36. Band: every row within 30 %, median within 12 %."""
     rows = [r for r in shipped_serving_rows() if r["tp"] == "1" and r["input_len"] == "128"]
     res = offline_comparison(rows)
     err = np.array([r["error"] for r in res])
     print({r["model"] + f" {r['input_len']}/{r['output_len']}": round(r["error"], 3) for r in res})
-    assert np.all(np.abs(err) < 0.6)
-    assert np.median(np.abs(err)) < 0.3
+    assert np.all(np.abs(err) < 0.3)
+    assert np.median(np.abs(err)) < 0.12
 
 
 
-def test_offline_gqa_overprediction_is_not_the_scheduler():
-    """docs/serving.md: the worst 1-GPU row (Llama-3-8B, 128/2048) is over-predicted whatever
-    the scheduler does; lifting the memory limit or swapping instead of recomputing makes
-    the simulated engine faster still, so preemption and admission only pull the prediction
-    towards the measurement, and the gap lies in the cost of large GQA decode batches."""
+def test_offline_gqa_rows_need_the_kv_reuse_term():
+    """docs/serving.md: with ideal GQA reuse (each shared KV head read once per step) the
+    Llama-3-8B 128/2048 row, the worst 1-GPU row, is over-predicted by more than 30 %
+    whatever the scheduler does (lifting the memory limit or swapping makes it worse); the
+    default profile's gqa_kv_reuse, fitted on the static rows of calibration.csv only,
+    brings it within 25 % of the measurement."""
     from dataclasses import replace
     from llmroofline.serving.offline import TRTLLM_CONFIG
+    from llmroofline.specs.profile import Profile, load_profile
     row = [r for r in shipped_serving_rows() if r["model"] == "meta-llama/Meta-Llama-3-8B"
            and r["input_len"] == "128" and r["output_len"] == "2048"]
-    err = {k: offline_comparison(row, requests=400, config=c)[0]["error"]
-           for k, c in (("base", TRTLLM_CONFIG), ("unlimited", replace(TRTLLM_CONFIG, kv_blocks=10**7)),
-                        ("swap", replace(TRTLLM_CONFIG, preemption="swap")),
-                        ("no-evict", replace(TRTLLM_CONFIG, reserve="full")))}
-    assert min(err.values()) > 0.3
-    assert err["unlimited"] > err["base"] + 0.15 and err["swap"] > err["base"] + 0.1
+    d = load_profile("default")
+    assert all(e.gqa_kv_reuse < 0.95 for k, e in d.families.items() if k.startswith("ampere"))
+    full = Profile("full-reuse", {k: replace(e, gqa_kv_reuse=1.0) for k, e in d.families.items()},
+                   replace(d.fallback, gqa_kv_reuse=1.0))
+    err = {k: offline_comparison(row, requests=400, config=c, profile=p)[0]["error"]
+           for k, c, p in (("full", TRTLLM_CONFIG, full),
+                           ("full-unlimited", replace(TRTLLM_CONFIG, kv_blocks=10**7), full),
+                           ("full-swap", replace(TRTLLM_CONFIG, preemption="swap"), full),
+                           ("default", TRTLLM_CONFIG, d))}
+    print(err)
+    assert err["full"] > 0.3
+    assert err["full-unlimited"] > err["full"] and err["full-swap"] > err["full"]
+    assert abs(err["default"]) < 0.25
+
 
 # -- plots --------------------------------------------------------------------------------------
 def test_plot_simulation(tmp_path, cost):

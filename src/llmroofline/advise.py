@@ -79,7 +79,7 @@ from .errors import InputError, suggest
 from .graph import build_ops
 from .memory import kv_cache_bytes_per_seq, weight_bytes_total
 from .parallel import Layout
-from .phases import Analysis, OpResult, analyze, step_cost
+from .phases import Analysis, OpResult, analyze, prefill_fixed_s, step_cost
 from .specs.catalog import load_model
 from .specs.hardware import HardwareSpec, hardware_ids, load_hardware
 from .specs.model import ModelSpec
@@ -270,7 +270,7 @@ def _why(a: Analysis, ph: str, d: dict, regime: str) -> str:
                 "latency and bytes do not shrink as the devices' share of the work does")
     if regime == "overhead":
         e = a.efficiency
-        step = e.step_overhead_s + (e.prefill_overhead_s if ph == "prefill" else 0.0)
+        step = float(prefill_fixed_s(e, a.input_len)) if ph == "prefill" else e.step_overhead_s
         fixed = f"{d['kernels']} kernel launches at {e.launch_overhead_s * 1e6:.3g} us" \
             + (f" plus {step * 1e6:.3g} us per step" if step else "")
         return (f"{_pct(share)} of the {ph} time is fixed cost ({fixed}) against "

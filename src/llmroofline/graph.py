@@ -46,6 +46,9 @@ class Op:
     collective: str = ""    # allreduce | allgather | alltoall | p2p
     group: int = 1          # devices taking part in the collective
     rows: np.ndarray | float = np.inf  # matmuls: M, the token rows of one GEMM
+    # attention: bytes read again when each query head of a GQA/MQA group reads its shared
+    # KV head itself; on-chip caches serve a profile-dependent share (cost.py). Not in kv_bytes.
+    kv_reread: np.ndarray | float = 0.0
 
     @property
     def bytes(self) -> np.ndarray:
@@ -92,11 +95,11 @@ class _Step:
     ops: list
 
     def op(self, name, kind, compute, count, flops=0.0, w=0.0, a=0.0, kv=0.0, window=np.inf,
-           comm=0.0, collective="", group=1, rows=np.inf):
+           comm=0.0, collective="", group=1, rows=np.inf, reread=0.0):
         z = self.zero
         self.ops.append(Op(name, kind, compute, count, z + count * flops, z + count * w,
                            z + count * a, z + count * kv, float(window), z + count * comm,
-                           collective, group, z + rows))
+                           collective, group, z + rows, z + count * reread))
 
     def linear(self, name, n_in, n_out, count, tokens=None, bias=False, wbytes=None,
                compute="gemm", weight_rows=None):
@@ -174,7 +177,7 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
         for window, count in _window_groups(m):
             _attention(s, count, window, heads=sh.heads, d_qk=d, d_v=d,
                        kv_read_width=2 * kv_dim, kv_write_width=2 * kv_dim,
-                       suffix=_suffix(m, window))
+                       suffix=_suffix(m, window), kv_group=sh.heads / sh.kv_heads)
         s.linear("o_proj", q_dim, h, nl, bias=m.o_bias)
 
     # -- MLP block ---------------------------------------------------------------------------
@@ -232,13 +235,16 @@ def _window_groups(m: ModelSpec) -> list[tuple[int | None, int]]:
 
 
 def _attention(s: _Step, count, window, *, heads, d_qk, d_v, kv_read_width, kv_write_width,
-               suffix="", kv_bytes=None):
+               suffix="", kv_bytes=None, kv_group=1.0):
     """Attention core of ``count`` layers on one rank.
 
     Fused: one kernel reading Q, the touched keys/values from the cache, writing O and the
     new tokens' cache entries; FLOPs over the causal (window-limited) pairs only.
     Unfused: QK^T over the whole key block (T x keys), softmax, PV; scores round-trip memory.
     ``kv_read_width``/``kv_write_width``: cached elements per token read/written.
+    ``kv_group``: query heads per cached KV head (GQA/MQA); a kernel that lets each query
+    head read its KV head itself reads the cache ``kv_group`` times (``Op.kv_reread``).
+    MLA kernels read the shared latent once by design, so MLA passes 1.
     """
     B, T, L, N = s.B, s.T, s.L, s.N
     ab = s.prec.act_bytes
@@ -247,21 +253,24 @@ def _attention(s: _Step, count, window, *, heads, d_qk, d_v, kv_read_width, kv_w
     keys = keys_touched(T, L, W)
     q_width, out_width = heads * d_qk, heads * d_v
     kv_read = B * keys * kv_read_width * kb
+    reread = kv_read * (kv_group - 1)
     kv_write = N * kv_write_width * kb
     if s.flash:
         pairs = B * heads * causal_pairs(T, L, W)
         s.op("attention" + suffix, "attention", "gemm16", count,
              flops=2 * pairs * (d_qk + d_v), a=N * (q_width + out_width) * ab,
-             kv=kv_read + kv_write, window=W)
+             kv=kv_read + kv_write, window=W, reread=reread)
         return
     scores = B * heads * T * keys
     k_frac = d_qk / (d_qk + d_v)
     s.op("attn_score" + suffix, "attention", "gemm16", count, flops=2 * scores * d_qk,
-         a=N * q_width * ab + scores * ab, kv=kv_read * k_frac + kv_write, window=W)
+         a=N * q_width * ab + scores * ab, kv=kv_read * k_frac + kv_write, window=W,
+         reread=reread * k_frac)
     s.op("softmax" + suffix, "elementwise", "vector", count, flops=SOFTMAX_FLOPS * scores,
          a=2 * scores * ab, window=W)
     s.op("attn_av" + suffix, "attention", "gemm16", count, flops=2 * scores * d_v,
-         a=scores * ab + N * out_width * ab, kv=kv_read * (1 - k_frac), window=W)
+         a=scores * ab + N * out_width * ab, kv=kv_read * (1 - k_frac), window=W,
+         reread=reread * (1 - k_frac))
 
 
 def _mla_ops(s: _Step, mla_absorb):

@@ -210,10 +210,10 @@ def _exposed_fraction(rows) -> np.ndarray:
         return np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
 
 
-def _step_row(rows: list, step_s: float) -> None:
+def _step_row(rows: list, step_s) -> None:
     """Fixed cost per forward step outside kernels (scheduling, sampling, host sync)."""
-    if step_s > 0:
-        shape = np.shape(rows[0].time_s)
+    if np.any(np.asarray(step_s) > 0):
+        shape = np.broadcast_shapes(np.shape(rows[0].time_s), np.shape(step_s))
         z = np.zeros(shape)
         rows.append(OpResult("step overhead", "overhead", 1, z, z, z, z, z, z, z, z + step_s,
                              z + step_s, np.full(shape, "overhead")))
@@ -230,7 +230,7 @@ def step_cost(ops: list[Op], roof: Roofline, name: str = "step") -> PhaseResult:
     """Cost of one forward step of any shape (``q_len``, ``kv_len``) on one pipeline stage:
     the per-operator roofline with collectives exposed as the layout says, plus the fixed
     step overhead. ``decoding.py`` prices speculative draft and verify steps with it."""
-    return replace(_prefill(ops, roof, _Pipe(1, np.ones(()))), name=name)
+    return replace(_prefill(ops, roof, _Pipe(1, np.ones(())), roof.eff.step_overhead_s), name=name)
 
 
 def _decode_rows(beams, samples) -> int:
@@ -244,17 +244,23 @@ def _decode_rows(beams, samples) -> int:
     return int(max(beams, samples))
 
 
-def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe) -> PhaseResult:
+def prefill_fixed_s(eff, input_len):
+    """Fixed cost of a request's first step: the step overhead plus, for a prompt of more
+    than one token, the prefill overhead (a one-token prompt runs as a decode step)."""
+    return eff.step_overhead_s + np.where(np.asarray(input_len) > 1, eff.prefill_overhead_s, 0.0)
+
+
+def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe, fixed_s) -> PhaseResult:
     terms = [(o, *roof.terms(o)) for o in ops]
     exposed = _exposed_fraction(terms) if roof.layout.overlap else 1.0
     rows = []
     for o, c, m, comm, oh in terms:
         comm = comm * exposed
-        t, bound = combine(c, m, comm, oh)
+        t, bound = combine(c, m, comm, oh, roof.overlap(o))
         rows.append(OpResult(o.name, o.kind, o.count, o.flops, o.weight_bytes, o.act_bytes,
                              o.kv_bytes, c, m, comm + np.zeros_like(c), np.broadcast_to(oh, c.shape),
                              t, bound, np.zeros_like(c) + o.comm_bytes))
-    _step_row(rows, roof.eff.step_overhead_s + roof.eff.prefill_overhead_s)
+    _step_row(rows, fixed_s)
     ops_total = sum(r.time_s for r in rows)
     total = pipe.prefill(ops_total)
     if pipe.stages > 1:
@@ -280,7 +286,11 @@ def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
         sum_c = sum_affine(pc, qc, first_kv, last_kv, w)
         sum_m = sum_affine(pm, qm, first_kv, last_kv, w)
         sum_k = steps * k1 * exposed        # collectives do not depend on the KV length
-        sum_t = sum_max_affine(pc, qc, pm, qm, first_kv, last_kv, w) + sum_k + steps * oh
+        sum_kernel = sum_max_affine(pc, qc, pm, qm, first_kv, last_kv, w)
+        o_ = roof.overlap(o1)
+        if o_ < 1:     # kernel_s = o max + (1 - o) (compute + memory): still closed form
+            sum_kernel = o_ * sum_kernel + (1 - o_) * (sum_c + sum_m)
+        sum_t = sum_kernel + sum_k + steps * oh
         mean = {}
         for name, a1, a2 in (("flops", o1.flops, o2.flops), ("w", o1.weight_bytes, o2.weight_bytes),
                              ("a", o1.act_bytes, o2.act_bytes), ("kv", o1.kv_bytes, o2.kv_bytes)):
@@ -410,7 +420,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
         pipe = _Pipe(lay.pp, micro, roof.comm_s("p2p", b * I * act, group),
                      roof.comm_s("p2p", b * act, group))
     pre_ops = build_ops(m, prec, b, I, I, flash=flash, layout=lay)
-    prefill = _prefill(pre_ops, roof, pipe)
+    prefill = _prefill(pre_ops, roof, pipe, prefill_fixed_s(eff, I))
     one = np.ones_like(B)
     decode = _decode_phase(m, prec, b * rows, one, roof, I, O, pipe, flash, lay, notes)
     mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b, rows=rows)

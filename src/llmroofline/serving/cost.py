@@ -284,7 +284,7 @@ def _sum_time(ops, roof: Roofline, keep) -> np.ndarray:
             exposed = np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
     total = 0.0
     for o, c, mem, comm, oh in terms:
-        t, _ = combine(c, mem, comm * exposed, oh)
+        t, _ = combine(c, mem, comm * exposed, oh, roof.overlap(o))
         total = total + t
     return np.asarray(total, dtype=float)
 

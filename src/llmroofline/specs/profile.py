@@ -20,6 +20,10 @@ Each term has a physical reason:
   for a padded tile; ``m_half`` adds a smooth ramp for wave quantization (0: none).
 - ``attention_compute``: fraction of the 16-bit peak a fused attention kernel reaches
   (softmax and masking between the two matmuls).
+- ``gqa_kv_reuse``: share of the repeat reads of a shared KV head (grouped-query or
+  multi-query attention) that a decode attention kernel serves on-chip; 1 reads each KV
+  head from DRAM once per step, 0 once per query head (kernels that parallelize over
+  query heads, each streaming its KV head, rely on L2 to catch the repeats).
 - ``launch_overhead_s``: fixed cost per kernel (launch latency, prologue/epilogue, the
   tail of each kernel when the next cannot start); CUDA graphs shrink it.
 - ``step_overhead_s``: fixed cost per forward step outside kernels (scheduling, sampling,
@@ -64,6 +68,8 @@ class Efficiency:
     gemm_tile_rows: float = 0.0
     step_overhead_s: float = 0.0
     prefill_overhead_s: float = 0.0
+    gemm_overlap: float = 1.0
+    gqa_kv_reuse: float = 1.0
 
     def __post_init__(self) -> None:
         for f in ("bandwidth", "compute", "communication", "attention_bandwidth",
@@ -71,6 +77,9 @@ class Efficiency:
             v = getattr(self, f)
             if v is not None and not (0 < v <= 1):
                 raise InputError(f"efficiency.{f} must be in (0, 1], got {v}")
+        for f in ("gemm_overlap", "gqa_kv_reuse"):
+            if not (0 <= getattr(self, f) <= 1):
+                raise InputError(f"efficiency.{f} must be in [0, 1], got {getattr(self, f)}")
         for f, hi in (("launch_overhead_s", 1e-2), ("step_overhead_s", 1.0),
                       ("prefill_overhead_s", 10.0), ("gemm_half_rows", 1e6),
                       ("gemm_tile_rows", 1024)):
@@ -95,7 +104,8 @@ class Efficiency:
 _US_FIELDS = {"launch_overhead_us": "launch_overhead_s", "step_overhead_us": "step_overhead_s",
               "prefill_overhead_us": "prefill_overhead_s"}
 _PLAIN_FIELDS = ("bandwidth", "compute", "communication", "attention_bandwidth",
-                 "attention_compute", "gemm_half_rows", "gemm_tile_rows")
+                 "attention_compute", "gemm_half_rows", "gemm_tile_rows", "gemm_overlap",
+                 "gqa_kv_reuse")
 EFFICIENCY_KEYS = (*_PLAIN_FIELDS, *_US_FIELDS)
 
 
