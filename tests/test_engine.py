@@ -182,3 +182,57 @@ def test_fp8_uses_fp8_peak_and_falls_back_with_warning():
     assert not a100.warnings  # A100 runs W8A8 on its INT8 tensor cores
     v100 = lr.analyze("llama-2-7b", "v100-sxm2-32gb", wbits=8, abits=8)
     assert v100.warnings and "fp8" in v100.warnings[0]
+
+
+# -- efficiency terms with a shape: GEMM overlap, GQA KV re-reads (hand formulas) ----------
+def test_gemm_overlap_adds_the_unhidden_share_of_the_shorter_term():
+    from llmroofline.specs.profile import Efficiency, Profile
+    prof = Profile("t", fallback=Efficiency(gemm_overlap=0.25))
+    a = lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=1, input_len=128,
+                   output_len=1, profile=prof)
+    row = next(o for o in a.prefill.ops if o.name == "qkv_proj")
+    layers, h, n = 32, 4096, 128
+    compute_s = 2 * n * h * 3 * h * layers / 312e12
+    memory_s = (h * 3 * h * 2 + n * (h + 3 * h) * 2) * layers / 2039e9
+    assert float(row.compute_s) == pytest.approx(compute_s, rel=1e-12)
+    assert float(row.memory_s) == pytest.approx(memory_s, rel=1e-12)
+    # 128 rows on an A100 sit near the ridge: both terms ~5 ms, only a quarter overlaps
+    assert float(row.time_s) == pytest.approx(max(compute_s, memory_s)
+                                              + 0.75 * min(compute_s, memory_s), rel=1e-12)
+    norm = next(o for o in a.prefill.ops if o.name == "attn_norm")   # not a GEMM: plain roofline
+    assert float(norm.time_s) == pytest.approx(max(float(norm.compute_s), float(norm.memory_s)),
+                                               rel=1e-12)
+
+
+def test_gqa_kv_reuse_prices_rereads_of_shared_kv_heads():
+    from llmroofline.specs.profile import Efficiency, Profile
+    B, L = 4, 1001            # first decode step after a 1000-token prompt attends to 1001 keys
+    per_token = 2 * 8 * 128 * 2 * 32   # K and V, 8 KV heads x 128 dims, 2 bytes, 32 layers
+    read, write = B * L * per_token, B * per_token
+    group = 32 // 8           # Llama-3-8B: 32 query heads share 8 KV heads
+    for reuse in (1.0, 0.25, 0.0):
+        prof = Profile("t", fallback=Efficiency(gqa_kv_reuse=reuse))
+        a = lr.analyze("meta-llama/Meta-Llama-3-8B", "a100-sxm-80gb", batch=B, input_len=1000,
+                       output_len=2, profile=prof)
+        att = next(o for o in a.decode.ops if o.kind == "attention")
+        assert float(att.kv_bytes) == read + write     # reported traffic: each KV head once
+        q_and_out = B * 2 * 32 * 128 * 2 * 32
+        expected = (q_and_out + read + write + (1 - reuse) * (group - 1) * read) / 2039e9
+        assert float(att.memory_s) == pytest.approx(expected, rel=1e-12)
+    # multi-head attention has nothing to re-read
+    prof = Profile("t", fallback=Efficiency(gqa_kv_reuse=0.0))
+    mha = lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=B, input_len=1000,
+                     output_len=2, profile=prof)
+    ideal = lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=B, input_len=1000,
+                       output_len=2, profile="ideal")
+    assert float(mha.tpot_s) == float(ideal.tpot_s)
+
+
+def test_one_token_prompt_pays_no_prefill_overhead():
+    from llmroofline.specs.profile import Efficiency, Profile
+    prof = Profile("t", fallback=Efficiency(step_overhead_s=1e-3, prefill_overhead_s=5e-3))
+    base = Profile("t0", fallback=Efficiency())
+    for n, extra in ((1, 1e-3), (2, 6e-3)):
+        with_oh = lr.analyze("llama-2-7b", "a100-sxm-80gb", input_len=n, output_len=1, profile=prof)
+        plain = lr.analyze("llama-2-7b", "a100-sxm-80gb", input_len=n, output_len=1, profile=base)
+        assert float(with_oh.ttft_s - plain.ttft_s) == pytest.approx(extra, rel=1e-9)

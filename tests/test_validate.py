@@ -151,8 +151,11 @@ def test_validate_cli_json_on_shipped_data():
     assert len(d["rows"]) >= 300 and d["profile"] == "default"
     overall = d["summary"]["overall"]
     # the calibrated default profile is what the README's accuracy table reports
-    assert overall["throughput_tok_s"]["median_ape"] < 0.10
-    assert overall["ttft_ms"]["median_ape"] < 0.12   # 10.9 % (README, "How accurate is it?")
+    # issue targets: median <= 10 % and p90 <= 25 % on throughput and TTFT
+    # (README, "How accurate is it?": 3.9 % / 18.3 % and 6.0 % / 24.2 %)
+    for metric in ("throughput_tok_s", "ttft_ms"):
+        assert overall[metric]["median_ape"] <= 0.10, metric
+        assert overall[metric]["p90_ape"] <= 0.25, metric
     ideal = subprocess.run([sys.executable, "-m", "llmroofline", "validate", "--json",
                             "--profile", "ideal"], capture_output=True, text=True, timeout=120)
     assert json.loads(ideal.stdout)["summary"]["overall"]["throughput_tok_s"]["median_ape"] > 0.3
