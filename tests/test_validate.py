@@ -75,6 +75,35 @@ def test_calibrate_recovers_known_parameters(tmp_path):
         assert getattr(prof.fallback, name) == pytest.approx(getattr(TRUE, name), rel=0.02), name
 
 
+def test_calibrate_recovers_gemm_overlap_and_gqa_reuse(tmp_path):
+    # The two shape terms are identifiable: mid-size GEMMs (prefills of 128-512 tokens,
+    # decode batches near the A100 ridge) pin gemm_overlap; the same decode workloads on an
+    # MHA and a GQA model (group 4) separate gqa_kv_reuse from attention_bandwidth.
+    true = Efficiency(bandwidth=0.85, attention_bandwidth=0.75, compute=0.8, gemm_overlap=0.4,
+                      gqa_kv_reuse=0.5, gemm_tile_rows=16.0)
+    fitted = ("bandwidth", "attention_bandwidth", "compute", "gemm_overlap", "gqa_kv_reuse")
+    design, i = [], 0
+    for model in ("meta-llama/Llama-2-7b-hf", "meta-llama/Meta-Llama-3-8B"):
+        for b in (1, 16, 128, 256):
+            for n in (128, 512, 2048):
+                i += 1
+                design.append(Row(str(i), "a100-sxm-80gb", model, 1, 1, "fp16", "fp16", "fp16",
+                                  "static", b, n, 256, {"throughput_tok_s": 1.0, "ttft_ms": 1.0,
+                                                        "tpot_ms": 1.0}))
+    truth = predict_rows(design, Profile("truth", fallback=true))
+    rows = []
+    for r in design:
+        got = {p.metric: p.predicted for p in truth.predictions if p.row.id == r.id}
+        if got:
+            rows.append(row(r.id, model=r.model, batch=r.batch, input_len=r.input_len,
+                            output_len=r.output_len, throughput_tok_s=repr(got["throughput_tok_s"]),
+                            ttft_ms=repr(got["ttft_ms"]), tpot_ms=repr(got["tpot_ms"])))
+    prof, _ = calibrate(read_measurements(write_csv(tmp_path / "s.csv", rows)), fitted,
+                        per_family=False, prior_weight=0.0)
+    for name in fitted:
+        assert getattr(prof.fallback, name) == pytest.approx(getattr(true, name), rel=0.02), name
+
+
 def test_validate_reports_every_metric_and_lists_skipped_rows(tmp_path):
     rows = [
         row(1, throughput_tok_s="150", ttft_ms="8", tpot_ms="7", e2e_ms="900"),

@@ -78,7 +78,7 @@ def validate_cmd(
 def calibrate_cmd(
     csv_file: Annotated[str, typer.Argument(help="Measurements CSV (schema of the shipped calibration.csv).")],
     out_file: Annotated[str, typer.Option("--out", help="Profile TOML to write (use it as --profile FILE).")] = "calibrated.toml",
-    params: Annotated[Optional[str], typer.Option("--params", help="Comma-separated parameters to fit (default: all).")] = None,
+    params: Annotated[Optional[str], typer.Option("--params", help="Comma-separated parameters to fit (default: all but gemm_half_rows, as for the default profile).")] = None,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Also report leave-one-group-out error: device, model or source.")] = None,
 ) -> None:
     """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU)."""
