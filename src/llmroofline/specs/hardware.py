@@ -147,11 +147,11 @@ def to_dict(hw: HardwareSpec) -> dict[str, Any]:
     for k in _TEXT:
         if getattr(hw, k):
             out[k] = getattr(hw, k)
-    out["memory_gb"] = hw.memory_bytes / 1e9
-    out["mem_bw_gb_s"] = hw.mem_bw_bytes_s / 1e9
+    out["memory_gb"] = float(f"{hw.memory_bytes / 1e9:.12g}")
+    out["mem_bw_gb_s"] = float(f"{hw.mem_bw_bytes_s / 1e9:.12g}")
     for dt, f in DTYPE_FIELDS.items():
         if dt in hw.peak_flops:
-            out[f] = hw.peak_flops[dt] / 1e12
+            out[f] = float(f"{hw.peak_flops[dt] / 1e12:.12g}")
     for k, attr, scale in (("l2_mb", "l2_bytes", 1e6), ("sm_count", "sm_count", 1),
                            ("boost_clock_mhz", "boost_clock_mhz", 1),
                            ("scaleup_gb_s_bidir", "scaleup_bytes_s_bidir", 1e9),
@@ -161,7 +161,8 @@ def to_dict(hw: HardwareSpec) -> dict[str, Any]:
                            ("scaleout_latency_us", "scaleout_latency_s", 1e-6)):
         v = getattr(hw, attr)
         if v is not None:
-            out[k] = v / scale if scale != 1 else v
+            # 12 significant digits drop the binary noise of the unit round trip (1e-5 / 1e-6)
+            out[k] = float(f"{v / scale:.12g}") if scale != 1 else v
     if not hw.efficiency.is_ideal:
         out["efficiency"] = efficiency_to_dict(hw.efficiency)
     return out
