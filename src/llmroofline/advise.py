@@ -53,8 +53,9 @@ Levers (each a transformation of the baseline setup, evaluated by the engine):
   steps of 1 %, then KV fraction, in host memory that makes it fit;
 - each other catalog device (or the given ``devices``), same layout and precision.
 
-Combinations: the ``COMBO_TOP`` best accepted single levers (one per axis, gain above
-``COMBO_MIN_GAIN``) are combined in every compatible subset of two or more; the batch and
+Combinations: the best ``COMBO_PER_AXIS`` accepted single levers (gain above
+``COMBO_MIN_GAIN``) of each of the ``COMBO_TOP`` best axes are combined, one lever per
+axis, in every compatible subset of two or more axes; the batch and
 offload levers are re-resolved for the combined setup (a quantized model fits a larger
 batch). A combination that is not at least 1 % better than its best member is rejected.
 Device switches are ranked alone, not combined: to plan on another device, advise on it.
@@ -106,7 +107,8 @@ CLASS_LABELS = {
     "pipeline": "pipeline bubble + p2p",
 }
 GRAPH_FACTOR = 0.2          # launch overhead kept by CUDA graphs / fused kernels
-COMBO_TOP = 4               # single levers combined
+COMBO_TOP = 4               # axes whose levers are combined
+COMBO_PER_AXIS = 2          # levers per axis taken into combinations
 COMBO_MIN_GAIN = 1.01       # a lever (or a combination over its best part) must beat this
 MAX_BATCH_CANDIDATES = 4096
 
@@ -961,30 +963,32 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
     levers = [lv for _, lv in singles]
     notes = []
     if combos:
-        best: dict[str, tuple[_Def, Lever]] = {}
+        # The best two levers of each of the best axes: the runner-up of an axis (INT8
+        # SmoothQuant behind W4A16, say) can combine better than its winner does.
+        best: dict[str, list[tuple[_Def, Lever]]] = {}
         for d, lv in sorted(singles, key=lambda x: -_sort_gain(x[1])):
-            if lv.rejected or not lv.gain > COMBO_MIN_GAIN or d.axis in best \
-                    or d.axis == "device":
+            if lv.rejected or not lv.gain > COMBO_MIN_GAIN or d.axis == "device":
                 continue
-            best[d.axis] = (d, lv)
-            if len(best) == COMBO_TOP:
-                break
-        picks = list(best.values())
-        for r in range(2, len(picks) + 1):
-            for sub in itertools.combinations(picks, r):
-                axes = {d.axis for d, _ in sub}
-                if any(pair <= axes for pair in _INCOMPATIBLE):
-                    continue
-                try:
-                    lv = make([d for d, _ in sub])
-                except (_Skip, InputError) as e:
-                    skipped.append((" + ".join(d.short for d, _ in sub), str(e)))
-                    continue
-                top = max(sub, key=lambda x: _sort_gain(x[1]))[1]
-                if not lv.rejected and not _sort_gain(lv) > _sort_gain(top) * COMBO_MIN_GAIN:
-                    lv = replace(lv, rejected=f"not {100 * (COMBO_MIN_GAIN - 1):.0f} % better "
-                                 f"than {top.lever} alone")
-                levers.append(lv)
+            if d.axis in best:
+                # batch levers (larger batch, paged KV) set the same number: one suffices
+                if len(best[d.axis]) < (1 if d.axis == "batch" else COMBO_PER_AXIS):
+                    best[d.axis].append((d, lv))
+            elif len(best) < COMBO_TOP:
+                best[d.axis] = [(d, lv)]
+        subs = [sub for r in range(2, len(best) + 1) for axes in itertools.combinations(best, r)
+                if not any(pair <= set(axes) for pair in _INCOMPATIBLE)
+                for sub in itertools.product(*(best[a] for a in axes))]
+        for sub in subs:
+            try:
+                lv = make([d for d, _ in sub])
+            except (_Skip, InputError) as e:
+                skipped.append((" + ".join(d.short for d, _ in sub), str(e)))
+                continue
+            top = max(sub, key=lambda x: _sort_gain(x[1]))[1]
+            if not lv.rejected and not _sort_gain(lv) > _sort_gain(top) * COMBO_MIN_GAIN:
+                lv = replace(lv, rejected=f"not {100 * (COMBO_MIN_GAIN - 1):.0f} % better "
+                             f"than {top.lever} alone")
+            levers.append(lv)
     ok = sorted((lv for lv in levers if not lv.rejected), key=lambda lv: -_sort_gain(lv))
     bad = sorted((lv for lv in levers if lv.rejected), key=lambda lv: -_sort_gain(lv))
     diag = diagnose(a0, goal)
