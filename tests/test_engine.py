@@ -236,3 +236,18 @@ def test_one_token_prompt_pays_no_prefill_overhead():
         with_oh = lr.analyze("llama-2-7b", "a100-sxm-80gb", input_len=n, output_len=1, profile=prof)
         plain = lr.analyze("llama-2-7b", "a100-sxm-80gb", input_len=n, output_len=1, profile=base)
         assert float(with_oh.ttft_s - plain.ttft_s) == pytest.approx(extra, rel=1e-9)
+
+
+def test_cuda_graphs_shrink_decode_launches_only():
+    from llmroofline.specs.profile import CUDA_GRAPH_LAUNCH_FACTOR, Efficiency, Profile
+    prof = Profile("t", fallback=Efficiency(launch_overhead_s=10e-6))
+    eager = lr.analyze("llama-2-7b", "a100-sxm-80gb", batch=4, input_len=256, output_len=64,
+                       profile=prof)
+    graphs = lr.analyze("llama-2-7b", "a100-sxm-80gb", batch=4, input_len=256, output_len=64,
+                        profile=prof, cuda_graphs=True)
+    assert float(graphs.ttft_s) == float(eager.ttft_s)          # prefill runs eagerly
+    qkv = next(o for o in graphs.decode.ops if o.name == "qkv_proj")
+    assert float(qkv.overhead_s) == pytest.approx(32 * 10e-6 * CUDA_GRAPH_LAUNCH_FACTOR, rel=1e-12)
+    kernels = sum(o.count for o in eager.decode.ops)
+    saved = kernels * 10e-6 * (1 - CUDA_GRAPH_LAUNCH_FACTOR)
+    assert float(eager.tpot_s - graphs.tpot_s) == pytest.approx(saved, rel=1e-9)

@@ -43,10 +43,10 @@ Levers (each a transformation of the baseline setup, evaluated by the engine):
   the TP group halved into two data-parallel replicas (same devices, same requests: batch
   halved per replica), pipeline stages instead of tensor parallelism on the same devices
   (and the reverse when the baseline pipelines);
-- kernels: fused attention on/off; **CUDA graphs / fused kernels** modelled as the
-  per-kernel launch overhead x ``GRAPH_FACTOR`` (0.2) in both phases, through a copy of the
-  efficiency profile (and of the device's own efficiency block); the step overhead is kept
-  and the activation traffic fusion saves is not modelled;
+- kernels: fused attention on/off; **CUDA graphs** for the decode steps
+  (``analyze(cuda_graphs=True)``: per-kernel launch overhead x
+  ``CUDA_GRAPH_LAUNCH_FACTOR`` (0.2) in decode steps; prefill stays eager; the step
+  overhead is kept);
 - speculative decoding with a given draft model, ``draft_k`` and acceptance rate
   (``decoding.speculative``);
 - offloading (only when the baseline does not fit): the smallest weight fraction, in
@@ -85,7 +85,7 @@ from .specs.catalog import load_model
 from .specs.hardware import HardwareSpec, hardware_ids, load_hardware
 from .specs.model import ModelSpec
 from .specs.precision import SCHEMES, Precision, compute_dtypes
-from .specs.profile import Efficiency, Profile, load_profile
+from .specs.profile import CUDA_GRAPH_LAUNCH_FACTOR, Profile, load_profile
 
 # goal -> (metric key, +1 higher is better / -1 lower is better, label)
 GOALS: dict[str, tuple[str, int, str]] = {
@@ -106,7 +106,7 @@ CLASS_LABELS = {
     "overhead": "launch / step overhead",
     "pipeline": "pipeline bubble + p2p",
 }
-GRAPH_FACTOR = 0.2          # launch overhead kept by CUDA graphs / fused kernels
+GRAPH_FACTOR = CUDA_GRAPH_LAUNCH_FACTOR     # launch overhead kept by CUDA graphs
 COMBO_TOP = 4               # axes whose levers are combined
 COMBO_PER_AXIS = 2          # levers per axis taken into combinations
 COMBO_MIN_GAIN = 1.01       # a lever (or a combination over its best part) must beat this
@@ -316,7 +316,7 @@ class Setup:
     flash: bool
     batch: int
     batch_mode: str = ""          # "", "max" (best batch that fits), "paged"
-    graphs: bool = False          # launch overhead x GRAPH_FACTOR
+    graphs: bool = False          # decode steps replayed from CUDA graphs
     draft: str | None = None      # speculative decoding with this draft
     offload: bool = False         # offload just enough to fit
 
@@ -328,7 +328,7 @@ class Setup:
                 "ep": lay.ep, "dp": lay.dp,
                 "microbatches": lay.microbatches, "offload_weights": lay.offload_weights,
                 "offload_kv": lay.offload_kv, "flash": self.flash, "batch": self.batch,
-                "launch_overhead_factor": GRAPH_FACTOR if self.graphs else 1.0,
+                "cuda_graphs": self.graphs,
                 "draft": self.draft}
 
 
@@ -378,22 +378,10 @@ class _Ctx:
     prices: dict | None
 
 
-def _graphs(hw: HardwareSpec, prof: Profile) -> tuple[HardwareSpec, Profile]:
-    """Device and profile with every launch overhead x GRAPH_FACTOR."""
-    def f(e: Efficiency) -> Efficiency:
-        return replace(e, launch_overhead_s=e.launch_overhead_s * GRAPH_FACTOR)
-    if prof.name != "ideal":
-        prof = Profile(prof.name, {k: f(v) for k, v in prof.families.items()}, f(prof.fallback),
-                       prof.provenance)
-    if not hw.efficiency.is_ideal:
-        hw = replace(hw, efficiency=f(hw.efficiency))
-    return hw, prof
-
-
 def _run(ctx: _Ctx, s: Setup, batch, layout: Layout | None = None) -> Analysis:
-    hw, prof = _graphs(s.hardware, ctx.profile) if s.graphs else (s.hardware, ctx.profile)
-    return analyze(ctx.model, hw, batch, ctx.input_len, ctx.output_len, quant=s.precision,
-                   flash=s.flash, layout=layout or s.layout, profile=prof)
+    return analyze(ctx.model, s.hardware, batch, ctx.input_len, ctx.output_len,
+                   quant=s.precision, flash=s.flash, layout=layout or s.layout,
+                   profile=ctx.profile, cuda_graphs=s.graphs)
 
 
 def _limits_ok(ctx: _Ctx, ttft, tpot):
@@ -499,11 +487,11 @@ def _evaluate(ctx: _Ctx, s: Setup) -> Outcome:
     if s.draft:
         if s.layout.pp > 1:
             raise _Skip("speculative decoding is modelled without pipeline stages")
-        hw, prof = _graphs(s.hardware, ctx.profile) if s.graphs else (s.hardware, ctx.profile)
-        sp = decoding.speculative(ctx.model, hw, s.batch, ctx.input_len, ctx.output_len,
-                                  draft=s.draft, draft_k=ctx.draft_k, accept=ctx.accept,
-                                  draft_tp=ctx.draft_tp, quant=s.precision, flash=s.flash,
-                                  layout=s.layout, profile=prof)
+        sp = decoding.speculative(ctx.model, s.hardware, s.batch, ctx.input_len,
+                                  ctx.output_len, draft=s.draft, draft_k=ctx.draft_k,
+                                  accept=ctx.accept, draft_tp=ctx.draft_tp, quant=s.precision,
+                                  flash=s.flash, layout=s.layout, profile=ctx.profile,
+                                  cuda_graphs=s.graphs)
         m = sp.memory
         return Outcome(s, sp.plain, sp, float(sp.ttft_s), float(sp.tpot_s), float(sp.e2e_s),
                        float(sp.throughput_tok_s), float(m.total_bytes), m.capacity_bytes,
@@ -792,13 +780,15 @@ def _other_defs(ctx: _Ctx, base: Setup, b0: Outcome, draft, devices) -> tuple[li
                          "attention", lambda s: replace(s, flash=True),
                          "fused kernel assumed at the bandwidth roof (split-KV)"))
     eff = b0.analysis.efficiency
-    if eff.launch_overhead_s > 0:
-        defs.append(_Def(f"CUDA graphs / fused kernels (launch overhead x {GRAPH_FACTOR:g})",
+    if base.graphs:
+        skipped.append(("CUDA graphs", "the baseline already replays decode steps from CUDA graphs"))
+    elif eff.launch_overhead_s > 0:
+        defs.append(_Def(f"CUDA graphs for decode (launch overhead x {GRAPH_FACTOR:g})",
                          "CUDA graphs", "kernels", "kernels", lambda s: replace(s, graphs=True),
-                         f"assumes launch overhead {eff.launch_overhead_s * 1e6:.3g} -> "
+                         f"assumes decode launch overhead {eff.launch_overhead_s * 1e6:.3g} -> "
                          f"{eff.launch_overhead_s * GRAPH_FACTOR * 1e6:.3g} us per kernel"))
     else:
-        skipped.append(("CUDA graphs / fused kernels",
+        skipped.append(("CUDA graphs",
                         f"launch overhead is 0 in profile '{ctx.profile.name}'; use a "
                         "calibrated profile (--profile default) to evaluate it"))
     if draft:
@@ -871,7 +861,7 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
            prices: dict | str | None = None, combos: bool = True, quant=None,
            wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
            flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
-           layout: Layout | None = None, profile=None) -> Advice:
+           layout: Layout | None = None, profile=None, cuda_graphs: bool = False) -> Advice:
     """Diagnose one workload and rank the levers by the goal's metric (module docstring).
 
     ``devices``: device ids to consider switching to (``None``: the whole catalog; ``()``:
@@ -902,12 +892,12 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
     hw = load_hardware(hardware)
     a0 = analyze(m, hw, batch, input_len, output_len, quant=quant, wbits=wbits, abits=abits,
                  kvbits=kvbits, flash=flash, tp=tp, pp=pp, ep=ep, dp=dp, layout=layout,
-                 profile=prof)
+                 profile=prof, cuda_graphs=cuda_graphs)
     if goal == "cost" and prices and hw.id not in prices:
         raise InputError(f"prices: no price for the baseline device {hw.id}")
     ctx = _Ctx(m, int(input_len), int(output_len), goal, prof, max_ttft_s, max_tpot_s,
                draft_k, accept, draft_tp, prices)
-    base = Setup(hw, a0.precision, a0.layout, a0.flash, int(batch))
+    base = Setup(hw, a0.precision, a0.layout, a0.flash, int(batch), graphs=bool(cuda_graphs))
     b0 = _evaluate(ctx, base)
     key, sign, label = GOALS[goal]
     if goal == "cost" and prices:

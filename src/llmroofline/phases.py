@@ -30,7 +30,7 @@ from .specs.catalog import DEFAULT_MODEL, load_model
 from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec, load_hardware
 from .specs.model import ModelSpec, active_param_count, param_count
 from .specs.precision import Precision, parse_quant
-from .specs.profile import Efficiency, Profile, load_profile, resolve_efficiency
+from .specs.profile import Efficiency, Profile, load_profile, resolve_efficiency, with_cuda_graphs
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,7 @@ class Analysis:
     efficiency: Efficiency = field(default_factory=Efficiency)
     beams: int = 1      # beam width W: W decode rows per request, 1 sequence returned
     samples: int = 1    # parallel samples n: n decode rows per request, n sequences returned
+    cuda_graphs: bool = False   # decode steps replayed from CUDA graphs
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -370,7 +371,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
             wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
             flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
             layout: Layout | None = None, profile: str | Profile | None = None,
-            beams: int = 1, samples: int = 1) -> Analysis:
+            beams: int = 1, samples: int = 1, cuda_graphs: bool = False) -> Analysis:
     """Predict prefill, decode, end-to-end metrics and memory for a (grid of) workloads.
 
     ``batch``, ``input_len`` and ``output_len`` may be scalars or numpy arrays that
@@ -383,6 +384,9 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     profile TOML file); a device file's own ``[efficiency]`` block takes precedence.
     ``beams`` (beam width W) or ``samples`` (parallel samples n), in [1, 1024]: each
     request is prefilled once and decoded as W (or n) rows sharing its prompt's KV cache.
+    ``cuda_graphs``: decode steps replay captured CUDA graphs, so their kernels pay
+    ``CUDA_GRAPH_LAUNCH_FACTOR`` of the launch overhead; prefill runs eagerly, as in vLLM
+    and TensorRT-LLM, which capture decode batch shapes only.
     """
     m = load_model(model)
     hw = load_hardware(hardware)
@@ -422,8 +426,9 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     pre_ops = build_ops(m, prec, b, I, I, flash=flash, layout=lay)
     prefill = _prefill(pre_ops, roof, pipe, prefill_fixed_s(eff, I))
     one = np.ones_like(B)
-    decode = _decode_phase(m, prec, b * rows, one, roof, I, O, pipe, flash, lay, notes)
+    droof = Roofline.of(hw, prec, lay, with_cuda_graphs(eff)) if cuda_graphs else roof
+    decode = _decode_phase(m, prec, b * rows, one, droof, I, O, pipe, flash, lay, notes)
     mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b, rows=rows)
     return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem,
                     tuple(notes) + roof.warnings, lay, prof.name, eff,
-                    beams=beams, samples=samples)
+                    beams=beams, samples=samples, cuda_graphs=bool(cuda_graphs))

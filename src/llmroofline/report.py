@@ -62,6 +62,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
                       "label": a.precision.label},
         "flash": a.flash,
         "profile": a.profile,
+        "cuda_graphs": a.cuda_graphs,
         "tp": a.layout.tp, "pp": a.layout.pp, "ep": a.layout.ep, "dp": a.layout.dp,
         "devices": a.layout.devices, "layout": a.layout.label,
         "batch": int(a.batch[idx]),

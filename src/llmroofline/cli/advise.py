@@ -14,7 +14,7 @@ from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
     _device_list, _parse_seconds, AbitsOpt, AllreduceOpt, app, BOUND_STYLE, DpOpt,
-    engine_kwargs, EpOpt, err, FlashOpt, gb, HostBwOpt, KvbitsOpt, MicroOpt, ModelOpt,
+    engine_kwargs, EpOpt, err, FlashOpt, GraphsOpt, gb, HostBwOpt, KvbitsOpt, MicroOpt, ModelOpt,
     NodeOpt, NodesOpt, OffKvOpt, OffWOpt, out, OverlapOpt, PpOpt, ProfileOpt, QuantOpt,
     secs, TpOpt, WbitsOpt,
 )
@@ -119,7 +119,8 @@ def advise_cmd(
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="Limit on time to first token: 1s, 500ms.")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="Limit on time per output token: 50ms.")] = None,
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1,
+    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, tp: TpOpt = 1, pp: PpOpt = 1,
+    ep: EpOpt = 1, dp: DpOpt = 1,
     gpus_per_node: NodeOpt = 8, nodes: NodesOpt = None, microbatches: MicroOpt = None,
     overlap: OverlapOpt = False,
     allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
@@ -138,7 +139,7 @@ def advise_cmd(
     from .. import advise as advmod
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
                        microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                       profile, nodes)
+                       profile, nodes, cuda_graphs)
     if top < 0:
         raise InputError(f"top must be >= 0, got {top}")
     dv = devices.strip().lower()
