@@ -73,6 +73,8 @@ def test_models_and_hardware_equal_cli(client, capsys):
       "--abits", "8", "--kvbits", "8", "--tp", "2", "--ep", "2", "--dp", "3"]),
     ({"model": "llama-2-7b", "hardware": "l40s", "batch": 4, "beams": 4, "pp": 2},
      ["-m", "llama-2-7b", "-H", "l40s", "-b", "4", "--beams", "4", "--pp", "2"]),
+    ({"model": "llama-3.1-8b", "hardware": "h100-sxm", "cuda_graphs": True},
+     ["-m", "llama-3.1-8b", "-H", "h100-sxm", "--cuda-graphs"]),
 ])
 def test_analyze_equals_cli(client, capsys, body, args):
     r = client.post("/api/analyze", json=body)

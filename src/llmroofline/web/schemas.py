@@ -111,6 +111,8 @@ class PrecisionFields(_Body):
     abits: Bits = Field(None, description="Activation bits.")
     kvbits: Bits = Field(None, description="KV cache bits.")
     flash: Annotated[bool, Field(strict=True)] = Field(True, description="Fused attention.")
+    cuda_graphs: Annotated[bool, Field(strict=True)] = Field(
+        False, description="Decode steps replay CUDA graphs (launch overhead x 0.2 per kernel).")
     profile: Literal["default", "ideal", "trtllm-0.8", "lmdeploy-0.1"] = Field(
         "default", description="Efficiency profile: default (calibrated on all shipped "
         "measurements), ideal (bare roofline), or one engine's fit (trtllm-0.8, lmdeploy-0.1).")

@@ -4,7 +4,7 @@
 
 const DEFAULTS = {
   model: "meta-llama/Llama-2-7b-hf", hardware: "a100-sxm-80gb", vs: "h20", tp: "1",
-  quant: "", batch: "1", input_len: "128", output_len: "128", flash: "1", profile: "default",
+  quant: "", batch: "1", input_len: "128", output_len: "128", flash: "1", graphs: "0", profile: "default",
   phase: "decode", sort: "", mesh_batch: "1:1024:24", mesh_seq: "128:32768:24", mesh_output: "128",
   cfg: "",
 };
@@ -99,6 +99,7 @@ function fillControls() {
   $("kv").value = parts.find((p) => p.startsWith("kv-")) || "";
   for (const k of ["batch", "input_len", "output_len", "mesh_batch", "mesh_seq", "mesh_output"]) $(k).value = state[k];
   $("flash").checked = state.flash !== "0";
+  $("graphs").checked = state.graphs === "1";
   $("profile").value = state.profile;
   for (const b of document.querySelectorAll("[data-phase]")) b.classList.toggle("on", b.dataset.phase === state.phase);
   modelInfo();
@@ -112,6 +113,7 @@ function readControls() {
   state.tp = $("tp").value;
   for (const k of ["batch", "input_len", "output_len", "mesh_batch", "mesh_seq", "mesh_output"]) state[k] = $(k).value.trim();
   state.flash = $("flash").checked ? "1" : "0";
+  state.graphs = $("graphs").checked ? "1" : "0";
   state.profile = $("profile").value;
 }
 function modelInfo() {
@@ -163,7 +165,8 @@ function int(k) {   // a number when the field holds one; else the text, for the
   return s !== "" && Number.isFinite(v) ? v : s;
 }
 function common() {
-  const b = { quant: state.quant || null, flash: state.flash !== "0", profile: state.profile, tp: int("tp") };
+  const b = { quant: state.quant || null, flash: state.flash !== "0", cuda_graphs: state.graphs === "1",
+              profile: state.profile, tp: int("tp") };
   if (config) { b.config = config; } else { b.model = state.model; }
   return b;
 }
@@ -221,7 +224,8 @@ function renderAnalysis(d) {
   const where = d.devices === 1 ? d.hardware : `${d.devices} x ${d.hardware} (${d.layout})`;
   $("title").innerHTML = `<span id="s-model">${esc(d.model)}</span> on <span id="s-hardware">${esc(where)}</span>` +
     `<span class="sub"> ${esc(d.precision.label)}, batch ${d.batch}, input ${d.input_len}, output ${d.output_len}, ` +
-    `attention ${d.flash ? "fused" : "unfused"}, profile ${esc(d.profile || state.profile)}</span>`;
+    `attention ${d.flash ? "fused" : "unfused"}${d.cuda_graphs ? ", decode from CUDA graphs" : ""}, ` +
+    `profile ${esc(d.profile || state.profile)}</span>`;
   setVal("ttft", d.ttft_s, secs(d.ttft_s));
   setVal("tpot", d.tpot_s, d.tpot_s === null ? "- (output = 1)" : secs(d.tpot_s));
   setVal("throughput", d.throughput_tok_s, fixed(d.throughput_tok_s, 1));
@@ -467,7 +471,7 @@ function bind() {
   $("controls").addEventListener("submit", (e) => e.preventDefault());
   $("model").addEventListener("change", (e) => useModel(e.target.value));
   $("model").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); useModel(e.target.value); } });
-  for (const id of ["hardware", "vs", "tp", "quant", "kv", "batch", "input_len", "output_len", "flash", "profile",
+  for (const id of ["hardware", "vs", "tp", "quant", "kv", "batch", "input_len", "output_len", "flash", "graphs", "profile",
                     "mesh_batch", "mesh_seq", "mesh_output"]) {
     $(id).addEventListener("change", () => { schedule(); hwInfo(); });
   }
