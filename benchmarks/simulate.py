@@ -6,10 +6,11 @@ Run:  python benchmarks/simulate.py [--requests 5000] [--rate 20] [--naive-iters
 One workload (Llama-3.1-8B on H100 SXM, Poisson arrivals, lognormal 1024/0.6 prompts and
 256/0.8 outputs) is simulated three ways in the same run:
 
-- fast: ``simulate(..., fast=True)``: cached iteration-cost tables and pure-decode
-  stretches advanced in one vectorized step;
-- step: ``fast=False``: every iteration scheduled and costed one at a time (same tables);
-  results must equal the fast run (asserted, rel 1e-9);
+- fast: ``simulate(..., fast=True)``: cached iteration-cost tables, decode rows kept in
+  lockstep as running totals, and pure-decode stretches of 8 or more iterations advanced
+  in one vectorized step;
+- step: ``fast=False``: every iteration scheduled and costed one at a time (same tables,
+  same lockstep totals); results must equal the fast run (asserted, rel 1e-9);
 - naive: each iteration costed by building the operator graph for its rows and calling
   ``phases.step_cost`` (what a simulator without the tables would do); timed on the first
   ``--naive-iters`` iterations of the step run's log and extrapolated to the whole run.

@@ -151,6 +151,20 @@ def test_sliding_window_model_fast_equals_step_with_preemption():
     assert fast.itl_weight.sum() == float((wl.output_len - 1).sum())
 
 
+def test_fast_path_emits_first_token_of_prompt_chunked_to_its_last_token(cost):
+    """A chunk can stop one token short of a prompt: that request then looks like a decode
+    row (one token left) but has not emitted yet. A decode stretch must not swallow its
+    first token (it used to, leaving TTFT NaN in the fast path only)."""
+    wl = make_workload(200, rate=25, seed=1)
+    cfg = SchedulerConfig(max_batch=16, max_tokens=512)
+    fast = simulate(workload=wl, cost=cost, config=cfg)
+    slow = simulate(workload=wl, cost=cost, config=cfg, fast=False)
+    assert np.all(np.isfinite(fast.first_token_s))
+    assert fast.first_token_s == pytest.approx(slow.first_token_s, rel=1e-9)
+    assert fast.finish_s == pytest.approx(slow.finish_s, rel=1e-9)
+    assert fast.itl_weight.sum() == float((wl.output_len - 1).sum())
+
+
 def test_tokens_accounted_and_no_request_lost(cost):
     wl = make_workload(500, rate=15, seed=6)
     r = simulate(workload=wl, cost=cost)

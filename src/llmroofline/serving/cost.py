@@ -158,17 +158,26 @@ class IterationCost:
                                      "finite_windows": any(np.isfinite(w) for w in windows),
                                      "attn_oh": float(np.sum(oh))})
 
+    def __post_init__(self) -> None:
+        # the simulator prices thousands of iterations one at a time: read the tables as
+        # Python floats, and with one attention op take its two dot products directly (the
+        # same ddot as ``coef @ feats`` on a one-row matrix, so the same values)
+        self._tokens = self.token_table.tolist()
+        self._rows = self.row_table.tolist()
+        self._one_op = ((self.coef_c[0].copy(), self.coef_m[0].copy())
+                        if self.coef_c.shape[0] == 1 else None)
+
     # -- pieces ------------------------------------------------------------------------------
     def token_s(self, n) -> float:
         n = int(n)
-        if n < len(self.token_table):
-            return float(self.token_table[n])
+        if n < len(self._tokens):
+            return self._tokens[n]
         return self._big("token", n)
 
     def row_s(self, b) -> float:
         b = int(b)
-        if b < len(self.row_table):
-            return float(self.row_table[b])
+        if b < len(self._rows):
+            return self._rows[b]
         return self._big("row", b)
 
     def _big(self, kind: str, n: int) -> float:
@@ -207,6 +216,9 @@ class IterationCost:
             oh = self._extra.get("attn_oh")
             if oh is None:
                 oh = self._extra["attn_oh"] = float(self.attn_overhead_s.sum())
+            if self._one_op is not None:
+                c, m = self._one_op
+                return max(float(np.dot(c, feats)), float(np.dot(m, feats))) + oh
             return float(np.maximum(self.coef_c @ feats, self.coef_m @ feats).sum()) + oh
         c = feats @ self.coef_c.T
         mm = feats @ self.coef_m.T
@@ -242,23 +254,32 @@ class IterationCost:
         iteration attends to ``L0`` tokens (``L0 + j`` in iteration j)."""
         L0 = np.asarray(L0, dtype=float)
         B = L0.size
+        if self.windowless:
+            # the summed L0 is an exact integer: equal to the sorted cumulative sum below
+            return self.decode_run_of_sum(B, float(L0.sum()), k)
         j = np.arange(k, dtype=float)
         feats = np.empty((k, 1 + 3 * len(self.windows)))
         feats[:, 0] = float(B)
-        if not self._extra.get("finite_windows", True):
-            # the summed L0 is an exact integer: equal to the sorted cumulative sum below
-            feats[:, 1:] = (float(L0.sum()) + j * B)[:, None]
-        else:
-            L0 = np.sort(L0)
-            csum = np.concatenate([[0.0], np.cumsum(L0)])
-            for i, W in enumerate(self.windows):
-                if np.isfinite(W):
-                    idx = np.searchsorted(L0, W - j, side="left")   # rows with L0 + j < W
-                    s = csum[idx] + j * idx + W * (B - idx)
-                else:
-                    s = csum[-1] + j * B
-                feats[:, 1 + 3 * i:4 + 3 * i] = s[:, None]   # q = 1: pairs = keys = q x keys
+        L0 = np.sort(L0)
+        csum = np.concatenate([[0.0], np.cumsum(L0)])
+        for i, W in enumerate(self.windows):
+            if np.isfinite(W):
+                idx = np.searchsorted(L0, W - j, side="left")   # rows with L0 + j < W
+                s = csum[idx] + j * idx + W * (B - idx)
+            else:
+                s = csum[-1] + j * B
+            feats[:, 1 + 3 * i:4 + 3 * i] = s[:, None]   # q = 1: pairs = keys = q x keys
         fixed = self.token_s(B) + self.row_s(B) + self.step_overhead_s
+        return fixed + self.attention_s(feats)
+
+    def decode_run_of_sum(self, rows: int, sum_L0, k: int) -> np.ndarray:
+        """:meth:`decode_run` without sliding windows, where only the row count and the
+        summed ``L0`` (an exact integer) matter."""
+        j = np.arange(k, dtype=float)
+        feats = np.empty((k, 1 + 3 * len(self.windows)))
+        feats[:, 0] = float(rows)
+        feats[:, 1:] = (float(sum_L0) + j * rows)[:, None]
+        fixed = self.token_s(rows) + self.row_s(rows) + self.step_overhead_s
         return fixed + self.attention_s(feats)
 
     def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9) -> int:
