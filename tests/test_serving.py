@@ -30,12 +30,15 @@ def _fixed(n, I, O, arrival=None):
 @pytest.mark.parametrize("model,hw,kw", [
     (MODEL, HW, {}), ("llama-2-7b", "a100-sxm-80gb", {"flash": False}),
     ("mixtral-8x7b", HW, {"layout": Layout(tp=2)}), ("gemma-2-9b", "a100-sxm-80gb", {}),
+    ("llama-3.1-8b", "h100-sxm", {"quant": "w4a16"}),    # 16-bit kernels: the a16 entry
+    (MODEL, HW, {"cuda_graphs": True}),    # decode iterations from graphs, prefill eager
 ])
 def test_iteration_cost_equals_analyze(model, hw, kw):
     c = IterationCost.of(model, hw, max_batch=512, **kw)
     flash = kw.get("flash", True)
     for B, I in ((1, 1024), (64, 300), (7, 5000)):
-        a = lr.analyze(model, hw, B, I, 2, flash=flash, layout=kw.get("layout"))
+        a = lr.analyze(model, hw, B, I, 2, flash=flash, layout=kw.get("layout"),
+                       quant=kw.get("quant"), cuda_graphs=kw.get("cuda_graphs", False))
         dec = c.time(np.ones(B), np.full(B, I + 1.0))
         pre = c.time(np.full(B, float(I)), np.full(B, float(I)), prefill=True)
         assert dec == pytest.approx(float(a.decode.total_time_s), rel=1e-9)

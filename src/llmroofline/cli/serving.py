@@ -11,7 +11,7 @@ from rich.table import Table
 from ..errors import InputError
 from .common import (
     _device_list, _parse_seconds, AbitsOpt, AllreduceOpt, app, engine_kwargs, EpOpt, err,
-    FlashOpt, HostBwOpt, KvbitsOpt, ModelOpt, NodeOpt, OffKvOpt, OffWOpt, out, OverlapOpt,
+    FlashOpt, GraphsOpt, HostBwOpt, KvbitsOpt, ModelOpt, NodeOpt, OffKvOpt, OffWOpt, out, OverlapOpt,
     PpOpt, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
 )
 
@@ -42,10 +42,11 @@ KvLinkOpt = Annotated[Optional[float], typer.Option("--kv-link-bw", help="Disagg
 def _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep, gpus_per_node,
                overlap, allreduce, offload_weights, offload_kv, host_bw, profile, policy,
                max_batch, max_tokens, chunked, block_size, kv_fraction, preemption="recompute",
-               swap_gb=None, swap_bw=None, reserve="prompt"):
+               swap_gb=None, swap_bw=None, reserve="prompt", cuda_graphs=False):
     from ..serving import IterationCost, SchedulerConfig
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, 1, gpus_per_node,
-                       None, overlap, allreduce, offload_weights, offload_kv, host_bw, profile)
+                       None, overlap, allreduce, offload_weights, offload_kv, host_bw, profile,
+                       cuda_graphs=cuda_graphs)
     cfg = SchedulerConfig(policy=policy, max_batch=max_batch, max_tokens=max_tokens,
                           chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
                           preemption=preemption, swap_gb=swap_gb, reserve=reserve,
@@ -128,7 +129,8 @@ def simulate_cmd(
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="SLO for goodput: TTFT limit (1s, 500ms).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="SLO for goodput: TPOT limit (50ms).")] = None,
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, tp: TpOpt = 1, pp: PpOpt = 1, ep: EpOpt = 1,
+    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, tp: TpOpt = 1, pp: PpOpt = 1,
+    ep: EpOpt = 1,
     gpus_per_node: NodeOpt = 8, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
     offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
     profile: ProfileOpt = "default",
@@ -147,7 +149,7 @@ def simulate_cmd(
     cfg, cost = _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep,
                            gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
                            host_bw, profile, policy, max_batch, max_tokens, chunked, block_size,
-                           kv_fraction, preemption, swap_gb, swap_bw, reserve)
+                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs)
     wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
                        output_dist=output_dist, trace=trace, concurrency=concurrency,
                        burstiness=burstiness, seed=seed,
@@ -214,7 +216,7 @@ def capacity_cmd(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Search: parallel processes (default: CPU count).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Search: the Pareto front (throughput per device vs TPOT); single configuration: the run at capacity (.png/.svg).")] = None,
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True,
+    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False,
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices per replica; a list (1,2,4,8) searches.")] = "1",
     pp: PpOpt = 1, ep: EpOpt = 1,
     gpus_per_node: NodeOpt = 8, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
@@ -245,13 +247,13 @@ def capacity_cmd(
                          kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
                          prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
                          gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                         profile, as_json)
+                         profile, as_json, cuda_graphs)
         return
     pd = _parse_pd(disaggregate)
     cfg, cost = _sim_setup(model, hws[0], quant, wbits, abits, kvbits, flash, tps[0], pp, ep,
                            gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
                            host_bw, profile, policy, mbs[0], mts[0], chunked, block_size,
-                           kv_fraction, preemption, swap_gb, swap_bw, reserve)
+                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs)
     c = capacity(max_ttft_s=slo["max_ttft_s"], max_tpot_s=slo["max_tpot_s"],
                  max_e2e_s=slo["max_e2e_s"], percentile=percentile, requests=requests,
                  input_dist=input_dist, output_dist=output_dist, trace=trace, seed=seed,
@@ -310,13 +312,14 @@ def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input
                      kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
                      prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
                      gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                     profile, as_json) -> None:
+                     profile, as_json, cuda_graphs=False) -> None:
     from ..serving import SchedulerConfig
     from ..serving.search import search
     if workers is not None and workers < 1:
         raise InputError(f"workers: must be >= 1, got {workers}")
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, 1, pp, ep, 1, gpus_per_node, None,
-                       overlap, allreduce, offload_weights, offload_kv, host_bw, profile)
+                       overlap, allreduce, offload_weights, offload_kv, host_bw, profile,
+                       cuda_graphs=cuda_graphs)
     layout = kw.pop("layout")
     cfg = SchedulerConfig(policy=policy, max_batch=mbs[0], max_tokens=max(mts[0], mbs[0]),
                           chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,

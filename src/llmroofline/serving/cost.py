@@ -46,7 +46,7 @@ from ..specs.catalog import load_model
 from ..specs.hardware import load_hardware
 from ..specs.model import ModelSpec
 from ..specs.precision import Precision, parse_quant
-from ..specs.profile import load_profile, resolve_efficiency
+from ..specs.profile import Efficiency, load_profile, resolve_efficiency, with_cuda_graphs
 
 # (q, L) sample points at batch 1 for reading the attention coefficients off the engine.
 _SAMPLE_Q = np.array([1, 1, 1, 1, 2, 3, 7, 16, 16, 64, 100, 257, 1000, 5000, 1, 33])
@@ -93,7 +93,11 @@ class IterationCost:
     @classmethod
     def of(cls, model, hardware, *, quant=None, wbits=None, abits=None, kvbits=None,
            flash: bool = True, layout: Layout | None = None, profile=None,
-           max_tokens: int = 8192, max_batch: int = 256, **_ignored) -> "IterationCost":
+           max_tokens: int = 8192, max_batch: int = 256, cuda_graphs: bool = False,
+           _efficiency: Efficiency | None = None, **_ignored) -> "IterationCost":
+        """``cuda_graphs``: pure-decode iterations replay CUDA graphs (launch overhead x
+        ``CUDA_GRAPH_LAUNCH_FACTOR``, as ``analyze(cuda_graphs=True)`` prices decode steps);
+        iterations with prefill tokens run eagerly, as in vLLM."""
         m = load_model(model)
         hw = load_hardware(hardware)
         if isinstance(quant, Precision):
@@ -105,7 +109,9 @@ class IterationCost:
         if lay.pp > 1:
             raise InputError("pp: the serving simulator does not model pipeline parallelism "
                              "yet; use --tp (or --pp 1)")
-        eff = resolve_efficiency(hw.efficiency, hw.family, load_profile(profile), prec.wbits)
+        # looked up by activation bits, as analyze does (W4A16 runs 16-bit kernels)
+        eff = _efficiency or resolve_efficiency(hw.efficiency, hw.family, load_profile(profile),
+                                                prec.abits)
         roof = Roofline.of(hw, prec, lay, eff)
         kw = dict(flash=flash, layout=lay, mla_absorb=True if m.mla else None)
 
@@ -146,7 +152,7 @@ class IterationCost:
         # Paged engines of this generation allocate full-length blocks in every layer,
         # sliding-window layers included: count full width.
         kv_tok = float(kv_cache_bytes_per_seq(m, prec, 1, lay))
-        return cls(m, roof, prec, lay, flash, token_table, row_table, windows,
+        cost = cls(m, roof, prec, lay, flash, token_table, row_table, windows,
                    np.array(coef_c).reshape(len(attn_ops), -1),
                    np.array(coef_m).reshape(len(attn_ops), -1), np.array(oh),
                    # as phases._step_row: a numerically zero fitted overhead is dropped
@@ -157,6 +163,11 @@ class IterationCost:
                                      "raw_step_s": float(eff.step_overhead_s),
                                      "finite_windows": any(np.isfinite(w) for w in windows),
                                      "attn_oh": float(np.sum(oh))})
+        if cuda_graphs:
+            cost._extra["graphs"] = cls.of(m, hw, quant=prec, flash=flash, layout=lay,
+                                           max_tokens=max_batch, max_batch=max_batch,
+                                           _efficiency=with_cuda_graphs(eff))
+        return cost
 
     def __post_init__(self) -> None:
         # the simulator prices thousands of iterations one at a time: read the tables as
@@ -243,6 +254,8 @@ class IterationCost:
 
     def time_of_sums(self, n_tokens, n_rows: int, feats: np.ndarray, prefill: bool) -> float:
         """:meth:`time` from the rows' token count, row count and :meth:`feature_sums`."""
+        if not prefill and "graphs" in self._extra:
+            return self._extra["graphs"].time_of_sums(n_tokens, n_rows, feats, False)
         t = self.token_s(n_tokens) + self.row_s(n_rows) + float(self.attention_s(feats))
         if prefill:   # as phases._prefill: the sum is dropped when numerically zero
             extra = self._extra.get("raw_step_s", self.step_overhead_s) + self.prefill_overhead_s
@@ -252,6 +265,8 @@ class IterationCost:
     def decode_run(self, L0: np.ndarray, k: int) -> np.ndarray:
         """Seconds of ``k`` consecutive pure-decode iterations of the rows whose first
         iteration attends to ``L0`` tokens (``L0 + j`` in iteration j)."""
+        if "graphs" in self._extra:
+            return self._extra["graphs"].decode_run(L0, k)
         L0 = np.asarray(L0, dtype=float)
         B = L0.size
         if self.windowless:
@@ -275,6 +290,8 @@ class IterationCost:
     def decode_run_of_sum(self, rows: int, sum_L0, k: int) -> np.ndarray:
         """:meth:`decode_run` without sliding windows, where only the row count and the
         summed ``L0`` (an exact integer) matter."""
+        if "graphs" in self._extra:
+            return self._extra["graphs"].decode_run_of_sum(rows, sum_L0, k)
         j = np.arange(k, dtype=float)
         feats = np.empty((k, 1 + 3 * len(self.windows)))
         feats[:, 0] = float(rows)
