@@ -251,3 +251,29 @@ def test_cuda_graphs_shrink_decode_launches_only():
     kernels = sum(o.count for o in eager.decode.ops)
     saved = kernels * 10e-6 * (1 - CUDA_GRAPH_LAUNCH_FACTOR)
     assert float(eager.tpot_s - graphs.tpot_s) == pytest.approx(saved, rel=1e-9)
+
+
+def test_chunked_prefill_matches_the_simulator_and_conserves_work():
+    """analyze's chunked prefill against the serving simulator's chunking of one request
+    (two separate implementations), and the bookkeeping a chunked prefill must satisfy."""
+    from llmroofline.serving import IterationCost, SchedulerConfig, simulate
+    from llmroofline.serving.workload import Workload
+    for model, hw, I, C in (("llama-3.1-8b", "h100-sxm", 10000, 2048),
+                            ("gemma-2-9b", "a100-sxm-80gb", 9000, 2048)):   # sliding windows
+        a = lr.analyze(model, hw, 1, I, 2, prefill_chunk=C)
+        cost = IterationCost.of(model, hw, max_tokens=C, max_batch=8)
+        one = Workload(np.zeros(1), np.full(1, I), np.full(1, 2), "offline")
+        r = simulate(workload=one, config=SchedulerConfig(max_batch=8, max_tokens=C), cost=cost)
+        assert float(a.ttft_s) == pytest.approx(float(r.ttft_s[0]), rel=1e-9)
+    whole = lr.analyze("llama-3.1-8b", "h100-sxm", 2, 10000, 2)
+    parts = lr.analyze("llama-3.1-8b", "h100-sxm", 2, 10000, 2, prefill_chunk=2048)
+    n = 5                                          # ceil(10000 / 2048) forward steps
+    row = {o.name: o for o in parts.prefill.ops}
+    base = {o.name: o for o in whole.prefill.ops}
+    assert float(row["qkv_proj"].weight_bytes) == pytest.approx(n * float(base["qkv_proj"].weight_bytes))
+    assert float(row["attention"].flops) == pytest.approx(float(base["attention"].flops), rel=1e-12)
+    # activations: the residual stream of one chunk, not of the prompt
+    h, ab = 4096, 2
+    drop = 2 * (10000 - 2048) * h * ab
+    assert float(whole.memory.activation_bytes - parts.memory.activation_bytes) >= drop
+    assert float(parts.memory.kv_cache_bytes) == float(whole.memory.kv_cache_bytes)

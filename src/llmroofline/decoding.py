@@ -210,7 +210,7 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
                   gpus_per_node=lay.gpus_per_node, overlap=lay.overlap, allreduce=lay.allreduce)
     dm = load_model(draft)
     dengine = {k_: v for k_, v in engine.items()
-               if k_ in ("flash", "profile", "cuda_graphs")}
+               if k_ in ("flash", "profile", "cuda_graphs", "prefill_chunk")}
     try:
         dplain = phases.analyze(dm, plain.hardware, batch, input_len, output_len,
                                 quant=plain.precision, layout=dlay, **dengine)

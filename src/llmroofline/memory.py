@@ -15,7 +15,8 @@
   ``kvbits``.
 - offloaded fractions of weights / KV cache live in host memory and are not counted.
 - activations: the prefill's transient peak, i.e. the largest per-layer operator's
-  input + output activations, plus the residual stream (``batch x input_len x hidden``).
+  input + output activations, plus the residual stream (``batch x input_len x hidden``);
+  with a chunked prefill, of one chunk (``input_len`` -> the chunk length).
 
 Every term but the weights is proportional to the batch, so
 ``max_batch = floor((capacity - weights) / (per-sequence bytes))``.
@@ -91,9 +92,10 @@ def activation_peak_bytes(m: ModelSpec, prec: Precision, batch, input_len, prefi
 
 def memory_footprint(m: ModelSpec, prec: Precision, hw: HardwareSpec, batch, input_len,
                      output_len, prefill_ops: list[Op], layout: Layout | None = None,
-                     micro_batch=None, rows: int = 1) -> Memory:
+                     micro_batch=None, rows: int = 1, act_len=None) -> Memory:
     """Footprint of ``batch`` requests of ``rows`` decode rows each (see module docstring);
-    ``prefill_ops`` were built for ``micro_batch``."""
+    ``prefill_ops`` were built for ``micro_batch`` and ``act_len`` tokens per sequence (the
+    prompt, or one chunk of a chunked prefill; default ``input_len``)."""
     layout = layout or Layout()
     B = np.asarray(batch, dtype=float)
     b = B if micro_batch is None else np.asarray(micro_batch, dtype=float)
@@ -102,7 +104,7 @@ def memory_footprint(m: ModelSpec, prec: Precision, hw: HardwareSpec, batch, inp
     if rows > 1:   # prompt part shared by the rows, generated part per row
         kv_seq = kv_seq + (rows - 1) * (kv_seq - kv_cache_bytes_per_seq(m, prec, input_len, layout))
     kv = B * kv_seq * (1 - layout.offload_kv)
-    act = activation_peak_bytes(m, prec, b, input_len, prefill_ops)
+    act = activation_peak_bytes(m, prec, b, input_len if act_len is None else act_len, prefill_ops)
     per_seq = (kv + act) / B   # act of a micro-batch B/mb also grows with B
     free = hw.memory_bytes - weights
     max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_seq), 0.0)

@@ -122,6 +122,7 @@ class Analysis:
     beams: int = 1      # beam width W: W decode rows per request, 1 sequence returned
     samples: int = 1    # parallel samples n: n decode rows per request, n sequences returned
     cuda_graphs: bool = False   # decode steps replayed from CUDA graphs
+    prefill_chunk: int | None = None   # chunked prefill: tokens per chunk
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -270,6 +271,60 @@ def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe, fixed_s) -> PhaseResult
     return PhaseResult("prefill", rows, total, total, np.ones_like(total))
 
 
+def _chunked_prefill(m: ModelSpec, prec: Precision, b, I, chunk: int, roof: Roofline,
+                     pipe: _Pipe, flash: bool, lay: Layout) -> tuple[PhaseResult, list[Op]]:
+    """Prefill in chunks of ``chunk`` tokens (vLLM / TensorRT-LLM chunked prefill): chunk j
+    feeds ``q_j = min(chunk, I - j chunk)`` tokens attending to the ``min(I, (j + 1) chunk)``
+    computed so far. Each chunk is one forward step: it streams the weights again, pays the
+    step overhead and, as an iteration carrying prompt tokens (the serving simulator's
+    rule), the prefill overhead, and reads the cache of the earlier chunks; causal pairs,
+    and so attention FLOPs, add up to the unchunked prefill's.
+    Rows are totals over the chunks; returns the phase and the first chunk's operators
+    (the activation peak)."""
+    n_chunks = int(np.ceil(np.max(I) / chunk))
+    acc: dict[str, list] = {}
+    first_ops: list[Op] = []
+    total = 0.0
+    for j in range(n_chunks):
+        q = np.clip(I - j * chunk, 0, chunk)
+        live = q > 0
+        # absorbed MLA is a decode form; chunks always use the prefill form
+        ops = build_ops(m, prec, b, np.maximum(q, 1), np.maximum(np.minimum(I, (j + 1) * chunk), 1),
+                        flash=flash, layout=lay, mla_absorb=False if m.mla else None)
+        fixed = prefill_fixed_s(roof.eff, q)
+        ph = _prefill(ops, roof, pipe, fixed)
+        first_ops = first_ops or ops
+        total = total + np.where(live, ph.total_time_s, 0.0)
+        for r in ph.ops:
+            vals = [np.where(live, getattr(r, f), 0.0) for f in _SUMMED]
+            if r.name in acc:
+                acc[r.name][1] = [a + v for a, v in zip(acc[r.name][1], vals)]
+            else:
+                acc[r.name] = [r, vals]
+    rows = []
+    for r, vals in acc.values():
+        d = dict(zip(_SUMMED, vals))
+        _, bound = combine(d["compute_s"], d["memory_s"], d["comm_s"], d["overhead_s"])
+        if r.kind == "pipeline":
+            bound = r.bound
+        rows.append(replace(r, **d, bound=bound))
+    total = np.asarray(total, dtype=float)
+    return PhaseResult("prefill", rows, total, total, np.ones_like(total)), first_ops
+
+
+_SUMMED = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "compute_s", "memory_s", "comm_s",
+           "overhead_s", "time_s")
+
+
+def check_prefill_chunk(chunk) -> int | None:
+    if chunk is None:
+        return None
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or not 1 <= chunk <= 10**7:
+        raise InputError(f"prefill_chunk must be an integer number of tokens in [1, 10000000], "
+                         f"got {chunk!r}")
+    return int(chunk)
+
+
 def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
             pipe: _Pipe) -> PhaseResult:
     """Sum each op over kv_len in [first_kv, last_kv] from its values at kv = 1 and kv = 2."""
@@ -371,7 +426,8 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
             wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
             flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
             layout: Layout | None = None, profile: str | Profile | None = None,
-            beams: int = 1, samples: int = 1, cuda_graphs: bool = False) -> Analysis:
+            beams: int = 1, samples: int = 1, cuda_graphs: bool = False,
+            prefill_chunk: int | None = None) -> Analysis:
     """Predict prefill, decode, end-to-end metrics and memory for a (grid of) workloads.
 
     ``batch``, ``input_len`` and ``output_len`` may be scalars or numpy arrays that
@@ -386,7 +442,9 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     request is prefilled once and decoded as W (or n) rows sharing its prompt's KV cache.
     ``cuda_graphs``: decode steps replay captured CUDA graphs, so their kernels pay
     ``CUDA_GRAPH_LAUNCH_FACTOR`` of the launch overhead; prefill runs eagerly, as in vLLM
-    and TensorRT-LLM, which capture decode batch shapes only.
+    and TensorRT-LLM, which capture decode batch shapes only. ``prefill_chunk``: prefill
+    the prompt in chunks of that many tokens (one forward step each); the activation peak
+    is then a chunk's.
     """
     m = load_model(model)
     hw = load_hardware(hardware)
@@ -423,12 +481,23 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
         act = m.hidden_size * prec.act_bytes
         pipe = _Pipe(lay.pp, micro, roof.comm_s("p2p", b * I * act, group),
                      roof.comm_s("p2p", b * act, group))
-    pre_ops = build_ops(m, prec, b, I, I, flash=flash, layout=lay)
-    prefill = _prefill(pre_ops, roof, pipe, prefill_fixed_s(eff, I))
+    chunk = check_prefill_chunk(prefill_chunk)
+    if chunk is not None and chunk < np.max(I):
+        if lay.pp > 1:
+            raise InputError("prefill_chunk: chunked prefill is modelled without pipeline "
+                             "stages (pp = 1)")
+        prefill, pre_ops = _chunked_prefill(m, prec, b, I, chunk, roof, pipe, flash, lay)
+        act_len = np.minimum(I, chunk)
+    else:
+        pre_ops = build_ops(m, prec, b, I, I, flash=flash, layout=lay)
+        prefill = _prefill(pre_ops, roof, pipe, prefill_fixed_s(eff, I))
+        act_len = I
     one = np.ones_like(B)
     droof = Roofline.of(hw, prec, lay, with_cuda_graphs(eff)) if cuda_graphs else roof
     decode = _decode_phase(m, prec, b * rows, one, droof, I, O, pipe, flash, lay, notes)
-    mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b, rows=rows)
+    mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b, rows=rows,
+                           act_len=act_len)
     return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem,
                     tuple(notes) + roof.warnings, lay, prof.name, eff,
-                    beams=beams, samples=samples, cuda_graphs=bool(cuda_graphs))
+                    beams=beams, samples=samples, cuda_graphs=bool(cuda_graphs),
+                    prefill_chunk=chunk)

@@ -63,6 +63,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "flash": a.flash,
         "profile": a.profile,
         "cuda_graphs": a.cuda_graphs,
+        "prefill_chunk": a.prefill_chunk,
         "tp": a.layout.tp, "pp": a.layout.pp, "ep": a.layout.ep, "dp": a.layout.dp,
         "devices": a.layout.devices, "layout": a.layout.label,
         "batch": int(a.batch[idx]),

@@ -13,7 +13,7 @@ from ..gridspec import cartesian, parse_grid
 from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
-    AbitsOpt, AllreduceOpt, app, BOUND_STYLE, DpOpt, engine_kwargs, EpOpt, err, FlashOpt, GraphsOpt,
+    AbitsOpt, AllreduceOpt, app, BOUND_STYLE, DpOpt, engine_kwargs, EpOpt, err, FlashOpt, GraphsOpt, PrefillChunkOpt,
     gb, HostBwOpt, KvbitsOpt, MicroOpt, ModelOpt, NodeOpt, NodesOpt, OffKvOpt, OffWOpt, out,
     OverlapOpt, PpOpt, ProfileOpt, QuantOpt, secs, si, TpOpt, WbitsOpt,
 )
@@ -27,7 +27,8 @@ def analyze(
     input_len: Annotated[str, typer.Option("--input", "-i", help="Prompt tokens (or grid).")] = "128",
     output_len: Annotated[str, typer.Option("--output", "-o", help="Generated tokens incl. the first (or grid).")] = "128",
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, tp: TpOpt = 1, pp: PpOpt = 1,
+    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
+    tp: TpOpt = 1, pp: PpOpt = 1,
     ep: EpOpt = 1, dp: DpOpt = 1,
     gpus_per_node: NodeOpt = 8, nodes: NodesOpt = None, microbatches: MicroOpt = None,
     overlap: OverlapOpt = False,
@@ -47,7 +48,7 @@ def analyze(
                      output_len=parse_grid("output_len", output_len))
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
                        microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                       profile, nodes, cuda_graphs)
+                       profile, nodes, cuda_graphs, prefill_chunk)
     decoding.check_draft_k(draft_k), decoding.check_accept(accept)
     a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                        beams=beams, samples=samples)
@@ -148,7 +149,8 @@ def _print_single(d: dict) -> None:
               f"{d['precision']['label']}  profile {d['profile']}  batch {d['batch']}, input "
               f"{d['input_len']}, output {d['output_len']} tokens, attention "
               f"{'fused' if d['flash'] else 'unfused'}"
-              + (", decode from CUDA graphs" if d.get("cuda_graphs") else ""))
+              + (", decode from CUDA graphs" if d.get("cuda_graphs") else "")
+              + (f", prefill in chunks of {d['prefill_chunk']}" if d.get("prefill_chunk") else ""))
     out.print(_op_table("Prefill (whole batch)", d["prefill"],
                         "Bytes in decimal units (1 GB = 1e9 B). Times are roofline times per phase."))
     out.print(_op_table(f"Decode step (mean of {d['decode']['steps']} steps)", d["decode"],

@@ -54,6 +54,7 @@ WbitsOpt = Annotated[Optional[int], typer.Option("--wbits", help="Weight bits: 4
 AbitsOpt = Annotated[Optional[int], typer.Option("--abits", help="Activation bits: 4, 8, 16, 32.")]
 KvbitsOpt = Annotated[Optional[int], typer.Option("--kvbits", help="KV cache bits: 4, 8, 16, 32.")]
 FlashOpt = Annotated[bool, typer.Option("--flash/--no-flash", help="Fused (FlashAttention-style) attention.")]
+PrefillChunkOpt = Annotated[Optional[int], typer.Option("--prefill-chunk", help="Prefill the prompt in chunks of N tokens (chunked prefill): one forward step each; activation memory of one chunk.")]
 GraphsOpt = Annotated[bool, typer.Option("--cuda-graphs", help="Decode steps replay CUDA graphs: launch overhead x 0.2 per kernel (prefill stays eager).")]
 TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel devices.")]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline stages.")]
@@ -73,7 +74,7 @@ ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency pro
 def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=8,
                   microbatches=None, overlap=False, allreduce="auto", offload_weights=0.0,
                   offload_kv=0.0, host_bw=None, profile=None, nodes=None,
-                  cuda_graphs=False) -> dict:
+                  cuda_graphs=False, prefill_chunk=None) -> dict:
     """Keyword arguments of ``analyze`` from the shared CLI options.
 
     ``nodes`` spreads each replica's tp x pp devices over that many nodes (it sets the
@@ -88,8 +89,10 @@ def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_n
                     offload_weights=offload_weights, offload_kv=offload_kv, host_bw_bytes_s=host_bw)
     kw = dict(quant=quant, wbits=wbits, abits=abits, kvbits=kvbits, flash=flash, layout=layout,
               profile=profile)
-    if cuda_graphs:   # only analyze-based commands take it (the serving simulator does not)
+    if cuda_graphs:
         kw["cuda_graphs"] = True
+    if prefill_chunk is not None:   # analyze-based commands (the simulator chunks by --max-tokens)
+        kw["prefill_chunk"] = prefill_chunk
     return kw
 
 

@@ -15,7 +15,7 @@ from ..gridspec import parse_grid
 from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
-    _device_list, _parse_seconds, AbitsOpt, app, BOUND_STYLE, DpOpt, EpOpt, err, FlashOpt, GraphsOpt,
+    _device_list, _parse_seconds, AbitsOpt, app, BOUND_STYLE, DpOpt, EpOpt, err, FlashOpt, GraphsOpt, PrefillChunkOpt,
     KvbitsOpt, ModelOpt, out, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
 )
 
@@ -68,8 +68,8 @@ def compare_cmd(
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens per sequence (even); input = seq - output/2.")] = 128,
     method: Annotated[str, typer.Option("--method", help="ops (per-operator), global (whole-model intensity) or both.")] = "ops",
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, tp: TpOpt = 1, ep: EpOpt = 1,
-    dp: DpOpt = 1, profile: ProfileOpt = "default",
+    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
+    tp: TpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1, profile: ProfileOpt = "default",
     ignore_context: Annotated[bool, typer.Option("--ignore-context", help="Evaluate sequences beyond the model's max_position_embeddings (e.g. RoPE-scaled).")] = False,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and the mesh as JSON.")] = False,
@@ -85,7 +85,7 @@ def compare_cmd(
         model, names, parse_grid("batch", batch, hi=1_000_000), parse_grid("seq", seq),
         methods, output_len, ignore_context=ignore_context, quant=quant, wbits=wbits,
         abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep, dp=dp, profile=profile,
-        cuda_graphs=cuda_graphs)
+        cuda_graphs=cuda_graphs, prefill_chunk=prefill_chunk)
     ms = [meshes[k] for k in methods]
     for w in ms[0].warnings:
         err.print(f"[yellow]warning:[/] {w}")
@@ -211,7 +211,8 @@ def rank_cmd(
     input_len: Annotated[int, typer.Option("--input", "-i", help="Prompt tokens.")] = 512,
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, profile: ProfileOpt = "default",
+    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
+    profile: ProfileOpt = "default",
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices, or 'auto': the fewest of 1, 2, 4, 8 that fit.")] = "1",
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="Limit on time to first token: 500ms, 0.5s or 0.5 (seconds).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="Limit on time per output token: 50ms, 0.05s.")] = None,
@@ -229,7 +230,8 @@ def rank_cmd(
                      max_ttft_s=_parse_seconds("max_ttft", max_ttft),
                      max_tpot_s=_parse_seconds("max_tpot", max_tpot), prices=prices,
                      sort_by=sort, tp=tp, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
-                     flash=flash, profile=profile, cuda_graphs=cuda_graphs)
+                     flash=flash, profile=profile, cuda_graphs=cuda_graphs,
+                     prefill_chunk=prefill_chunk)
     for p in outs:
         if p.lower().endswith(".csv"):
             r.to_dataframe().to_csv(p, index=False)
