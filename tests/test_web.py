@@ -75,6 +75,8 @@ def test_models_and_hardware_equal_cli(client, capsys):
      ["-m", "llama-2-7b", "-H", "l40s", "-b", "4", "--beams", "4", "--pp", "2"]),
     ({"model": "llama-3.1-8b", "hardware": "h100-sxm", "cuda_graphs": True},
      ["-m", "llama-3.1-8b", "-H", "h100-sxm", "--cuda-graphs"]),
+    ({"model": "llama-3.1-8b", "hardware": "h100-sxm", "input_len": 20000, "prefill_chunk": 4096},
+     ["-m", "llama-3.1-8b", "-H", "h100-sxm", "-i", "20000", "--prefill-chunk", "4096"]),
 ])
 def test_analyze_equals_cli(client, capsys, body, args):
     r = client.post("/api/analyze", json=body)

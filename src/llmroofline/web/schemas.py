@@ -113,6 +113,8 @@ class PrecisionFields(_Body):
     flash: Annotated[bool, Field(strict=True)] = Field(True, description="Fused attention.")
     cuda_graphs: Annotated[bool, Field(strict=True)] = Field(
         False, description="Decode steps replay CUDA graphs (launch overhead x 0.2 per kernel).")
+    prefill_chunk: Optional[Length] = Field(
+        None, description="Chunked prefill: tokens per chunk (one forward step each).")
     profile: Literal["default", "ideal", "trtllm-0.8", "lmdeploy-0.1"] = Field(
         "default", description="Efficiency profile: default (calibrated on all shipped "
         "measurements), ideal (bare roofline), or one engine's fit (trtllm-0.8, lmdeploy-0.1).")

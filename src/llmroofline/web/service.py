@@ -26,7 +26,7 @@ from .schemas import AnalyzeRequest, CompareRequest, RankRequest, RooflineReques
 
 REQUEST_FIELDS = {
     "model", "config", "hardware", "batch", "input_len", "output_len", "quant", "wbits",
-    "abits", "kvbits", "flash", "cuda_graphs", "profile", "tp", "pp", "ep", "dp", "beams", "samples", "phase",
+    "abits", "kvbits", "flash", "cuda_graphs", "prefill_chunk", "profile", "tp", "pp", "ep", "dp", "beams", "samples", "phase",
     "seq", "method", "ignore_context", "vendor", "max_ttft_s", "max_tpot_s", "prices", "sort",
 }
 _FIELD_ALIASES = {"config.json": "config", "max_ttft": "max_ttft_s", "max_tpot": "max_tpot_s",
@@ -126,7 +126,8 @@ def engine_guard(from_config: bool):
 
 def _precision_kw(req) -> dict:
     return dict(quant=req.quant, wbits=req.wbits, abits=req.abits, kvbits=req.kvbits,
-                flash=req.flash, profile=req.profile, cuda_graphs=req.cuda_graphs)
+                flash=req.flash, profile=req.profile, cuda_graphs=req.cuda_graphs,
+                prefill_chunk=req.prefill_chunk)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -154,7 +155,8 @@ def analyze(req: AnalyzeRequest) -> dict:
     axes = cartesian(batch=np.asarray([req.batch], float), input_len=np.asarray([req.input_len], float),
                      output_len=np.asarray([req.output_len], float))
     kw = engine_kwargs(req.quant, req.wbits, req.abits, req.kvbits, req.flash, req.tp, req.pp,
-                       req.ep, req.dp, profile=req.profile, cuda_graphs=req.cuda_graphs)
+                       req.ep, req.dp, profile=req.profile, cuda_graphs=req.cuda_graphs,
+                       prefill_chunk=req.prefill_chunk)
     with engine_guard(req.config is not None):
         a = phases.analyze(m, hw, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                            beams=req.beams, samples=req.samples)

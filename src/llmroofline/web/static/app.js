@@ -4,7 +4,7 @@
 
 const DEFAULTS = {
   model: "meta-llama/Llama-2-7b-hf", hardware: "a100-sxm-80gb", vs: "h20", tp: "1",
-  quant: "", batch: "1", input_len: "128", output_len: "128", flash: "1", graphs: "0", profile: "default",
+  quant: "", batch: "1", input_len: "128", output_len: "128", flash: "1", graphs: "0", chunk: "", profile: "default",
   phase: "decode", sort: "", mesh_batch: "1:1024:24", mesh_seq: "128:32768:24", mesh_output: "128",
   cfg: "",
 };
@@ -97,7 +97,7 @@ function fillControls() {
   const parts = state.quant.split(",").map((p) => p.trim().toLowerCase()).filter(Boolean);
   $("quant").value = parts.find((p) => !p.startsWith("kv-")) || "fp16";
   $("kv").value = parts.find((p) => p.startsWith("kv-")) || "";
-  for (const k of ["batch", "input_len", "output_len", "mesh_batch", "mesh_seq", "mesh_output"]) $(k).value = state[k];
+  for (const k of ["batch", "input_len", "output_len", "chunk", "mesh_batch", "mesh_seq", "mesh_output"]) $(k).value = state[k];
   $("flash").checked = state.flash !== "0";
   $("graphs").checked = state.graphs === "1";
   $("profile").value = state.profile;
@@ -111,7 +111,7 @@ function readControls() {
   state.hardware = $("hardware").value;
   state.vs = $("vs").value;
   state.tp = $("tp").value;
-  for (const k of ["batch", "input_len", "output_len", "mesh_batch", "mesh_seq", "mesh_output"]) state[k] = $(k).value.trim();
+  for (const k of ["batch", "input_len", "output_len", "chunk", "mesh_batch", "mesh_seq", "mesh_output"]) state[k] = $(k).value.trim();
   state.flash = $("flash").checked ? "1" : "0";
   state.graphs = $("graphs").checked ? "1" : "0";
   state.profile = $("profile").value;
@@ -167,6 +167,7 @@ function int(k) {   // a number when the field holds one; else the text, for the
 function common() {
   const b = { quant: state.quant || null, flash: state.flash !== "0", cuda_graphs: state.graphs === "1",
               profile: state.profile, tp: int("tp") };
+  if (state.chunk !== "") b.prefill_chunk = int("chunk");
   if (config) { b.config = config; } else { b.model = state.model; }
   return b;
 }
@@ -224,7 +225,8 @@ function renderAnalysis(d) {
   const where = d.devices === 1 ? d.hardware : `${d.devices} x ${d.hardware} (${d.layout})`;
   $("title").innerHTML = `<span id="s-model">${esc(d.model)}</span> on <span id="s-hardware">${esc(where)}</span>` +
     `<span class="sub"> ${esc(d.precision.label)}, batch ${d.batch}, input ${d.input_len}, output ${d.output_len}, ` +
-    `attention ${d.flash ? "fused" : "unfused"}${d.cuda_graphs ? ", decode from CUDA graphs" : ""}, ` +
+    `attention ${d.flash ? "fused" : "unfused"}${d.cuda_graphs ? ", decode from CUDA graphs" : ""}` +
+    `${d.prefill_chunk ? `, prefill in chunks of ${d.prefill_chunk}` : ""}, ` +
     `profile ${esc(d.profile || state.profile)}</span>`;
   setVal("ttft", d.ttft_s, secs(d.ttft_s));
   setVal("tpot", d.tpot_s, d.tpot_s === null ? "- (output = 1)" : secs(d.tpot_s));
@@ -471,7 +473,7 @@ function bind() {
   $("controls").addEventListener("submit", (e) => e.preventDefault());
   $("model").addEventListener("change", (e) => useModel(e.target.value));
   $("model").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); useModel(e.target.value); } });
-  for (const id of ["hardware", "vs", "tp", "quant", "kv", "batch", "input_len", "output_len", "flash", "graphs", "profile",
+  for (const id of ["hardware", "vs", "tp", "quant", "kv", "batch", "input_len", "output_len", "chunk", "flash", "graphs", "profile",
                     "mesh_batch", "mesh_seq", "mesh_output"]) {
     $(id).addEventListener("change", () => { schedule(); hwInfo(); });
   }
