@@ -212,12 +212,12 @@ def _exposed_fraction(rows) -> np.ndarray:
         return np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
 
 
-def _step_row(rows: list, step_s) -> None:
+def _step_row(rows: list, step_s, name: str = "step overhead") -> None:
     """Fixed cost per forward step outside kernels (scheduling, sampling, host sync)."""
     if np.any(np.asarray(step_s) > 0):
         shape = np.broadcast_shapes(np.shape(rows[0].time_s), np.shape(step_s))
         z = np.zeros(shape)
-        rows.append(OpResult("step overhead", "overhead", 1, z, z, z, z, z, z, z, z + step_s,
+        rows.append(OpResult(name, "overhead", 1, z, z, z, z, z, z, z, z + step_s,
                              z + step_s, np.full(shape, "overhead")))
 
 
@@ -232,7 +232,8 @@ def step_cost(ops: list[Op], roof: Roofline, name: str = "step") -> PhaseResult:
     """Cost of one forward step of any shape (``q_len``, ``kv_len``) on one pipeline stage:
     the per-operator roofline with collectives exposed as the layout says, plus the fixed
     step overhead. ``decoding.py`` prices speculative draft and verify steps with it."""
-    return replace(_prefill(ops, roof, _Pipe(1, np.ones(())), roof.eff.step_overhead_s), name=name)
+    return replace(_prefill(ops, roof, _Pipe(1, np.ones(())), roof.eff.step_overhead_s,
+                            "step overhead"), name=name)
 
 
 def _decode_rows(beams, samples) -> int:
@@ -252,7 +253,8 @@ def prefill_fixed_s(eff, input_len):
     return eff.step_overhead_s + np.where(np.asarray(input_len) > 1, eff.prefill_overhead_s, 0.0)
 
 
-def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe, fixed_s) -> PhaseResult:
+def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe, fixed_s,
+             fixed_name: str = "step + prefill overhead") -> PhaseResult:
     terms = [(o, *roof.terms(o)) for o in ops]
     exposed = _exposed_fraction(terms) if roof.layout.overlap else 1.0
     rows = []
@@ -262,7 +264,7 @@ def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe, fixed_s) -> PhaseResult
         rows.append(OpResult(o.name, o.kind, o.count, o.flops, o.weight_bytes, o.act_bytes,
                              o.kv_bytes, c, m, comm + np.zeros_like(c), np.broadcast_to(oh, c.shape),
                              t, bound, np.zeros_like(c) + o.comm_bytes))
-    _step_row(rows, fixed_s)
+    _step_row(rows, fixed_s, fixed_name)
     ops_total = sum(r.time_s for r in rows)
     total = pipe.prefill(ops_total)
     if pipe.stages > 1:
