@@ -219,3 +219,35 @@ def test_engine_profiles_fit_their_engine_at_least_as_well_as_default(name, sour
     default = summarize(predict_rows(rows, "default").predictions)["overall"]
     for metric in own:
         assert own[metric]["median_ape"] <= default[metric]["median_ape"] + 0.01, metric
+
+
+def test_max_throughput_rows_are_simulated_offline(tmp_path):
+    """mode max_throughput: `batch` requests queued at once, predicted by the serving
+    simulator's offline mode; only throughput is predicted, and calibrate leaves them out."""
+    from llmroofline.fit import calibrate
+    from llmroofline.serving.offline import offline_throughput
+    rows = [row(1, mode="max_throughput", batch=150, input_len=512, output_len=64,
+                throughput_tok_s="3000", ttft_ms="100"),
+            row(2, mode="max_throughput", batch="", model="meta-llama/Llama-2-70b-hf", tp=4,
+                input_len=128, output_len=128, throughput_tok_s="2400")]
+    v = validate(write_csv(tmp_path / "s.csv", rows))
+    got = {(p.row.id, p.metric): p.predicted for p in v.predictions}
+    assert set(got) == {("1", "throughput_tok_s"), ("2", "throughput_tok_s")}
+    assert "only throughput_tok_s" in dict(v.skipped)["1"]
+    expected, _ = offline_throughput("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", 512, 64,
+                                     requests=150, quant="fp16")
+    assert got[("1", "throughput_tok_s")] == pytest.approx(expected, rel=1e-12)
+    assert [r.batch for r in read_measurements(tmp_path / "s.csv")] == [150, 2000]
+    with pytest.raises(InputError, match="validated, not fitted"):
+        calibrate(read_measurements(tmp_path / "s.csv"))
+
+
+def test_validate_serving_rows_cli():
+    """The shipped TensorRT-LLM v0.10 in-flight-batching rows (docs/serving.md): the
+    calibrated profile, never fitted to them, stays within the documented accuracy."""
+    out = subprocess.run([sys.executable, "-m", "llmroofline", "validate", "--serving", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)["summary"]["overall"]["throughput_tok_s"]
+    assert s["n"] == 36
+    assert s["median_ape"] < 0.08 and s["p90_ape"] < 0.25      # 6.0 % / 18.1 % today

@@ -105,9 +105,12 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
               source: str = "", per_family: bool = True,
               prior_weight: float = PRIOR_WEIGHT) -> tuple[Profile, dict]:
     """Fit a profile: an :class:`Efficiency` per (family, activation bits), per activation
-    bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup)."""
+    bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup).
+    ``max_throughput`` rows (whole serving simulations) are validated, not fitted."""
+    rows = [r for r in rows if r.mode != "max_throughput"]
     if not rows:
-        raise InputError("calibrate: the measurement file has no rows")
+        raise InputError("calibrate: the measurement file has no static or concurrent rows "
+                         "(max_throughput rows are validated, not fitted)")
     fallback, stats_all = fit_efficiency(rows, params, prior_weight=prior_weight)
     families: dict[str, Efficiency] = {}
     stats = {"all": stats_all}

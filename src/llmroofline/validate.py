@@ -13,6 +13,12 @@ The CSV schema is that of the shipped ``data/measured/calibration.csv`` (see its
   ``throughput = batch x output_len / (waves x e2e(B_eff))``; ``tpot_ms`` is the mean
   decode step at ``B_eff`` (the measured median per-token latency); ``ttft_ms`` is the
   minimum first-token latency, i.e. an uncontended prefill of one sequence.
+- ``max_throughput``: ``batch`` requests (2000 when empty) queued at once on an in-flight
+  batching engine (TensorRT-LLM's ``gptManagerBenchmark --request_rate -1``):
+  ``throughput_tok_s`` is the serving simulator's offline output throughput with the
+  engine setup of ``serving/offline.py`` (chunked prefill, 2048 tokens per iteration,
+  90 % of free memory for a paged KV cache, preemption by recompute). Only throughput is
+  predicted; ``calibrate`` leaves these rows out (each would need whole simulations).
 
 Errors are ``predicted / measured - 1`` (0.1 = 10 % over-prediction). The summary reports,
 per metric, the median absolute error (``median_ape``), its 90th percentile (``p90_ape``)
@@ -38,7 +44,8 @@ from .specs.hardware import load_hardware
 from .specs.profile import Profile, load_profile
 
 METRICS = ("throughput_tok_s", "ttft_ms", "tpot_ms", "e2e_ms")
-MODES = ("static", "concurrent")
+MODES = ("static", "concurrent", "max_throughput")
+OFFLINE_REQUESTS = 2000   # max_throughput rows without a batch: requests queued at once
 DTYPE_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4, "fp4": 4}
 REQUIRED = ("id", "hardware", "tp", "model", "weight_dtype", "act_dtype", "kv_dtype", "mode",
             "batch", "input_len", "output_len")
@@ -76,6 +83,27 @@ class Row:
 def shipped_measurements() -> Path:
     """Path of the packaged calibration CSV (published measurements with provenance)."""
     return Path(str(resources.files("llmroofline") / "data" / "measured" / "calibration.csv"))
+
+
+def shipped_serving_measurements() -> Path:
+    """Path of the packaged in-flight-batching CSV (``max_throughput`` rows)."""
+    return Path(str(resources.files("llmroofline") / "data" / "measured" / "serving_calibration.csv"))
+
+
+def _predict_offline(r: Row, prof: Profile) -> tuple[dict | None, str | None]:
+    """A ``max_throughput`` row: ``batch`` requests queued at once, simulated with the
+    serving simulator in its offline mode (``serving/offline.py``)."""
+    from .serving.offline import offline_throughput
+    if r.pp != 1:
+        return None, "max_throughput rows are simulated without pipeline stages (pp = 1)"
+    try:
+        tok_s, _ = offline_throughput(r.model, r.hardware, r.input_len, r.output_len, tp=r.tp,
+                                      requests=r.batch, profile=prof,
+                                      wbits=DTYPE_BITS[r.weight_dtype],
+                                      abits=DTYPE_BITS[r.act_dtype], kvbits=DTYPE_BITS[r.kv_dtype])
+    except InputError as e:
+        return None, str(e)
+    return {"throughput_tok_s": tok_s}, None
 
 
 def read_measurements(path: str | Path) -> list[Row]:
@@ -131,7 +159,9 @@ def read_measurements(path: str | Path) -> list[Row]:
                         model=rec["model"].strip(), tp=integer("tp"),
                         pp=integer("pp", default="1"), weight_dtype=rec["weight_dtype"],
                         act_dtype=rec["act_dtype"], kv_dtype=rec["kv_dtype"], mode=mode,
-                        batch=integer("batch"), input_len=integer("input_len"),
+                        batch=integer("batch", default=str(OFFLINE_REQUESTS)
+                                      if mode == "max_throughput" else None),
+                        input_len=integer("input_len"),
                         output_len=integer("output_len"), measured=measured,
                         source_id=rec.get("source_id", ""), engine=rec.get("engine", "")))
     return rows
@@ -198,6 +228,18 @@ def predict_rows(rows: list[Row], profile: str | Profile | None = None,
     skipped: list[tuple[str, str]] = []
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
+        if r.mode == "max_throughput":
+            pred, why = _predict_offline(r, prof)
+            for metric, meas in r.measured.items():
+                if why:
+                    skipped.append((r.id, why))
+                    break
+                if metric not in pred:
+                    skipped.append((r.id, f"{metric} is not predicted for max_throughput rows "
+                                          "(only throughput_tok_s)"))
+                    continue
+                preds.append(Prediction(r, metric, meas, pred[metric]))
+            continue
         groups.setdefault(r.group_key(), []).append(r)
     for key, rs in groups.items():
         model, hw, wd, ad, kd, tp, pp = key

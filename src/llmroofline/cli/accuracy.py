@@ -37,6 +37,7 @@ def _summary_table(title: str, summary: dict) -> Table:
 def validate_cmd(
     csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (default: the shipped calibration data).", show_default=False)] = None,
     profile: ProfileOpt = "default",
+    serving: Annotated[bool, typer.Option("--serving", help="Validate the shipped in-flight-batching rows (max_throughput mode, simulated; ~15 s).")] = False,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Leave-one-group-out: device, model or source (refits the profile per fold).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a predicted-vs-measured scatter (PNG/SVG).")] = None,
     rows: Annotated[bool, typer.Option("--rows/--no-rows", help="Print every row, not only the summary.")] = False,
@@ -44,7 +45,10 @@ def validate_cmd(
 ) -> None:
     """Compare predictions with measured throughput, TTFT, TPOT and latency."""
     from .. import validate as val
-    measured = val.read_measurements(csv_file or val.shipped_measurements())
+    if serving and csv_file:
+        raise InputError("serving: give either a CSV file or --serving (the shipped serving rows)")
+    default = val.shipped_serving_measurements() if serving else val.shipped_measurements()
+    measured = val.read_measurements(csv_file or default)
     if cv:
         from ..fit import calibrate_fn
         preds = val.cross_validate(measured, cv, calibrate_fn())

@@ -33,19 +33,28 @@ def shipped_serving_rows() -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def offline_throughput(model, hardware, input_len: int, output_len: int, *, tp: int = 1,
+                       requests: int = 2000, config: SchedulerConfig = TRTLLM_CONFIG,
+                       profile=None, **precision):
+    """Output tokens/s of ``requests`` identical requests queued at t = 0 (the offline,
+    max-throughput mode; module docstring), and the simulation result."""
+    cost = IterationCost.of(model, hardware, layout=Layout(tp=tp), profile=profile,
+                            max_tokens=config.max_tokens, max_batch=512, **precision)
+    wl = Workload(np.zeros(requests), np.full(requests, input_len), np.full(requests, output_len),
+                  "offline")
+    res = simulate(workload=wl, config=config, cost=cost)
+    return float(res.output_len.sum() / res.makespan_s), res
+
+
 def offline_comparison(rows: list[dict] | None = None, requests: int = 2000,
                        config: SchedulerConfig = TRTLLM_CONFIG, profile=None) -> list[dict]:
     """Simulated offline output throughput vs each measured row."""
     out = []
     for r in rows if rows is not None else shipped_serving_rows():
         tp = int(r["tp"])
-        cost = IterationCost.of(r["model"], r["hardware"], quant=r["weight_dtype"],
-                                layout=Layout(tp=tp), profile=profile,
-                                max_tokens=config.max_tokens, max_batch=512)
         I, O = int(r["input_len"]), int(r["output_len"])
-        wl = Workload(np.zeros(requests), np.full(requests, I), np.full(requests, O), "offline")
-        res = simulate(workload=wl, config=config, cost=cost)
-        pred = float(res.output_len.sum() / res.makespan_s)
+        pred, res = offline_throughput(r["model"], r["hardware"], I, O, tp=tp, requests=requests,
+                                       config=config, profile=profile, quant=r["weight_dtype"])
         meas = float(r["throughput_tok_s"])
         out.append({"id": r["id"], "model": r["model"], "hardware": r["hardware"], "tp": tp,
                     "input_len": I, "output_len": O, "measured_tok_s": meas,
