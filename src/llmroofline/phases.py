@@ -204,7 +204,7 @@ def sum_max_affine(p, q, r, s, a, b, w):
     return base + extra + extra_flat
 
 
-def _exposed_fraction(rows) -> np.ndarray:
+def exposed_fraction(rows) -> np.ndarray:
     """Share of collective time left visible when it overlaps the matmuls of the step."""
     comm = sum(r[3] for r in rows)
     gemm = sum(np.maximum(r[1], r[2]) for r in rows if r[0].kind == "matmul")
@@ -256,7 +256,7 @@ def prefill_fixed_s(eff, input_len):
 def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe, fixed_s,
              fixed_name: str = "step + prefill overhead") -> PhaseResult:
     terms = [(o, *roof.terms(o)) for o in ops]
-    exposed = _exposed_fraction(terms) if roof.layout.overlap else 1.0
+    exposed = exposed_fraction(terms) if roof.layout.overlap else 1.0
     rows = []
     for o, c, m, comm, oh in terms:
         comm = comm * exposed
@@ -271,6 +271,10 @@ def _prefill(ops: list[Op], roof: Roofline, pipe: _Pipe, fixed_s,
         rows.append(_pipeline_row("pipeline (bubble + p2p)", total - ops_total,
                                   pipe.prefill_p2p_s, np.shape(total)))
     return PhaseResult("prefill", rows, total, total, np.ones_like(total))
+
+
+_SUMMED = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "compute_s", "memory_s", "comm_s",
+           "overhead_s", "time_s")   # OpResult fields that add up over prefill chunks
 
 
 def _chunked_prefill(m: ModelSpec, prec: Precision, b, I, chunk: int, roof: Roofline,
@@ -307,15 +311,9 @@ def _chunked_prefill(m: ModelSpec, prec: Precision, b, I, chunk: int, roof: Roof
     for r, vals in acc.values():
         d = dict(zip(_SUMMED, vals))
         _, bound = combine(d["compute_s"], d["memory_s"], d["comm_s"], d["overhead_s"])
-        if r.kind == "pipeline":
-            bound = r.bound
         rows.append(replace(r, **d, bound=bound))
     total = np.asarray(total, dtype=float)
     return PhaseResult("prefill", rows, total, total, np.ones_like(total)), first_ops
-
-
-_SUMMED = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "compute_s", "memory_s", "comm_s",
-           "overhead_s", "time_s")
 
 
 def check_prefill_chunk(chunk) -> int | None:
@@ -333,7 +331,7 @@ def _decode(ops1: list[Op], ops2: list[Op], roof: Roofline, first_kv, last_kv,
     steps = np.maximum(last_kv - first_kv + 1, 0)
     safe = np.maximum(steps, 1)
     t1 = [(o, *roof.terms(o)) for o in ops1]
-    exposed = _exposed_fraction(t1) if roof.layout.overlap else 1.0
+    exposed = exposed_fraction(t1) if roof.layout.overlap else 1.0
     rows = []
     ops_total = 0.0
     for (o1, c1, m1, k1, oh), o2 in zip(t1, ops2):

@@ -205,6 +205,18 @@ def _best_batch(m, hw, input_len, output_len, kw, max_ttft_s, max_tpot_s):
     return analyze(m, hw, int(cand[i]), input_len, output_len, **kw), note
 
 
+def _int_or_word(v, word: str, error: str):
+    """A CLI text that is an integer or the keyword ``word``; other values pass through."""
+    if not isinstance(v, str):
+        return v
+    if v.strip().lower() == word:
+        return word
+    try:
+        return int(v)
+    except ValueError:
+        raise InputError(error) from None
+
+
 def rank(model, hardware=None, *, vendor: str | None = None, batch: int | str = 1,
          input_len: int = 512, output_len: int = 128, max_ttft_s: float | None = None,
          max_tpot_s: float | None = None, prices: dict[str, float] | str | Path | None = None,
@@ -213,27 +225,13 @@ def rank(model, hardware=None, *, vendor: str | None = None, batch: int | str = 
     if sort_by not in SORT_KEYS:
         raise InputError(f"sort: must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}"
                          + suggest(sort_by, SORT_KEYS))
-    if isinstance(batch, str):
-        if batch.strip().lower() != "max":
-            try:
-                batch = int(batch)
-            except ValueError:
-                raise InputError(f"batch must be an integer >= 1 or 'max', got {batch!r}") from None
-        else:
-            batch = "max"
+    batch = _int_or_word(batch, "max", f"batch must be an integer >= 1 or 'max', got {batch!r}")
     if batch != "max" and (isinstance(batch, bool) or int(batch) != batch or batch < 1):
         raise InputError(f"batch must be an integer >= 1 or 'max', got {batch!r}")
     for name, v in (("max_ttft", max_ttft_s), ("max_tpot", max_tpot_s)):
         if v is not None and not 0 < v < math.inf:
             raise InputError(f"{name} must be a positive number of seconds, got {v!r}")
-    if isinstance(tp, str):
-        if tp.strip().lower() != "auto":
-            try:
-                tp = int(tp)
-            except ValueError:
-                raise InputError(f"tp must be an integer in [1, 1024] or 'auto', got {tp!r}") from None
-        else:
-            tp = "auto"
+    tp = _int_or_word(tp, "auto", f"tp must be an integer in [1, 1024] or 'auto', got {tp!r}")
     if isinstance(prices, (str, Path)):
         prices = load_prices(prices)
     if sort_by == "tok_per_usd" and not prices:

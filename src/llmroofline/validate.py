@@ -230,10 +230,10 @@ def predict_rows(rows: list[Row], profile: str | Profile | None = None,
     for r in rows:
         if r.mode == "max_throughput":
             pred, why = _predict_offline(r, prof)
+            if why:
+                skipped.append((r.id, why))
+                continue
             for metric, meas in r.measured.items():
-                if why:
-                    skipped.append((r.id, why))
-                    break
                 if metric not in pred:
                     skipped.append((r.id, f"{metric} is not predicted for max_throughput rows "
                                           "(only throughput_tok_s)"))

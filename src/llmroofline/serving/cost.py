@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..cost import Roofline, combine
+from ..phases import exposed_fraction
 from ..errors import InputError
 from ..graph import build_ops, causal_pairs, keys_touched
 from ..memory import activation_peak_bytes, kv_cache_bytes_per_seq, weight_bytes_total
@@ -314,12 +315,7 @@ def _sum_time(ops, roof: Roofline, keep) -> np.ndarray:
     ``phases._prefill``)."""
     kept = [o for o, k in zip(ops, keep) if k]
     terms = [(o, *roof.terms(o)) for o in kept]
-    exposed = 1.0
-    if roof.layout.overlap and terms:
-        comm = sum(t[3] for t in terms)
-        gemm = sum(np.maximum(t[1], t[2]) for t in terms if t[0].kind == "matmul")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            exposed = np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
+    exposed = exposed_fraction(terms) if roof.layout.overlap and terms else 1.0
     total = 0.0
     for o, c, mem, comm, oh in terms:
         t, _ = combine(c, mem, comm * exposed, oh, roof.overlap(o))
