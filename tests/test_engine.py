@@ -204,6 +204,53 @@ def test_gemm_overlap_adds_the_unhidden_share_of_the_shorter_term():
                                                rel=1e-12)
 
 
+@pytest.mark.parametrize("m, n, sms, expected", [
+    (128, 4096, 108, 32 / 108),          # one row of 32 tiles: 76 of 108 SMs idle
+    (1, 4096, 108, 32 / 108),            # decode: a 16-row tile, still one row of tiles
+    (2048, 4096, 108, 512 / 540),        # 16 x 32 tiles = 4.74 waves -> 5
+    (300, 4096, 108, 96 / 108),          # ceil(300 / 128) = 3 rows of tiles
+    (256, 128 * 66, 132, 1.0),           # 2 x 66 tiles: exactly one H100 wave
+    (129, 128 * 132, 132, 264 / 264),    # 2 x 132 tiles: two full waves
+    (133, 129, 132, 4 / 132),            # ceil(133/128) x ceil(129/128) = 2 x 2 tiles
+])
+def test_wave_efficiency_by_hand(m, n, sms, expected):
+    from llmroofline.cost import wave_efficiency
+    assert float(wave_efficiency(m, n, sms)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_wave_quantization_slows_a_short_prefill_gemm_by_its_idle_sms():
+    from llmroofline.specs.profile import Efficiency, Profile
+    w = 0.5
+    prof = Profile("t", fallback=Efficiency(wave_quantization=w))
+    a = lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=1, input_len=128,
+                   output_len=1, profile=prof)
+    ops = {o.name: o for o in a.prefill.ops}
+    layers, h, f, n = 32, 4096, 11008, 128
+    # o_proj: N = 4096 -> 32 tiles on 108 SMs; gate_up: N = 22016 -> 172 tiles, 2 waves
+    o_eff = 1 - w * (1 - 32 / 108)
+    gu_eff = 1 - w * (1 - 172 / 216)
+    assert float(ops["o_proj"].compute_s) == pytest.approx(
+        2 * n * h * h * layers / (312e12 * o_eff), rel=1e-12)
+    assert float(ops["gate_up_proj"].compute_s) == pytest.approx(
+        2 * n * h * 2 * f * layers / (312e12 * gu_eff), rel=1e-12)
+    # weight streaming is untouched: only the math waits for idle SMs
+    ideal = {o.name: o for o in lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=1,
+                                           input_len=128, output_len=1,
+                                           profile="ideal").prefill.ops}
+    assert float(ops["o_proj"].memory_s) == pytest.approx(float(ideal["o_proj"].memory_s),
+                                                          rel=1e-12)
+
+
+def test_gemm_cols_are_the_output_width_per_rank():
+    m = lr.load_model("meta-llama/Llama-2-70b-hf")       # 64 heads, 8 KV heads, d 128
+    from llmroofline.parallel import Layout
+    ops = {o.name: o for o in build_ops(m, Precision(), 1, 1, 1, layout=Layout(tp=4))}
+    assert float(ops["qkv_proj"].cols) == (64 + 2 * 8) * 128 / 4
+    assert float(ops["o_proj"].cols) == 8192
+    assert float(ops["gate_up_proj"].cols) == 2 * 28672 / 4
+    assert float(ops["down_proj"].cols) == 8192
+
+
 def test_gqa_kv_reuse_prices_rereads_of_shared_kv_heads():
     from llmroofline.specs.profile import Efficiency, Profile
     B, L = 4, 1001            # first decode step after a 1000-token prompt attends to 1001 keys

@@ -5,6 +5,8 @@ an :class:`~llmroofline.specs.profile.Efficiency` ``e``:
 
     compute_s  = F / (peak[dtype] x e_c)     e_c = e.compute x M / (t ceil(M / t))
                                               x M / (M + e.gemm_half_rows), t = gemm_tile_rows,
+                                              x (1 - w (1 - wave_efficiency(M, N, SMs))),
+                                              w = e.wave_quantization,
                                               for a GEMM of M token rows; e.attention_compute
                                               for attention; e.compute otherwise
     memory_s   = Q / (mem_bw x e_b)          e_b = e.attention_bandwidth for attention,
@@ -150,14 +152,19 @@ class Roofline:
         peak = self.peaks[op.compute]
         if op.kind == "attention":
             return peak * e.attn_compute
-        if op.kind == "matmul" and (e.gemm_half_rows or e.gemm_tile_rows):
-            m = np.asarray(op.rows, dtype=float)
-            eff = e.compute * m / (m + e.gemm_half_rows)
-            if e.gemm_tile_rows:
-                t = e.gemm_tile_rows
-                eff = eff * np.where(np.isfinite(m), m / (t * np.ceil(np.minimum(m, 1e18) / t)), 1.0)
-            return peak * eff
-        return peak * e.compute
+        if op.kind != "matmul":
+            return peak * e.compute
+        eff = e.compute
+        m = np.asarray(op.rows, dtype=float)
+        if e.gemm_half_rows:
+            eff = eff * m / (m + e.gemm_half_rows)
+        if e.gemm_tile_rows:
+            t = e.gemm_tile_rows
+            eff = eff * np.where(np.isfinite(m), m / (t * np.ceil(np.minimum(m, 1e18) / t)), 1.0)
+        if e.wave_quantization and self.hw.sm_count:
+            eff = eff * (1.0 - e.wave_quantization * (1.0 - wave_efficiency(m, op.cols,
+                                                                           self.hw.sm_count)))
+        return peak * eff
 
     def overlap(self, op: Op) -> float:
         """Share of the shorter roofline term hidden under the longer (see module docstring)."""
@@ -182,6 +189,31 @@ class Roofline:
             host = self.layout.offload_weights * op.weight_bytes + self.layout.offload_kv * op.kv_bytes
             mem = mem + host / self.host_bytes_s - host / bw
         return comp, mem, np.zeros_like(comp), overhead
+
+
+# Output tile of a large tensor-core GEMM (CUTLASS/cuBLAS's common 128 x 128 block): a GEMM
+# of M < 128 rows runs a shorter M tile (a multiple of the 16-row MMA), one row of tiles.
+WAVE_TILE_M = 128
+WAVE_TILE_N = 128
+MMA_ROWS = 16
+
+
+def wave_efficiency(rows, cols, sm_count: int):
+    """Share of the SM-time a data-parallel tiled GEMM keeps busy: tiles / (waves x SMs).
+
+    ``tiles = ceil(M / tm) x ceil(N / 128)`` with ``tm = min(128, 16 ceil(M / 16))``;
+    ``waves = ceil(tiles / sm_count)``; the last wave runs ``tiles mod sm_count`` tiles
+    while the other SMs idle. ``rows``/``cols`` of inf (not a GEMM) give 1.
+    """
+    m = np.asarray(rows, dtype=float)
+    n = np.asarray(cols, dtype=float)
+    ok = np.isfinite(m) & np.isfinite(n) & (m > 0) & (n > 0)
+    m = np.where(ok, m, 1.0)
+    n = np.where(ok, n, 1.0)
+    tm = np.minimum(WAVE_TILE_M, MMA_ROWS * np.ceil(m / MMA_ROWS))
+    tiles = np.ceil(m / tm) * np.ceil(n / WAVE_TILE_N)
+    waves = np.ceil(tiles / sm_count)
+    return np.where(ok, tiles / (waves * sm_count), 1.0)
 
 
 _BOUND_NAMES = np.array(["compute", "memory", "communication", "overhead"])

@@ -42,6 +42,7 @@ PARAMS = {p.name: p for p in (
     Param("communication", 0.1, 1.0, 1.0, 0.75),
     Param("gemm_overlap", 0.0, 1.0, 1.0, 0.7),
     Param("gqa_kv_reuse", 0.0, 1.0, 1.0, 0.8),
+    Param("wave_quantization", 0.0, 1.0, 1.0, 0.5),
 )}
 # gemm_half_rows is left out of the default fit: the shipped data has no small-batch run
 # on a low-compute device, so a fitted ramp extrapolates badly to decode GEMMs (it made

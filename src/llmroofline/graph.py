@@ -46,6 +46,7 @@ class Op:
     collective: str = ""    # allreduce | allgather | alltoall | p2p
     group: int = 1          # devices taking part in the collective
     rows: np.ndarray | float = np.inf  # matmuls: M, the token rows of one GEMM
+    cols: np.ndarray | float = np.inf  # matmuls: N, output columns of one GEMM (all groups)
     # attention: bytes read again when each query head of a GQA/MQA group reads its shared
     # KV head itself; on-chip caches serve a profile-dependent share (cost.py). Not in kv_bytes.
     kv_reread: np.ndarray | float = 0.0
@@ -95,11 +96,11 @@ class _Step:
     ops: list
 
     def op(self, name, kind, compute, count, flops=0.0, w=0.0, a=0.0, kv=0.0, window=np.inf,
-           comm=0.0, collective="", group=1, rows=np.inf, reread=0.0):
+           comm=0.0, collective="", group=1, rows=np.inf, reread=0.0, cols=np.inf):
         z = self.zero
         self.ops.append(Op(name, kind, compute, count, z + count * flops, z + count * w,
                            z + count * a, z + count * kv, float(window), z + count * comm,
-                           collective, group, z + rows, z + count * reread))
+                           collective, group, z + rows, z + cols, z + count * reread))
 
     def linear(self, name, n_in, n_out, count, tokens=None, bias=False, wbytes=None,
                compute="gemm", weight_rows=None):
@@ -110,7 +111,7 @@ class _Step:
         ab, sb = self.prec.act_bytes, self.prec.base_bytes
         self.op(name, "matmul", compute, count, flops=2 * tokens * n_in * n_out,
                 w=rows * n_out * wbytes + (n_out * sb if bias else 0),
-                a=tokens * (n_in + n_out) * ab, rows=tokens)
+                a=tokens * (n_in + n_out) * ab, rows=tokens, cols=n_out)
 
     def norm(self, name, count, tokens=None, width=None):
         tokens = self.N if tokens is None else tokens
@@ -349,12 +350,12 @@ def _moe(s: _Step, count):
     rows = pairs / np.maximum(hit, 1.0)   # tokens per expert GEMM
     s.op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", "gemm", count,
          flops=2 * pairs * h * up_out, w=hit * (h * up_out * wb + bias_up),
-         a=pairs * (h + up_out) * ab, rows=rows)
+         a=pairs * (h + up_out) * ab, rows=rows, cols=hit * up_out)
     s.op("experts_act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[m.gated_mlp] * pairs * f,
          a=pairs * f * ab * (3 if m.gated_mlp else 2))
     # The down projection's kernel also sums each token's top-k outputs (fused combine).
     s.op("experts_down", "matmul", "gemm", count, flops=2 * pairs * f * h,
-         w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab, rows=rows)
+         w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab, rows=rows, cols=hit * h)
     if lay.ep > 1:
         s.op("moe_combine", "communication", "comm", count,
              comm=N / lay.ep * e.top_k * h * ab, collective="alltoall", group=lay.ep)

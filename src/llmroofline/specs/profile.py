@@ -17,7 +17,12 @@ Each term has a physical reason:
 - ``compute``, ``gemm_tile_rows`` and ``gemm_half_rows``: GEMM throughput for M token rows
   is ``compute x M / (t x ceil(M / t)) x M / (M + m_half)`` of peak: tensor cores work on
   tiles of at least t rows (16 for an MMA instruction), so a decode GEMM of a few rows pays
-  for a padded tile; ``m_half`` adds a smooth ramp for wave quantization (0: none).
+  for a padded tile; ``m_half`` adds a smooth ramp (0: none; probe fits it on CPUs).
+- ``wave_quantization``: share of the wave-quantization loss a GEMM pays. A GEMM is cut
+  into 128 x 128 output tiles, one per SM at a time; with ``tiles`` not a multiple of the
+  SM count the last wave leaves SMs idle (``cost.wave_efficiency``: a 128-token prefill
+  of a 4096-wide projection is 32 tiles, 30 % of an A100's 108 SMs). Libraries recover
+  part of it (split-K, stream-K, smaller tiles): 0 = all recovered, 1 = none.
 - ``attention_compute``: fraction of the 16-bit peak a fused attention kernel reaches
   (softmax and masking between the two matmuls).
 - ``gqa_kv_reuse``: share of the repeat reads of a shared KV head (grouped-query or
@@ -79,6 +84,7 @@ class Efficiency:
     prefill_overhead_s: float = 0.0
     gemm_overlap: float = 1.0
     gqa_kv_reuse: float = 1.0
+    wave_quantization: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("bandwidth", "compute", "communication", "attention_bandwidth",
@@ -86,7 +92,7 @@ class Efficiency:
             v = getattr(self, f)
             if v is not None and not (0 < v <= 1):
                 raise InputError(f"efficiency.{f} must be in (0, 1], got {v}")
-        for f in ("gemm_overlap", "gqa_kv_reuse"):
+        for f in ("gemm_overlap", "gqa_kv_reuse", "wave_quantization"):
             if not (0 <= getattr(self, f) <= 1):
                 raise InputError(f"efficiency.{f} must be in [0, 1], got {getattr(self, f)}")
         for f, hi in (("launch_overhead_s", 1e-2), ("step_overhead_s", 1.0),
@@ -119,7 +125,7 @@ _US_FIELDS = {"launch_overhead_us": "launch_overhead_s", "step_overhead_us": "st
               "prefill_overhead_us": "prefill_overhead_s"}
 _PLAIN_FIELDS = ("bandwidth", "compute", "communication", "attention_bandwidth",
                  "attention_compute", "gemm_half_rows", "gemm_tile_rows", "gemm_overlap",
-                 "gqa_kv_reuse")
+                 "gqa_kv_reuse", "wave_quantization")
 EFFICIENCY_KEYS = (*_PLAIN_FIELDS, *_US_FIELDS)
 
 
