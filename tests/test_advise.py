@@ -332,3 +332,23 @@ def test_cli_advise_table_and_errors(capsys):
     assert cli.main(["advise", "--goal", "fast"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: goal") and len(err.splitlines()) == 1
+
+
+def test_stream_k_lever_is_the_run_without_wave_losses():
+    # A 128-token prefill on an A100: o_proj and down_proj are 32 tiles on 108 SMs, so a
+    # profile that pays 80 % of the idle share gains from stream-K GEMMs; the lever's run
+    # equals analyze with the same profile rebuilt by hand with wave_quantization = 0.
+    waves = replace(EFF, wave_quantization=0.8)
+    adv = advise(LLAMA8B, "a100-sxm-80gb", 1, 128, 16, goal="ttft",
+                 profile=Profile("w", fallback=waves))
+    lv = by_name(adv, "stream-K GEMMs")
+    flat = lr.analyze(LLAMA8B, "a100-sxm-80gb", 1, 128, 16,
+                      profile=Profile("flat", fallback=replace(waves, wave_quantization=0.0)))
+    base = lr.analyze(LLAMA8B, "a100-sxm-80gb", 1, 128, 16, profile=Profile("w", fallback=waves))
+    assert lv.after == pytest.approx(float(flat.ttft_s), rel=1e-12)
+    assert lv.gain == pytest.approx(float(base.ttft_s / flat.ttft_s), rel=1e-12)
+    assert lv.gain > 1.05
+    # no wave term in the profile: nothing to recover, said so
+    plain = advise(LLAMA8B, "a100-sxm-80gb", 1, 128, 16, goal="ttft", profile=PROF)
+    assert any(n == "stream-K GEMMs" for n, _ in plain.skipped)
+    assert not any(lv.lever.startswith("stream-K") for lv in plain.levers)

@@ -58,8 +58,8 @@ COMBO_PER_AXIS = 2          # levers per axis taken into combinations
 COMBO_MIN_GAIN = 1.01       # a lever (or a combination over its best part) must beat this
 
 # Axes in the order a combination applies them (the batch is resolved last).
-_AXES = ("weights", "kv", "attention", "kernels", "device", "layout", "decoding", "offload",
-         "batch")
+_AXES = ("weights", "kv", "attention", "kernels", "gemm", "device", "layout", "decoding",
+         "offload", "batch")
 _INCOMPATIBLE = {frozenset(("decoding", "batch")), frozenset(("decoding", "offload")),
                  frozenset(("offload", "batch"))}
 

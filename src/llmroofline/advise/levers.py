@@ -16,7 +16,9 @@
 - kernels: fused attention on/off; **CUDA graphs** for the decode steps
   (``analyze(cuda_graphs=True)``: per-kernel launch overhead x
   ``CUDA_GRAPH_LAUNCH_FACTOR`` (0.2) in decode steps; prefill stays eager; the step
-  overhead is kept);
+  overhead is kept); **stream-K GEMMs**: the profile's ``wave_quantization`` set to 0, so
+  no GEMM pays for the SMs a partial last wave of output tiles leaves idle (what tile
+  scheduling that splits the last wave's work across all SMs recovers);
 - speculative decoding with a given draft model, ``draft_k`` and acceptance rate
   (``decoding.speculative``);
 - offloading (only when the baseline does not fit): the smallest weight fraction, in
@@ -222,6 +224,17 @@ def _other_defs(ctx: _Ctx, base: Setup, b0: Outcome, draft, devices) -> tuple[li
         skipped.append(("CUDA graphs",
                         f"launch overhead is 0 in profile '{ctx.profile.name}'; use a "
                         "calibrated profile (--profile default) to evaluate it"))
+    w = eff.wave_quantization
+    if w > 0 and base.hardware.sm_count:
+        defs.append(_Def("stream-K GEMMs (no partial-wave loss)", "stream-K", "kernels", "gemm",
+                         lambda s: replace(s, stream_k=True),
+                         f"assumes GEMM kernels that spread the last wave over all "
+                         f"{base.hardware.sm_count} SMs (the profile pays {w:.0%} of its idle "
+                         "share); libraries choose such kernels per shape"))
+    else:
+        skipped.append(("stream-K GEMMs", f"profile '{ctx.profile.name}' has no wave-"
+                        "quantization loss on this device" if base.hardware.sm_count else
+                        f"{base.hardware.id} has no SM count in its device data"))
     if draft:
         defs.append(_Def(f"speculative decoding ({draft}, k = {ctx.draft_k}, acceptance "
                          f"{ctx.accept:g})", "speculative", "decoding", "decoding",

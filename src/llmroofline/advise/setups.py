@@ -26,7 +26,7 @@ from ..phases import Analysis, analyze, step_cost
 from ..specs.hardware import HardwareSpec
 from ..specs.model import ModelSpec
 from ..specs.precision import Precision
-from ..specs.profile import Profile
+from ..specs.profile import Profile, without_wave_quantization
 from .diagnosis import GOALS, _phase_weights, _shares, _split, _top, _weighted
 
 
@@ -47,6 +47,7 @@ class Setup:
     graphs: bool = False          # decode steps replayed from CUDA graphs
     draft: str | None = None      # speculative decoding with this draft
     offload: bool = False         # offload just enough to fit
+    stream_k: bool = False        # GEMMs that lose nothing to a partial last wave
 
     def config(self) -> dict:
         p, lay = self.precision, self.layout
@@ -56,7 +57,7 @@ class Setup:
                 "ep": lay.ep, "dp": lay.dp,
                 "microbatches": lay.microbatches, "offload_weights": lay.offload_weights,
                 "offload_kv": lay.offload_kv, "flash": self.flash, "batch": self.batch,
-                "cuda_graphs": self.graphs,
+                "cuda_graphs": self.graphs, "stream_k": self.stream_k,
                 "draft": self.draft}
 
 
@@ -106,10 +107,14 @@ class _Ctx:
     prices: dict | None
 
 
+def _profile(ctx: _Ctx, s: Setup) -> Profile:
+    return without_wave_quantization(ctx.profile) if s.stream_k else ctx.profile
+
+
 def _run(ctx: _Ctx, s: Setup, batch, layout: Layout | None = None) -> Analysis:
     return analyze(ctx.model, s.hardware, batch, ctx.input_len, ctx.output_len,
                    quant=s.precision, flash=s.flash, layout=layout or s.layout,
-                   profile=ctx.profile, cuda_graphs=s.graphs)
+                   profile=_profile(ctx, s), cuda_graphs=s.graphs)
 
 
 def _limits_ok(ctx: _Ctx, ttft, tpot):
@@ -218,7 +223,7 @@ def _evaluate(ctx: _Ctx, s: Setup) -> Outcome:
         sp = decoding.speculative(ctx.model, s.hardware, s.batch, ctx.input_len,
                                   ctx.output_len, draft=s.draft, draft_k=ctx.draft_k,
                                   accept=ctx.accept, draft_tp=ctx.draft_tp, quant=s.precision,
-                                  flash=s.flash, layout=s.layout, profile=ctx.profile,
+                                  flash=s.flash, layout=s.layout, profile=_profile(ctx, s),
                                   cuda_graphs=s.graphs)
         m = sp.memory
         return Outcome(s, sp.plain, sp, float(sp.ttft_s), float(sp.tpot_s), float(sp.e2e_s),

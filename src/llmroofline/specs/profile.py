@@ -120,6 +120,13 @@ def with_cuda_graphs(e: Efficiency) -> Efficiency:
     return replace(e, launch_overhead_s=e.launch_overhead_s * CUDA_GRAPH_LAUNCH_FACTOR)
 
 
+def without_wave_quantization(p: "Profile") -> "Profile":
+    """``p`` with GEMMs that lose nothing to a partial last wave (stream-K style kernels)."""
+    return Profile(f"{p.name}, stream-K",
+                   {k: replace(e, wave_quantization=0.0) for k, e in p.families.items()},
+                   replace(p.fallback, wave_quantization=0.0), p.provenance)
+
+
 # Data-file keys: seconds are written in microseconds for readability.
 _US_FIELDS = {"launch_overhead_us": "launch_overhead_s", "step_overhead_us": "step_overhead_s",
               "prefill_overhead_us": "prefill_overhead_s"}
