@@ -2,9 +2,12 @@
 
     python scripts/refit_profiles.py [OUT_DIR]      (default: src/llmroofline/data/profiles)
 
-default: every static/concurrent row; trtllm-0.8 / lmdeploy-0.1: one engine's rows each.
+default: every static/concurrent row, plus the TensorRT-LLM v0.10 in-flight-batching rows
+(serving_calibration.csv) in the entries of their device (A100, 16-bit), each predicted by
+the offline serving simulation; trtllm-0.8 / lmdeploy-0.1: one engine's static rows each.
 Prints the in-sample summary of each fit. Deterministic (scipy least_squares from fixed
-starting points); takes a few minutes on two cores.
+starting points); the default profile takes about 20 minutes (each serving row is a whole
+simulation per evaluation), the engine profiles a minute each.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from llmroofline import fit, validate
 from llmroofline.specs.profile import profile_to_toml
 
 CSV = "data/measured/calibration.csv"
+SERVING_NFEV = 8    # evaluations of the joint fit (each simulates all 36 serving rows)
 PROFILES = {
-    "default": (None, f"{CSV} (TensorRT-LLM v0.8.0, LMDeploy v0.1.0a1; {{n}} rows)"),
+    "default": (None, f"{CSV} (TensorRT-LLM v0.8.0, LMDeploy v0.1.0a1) and "
+                      "data/measured/serving_calibration.csv (TensorRT-LLM v0.10.0 in-flight "
+                      "batching, fitted in the A100 entries); {n} rows"),
     "trtllm-0.8": ("trtllm_v0.8.0", f"{CSV} rows of source trtllm_v0.8.0 ({{n}} rows)"),
     "lmdeploy-0.1": ("lmdeploy_v0.1.0a1_a100", f"{CSV} rows of source lmdeploy_v0.1.0a1_a100 ({{n}} rows)"),
 }
@@ -27,10 +33,14 @@ PROFILES = {
 def main(out_dir: Path, names: list[str]) -> None:
     path = resources.files("llmroofline") / "data" / "measured" / "calibration.csv"
     rows = validate.read_measurements(str(path))
+    serving = validate.read_measurements(str(validate.shipped_serving_measurements()))
     for name in names:
         source, text = PROFILES[name]
         rs = [r for r in rows if source is None or r.source_id == source]
-        prof, _ = fit.calibrate(rs, fit.DEFAULT_FIT, name=name, source=text.format(n=len(rs)))
+        if source is None:
+            rs = rs + serving
+        prof, _ = fit.calibrate(rs, fit.DEFAULT_FIT, name=name, source=text.format(n=len(rs)),
+                                fit_serving=source is None, serving_max_nfev=SERVING_NFEV)
         (out_dir / f"{name}.toml").write_text(profile_to_toml(prof))
         s = validate.predict_rows(rs, prof).summary()["overall"]
         print(name, {k: f"{v['median_ape']:.1%}/{v['p90_ape']:.1%}" for k, v in s.items()})

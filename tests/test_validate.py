@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from importlib.resources import files
 import json
 import subprocess
@@ -307,3 +308,28 @@ def test_leave_one_device_out_meets_the_issue_target():
     s = summarize(cross_validate(read_measurements(str(SHIPPED)), "device", calibrate_fn()))
     for metric in ("throughput_tok_s", "ttft_ms"):
         assert s["overall"][metric]["median_ape"] <= 0.15, (metric, s["overall"][metric])
+
+
+def test_calibrate_fits_serving_rows_into_their_devices_entries(tmp_path):
+    # max_throughput rows on an A100 (the only rows there) measured with known efficiencies;
+    # static rows on an H100 only. With fit_serving the A100 entries are fitted from the
+    # serving simulations alone and recover the truth; the fallback stays the static fit.
+    true = Efficiency(bandwidth=0.7, compute=0.5, gemm_tile_rows=16.0)
+    model = "openai-community/gpt2"
+    serving = [Row(f"s{i}", "a100-sxm-80gb", model, 1, 1, "fp16", "fp16", "fp16",
+                   "max_throughput", 300, n, o, {"throughput_tok_s": 1.0})
+               for i, (n, o) in enumerate(((64, 256), (512, 64), (768, 16), (128, 128)))]
+    truth = {p.row.id: p.predicted
+             for p in predict_rows(serving, Profile("t", fallback=true)).predictions}
+    static = [Row(f"h{i}", "h100-sxm", model, 1, 1, "fp16", "fp16", "fp16", "static", b, 128,
+                  64, {"throughput_tok_s": 1000.0 * b}) for i, b in enumerate((1, 8, 64))]
+    rows = static + [replace(r, measured={"throughput_tok_s": truth[r.id]}) for r in serving]
+    params = ("bandwidth", "compute")
+    prof, _ = calibrate(rows, params, prior_weight=0.0, fit_serving=True)
+    for name in params:
+        assert getattr(prof.families["ampere-a16"], name) == pytest.approx(getattr(true, name),
+                                                                           rel=0.02), name
+    static_only, _ = calibrate(static, params, prior_weight=0.0)
+    assert prof.fallback == static_only.fallback
+    plain, _ = calibrate(rows, params, prior_weight=0.0)       # validated, not fitted
+    assert "ampere-a16" not in plain.families

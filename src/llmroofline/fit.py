@@ -104,10 +104,16 @@ def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
 
 def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str = "calibrated",
               source: str = "", per_family: bool = True,
-              prior_weight: float = PRIOR_WEIGHT) -> tuple[Profile, dict]:
+              prior_weight: float = PRIOR_WEIGHT, fit_serving: bool = False,
+              serving_max_nfev: int = 30) -> tuple[Profile, dict]:
     """Fit a profile: an :class:`Efficiency` per (family, activation bits), per activation
     bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup).
-    ``max_throughput`` rows (whole serving simulations) are validated, not fitted."""
+
+    ``max_throughput`` rows (whole serving simulations, ~0.1-1 s each per evaluation) are
+    validated, not fitted, unless ``fit_serving``: then they join the fits of the family
+    entries of the devices they were measured on, which start from the static-rows fit;
+    the fallback (devices without data) stays a fit of the static rows."""
+    serving = [r for r in rows if r.mode == "max_throughput"] if fit_serving else []
     rows = [r for r in rows if r.mode != "max_throughput"]
     if not rows:
         raise InputError("calibrate: the measurement file has no static or concurrent rows "
@@ -117,7 +123,7 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     stats = {"all": stats_all}
     if per_family:
         groups: dict[str, list[Row]] = {}
-        for r in rows:
+        for r in rows + serving:
             fam, w = _family(r.hardware), f"a{DTYPE_BITS[r.act_dtype]}"
             if fam != "unknown":
                 groups.setdefault(f"{fam}-{w}", []).append(r)
@@ -125,21 +131,33 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
             groups.setdefault(w, []).append(r)
         fitted: dict[tuple, Efficiency] = {}
         for key, rs in sorted(groups.items()):
-            ids = tuple(sorted(r.id for r in rs))
-            if len(rs) == len(rows):        # same rows as the fallback
+            ids = tuple(sorted((r.mode, r.id) for r in rs))
+            if len(rs) == len(rows) and not serving:        # same rows as the fallback
                 families[key] = fallback
                 continue
             if ids not in fitted:           # e.g. "hopper" and "hopper-a8" with the same rows
-                fitted[ids], stats[key] = fit_efficiency(rs, params, start=fallback,
-                                                         prior_weight=prior_weight)
+                start, nfev = fallback, 200
+                static = [r for r in rs if r.mode != "max_throughput"]
+                if len(static) < len(rs):
+                    # serving rows: start from the static fit of the same entry, and stop
+                    # after serving_max_nfev evaluations (each simulates every serving row)
+                    nfev = serving_max_nfev
+                    if static:
+                        start, _ = fit_efficiency(static, params, start=fallback,
+                                                  prior_weight=prior_weight)
+                fitted[ids], stats[key] = fit_efficiency(rs, params, start=start,
+                                                         prior_weight=prior_weight,
+                                                         max_nfev=nfev)
             families[key] = fitted[ids]
     prof = Profile(name, families, fallback, provenance={
         "fitted": _dt.date.today().isoformat(),
         "data": source or "user measurements",
-        "rows": len(rows),
+        "rows": len(rows) + len(serving),
         "parameters": list(params),
         "method": "scipy least_squares, soft-L1 loss on log(predicted/measured), bounded, "
-                  f"weak prior (weight {prior_weight}) towards typical values",
+                  f"weak prior (weight {prior_weight}) towards typical values"
+                  + ("; max_throughput rows predicted by the offline serving simulation "
+                     "in the family entries of their devices" if serving else ""),
     })
     return prof, stats
 

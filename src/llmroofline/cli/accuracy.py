@@ -84,6 +84,7 @@ def calibrate_cmd(
     out_file: Annotated[str, typer.Option("--out", help="Profile TOML to write (use it as --profile FILE).")] = "calibrated.toml",
     params: Annotated[Optional[str], typer.Option("--params", help="Comma-separated parameters to fit (default: all but gemm_half_rows, as for the default profile).")] = None,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Also report leave-one-group-out error: device, model or source.")] = None,
+    fit_serving: Annotated[bool, typer.Option("--fit-serving", help="Also fit max_throughput rows (each a serving simulation per evaluation: minutes) in the entries of their devices; by default they are only validated.")] = False,
 ) -> None:
     """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU)."""
     from .. import fit, validate as val
@@ -92,7 +93,8 @@ def calibrate_cmd(
         raise InputError(f"out: the profile file must end in .toml, got {out_file!r}")
     chosen = tuple(p.strip() for p in params.split(",")) if params else fit.DEFAULT_FIT
     measured = val.read_measurements(csv_file)
-    prof, stats = fit.calibrate(measured, chosen, name=Path(out_file).stem, source=str(csv_file))
+    prof, stats = fit.calibrate(measured, chosen, name=Path(out_file).stem, source=str(csv_file),
+                                fit_serving=fit_serving)
     Path(out_file).write_text(profile_to_toml(prof))
     fitted = val.predict_rows(measured, prof)
     out.print(_summary_table("Fit error (rows used for the fit)", fitted.summary()))
