@@ -8,7 +8,9 @@ prefill, ``max_batch`` 2048, 2048 tokens per iteration (the engines' ``max_num_t
 as the data's README states), 64-token KV blocks, 90 % of the free memory for the KV
 cache, preemption by recompute (TensorRT-LLM pauses a request by freeing its cache; it
 re-runs its context later), the default profile. The error is predicted / measured - 1.
-Nothing here is tuned to these rows.
+Nothing in the simulator is tuned to these rows; the shipped default profile fits its A100
+16-bit entry to them together with the static rows (``calibrate --fit-serving``), so the
+comparison with that profile is in sample (docs/serving.md gives the out-of-sample history).
 """
 
 from __future__ import annotations
