@@ -13,26 +13,26 @@ simulation per evaluation), the engine profiles a minute each.
 from __future__ import annotations
 
 import sys
-from importlib import resources
 from pathlib import Path
 
 from llmroofline import fit, validate
 from llmroofline.specs.profile import profile_to_toml
 
-CSV = "data/measured/calibration.csv"
 SERVING_NFEV = 8    # evaluations of the joint fit (each simulates all 36 serving rows)
+# name -> (source_id of the rows to fit, None: all of them and the serving rows; provenance)
 PROFILES = {
-    "default": (None, f"{CSV} (TensorRT-LLM v0.8.0, LMDeploy v0.1.0a1) and "
-                      "data/measured/serving_calibration.csv (TensorRT-LLM v0.10.0 in-flight "
-                      "batching, fitted in the A100 entries); {n} rows"),
-    "trtllm-0.8": ("trtllm_v0.8.0", f"{CSV} rows of source trtllm_v0.8.0 ({{n}} rows)"),
-    "lmdeploy-0.1": ("lmdeploy_v0.1.0a1_a100", f"{CSV} rows of source lmdeploy_v0.1.0a1_a100 ({{n}} rows)"),
+    "default": (None, "data/measured/calibration.csv (TensorRT-LLM v0.8.0, LMDeploy v0.1.0a1) "
+                      "and data/measured/serving_calibration.csv (TensorRT-LLM v0.10.0 "
+                      "in-flight batching, fitted in the A100 entries); {n} rows"),
+    "trtllm-0.8": ("trtllm_v0.8.0", "data/measured/calibration.csv rows of source "
+                                    "trtllm_v0.8.0 ({n} rows)"),
+    "lmdeploy-0.1": ("lmdeploy_v0.1.0a1_a100", "data/measured/calibration.csv rows of source "
+                                               "lmdeploy_v0.1.0a1_a100 ({n} rows)"),
 }
 
 
 def main(out_dir: Path, names: list[str]) -> None:
-    path = resources.files("llmroofline") / "data" / "measured" / "calibration.csv"
-    rows = validate.read_measurements(str(path))
+    rows = validate.read_measurements(str(validate.shipped_measurements()))
     serving = validate.read_measurements(str(validate.shipped_serving_measurements()))
     for name in names:
         source, text = PROFILES[name]

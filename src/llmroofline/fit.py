@@ -117,7 +117,9 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     rows = [r for r in rows if r.mode != "max_throughput"]
     if not rows:
         raise InputError("calibrate: the measurement file has no static or concurrent rows "
-                         "(max_throughput rows are validated, not fitted)")
+                         + ("(max_throughput rows only refine the entries a static fit gives; "
+                            "the fallback needs static rows)" if fit_serving else
+                            "(max_throughput rows are validated, not fitted)"))
     fallback, stats_all = fit_efficiency(rows, params, prior_weight=prior_weight)
     families: dict[str, Efficiency] = {}
     stats = {"all": stats_all}
