@@ -275,6 +275,32 @@ def test_gqa_kv_reuse_prices_rereads_of_shared_kv_heads():
     assert float(mha.tpot_s) == float(ideal.tpot_s)
 
 
+def test_gqa_groups_beyond_the_kernel_limit_get_no_reuse():
+    """Falcon-180B: 232 query heads share 8 KV heads (group 29); at TP 8 each rank holds 29
+    query heads and one KV head, so the group stays 29. Llama-3-8B's group is 4."""
+    from llmroofline.parallel import Layout
+    from llmroofline.specs.profile import Efficiency, Profile
+    B, L = 2, 513
+    cases = (("tiiuae/falcon-180B", 8, 29, 1 * 64, 80), ("meta-llama/Meta-Llama-3-8B", 1, 4, 8 * 128, 32))
+    for model, tp, group, kv_width, layers in cases:
+        read = B * L * 2 * kv_width * 2 * layers           # K and V, 16-bit, all layers
+        times = {}
+        for max_group in (16, 64):
+            prof = Profile("t", fallback=Efficiency(gqa_kv_reuse=0.75, gqa_max_group=max_group))
+            a = lr.analyze(model, "h100-sxm", batch=B, input_len=512, output_len=2, profile=prof,
+                           layout=Layout(tp=tp))
+            att = next(o for o in a.decode.ops if o.kind == "attention")
+            times[max_group] = float(att.memory_s)
+        covered = group <= 16
+        # extra reads beyond the one pass: (group - 1) x read x (1 - reuse), reuse 0.75 or 0
+        extra_16 = (group - 1) * read * (0.25 if covered else 1.0)
+        extra_64 = (group - 1) * read * 0.25
+        assert times[16] - times[64] == pytest.approx((extra_16 - extra_64) / 3350e9, rel=1e-9)
+        assert (times[16] > times[64]) == (not covered)
+    with pytest.raises(lr.InputError, match="gqa_max_group"):
+        Efficiency(gqa_max_group=0.5)
+
+
 def test_one_token_prompt_pays_no_prefill_overhead():
     from llmroofline.specs.profile import Efficiency, Profile
     prof = Profile("t", fallback=Efficiency(step_overhead_s=1e-3, prefill_overhead_s=5e-3))

@@ -24,12 +24,13 @@ COLUMNS = ["id", "source_id", "engine", "hardware", "tp", "pp", "model", "weight
            "throughput_tok_s", "ttft_ms", "tpot_ms", "e2e_ms"]
 
 
-def write_csv(path, rows):
+def write_csv(path, rows, extra=()):
+    cols = COLUMNS + list(extra)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
-            w.writerow({c: r.get(c, "") for c in COLUMNS})
+            w.writerow({c: r.get(c, "") for c in cols})
     return path
 
 
@@ -270,6 +271,31 @@ def test_max_throughput_rows_are_simulated_offline(tmp_path):
     assert [r.batch for r in read_measurements(tmp_path / "s.csv")] == [150, 2000]
     with pytest.raises(InputError, match="validated, not fitted"):
         calibrate(read_measurements(tmp_path / "s.csv"))
+
+
+def test_max_throughput_rows_take_their_engine_setup(tmp_path):
+    """max_batch = 1 serves the queued requests one after the other, each uncontended, so
+    throughput = output tokens / (requests x one request's latency from analyze); a smaller
+    kv_fraction can only preempt more and lower a long-output row's throughput."""
+    import llmroofline as lr
+    n, I, O = 3, 128, 16
+    rows = [row(1, mode="max_throughput", batch=n, input_len=I, output_len=O,
+                throughput_tok_s="100", max_batch=1, max_tokens=2048),
+            row(2, mode="max_throughput", batch=400, input_len=128, output_len=1024,
+                throughput_tok_s="100"),
+            row(3, mode="max_throughput", batch=400, input_len=128, output_len=1024,
+                throughput_tok_s="100", kv_fraction=0.3)]
+    extra = ("max_batch", "max_tokens", "kv_fraction")
+    got = {p.row.id: p.predicted for p in validate(write_csv(tmp_path / "s.csv", rows, extra)).predictions}
+    one = lr.analyze("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", batch=1, input_len=I, output_len=O)
+    assert got["1"] == pytest.approx(O / float(one.e2e_s), rel=1e-9)
+    assert got["3"] < got["2"]
+    bad = [row(4, throughput_tok_s="100", kv_fraction=0.5)]          # a static row
+    with pytest.raises(InputError, match="'kv_fraction' applies to max_throughput rows only"):
+        read_measurements(write_csv(tmp_path / "b.csv", bad, extra))
+    bad = [row(5, mode="max_throughput", throughput_tok_s="100", kv_fraction=1.5)]
+    with pytest.raises(InputError, match=r"'kv_fraction' must be in \(0, 1\]"):
+        read_measurements(write_csv(tmp_path / "b.csv", bad, extra))
 
 
 def test_validate_serving_rows_cli():

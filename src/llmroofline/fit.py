@@ -49,6 +49,11 @@ PARAMS = {p.name: p for p in (
 # batch-1 decode compute-bound on an H20). The fixed 16-row MMA tile covers small M.
 DEFAULT_FIT = tuple(p for p in PARAMS if p != "gemm_half_rows")
 GEMM_TILE_ROWS = 16.0
+# Largest GQA group a KV-sharing decode kernel serves (profile.Efficiency.gqa_max_group):
+# an assumption, not a fit. 16 = the rows of one MMA tile; the data show group 8 served
+# (Llama-2-70B runs as if each KV head were read once) and group 29 not (Falcon-180B runs
+# as if each query head read its own).
+GQA_MAX_GROUP = 16.0
 PRIOR_WEIGHT = 0.05
 
 
@@ -69,7 +74,8 @@ def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
             raise InputError(f"calibrate: unknown parameter '{p}' (allowed: {', '.join(PARAMS)})")
     specs = [PARAMS[p] for p in params]
     # Parameters not fitted keep their ideal defaults (attention_* follow bandwidth/compute).
-    start = start or Efficiency(gemm_tile_rows=GEMM_TILE_ROWS, **{s.name: s.prior for s in specs})
+    start = start or Efficiency(gemm_tile_rows=GEMM_TILE_ROWS, gqa_max_group=GQA_MAX_GROUP,
+                                **{s.name: s.prior for s in specs})
 
     def eff_of(x) -> Efficiency:
         vals = {s.name: float(np.clip(v * s.scale, s.lo, s.hi)) for s, v in zip(specs, x)}

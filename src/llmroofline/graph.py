@@ -50,6 +50,7 @@ class Op:
     # attention: bytes read again when each query head of a GQA/MQA group reads its shared
     # KV head itself; on-chip caches serve a profile-dependent share (cost.py). Not in kv_bytes.
     kv_reread: np.ndarray | float = 0.0
+    kv_group: float = 1.0   # attention: query heads per KV head on this rank
 
     @property
     def bytes(self) -> np.ndarray:
@@ -96,11 +97,13 @@ class _Step:
     ops: list
 
     def op(self, name, kind, compute, count, flops=0.0, w=0.0, a=0.0, kv=0.0, window=np.inf,
-           comm=0.0, collective="", group=1, rows=np.inf, reread=0.0, cols=np.inf):
+           comm=0.0, collective="", group=1, rows=np.inf, reread=0.0, cols=np.inf,
+           kv_group=1.0):
         z = self.zero
         self.ops.append(Op(name, kind, compute, count, z + count * flops, z + count * w,
                            z + count * a, z + count * kv, float(window), z + count * comm,
-                           collective, group, z + rows, z + cols, z + count * reread))
+                           collective, group, z + rows, z + cols, z + count * reread,
+                           float(kv_group)))
 
     def linear(self, name, n_in, n_out, count, tokens=None, bias=False, wbytes=None,
                compute="gemm", weight_rows=None):
@@ -260,18 +263,18 @@ def _attention(s: _Step, count, window, *, heads, d_qk, d_v, kv_read_width, kv_w
         pairs = B * heads * causal_pairs(T, L, W)
         s.op("attention" + suffix, "attention", "gemm16", count,
              flops=2 * pairs * (d_qk + d_v), a=N * (q_width + out_width) * ab,
-             kv=kv_read + kv_write, window=W, reread=reread)
+             kv=kv_read + kv_write, window=W, reread=reread, kv_group=kv_group)
         return
     scores = B * heads * T * keys
     k_frac = d_qk / (d_qk + d_v)
     s.op("attn_score" + suffix, "attention", "gemm16", count, flops=2 * scores * d_qk,
          a=N * q_width * ab + scores * ab, kv=kv_read * k_frac + kv_write, window=W,
-         reread=reread * k_frac)
+         reread=reread * k_frac, kv_group=kv_group)
     s.op("softmax" + suffix, "elementwise", "vector", count, flops=SOFTMAX_FLOPS * scores,
          a=2 * scores * ab, window=W)
     s.op("attn_av" + suffix, "attention", "gemm16", count, flops=2 * scores * d_v,
          a=scores * ab + N * out_width * ab, kv=kv_read * (1 - k_frac), window=W,
-         reread=reread * (1 - k_frac))
+         reread=reread * (1 - k_frac), kv_group=kv_group)
 
 
 def _mla_ops(s: _Step, mla_absorb):

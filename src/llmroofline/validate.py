@@ -17,8 +17,11 @@ The CSV schema is that of the shipped ``data/measured/calibration.csv`` (see its
   batching engine (TensorRT-LLM's ``gptManagerBenchmark --request_rate -1``):
   ``throughput_tok_s`` is the serving simulator's offline output throughput with the
   engine setup of ``serving/offline.py`` (chunked prefill, 2048 tokens per iteration,
-  90 % of free memory for a paged KV cache, preemption by recompute). Only throughput is
-  predicted; ``calibrate`` leaves these rows out (each would need whole simulations).
+  90 % of free memory for a paged KV cache, preemption by recompute). Optional columns
+  ``max_batch``, ``max_tokens`` (tokens per iteration) and ``kv_fraction`` (share of the
+  free memory given to the KV cache) override that setup for rows measured with another
+  engine build. Only throughput is predicted; ``calibrate`` fits these rows only with
+  ``fit_serving`` (each needs whole simulations).
 
 Errors are ``predicted / measured - 1`` (0.1 = 10 % over-prediction). The summary reports,
 per metric, the median absolute error (``median_ape``), its 90th percentile (``p90_ape``)
@@ -49,7 +52,8 @@ OFFLINE_REQUESTS = 2000   # max_throughput rows without a batch: requests queued
 DTYPE_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4, "fp4": 4}
 REQUIRED = ("id", "hardware", "tp", "model", "weight_dtype", "act_dtype", "kv_dtype", "mode",
             "batch", "input_len", "output_len")
-OPTIONAL = ("source_id", "engine", "pp", *METRICS)
+SERVING_SETUP = ("max_batch", "max_tokens", "kv_fraction")   # max_throughput rows only
+OPTIONAL = ("source_id", "engine", "pp", *SERVING_SETUP, *METRICS)
 GROUPS = ("source_id", "hardware", "model", "precision", "tp", "mode")
 
 
@@ -70,6 +74,7 @@ class Row:
     measured: dict[str, float]
     source_id: str = ""
     engine: str = ""
+    setup: tuple[tuple[str, float], ...] = ()   # max_throughput: SERVING_SETUP overrides
 
     @property
     def precision(self) -> str:
@@ -93,12 +98,15 @@ def shipped_serving_measurements() -> Path:
 def _predict_offline(r: Row, prof: Profile) -> tuple[dict | None, str | None]:
     """A ``max_throughput`` row: ``batch`` requests queued at once, simulated with the
     serving simulator in its offline mode (``serving/offline.py``)."""
-    from .serving.offline import offline_throughput
+    from dataclasses import replace
+    from .serving.offline import TRTLLM_CONFIG, offline_throughput
     if r.pp != 1:
         return None, "max_throughput rows are simulated without pipeline stages (pp = 1)"
+    setup = {k: (v if k == "kv_fraction" else int(v)) for k, v in r.setup}
     try:
         tok_s, _ = offline_throughput(r.model, r.hardware, r.input_len, r.output_len, tp=r.tp,
                                       requests=r.batch, profile=prof,
+                                      config=replace(TRTLLM_CONFIG, **setup),
                                       wbits=DTYPE_BITS[r.weight_dtype],
                                       abits=DTYPE_BITS[r.act_dtype], kvbits=DTYPE_BITS[r.kv_dtype])
     except InputError as e:
@@ -155,6 +163,24 @@ def read_measurements(path: str | Path) -> list[Row]:
             if not math.isfinite(x) or x <= 0:
                 raise InputError(f"{where}: column '{mcol}' must be a positive number, got {v!r}")
             measured[mcol] = x
+        setup = []
+        for col in SERVING_SETUP:
+            v = str(rec.get(col, "")).strip()
+            if not v:
+                continue
+            if mode != "max_throughput":
+                raise InputError(f"{where}: column '{col}' applies to max_throughput rows only, "
+                                 f"got {v!r} on a {mode} row")
+            if col == "kv_fraction":
+                try:
+                    x = float(v)
+                except ValueError:
+                    x = math.nan
+                if not 0 < x <= 1:
+                    raise InputError(f"{where}: column 'kv_fraction' must be in (0, 1], got {v!r}")
+                setup.append((col, x))
+            else:
+                setup.append((col, float(integer(col))))
         rows.append(Row(id=str(rec["id"]), hardware=rec["hardware"].strip(),
                         model=rec["model"].strip(), tp=integer("tp"),
                         pp=integer("pp", default="1"), weight_dtype=rec["weight_dtype"],
@@ -163,7 +189,8 @@ def read_measurements(path: str | Path) -> list[Row]:
                                       if mode == "max_throughput" else None),
                         input_len=integer("input_len"),
                         output_len=integer("output_len"), measured=measured,
-                        source_id=rec.get("source_id", ""), engine=rec.get("engine", "")))
+                        source_id=rec.get("source_id", ""), engine=rec.get("engine", ""),
+                        setup=tuple(setup)))
     return rows
 
 

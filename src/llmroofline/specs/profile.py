@@ -29,6 +29,12 @@ Each term has a physical reason:
   multi-query attention) that a decode attention kernel serves on-chip; 1 reads each KV
   head from DRAM once per step, 0 once per query head (kernels that parallelize over
   query heads, each streaming its KV head, rely on L2 to catch the repeats).
+- ``gqa_max_group``: the largest group (query heads per KV head on one rank) the engine's
+  KV-sharing decode kernel handles. Larger groups fall back to a kernel in which every
+  query head streams its KV head (no reuse): kernels are specialised per layout, and a
+  layout outside the set runs the generic path. Default: no limit. The fitted profiles
+  set 16, the rows of one tensor-core MMA tile (an assumption; the measurements show
+  group 8 served and group 29, Falcon-180B, not).
 - ``launch_overhead_s``: fixed cost per kernel (launch latency, prologue/epilogue, the
   tail of each kernel when the next cannot start). CUDA graphs shrink it: with
   ``cuda_graphs=True`` decode steps pay ``CUDA_GRAPH_LAUNCH_FACTOR`` of it per kernel
@@ -42,6 +48,7 @@ Each term has a physical reason:
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -49,6 +56,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import InputError, suggest
 
@@ -85,6 +94,7 @@ class Efficiency:
     gemm_overlap: float = 1.0
     gqa_kv_reuse: float = 1.0
     wave_quantization: float = 0.0
+    gqa_max_group: float = math.inf
 
     def __post_init__(self) -> None:
         for f in ("bandwidth", "compute", "communication", "attention_bandwidth",
@@ -95,6 +105,8 @@ class Efficiency:
         for f in ("gemm_overlap", "gqa_kv_reuse", "wave_quantization"):
             if not (0 <= getattr(self, f) <= 1):
                 raise InputError(f"efficiency.{f} must be in [0, 1], got {getattr(self, f)}")
+        if not self.gqa_max_group >= 1:
+            raise InputError(f"efficiency.gqa_max_group must be >= 1, got {self.gqa_max_group}")
         for f, hi in (("launch_overhead_s", 1e-2), ("step_overhead_s", 1.0),
                       ("prefill_overhead_s", 10.0), ("gemm_half_rows", 1e6),
                       ("gemm_tile_rows", 1024)):
@@ -109,6 +121,11 @@ class Efficiency:
     @property
     def attn_compute(self) -> float:
         return self.compute if self.attention_compute is None else self.attention_compute
+
+    def kv_reuse(self, group) -> np.ndarray | float:
+        """Share of GQA/MQA repeat KV reads served on-chip for ``group`` query heads per
+        KV head: ``gqa_kv_reuse`` where the kernel covers the group, else 0."""
+        return np.where(np.asarray(group) <= self.gqa_max_group, self.gqa_kv_reuse, 0.0)
 
     @property
     def is_ideal(self) -> bool:
@@ -132,7 +149,7 @@ _US_FIELDS = {"launch_overhead_us": "launch_overhead_s", "step_overhead_us": "st
               "prefill_overhead_us": "prefill_overhead_s"}
 _PLAIN_FIELDS = ("bandwidth", "compute", "communication", "attention_bandwidth",
                  "attention_compute", "gemm_half_rows", "gemm_tile_rows", "gemm_overlap",
-                 "gqa_kv_reuse", "wave_quantization")
+                 "gqa_kv_reuse", "wave_quantization", "gqa_max_group")
 EFFICIENCY_KEYS = (*_PLAIN_FIELDS, *_US_FIELDS)
 
 
@@ -160,7 +177,7 @@ def efficiency_to_dict(e: Efficiency) -> dict[str, float]:
     out: dict[str, float] = {}
     for k in _PLAIN_FIELDS:
         v = getattr(e, k)
-        if v is not None:
+        if v is not None and v != math.inf:
             out[k] = v
     for k, attr in _US_FIELDS.items():
         out[k] = getattr(e, attr) * 1e6
