@@ -34,6 +34,11 @@ def write_csv(path, rows, extra=()):
     return path
 
 
+def write_text(path, text):
+    path.write_text(text)
+    return path
+
+
 def row(i, **kw):
     base = dict(id=str(i), source_id="synthetic", engine="x", hardware="a100-sxm-80gb", tp=1,
                 pp=1, model="meta-llama/Llama-2-7b-hf", weight_dtype="fp16", act_dtype="fp16",
@@ -108,6 +113,41 @@ def test_calibrate_recovers_gemm_overlap_and_gqa_reuse(tmp_path):
                         per_family=False, prior_weight=0.0)
     for name in fitted:
         assert getattr(prof.fallback, name) == pytest.approx(getattr(true, name), rel=0.02), name
+
+
+def test_calibrate_holds_the_gqa_group_limit_fixed(tmp_path):
+    # Rows made by an engine that shares KV reads for groups up to 16 only: Llama-3-8B
+    # (group 4) shows the reuse, Falcon-180B at TP 8 (group 29) re-reads per query head.
+    # Fitting with the same limit recovers the reuse; fitting without one cannot follow
+    # both models with one share.
+    true = Efficiency(bandwidth=0.85, attention_bandwidth=0.8, compute=0.8, gqa_kv_reuse=0.9,
+                      gqa_max_group=16, gemm_tile_rows=16.0)
+    fitted = ("bandwidth", "attention_bandwidth", "compute", "gqa_kv_reuse")
+    design, i = [], 0
+    for model, tp in (("meta-llama/Meta-Llama-3-8B", 1), ("tiiuae/falcon-180B", 8)):
+        for b in (8, 64):
+            for n in (512, 2048):
+                i += 1
+                design.append(Row(str(i), "h100-sxm", model, tp, 1, "fp8", "fp8", "fp8",
+                                  "static", b, n, 512, {"throughput_tok_s": 1.0, "tpot_ms": 1.0}))
+    truth = predict_rows(design, Profile("truth", fallback=true))
+    rows = []
+    for r in design:
+        got = {p.metric: p.predicted for p in truth.predictions if p.row.id == r.id}
+        rows.append(row(r.id, model=r.model, tp=r.tp, hardware=r.hardware, weight_dtype="fp8",
+                        act_dtype="fp8", kv_dtype="fp8", batch=r.batch, input_len=r.input_len,
+                        output_len=r.output_len, throughput_tok_s=repr(got["throughput_tok_s"]),
+                        tpot_ms=repr(got["tpot_ms"])))
+    measured = read_measurements(write_csv(tmp_path / "g.csv", rows))
+    prof, _ = calibrate(measured, fitted, per_family=False, prior_weight=0.0, gqa_max_group=16)
+    assert prof.fallback.gqa_max_group == 16
+    for name in fitted:
+        assert getattr(prof.fallback, name) == pytest.approx(getattr(true, name), rel=0.02), name
+    back = load_profile(write_text(tmp_path / "g.toml", profile_to_toml(prof)))
+    assert back.fallback.gqa_max_group == 16
+    unlimited, _ = calibrate(measured, fitted, per_family=False, prior_weight=0.0)
+    err = lambda p: max(abs(x.error) for x in predict_rows(measured, p).predictions)
+    assert err(prof) < 0.01 < err(unlimited)
 
 
 def test_calibrate_recovers_wave_quantization(tmp_path):

@@ -11,6 +11,7 @@ the data does not cover.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -49,11 +50,6 @@ PARAMS = {p.name: p for p in (
 # batch-1 decode compute-bound on an H20). The fixed 16-row MMA tile covers small M.
 DEFAULT_FIT = tuple(p for p in PARAMS if p != "gemm_half_rows")
 GEMM_TILE_ROWS = 16.0
-# Largest GQA group a KV-sharing decode kernel serves (profile.Efficiency.gqa_max_group):
-# an assumption, not a fit. 16 = the rows of one MMA tile; the data show group 8 served
-# (Llama-2-70B runs as if each KV head were read once) and group 29 not (Falcon-180B runs
-# as if each query head read its own).
-GQA_MAX_GROUP = 16.0
 PRIOR_WEIGHT = 0.05
 
 
@@ -66,15 +62,17 @@ def _family(hw_id: str) -> str:
 
 def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
                    start: Efficiency | None = None, prior_weight: float = PRIOR_WEIGHT,
-                   max_nfev: int = 200) -> tuple[Efficiency, dict]:
-    """Fit one :class:`Efficiency` to ``rows``; returns it and fit statistics."""
+                   max_nfev: int = 200, gqa_max_group: float = math.inf
+                   ) -> tuple[Efficiency, dict]:
+    """Fit one :class:`Efficiency` to ``rows``; returns it and fit statistics.
+    ``gqa_max_group`` is held fixed (an engine's kernel coverage, not a fitted number)."""
     from scipy.optimize import least_squares
     for p in params:
         if p not in PARAMS:
             raise InputError(f"calibrate: unknown parameter '{p}' (allowed: {', '.join(PARAMS)})")
     specs = [PARAMS[p] for p in params]
     # Parameters not fitted keep their ideal defaults (attention_* follow bandwidth/compute).
-    start = start or Efficiency(gemm_tile_rows=GEMM_TILE_ROWS, gqa_max_group=GQA_MAX_GROUP,
+    start = start or Efficiency(gemm_tile_rows=GEMM_TILE_ROWS, gqa_max_group=gqa_max_group,
                                 **{s.name: s.prior for s in specs})
 
     def eff_of(x) -> Efficiency:
@@ -111,14 +109,19 @@ def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
 def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str = "calibrated",
               source: str = "", per_family: bool = True,
               prior_weight: float = PRIOR_WEIGHT, fit_serving: bool = False,
-              serving_max_nfev: int = 30) -> tuple[Profile, dict]:
+              serving_max_nfev: int = 30,
+              gqa_max_group: float = math.inf) -> tuple[Profile, dict]:
     """Fit a profile: an :class:`Efficiency` per (family, activation bits), per activation
     bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup).
 
     ``max_throughput`` rows (whole serving simulations, ~0.1-1 s each per evaluation) are
     validated, not fitted, unless ``fit_serving``: then they join the fits of the family
     entries of the devices they were measured on, which start from the static-rows fit;
-    the fallback (devices without data) stays a fit of the static rows."""
+    the fallback (devices without data) stays a fit of the static rows.
+
+    ``gqa_max_group`` (default: no limit) fits every entry as for an engine whose
+    KV-sharing decode kernel serves groups up to that size only (see
+    :class:`~llmroofline.specs.profile.Efficiency`)."""
     serving = [r for r in rows if r.mode == "max_throughput"] if fit_serving else []
     rows = [r for r in rows if r.mode != "max_throughput"]
     if not rows:
@@ -126,7 +129,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
                          + ("(max_throughput rows only refine the entries a static fit gives; "
                             "the fallback needs static rows)" if fit_serving else
                             "(max_throughput rows are validated, not fitted)"))
-    fallback, stats_all = fit_efficiency(rows, params, prior_weight=prior_weight)
+    fallback, stats_all = fit_efficiency(rows, params, prior_weight=prior_weight,
+                                         gqa_max_group=gqa_max_group)
     families: dict[str, Efficiency] = {}
     stats = {"all": stats_all}
     if per_family:
@@ -170,6 +174,6 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     return prof, stats
 
 
-def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT):
+def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT, gqa_max_group: float = math.inf):
     """A ``rows -> Profile`` function for :func:`validate.cross_validate`."""
-    return lambda rows: calibrate(rows, params)[0]
+    return lambda rows: calibrate(rows, params, gqa_max_group=gqa_max_group)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -85,6 +86,7 @@ def calibrate_cmd(
     params: Annotated[Optional[str], typer.Option("--params", help="Comma-separated parameters to fit (default: all but gemm_half_rows, as for the default profile).")] = None,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Also report leave-one-group-out error: device, model or source.")] = None,
     fit_serving: Annotated[bool, typer.Option("--fit-serving", help="Also fit max_throughput rows (each a serving simulation per evaluation: minutes) in the entries of their devices; by default they are only validated.")] = False,
+    gqa_max_group: Annotated[Optional[int], typer.Option("--gqa-max-group", help="Largest GQA group (query heads per KV head per device) your engine's decode kernel shares KV reads for; larger groups re-read KV per query head. Held fixed in the fit. Default: no limit.")] = None,
 ) -> None:
     """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU)."""
     from .. import fit, validate as val
@@ -92,14 +94,17 @@ def calibrate_cmd(
     if not out_file.endswith(".toml"):
         raise InputError(f"out: the profile file must end in .toml, got {out_file!r}")
     chosen = tuple(p.strip() for p in params.split(",")) if params else fit.DEFAULT_FIT
+    if gqa_max_group is not None and gqa_max_group < 1:
+        raise InputError(f"gqa-max-group: must be an integer >= 1, got {gqa_max_group}")
+    max_group = float(gqa_max_group) if gqa_max_group is not None else math.inf
     measured = val.read_measurements(csv_file)
     prof, stats = fit.calibrate(measured, chosen, name=Path(out_file).stem, source=str(csv_file),
-                                fit_serving=fit_serving)
+                                fit_serving=fit_serving, gqa_max_group=max_group)
     Path(out_file).write_text(profile_to_toml(prof))
     fitted = val.predict_rows(measured, prof)
     out.print(_summary_table("Fit error (rows used for the fit)", fitted.summary()))
     if cv:
-        preds = val.cross_validate(measured, cv, fit.calibrate_fn(chosen))
+        preds = val.cross_validate(measured, cv, fit.calibrate_fn(chosen, max_group))
         out.print(_summary_table(f"Leave-one-{cv}-out error", val.summarize(preds)))
     out.print(f"wrote {out_file}: families {', '.join(prof.families) or '-'} + fallback")
 

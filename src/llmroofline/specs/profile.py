@@ -32,9 +32,9 @@ Each term has a physical reason:
 - ``gqa_max_group``: the largest group (query heads per KV head on one rank) the engine's
   KV-sharing decode kernel handles. Larger groups fall back to a kernel in which every
   query head streams its KV head (no reuse): kernels are specialised per layout, and a
-  layout outside the set runs the generic path. Default: no limit. The fitted profiles
-  set 16, the rows of one tensor-core MMA tile (an assumption; the measurements show
-  group 8 served and group 29, Falcon-180B, not).
+  layout outside the set runs the generic path. Default and shipped profiles: no limit
+  (``calibrate --gqa-max-group`` fits with one; docs/accuracy.md has what 16 does to
+  the shipped data).
 - ``launch_overhead_s``: fixed cost per kernel (launch latency, prologue/epilogue, the
   tail of each kernel when the next cannot start). CUDA graphs shrink it: with
   ``cuda_graphs=True`` decode steps pay ``CUDA_GRAPH_LAUNCH_FACTOR`` of it per kernel
