@@ -498,3 +498,29 @@ def test_cli_simulate_and_capacity_search(tmp_path, capsys):
     e = capsys.readouterr().err
     for word in ("disaggregate", "router", "plot", "tp", "search"):
         assert word in e
+
+
+def test_cli_preset_trtllm_reproduces_the_published_setup(capsys):
+    """`--preset trtllm` is the engine build of the TensorRT-LLM max-throughput runs (max
+    batch 2048, 2048 tokens per iteration, 64-token blocks): Llama-3-8B on an A100 at
+    FP16, 2000 requests of 128 + 2048 tokens queued at once, measured 3,386 tok/s
+    (serving_calibration.csv). An explicit flag overrides the preset."""
+    import json
+    from llmroofline.cli import main
+    base = ["simulate", "-m", "meta-llama/Meta-Llama-3-8B", "-H", "a100-sxm-80gb", "-q", "fp16",
+            "--arrival", "offline", "-n", "2000", "--input-dist", "128", "--output-dist", "2048",
+            "--json"]
+    runs = {}
+    for name, extra in (("trtllm", ["--preset", "trtllm"]), ("vllm", []),
+                        ("override", ["--preset", "trtllm", "--max-batch", "256"])):
+        assert main(base + extra) == 0
+        runs[name] = json.loads(capsys.readouterr().out)
+    cfg = runs["trtllm"]["config"]
+    assert (cfg["max_batch"], cfg["max_tokens"], cfg["block_size"]) == (2048, 2048, 64)
+    assert (runs["vllm"]["config"]["max_batch"], runs["vllm"]["config"]["block_size"]) == (256, 16)
+    assert runs["override"]["config"]["max_batch"] == 256
+    tok_s = {k: r["throughput"]["output_tok_s"] for k, r in runs.items()}
+    assert abs(tok_s["trtllm"] / 3386 - 1) < 0.15
+    assert runs["override"]["batch"]["max"] <= 256 < runs["trtllm"]["batch"]["max"]
+    assert main(base + ["--preset", "sglang"]) == 2
+    assert "preset" in capsys.readouterr().err

@@ -24,10 +24,11 @@ TraceOpt = Annotated[Optional[str], typer.Option("--trace", help="CSV arrival_s,
 BurstOpt = Annotated[float, typer.Option("--burstiness", help="Gamma arrivals: shape of the gaps (1 = Poisson, < 1 burstier).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same run).")]
 PolicyOpt = Annotated[str, typer.Option("--policy", help="continuous (in-flight batching) or static (batch runs to its longest request).")]
-MaxBatchOpt = Annotated[int, typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs).")]
-MaxTokOpt = Annotated[int, typer.Option("--max-tokens", help="Tokens per iteration (vLLM max_num_batched_tokens).")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="Engine batching limits: vllm (max batch 256, 8192 tokens per iteration, 16-token blocks) or trtllm (2048, 2048, 64: TensorRT-LLM's max-throughput benchmark builds); --max-batch, --max-tokens, --block-size override.")]
+MaxBatchOpt = Annotated[Optional[int], typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs). Default: from --preset.")]
+MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Tokens per iteration (vLLM max_num_batched_tokens). Default: from --preset.")]
 ChunkOpt = Annotated[bool, typer.Option("--chunked/--no-chunked", help="Chunked prefill.")]
-BlockOpt = Annotated[int, typer.Option("--block-size", help="KV cache tokens per block.")]
+BlockOpt = Annotated[Optional[int], typer.Option("--block-size", help="KV cache tokens per block. Default: from --preset.")]
 KvFracOpt = Annotated[float, typer.Option("--kv-fraction", help="Share of memory left after weights and activations given to the KV cache.")]
 ReplicasOpt = Annotated[int, typer.Option("--replicas", help="Replicas behind the --router.")]
 RouterOpt = Annotated[str, typer.Option("--router", help="round-robin; least-loaded (fewest prompt tokens awaiting their first token, then fewest outstanding requests); least-requests (fewest outstanding requests).")]
@@ -121,8 +122,9 @@ def simulate_cmd(
     trace: TraceOpt = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Closed loop: N clients, each sending its next request when the previous one finishes.")] = None,
     arrival: ArrivalOpt = None, burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
-    policy: PolicyOpt = "continuous", max_batch: MaxBatchOpt = 256, max_tokens: MaxTokOpt = 8192,
-    chunked: ChunkOpt = True, block_size: BlockOpt = 16, kv_fraction: KvFracOpt = 0.9,
+    policy: PolicyOpt = "continuous", preset: PresetOpt = "vllm", max_batch: MaxBatchOpt = None,
+    max_tokens: MaxTokOpt = None,
+    chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = 0.9,
     replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
     reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
@@ -140,6 +142,9 @@ def simulate_cmd(
 ) -> None:
     """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
     from ..serving import make_workload, simulate
+    from ..serving.config import preset_limits
+    lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size)
+    max_batch, max_tokens, block_size = lim["max_batch"], lim["max_tokens"], lim["block_size"]
     if plot:
         from ..serving.plots import check_plot_path
         check_plot_path(plot)
@@ -165,7 +170,7 @@ def simulate_cmd(
     s["config"] = {"model": cost.model.name, "hardware": cost.roof.hw.id, "tp": tp,
                    "replicas": r.n_replicas, "router": router,
                    "disaggregate": list(pd) if pd else None, "policy": policy,
-                   "max_batch": max_batch, "max_tokens": max_tokens, "chunked": chunked,
+                   "preset": preset, "max_batch": max_batch, "max_tokens": max_tokens, "chunked": chunked,
                    "block_size": block_size, "kv_fraction": kv_fraction,
                    "preemption": preemption, "swap_gb": swap_gb, "reserve": reserve,
                    "profile": profile}
@@ -204,10 +209,10 @@ def capacity_cmd(
     trace: TraceOpt = None,
     arrival: Annotated[str, typer.Option("--arrival", help="poisson, gamma or fixed.")] = "poisson",
     burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
-    policy: PolicyOpt = "continuous",
-    max_batch: Annotated[str, typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs); a list (64,128,256) searches.")] = "256",
-    max_tokens: Annotated[str, typer.Option("--max-tokens", help="Tokens per iteration = prefill chunk budget (vLLM max_num_batched_tokens); a list searches.")] = "8192",
-    chunked: ChunkOpt = True, block_size: BlockOpt = 16, kv_fraction: KvFracOpt = 0.9,
+    policy: PolicyOpt = "continuous", preset: PresetOpt = "vllm",
+    max_batch: Annotated[Optional[str], typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs); a list (64,128,256) searches. Default: from --preset.")] = None,
+    max_tokens: Annotated[Optional[str], typer.Option("--max-tokens", help="Tokens per iteration = prefill chunk budget (vLLM max_num_batched_tokens); a list searches. Default: from --preset.")] = None,
+    chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = 0.9,
     replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
     reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
@@ -228,6 +233,10 @@ def capacity_cmd(
     devices / --tp / --max-batch / --max-tokens or a --rate-target, a search for the cheapest
     configuration and the Pareto front."""
     from ..serving import capacity
+    from ..serving.config import PRESETS, preset_limits
+    block_size = preset_limits(preset, block_size=block_size)["block_size"]
+    max_batch = str(PRESETS[preset]["max_batch"]) if max_batch is None else max_batch
+    max_tokens = str(PRESETS[preset]["max_tokens"]) if max_tokens is None else max_tokens
     slo = dict(max_ttft_s=_parse_seconds("max_ttft_p99", max_ttft_p99),
                max_tpot_s=_parse_seconds("max_tpot_p99", max_tpot_p99),
                max_e2e_s=_parse_seconds("max_e2e_p99", max_e2e_p99))

@@ -12,6 +12,14 @@ from .cost import IterationCost
 POLICIES = ("continuous", "static")
 PREEMPTIONS = ("recompute", "swap")
 RESERVES = ("prompt", "full")
+# Batching limits of an engine build (--preset): vllm = vLLM's defaults (max_num_seqs 256,
+# max_num_batched_tokens 8192 with chunked prefill, 16-token blocks); trtllm = the
+# TensorRT-LLM max-throughput benchmark builds of serving_calibration.csv (max batch 2048,
+# max_num_tokens 2048, 64-token blocks).
+PRESETS = {
+    "vllm": {"max_batch": 256, "max_tokens": 8192, "block_size": 16},
+    "trtllm": {"max_batch": 2048, "max_tokens": 2048, "block_size": 64},
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,15 @@ class SchedulerConfig:
                                                   and self.swap_bytes_s > 0):
             raise InputError(f"swap_bw: must be a positive bandwidth, got {self.swap_bytes_s!r}")
 
+
+
+def preset_limits(preset: str, **given) -> dict:
+    """``PRESETS[preset]`` with the values in ``given`` that are not None taking precedence."""
+    if preset not in PRESETS:
+        from ..errors import suggest
+        raise InputError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}"
+                         + suggest(preset, PRESETS))
+    return {k: (given[k] if given.get(k) is not None else v) for k, v in PRESETS[preset].items()}
 
 
 def kv_blocks_of(cost: IterationCost, cfg: SchedulerConfig) -> int:

@@ -21,12 +21,12 @@ from importlib import resources
 import numpy as np
 
 from ..parallel import Layout
+from .config import PRESETS
 from .cost import IterationCost
 from .sim import SchedulerConfig, simulate
 from .workload import Workload
 
-TRTLLM_CONFIG = SchedulerConfig(max_batch=2048, max_tokens=2048, chunked=True, block_size=64,
-                                kv_fraction=0.9)
+TRTLLM_CONFIG = SchedulerConfig(**PRESETS["trtllm"], chunked=True, kv_fraction=0.9)
 
 
 def shipped_serving_rows() -> list[dict]:
