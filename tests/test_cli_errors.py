@@ -261,3 +261,24 @@ def test_device_file_yaml_equals_toml(tmp_path):
     # batch 8 decode of a 7B model is memory-bound: the step is close to weights / bandwidth
     weights_per_step = sum(o["weight_bytes"] for o in t["decode"]["ops"])
     assert t["tpot_s"] == pytest.approx(weights_per_step / 2000e9, rel=0.1)
+
+
+def test_fine_tuned_variants_resolve_to_their_built_in_base_offline(monkeypatch):
+    """An -Instruct / -chat / Meta- named variant has the base model's shapes; it resolves
+    without the network (the hub is made unreachable here) and keeps the asked-for name.
+    Shapes from the models' published config.json files: Llama-3.1-70B 8192 x 80 layers,
+    64 heads, 8 KV heads; Falcon-180B 14848 x 80, 232 heads, 8 KV heads."""
+    from llmroofline.specs import catalog
+
+    def offline(repo_id):
+        raise AssertionError(f"hub fetch attempted for {repo_id}")
+    monkeypatch.setattr(catalog, "_fetch_hub_config", offline)
+    for name, shape in (("meta-llama/Meta-Llama-3.1-70B-Instruct", (8192, 80, 64, 8)),
+                        ("meta-llama/Llama-3.1-70B-Instruct", (8192, 80, 64, 8)),
+                        ("tiiuae/falcon-180B-chat", (14848, 80, 232, 8))):
+        m = catalog.load_model(name)
+        assert m.name == name
+        assert (m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads) == shape
+    r = run_cli("analyze", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == "meta-llama/Llama-3.1-8B-Instruct"

@@ -49,6 +49,27 @@ def model_aliases() -> dict[str, str]:
     return out
 
 
+# Fine-tuned or re-packaged variants keep the base model's architecture (config.json differs
+# in token ids and generation settings, not in shapes), so they resolve to the built-in base.
+_VARIANT_SUFFIX = re.compile(r"(-hf|-instruct|-it|-chat|-base|-fp8)+$")
+
+
+def _variant_key(name: str) -> str:
+    base = _VARIANT_SUFFIX.sub("", name.split("/", 1)[-1].lower())
+    return re.sub(r"^meta-(?=llama)", "", base)
+
+
+@lru_cache(maxsize=1)
+def _variants() -> dict[str, str]:
+    """Variant key -> built-in id (the shortest id when several built-ins share a key)."""
+    out: dict[str, str] = {}
+    for hf in builtin_model_files():
+        k = _variant_key(hf)
+        if k not in out or len(hf) < len(out[k]):
+            out[k] = hf
+    return out
+
+
 def load_config_file(path: str | os.PathLike) -> dict:
     p = Path(path)
     if p.is_dir():
@@ -67,7 +88,9 @@ def load_config_file(path: str | os.PathLike) -> dict:
 
 
 def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> ModelSpec:
-    """Resolve a model by built-in id/alias, local config path, or hub id (config only)."""
+    """Resolve a model by built-in id/alias, local config path, a variant of a built-in
+    model (``-Instruct``, ``-chat``, ``-it``, ``-hf``, ``-base``, ``-FP8``, ``Meta-`` naming:
+    same shapes, named as asked), or hub id (config only)."""
     if isinstance(name_or_path, ModelSpec):
         return name_or_path
     name = str(name_or_path)
@@ -83,6 +106,10 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
         if not p.exists():
             raise InputError(f"model: file {name} does not exist")
         return from_hf_config(load_config_file(p), name=p.stem if p.name != "config.json" else p.parent.name or name)
+    base = _variants().get(_variant_key(name))
+    if base:
+        root = resources.files("llmroofline") / "data" / "models"
+        return from_hf_config(json.loads((root / files[base]).read_text()), name=name)
     if hub_like:
         return from_hf_config(_fetch_hub_config(name), name=name)
     raise InputError(f"model: unknown model '{name}'"
