@@ -282,3 +282,17 @@ def test_fine_tuned_variants_resolve_to_their_built_in_base_offline(monkeypatch)
     r = run_cli("analyze", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_hardware_aliases_resolve_common_names():
+    from llmroofline.specs.hardware import _catalog_raw, hardware_aliases, load_hardware
+    for name, dev in (("H100-SXM5-80GB", "h100-sxm"), ("h100", "h100-sxm"),
+                      ("A100-SXM4-80GB", "a100-sxm-80gb"), ("a100", "a100-sxm-80gb"),
+                      ("H200 SXM 141GB", "h200"), ("RTX_4090", "rtx-4090")):
+        assert load_hardware(name).id == dev
+    # every alias names exactly one device and never shadows a catalog id
+    aliases = [a for d in _catalog_raw().values() for a in d.get("aliases", [])]
+    assert len(aliases) == len(set(aliases)) == len(hardware_aliases())
+    assert not set(hardware_aliases()) & set(_catalog_raw())
+    r = run_cli("analyze", "--hardware", "h10")
+    assert r.returncode == 2 and "did you mean" in r.stderr and "h100" in r.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -104,7 +105,7 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
     for k in _REQUIRED:
         if k not in d:
             raise InputError(f"{where}: missing field '{k}' (required: {', '.join(_REQUIRED)})")
-    known = set(_NUMERIC) | set(_TEXT) | {"efficiency", "id"}
+    known = set(_NUMERIC) | set(_TEXT) | {"efficiency", "id", "aliases"}
     for k in d:
         if k not in known:
             raise InputError(f"{where}: unknown field '{k}'" + suggest(k, known))
@@ -178,6 +179,16 @@ def hardware_ids() -> list[str]:
     return list(_catalog_raw())
 
 
+def _norm_id(name: str) -> str:
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+@lru_cache(maxsize=1)
+def hardware_aliases() -> dict[str, str]:
+    """Alias (normalized) -> catalog id, from the ``aliases`` lists of devices.toml."""
+    return {_norm_id(a): dev for dev, d in _catalog_raw().items() for a in d.get("aliases", [])}
+
+
 @lru_cache(maxsize=None)
 def _builtin(dev_id: str) -> HardwareSpec:
     return from_dict(dev_id, _catalog_raw()[dev_id])
@@ -188,12 +199,16 @@ def load_hardware(name_or_path: str | os.PathLike | HardwareSpec = DEFAULT_HARDW
     if isinstance(name_or_path, HardwareSpec):
         return name_or_path
     name = str(name_or_path)
-    if name.lower() in _catalog_raw():
-        return _builtin(name.lower())
+    key = _norm_id(name)
+    if key in _catalog_raw():
+        return _builtin(key)
+    if key in hardware_aliases():
+        return _builtin(hardware_aliases()[key])
     p = Path(name)
     if p.suffix.lower() in (".toml", ".yaml", ".yml") or p.exists():
         return load_hardware_file(p)
-    raise InputError(f"hardware: unknown device '{name}'" + suggest(name, hardware_ids())
+    raise InputError(f"hardware: unknown device '{name}'"
+                     + suggest(key, [*hardware_ids(), *hardware_aliases()])
                      + "; run `llmroofline hardware` for the list, or pass a .toml/.yaml file")
 
 
