@@ -243,6 +243,13 @@ def test_bad_csv_names_row_and_column(tmp_path, mutate, msg):
         assert "row 2 (id 7)" in str(e.value)
 
 
+def test_dtype_spellings_read_as_the_same_format(tmp_path):
+    rows = [row(1, weight_dtype="FP8", act_dtype="e4m3", kv_dtype="float8", throughput_tok_s="9"),
+            row(2, weight_dtype="BF16", act_dtype="bfloat16", kv_dtype="Float16", throughput_tok_s="9")]
+    got = read_measurements(write_csv(tmp_path / "d.csv", rows))
+    assert [r.precision for r in got] == ["fp8/fp8/fp8", "bf16/bf16/fp16"]
+
+
 def test_validate_cli_json_on_shipped_data():
     out = subprocess.run([sys.executable, "-m", "llmroofline", "validate", "--json"],
                          capture_output=True, text=True, timeout=120)

@@ -50,6 +50,10 @@ METRICS = ("throughput_tok_s", "ttft_ms", "tpot_ms", "e2e_ms")
 MODES = ("static", "concurrent", "max_throughput")
 OFFLINE_REQUESTS = 2000   # max_throughput rows without a batch: requests queued at once
 DTYPE_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4, "fp4": 4}
+# other spellings of the same formats, read case-insensitively
+DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
+                 "float8": "fp8", "e4m3": "fp8", "fp8_e4m3": "fp8", "float8_e4m3fn": "fp8",
+                 "nvfp4": "fp4", "mxfp4": "fp4"}
 REQUIRED = ("id", "hardware", "tp", "model", "weight_dtype", "act_dtype", "kv_dtype", "mode",
             "batch", "input_len", "output_len")
 SERVING_SETUP = ("max_batch", "max_tokens", "kv_fraction")   # max_throughput rows only
@@ -148,9 +152,12 @@ def read_measurements(path: str | Path) -> list[Row]:
         if mode not in MODES:
             raise InputError(f"{where}: column 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
         for col in ("weight_dtype", "act_dtype", "kv_dtype"):
+            v = str(rec[col]).strip().lower()
+            rec[col] = DTYPE_ALIASES.get(v, v)
             if rec[col] not in DTYPE_BITS:
                 raise InputError(f"{where}: column '{col}' must be one of "
-                                 f"{', '.join(DTYPE_BITS)}, got {rec[col]!r}")
+                                 f"{', '.join(DTYPE_BITS)} (or {', '.join(DTYPE_ALIASES)}), "
+                                 f"got {v!r}")
         measured = {}
         for mcol in METRICS:
             v = str(rec.get(mcol, "")).strip()
