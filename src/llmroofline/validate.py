@@ -148,7 +148,7 @@ def read_measurements(path: str | Path) -> list[Row]:
                 raise InputError(f"{where}: column '{col}' must be an integer >= {lo}, got {x}")
             return x
 
-        mode = rec["mode"].strip()
+        mode = rec["mode"].strip().lower().replace("-", "_")
         if mode not in MODES:
             raise InputError(f"{where}: column 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
         for col in ("weight_dtype", "act_dtype", "kv_dtype"):
