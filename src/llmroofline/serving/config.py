@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, suggest
 from .cost import IterationCost
 
 POLICIES = ("continuous", "static")
@@ -70,7 +70,6 @@ class SchedulerConfig:
 def preset_limits(preset: str, **given) -> dict:
     """``PRESETS[preset]`` with the values in ``given`` that are not None taking precedence."""
     if preset not in PRESETS:
-        from ..errors import suggest
         raise InputError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}"
                          + suggest(preset, PRESETS))
     return {k: (given[k] if given.get(k) is not None else v) for k, v in PRESETS[preset].items()}
