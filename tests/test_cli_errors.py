@@ -296,3 +296,25 @@ def test_hardware_aliases_resolve_common_names():
     assert not set(hardware_aliases()) & set(_catalog_raw())
     r = run_cli("analyze", "--hardware", "h10")
     assert r.returncode == 2 and "did you mean" in r.stderr and "h100" in r.stderr
+
+
+def test_unreachable_hub_fails_fast_reads_only_the_cache_and_asks_once(monkeypatch):
+    import huggingface_hub
+    from llmroofline.errors import InputError
+    from llmroofline.specs import catalog
+    calls = []
+
+    def fake_download(repo_id, filename, local_files_only=False):
+        calls.append((repo_id, local_files_only))
+        raise FileNotFoundError("not in the cache")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(catalog, "_hub_host_resolves", lambda: False)
+    catalog._hub_config_path.cache_clear()
+    try:
+        for _ in range(3):
+            with pytest.raises(InputError, match="no network.*no cached copy"):
+                catalog.load_model("someorg/unreachable-model")
+    finally:
+        catalog._hub_config_path.cache_clear()
+    assert calls == [("someorg/unreachable-model", True)]

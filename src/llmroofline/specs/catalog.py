@@ -117,20 +117,45 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
                      + "; run `llmroofline models` for the list, or pass a config.json path")
 
 
-def _fetch_hub_config(repo_id: str) -> dict:
-    """Download only ``config.json`` of a hub repo (offline: one-line error)."""
+@lru_cache(maxsize=1)
+def _hub_host_resolves() -> bool:
+    """Whether the hub's host name resolves: without DNS the download would retry for
+    about half a minute per model before failing."""
+    import socket
+    from urllib.parse import urlparse
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.getaddrinfo(host or "huggingface.co", 443)
+    except OSError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=64)
+def _hub_config_path(repo_id: str) -> str:
+    """Local path of the repo's ``config.json`` (downloaded once), or "!Reason" on failure
+    (cached too, so a CSV of many rows of one unreachable model asks once)."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - dependency is declared
-        raise InputError("model: huggingface_hub is not installed; pass a local config.json path") from None
+        return "!huggingface_hub not installed"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    reachable = offline or _hub_host_resolves()   # offline mode reads the local cache itself
     try:
-        path = hf_hub_download(repo_id, "config.json")
+        return hf_hub_download(repo_id, "config.json", local_files_only=not reachable)
     except Exception as e:  # network, auth, 404: all mean "cannot get it here"
-        kind = type(e).__name__
+        return "!" + (type(e).__name__ if reachable else
+                      "no network: the hub's host name does not resolve, and no cached copy")
+
+
+def _fetch_hub_config(repo_id: str) -> dict:
+    """Download only ``config.json`` of a hub repo (offline: one-line error)."""
+    path = _hub_config_path(repo_id)
+    if path.startswith("!"):
         known = suggest(repo_id, list(builtin_model_files()))
         raise InputError(f"model: '{repo_id}' is not built in and its config.json could not be "
-                         f"fetched from the Hugging Face hub ({kind}); offline? pass a local "
-                         f"config.json path instead{known}") from None
+                         f"fetched from the Hugging Face hub ({path[1:]}); offline? pass a local "
+                         f"config.json path instead{known}")
     return load_config_file(path)
 
 
