@@ -32,7 +32,7 @@ precision, tp and mode. Rows that cannot be predicted are listed with the reason
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ class Row:
     measured: dict[str, float]
     source_id: str = ""
     engine: str = ""
-    setup: tuple[tuple[str, float], ...] = ()   # max_throughput: SERVING_SETUP overrides
+    setup: tuple[tuple[str, int | float], ...] = ()   # max_throughput: SERVING_SETUP overrides
 
     @property
     def precision(self) -> str:
@@ -102,15 +102,13 @@ def shipped_serving_measurements() -> Path:
 def _predict_offline(r: Row, prof: Profile) -> tuple[dict | None, str | None]:
     """A ``max_throughput`` row: ``batch`` requests queued at once, simulated with the
     serving simulator in its offline mode (``serving/offline.py``)."""
-    from dataclasses import replace
     from .serving.offline import TRTLLM_CONFIG, offline_throughput
     if r.pp != 1:
         return None, "max_throughput rows are simulated without pipeline stages (pp = 1)"
-    setup = {k: (v if k == "kv_fraction" else int(v)) for k, v in r.setup}
     try:
         tok_s, _ = offline_throughput(r.model, r.hardware, r.input_len, r.output_len, tp=r.tp,
                                       requests=r.batch, profile=prof,
-                                      config=replace(TRTLLM_CONFIG, **setup),
+                                      config=replace(TRTLLM_CONFIG, **dict(r.setup)),
                                       wbits=DTYPE_BITS[r.weight_dtype],
                                       abits=DTYPE_BITS[r.act_dtype], kvbits=DTYPE_BITS[r.kv_dtype])
     except InputError as e:
@@ -187,7 +185,7 @@ def read_measurements(path: str | Path) -> list[Row]:
                     raise InputError(f"{where}: column 'kv_fraction' must be in (0, 1], got {v!r}")
                 setup.append((col, x))
             else:
-                setup.append((col, float(integer(col))))
+                setup.append((col, integer(col)))
         rows.append(Row(id=str(rec["id"]), hardware=rec["hardware"].strip(),
                         model=rec["model"].strip(), tp=integer("tp"),
                         pp=integer("pp", default="1"), weight_dtype=rec["weight_dtype"],

@@ -233,10 +233,10 @@ def capacity_cmd(
     devices / --tp / --max-batch / --max-tokens or a --rate-target, a search for the cheapest
     configuration and the Pareto front."""
     from ..serving import capacity
-    from ..serving.config import PRESETS, preset_limits
-    block_size = preset_limits(preset, block_size=block_size)["block_size"]
-    max_batch = str(PRESETS[preset]["max_batch"]) if max_batch is None else max_batch
-    max_tokens = str(PRESETS[preset]["max_tokens"]) if max_tokens is None else max_tokens
+    from ..serving.config import preset_limits
+    lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size)
+    max_batch, max_tokens = str(lim["max_batch"]), str(lim["max_tokens"])   # lists allowed
+    block_size = lim["block_size"]
     slo = dict(max_ttft_s=_parse_seconds("max_ttft_p99", max_ttft_p99),
                max_tpot_s=_parse_seconds("max_tpot_p99", max_tpot_p99),
                max_e2e_s=_parse_seconds("max_e2e_p99", max_e2e_p99))

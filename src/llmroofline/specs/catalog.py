@@ -70,6 +70,11 @@ def _variants() -> dict[str, str]:
     return out
 
 
+def _builtin_config(hf_id: str) -> dict:
+    root = resources.files("llmroofline") / "data" / "models"
+    return json.loads((root / builtin_model_files()[hf_id]).read_text())
+
+
 def load_config_file(path: str | os.PathLike) -> dict:
     p = Path(path)
     if p.is_dir():
@@ -97,9 +102,7 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
     files = builtin_model_files()
     hf = files.get(name) and name or model_aliases().get(name.lower())
     if hf:
-        root = resources.files("llmroofline") / "data" / "models"
-        cfg = json.loads((root / files[hf]).read_text())
-        return from_hf_config(cfg, name=hf)
+        return from_hf_config(_builtin_config(hf), name=hf)
     hub_like = bool(re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name))  # org/name, never a local path
     if name.endswith(".json") or (os.path.sep in name and not hub_like) or Path(name).exists():
         p = Path(name)
@@ -108,8 +111,7 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
         return from_hf_config(load_config_file(p), name=p.stem if p.name != "config.json" else p.parent.name or name)
     base = _variants().get(_variant_key(name))
     if base:
-        root = resources.files("llmroofline") / "data" / "models"
-        return from_hf_config(json.loads((root / files[base]).read_text()), name=name)
+        return from_hf_config(_builtin_config(base), name=name)
     if hub_like:
         return from_hf_config(_fetch_hub_config(name), name=name)
     raise InputError(f"model: unknown model '{name}'"
@@ -132,29 +134,29 @@ def _hub_host_resolves() -> bool:
 
 
 @lru_cache(maxsize=64)
-def _hub_config_path(repo_id: str) -> str:
-    """Local path of the repo's ``config.json`` (downloaded once), or "!Reason" on failure
-    (cached too, so a CSV of many rows of one unreachable model asks once)."""
+def _hub_config_path(repo_id: str) -> tuple[str | None, str]:
+    """(local path of the repo's ``config.json``, downloaded once, or None; why not).
+    Failures are cached too, so a CSV of many rows of one unreachable model asks once."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - dependency is declared
-        return "!huggingface_hub not installed"
+        return None, "huggingface_hub not installed"
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     reachable = offline or _hub_host_resolves()   # offline mode reads the local cache itself
     try:
-        return hf_hub_download(repo_id, "config.json", local_files_only=not reachable)
+        return hf_hub_download(repo_id, "config.json", local_files_only=not reachable), ""
     except Exception as e:  # network, auth, 404: all mean "cannot get it here"
-        return "!" + (type(e).__name__ if reachable else
+        return None, (type(e).__name__ if reachable else
                       "no network: the hub's host name does not resolve, and no cached copy")
 
 
 def _fetch_hub_config(repo_id: str) -> dict:
     """Download only ``config.json`` of a hub repo (offline: one-line error)."""
-    path = _hub_config_path(repo_id)
-    if path.startswith("!"):
+    path, why = _hub_config_path(repo_id)
+    if path is None:
         known = suggest(repo_id, list(builtin_model_files()))
         raise InputError(f"model: '{repo_id}' is not built in and its config.json could not be "
-                         f"fetched from the Hugging Face hub ({path[1:]}); offline? pass a local "
+                         f"fetched from the Hugging Face hub ({why}); offline? pass a local "
                          f"config.json path instead{known}")
     return load_config_file(path)
 
