@@ -40,7 +40,8 @@ def main(out_dir: Path, names: list[str]) -> None:
         if source is None:
             rs = rs + serving
         prof, _ = fit.calibrate(rs, fit.DEFAULT_FIT, name=name, source=text.format(n=len(rs)),
-                                fit_serving=source is None, serving_max_nfev=SERVING_NFEV)
+                                fit_serving=source is None, serving_max_nfev=SERVING_NFEV,
+                                coverage=fit.SHIPPED_COVERAGE)
         (out_dir / f"{name}.toml").write_text(profile_to_toml(prof))
         s = validate.predict_rows(rs, prof).summary()["overall"]
         print(name, {k: f"{v['median_ape']:.1%}/{v['p90_ape']:.1%}" for k, v in s.items()})

@@ -301,6 +301,28 @@ def test_gqa_groups_beyond_the_kernel_limit_get_no_reuse():
         Efficiency(gqa_max_group=0.5)
 
 
+def test_sliding_window_layers_outside_the_kernel_coverage_get_no_reuse():
+    """Mistral-7B-v0.1: every layer has a 4096-token window, 32 query heads share 8 KV
+    heads (group 4). A kernel that does not serve sliding-window layers re-reads each KV
+    head per query head there; Llama-3-8B (same group, no window) keeps its reuse."""
+    from llmroofline.specs.profile import Efficiency, Profile
+    B, L = 2, 513                       # first decode step after a 512-token prompt
+    read = B * L * 2 * 8 * 128 * 2 * 32     # K and V, 8 KV heads x 128, 16-bit, 32 layers
+    for model, windowed in (("mistralai/Mistral-7B-v0.1", True),
+                            ("meta-llama/Meta-Llama-3-8B", False)):
+        times = {}
+        for covers in (True, False):
+            prof = Profile("t", fallback=Efficiency(gqa_kv_reuse=0.75,
+                                                    gqa_covers_sliding_window=covers))
+            a = lr.analyze(model, "h100-sxm", batch=B, input_len=512, output_len=2,
+                           profile=prof)
+            att = next(o for o in a.decode.ops if o.kind == "attention")
+            times[covers] = float(att.memory_s)
+        # uncovered: (group - 1) x read x 1 extra instead of x (1 - 0.75)
+        extra = 3 * read * (1.0 - 0.25) / 3350e9 if windowed else 0.0
+        assert times[False] - times[True] == pytest.approx(extra, rel=1e-9, abs=1e-15)
+
+
 def test_one_token_prompt_pays_no_prefill_overhead():
     from llmroofline.specs.profile import Efficiency, Profile
     prof = Profile("t", fallback=Efficiency(step_overhead_s=1e-3, prefill_overhead_s=5e-3))

@@ -13,7 +13,9 @@ an :class:`~llmroofline.specs.profile.Efficiency` ``e``:
                                               e.bandwidth otherwise; for attention
                                               Q += (1 - r) x kv_reread, r =
                                               e.gqa_kv_reuse if the op's group <=
-                                              e.gqa_max_group, else 0
+                                              e.gqa_max_group (and, unless
+                                              e.gqa_covers_sliding_window, the
+                                              layer has no window), else 0
                                               (+ offloaded bytes / host bandwidth)
     comm_s     = collective time of the row's message (0 for kernels)
     overhead_s = count x e.launch_overhead_s
@@ -186,7 +188,7 @@ class Roofline:
         comp = op.flops / self.flops_s(op)
         bw = self.hw.mem_bw_bytes_s * (self.eff.attn_bandwidth if op.kind == "attention"
                                        else self.eff.bandwidth)
-        mem = (op.bytes + (1 - self.eff.kv_reuse(op.kv_group)) * op.kv_reread) / bw
+        mem = (op.bytes + (1 - self.eff.kv_reuse(op.kv_group, op.window)) * op.kv_reread) / bw
         if self.host_bytes_s < math.inf:
             host = self.layout.offload_weights * op.weight_bytes + self.layout.offload_kv * op.kv_bytes
             mem = mem + host / self.host_bytes_s - host / bw

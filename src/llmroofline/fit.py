@@ -51,6 +51,13 @@ PARAMS = {p.name: p for p in (
 DEFAULT_FIT = tuple(p for p in PARAMS if p != "gemm_half_rows")
 GEMM_TILE_ROWS = 16.0
 PRIOR_WEIGHT = 0.05
+# Kernel coverage of the engine behind the shipped Hopper rows, held fixed in the fits of
+# the shipped profiles (docs/accuracy.md, "Kernel coverage"): in TensorRT-LLM v0.8 at FP8
+# on H100/H200, Llama-2-70B (group 8) read each KV head once per step, Mistral-7B
+# (sliding window) and Falcon-180B (group 29 per rank) once per query head; the same
+# engine on Ada and Ampere shared the reads for all three. 16: any limit from 8 to 28
+# fits these rows; engines specialise kernels for powers of two.
+SHIPPED_COVERAGE = {"hopper": {"gqa_max_group": 16.0, "gqa_covers_sliding_window": False}}
 
 
 def _family(hw_id: str) -> str:
@@ -110,7 +117,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
               source: str = "", per_family: bool = True,
               prior_weight: float = PRIOR_WEIGHT, fit_serving: bool = False,
               serving_max_nfev: int = 30,
-              gqa_max_group: float = math.inf) -> tuple[Profile, dict]:
+              gqa_max_group: float = math.inf,
+              coverage: dict[str, dict] | None = None) -> tuple[Profile, dict]:
     """Fit a profile: an :class:`Efficiency` per (family, activation bits), per activation
     bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup).
 
@@ -121,7 +129,15 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
 
     ``gqa_max_group`` (default: no limit) fits every entry as for an engine whose
     KV-sharing decode kernel serves groups up to that size only (see
-    :class:`~llmroofline.specs.profile.Efficiency`)."""
+    :class:`~llmroofline.specs.profile.Efficiency`). ``coverage`` maps a device family to
+    kernel-coverage fields (``gqa_max_group``, ``gqa_covers_sliding_window``) held fixed in
+    that family's entries, e.g. ``{"hopper": {"gqa_max_group": 8}}``."""
+    coverage = coverage or {}
+    for fam, fields in coverage.items():
+        bad = set(fields) - {"gqa_max_group", "gqa_covers_sliding_window"}
+        if bad:
+            raise InputError(f"calibrate: coverage of '{fam}' may set gqa_max_group and "
+                             f"gqa_covers_sliding_window only, got {', '.join(sorted(bad))}")
     serving = [r for r in rows if r.mode == "max_throughput"] if fit_serving else []
     rows = [r for r in rows if r.mode != "max_throughput"]
     if not rows:
@@ -135,27 +151,32 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     stats = {"all": stats_all}
     if per_family:
         groups: dict[str, list[Row]] = {}
+        family_of: dict[str, str] = {}      # entry key -> its device family, if one
         for r in rows + serving:
             fam, w = _family(r.hardware), f"a{DTYPE_BITS[r.act_dtype]}"
             if fam != "unknown":
                 groups.setdefault(f"{fam}-{w}", []).append(r)
                 groups.setdefault(fam, []).append(r)
+                family_of[f"{fam}-{w}"] = family_of[fam] = fam
             groups.setdefault(w, []).append(r)
         fitted: dict[tuple, Efficiency] = {}
         for key, rs in sorted(groups.items()):
-            ids = tuple(sorted((r.mode, r.id) for r in rs))
-            if len(rs) == len(rows) and not serving:        # same rows as the fallback
+            # Kernel coverage belongs to a family's entries; a width entry (``a8``) prices
+            # devices of other families, whose kernels default to full coverage.
+            cov = coverage.get(family_of.get(key, ""), {})
+            ids = (tuple(sorted((r.mode, r.id) for r in rs)), tuple(sorted(cov.items())))
+            if len(rs) == len(rows) and not serving and not cov:    # the fallback's rows
                 families[key] = fallback
                 continue
             if ids not in fitted:           # e.g. "hopper" and "hopper-a8" with the same rows
-                start, nfev = fallback, 200
+                start, nfev = replace(fallback, **cov), 200
                 static = [r for r in rs if r.mode != "max_throughput"]
                 if len(static) < len(rs):
                     # serving rows: start from the static fit of the same entry, and stop
                     # after serving_max_nfev evaluations (each simulates every serving row)
                     nfev = serving_max_nfev
                     if static:
-                        start, _ = fit_efficiency(static, params, start=fallback,
+                        start, _ = fit_efficiency(static, params, start=start,
                                                   prior_weight=prior_weight)
                 fitted[ids], stats[key] = fit_efficiency(rs, params, start=start,
                                                          prior_weight=prior_weight,
@@ -174,6 +195,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     return prof, stats
 
 
-def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT, gqa_max_group: float = math.inf):
+def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT, gqa_max_group: float = math.inf,
+                 coverage: dict[str, dict] | None = None):
     """A ``rows -> Profile`` function for :func:`validate.cross_validate`."""
-    return lambda rows: calibrate(rows, params, gqa_max_group=gqa_max_group)[0]
+    return lambda rows: calibrate(rows, params, gqa_max_group=gqa_max_group,
+                                  coverage=coverage)[0]

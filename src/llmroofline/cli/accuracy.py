@@ -51,8 +51,11 @@ def validate_cmd(
     default = val.shipped_serving_measurements() if serving else val.shipped_measurements()
     measured = val.read_measurements(csv_file or default)
     if cv:
-        from ..fit import calibrate_fn
-        preds = val.cross_validate(measured, cv, calibrate_fn())
+        from ..fit import SHIPPED_COVERAGE, calibrate_fn
+        # the shipped rows are refitted as the shipped profile is; a user's file without
+        # assumptions about its engine's kernels
+        preds = val.cross_validate(measured, cv, calibrate_fn(
+            coverage=None if csv_file else SHIPPED_COVERAGE))
         result = val.Validation(preds, [], f"leave-one-{cv}-out refit")
     else:
         result = val.predict_rows(measured, profile)

@@ -95,7 +95,7 @@ class IterationCost:
     def of(cls, model, hardware, *, quant=None, wbits=None, abits=None, kvbits=None,
            flash: bool = True, layout: Layout | None = None, profile=None,
            max_tokens: int = 8192, max_batch: int = 256, cuda_graphs: bool = False,
-           _efficiency: Efficiency | None = None, **_ignored) -> "IterationCost":
+           _efficiency: Efficiency | None = None) -> "IterationCost":
         """``cuda_graphs``: pure-decode iterations replay CUDA graphs (launch overhead x
         ``CUDA_GRAPH_LAUNCH_FACTOR``, as ``analyze(cuda_graphs=True)`` prices decode steps);
         iterations with prefill tokens run eagerly, as in vLLM."""

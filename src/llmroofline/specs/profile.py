@@ -32,9 +32,11 @@ Each term has a physical reason:
 - ``gqa_max_group``: the largest group (query heads per KV head on one rank) the engine's
   KV-sharing decode kernel handles. Larger groups fall back to a kernel in which every
   query head streams its KV head (no reuse): kernels are specialised per layout, and a
-  layout outside the set runs the generic path. Default and shipped profiles: no limit
-  (``calibrate --gqa-max-group`` fits with one; docs/accuracy.md has what 16 does to
-  the shipped data).
+  layout outside the set runs the generic path. Default: no limit; the shipped Hopper
+  entries: 8 (docs/accuracy.md, "Kernel coverage").
+- ``gqa_covers_sliding_window``: whether that kernel also serves sliding-window layers
+  (a cyclic KV cache); when not, those layers run the generic path too (reuse 0).
+  Default: yes; the shipped Hopper entries: no.
 - ``launch_overhead_s``: fixed cost per kernel (launch latency, prologue/epilogue, the
   tail of each kernel when the next cannot start). CUDA graphs shrink it: with
   ``cuda_graphs=True`` decode steps pay ``CUDA_GRAPH_LAUNCH_FACTOR`` of it per kernel
@@ -95,6 +97,7 @@ class Efficiency:
     gqa_kv_reuse: float = 1.0
     wave_quantization: float = 0.0
     gqa_max_group: float = math.inf
+    gqa_covers_sliding_window: bool = True
 
     def __post_init__(self) -> None:
         for f in ("bandwidth", "compute", "communication", "attention_bandwidth",
@@ -122,10 +125,14 @@ class Efficiency:
     def attn_compute(self) -> float:
         return self.compute if self.attention_compute is None else self.attention_compute
 
-    def kv_reuse(self, group) -> np.ndarray | float:
+    def kv_reuse(self, group, window=math.inf) -> np.ndarray | float:
         """Share of GQA/MQA repeat KV reads served on-chip for ``group`` query heads per
-        KV head: ``gqa_kv_reuse`` where the kernel covers the group, else 0."""
-        return np.where(np.asarray(group) <= self.gqa_max_group, self.gqa_kv_reuse, 0.0)
+        KV head in a layer with sliding ``window`` (inf: full attention):
+        ``gqa_kv_reuse`` where the KV-sharing kernel covers the layout, else 0."""
+        covered = np.asarray(group) <= self.gqa_max_group
+        if not self.gqa_covers_sliding_window:
+            covered = covered & ~np.isfinite(np.asarray(window, dtype=float))
+        return np.where(covered, self.gqa_kv_reuse, 0.0)
 
     @property
     def is_ideal(self) -> bool:
@@ -150,17 +157,23 @@ _US_FIELDS = {"launch_overhead_us": "launch_overhead_s", "step_overhead_us": "st
 _PLAIN_FIELDS = ("bandwidth", "compute", "communication", "attention_bandwidth",
                  "attention_compute", "gemm_half_rows", "gemm_tile_rows", "gemm_overlap",
                  "gqa_kv_reuse", "wave_quantization", "gqa_max_group")
-EFFICIENCY_KEYS = (*_PLAIN_FIELDS, *_US_FIELDS)
+_BOOL_FIELDS = ("gqa_covers_sliding_window",)
+EFFICIENCY_KEYS = (*_PLAIN_FIELDS, *_BOOL_FIELDS, *_US_FIELDS)
 
 
 def efficiency_from_dict(d: dict[str, Any], where: str) -> Efficiency:
     if not isinstance(d, dict):
         raise InputError(f"{where}: expected a table of efficiency fields")
-    kw: dict[str, float] = {}
+    kw: dict[str, float | bool] = {}
     for k, v in d.items():
         if k not in EFFICIENCY_KEYS:
             raise InputError(f"{where}: unknown field '{k}'" + suggest(k, EFFICIENCY_KEYS)
                              + f" (allowed: {', '.join(EFFICIENCY_KEYS)})")
+        if k in _BOOL_FIELDS:
+            if not isinstance(v, bool):
+                raise InputError(f"{where}: field '{k}' must be true or false, got {v!r}")
+            kw[k] = v
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{where}: field '{k}' must be a number, got {v!r}")
         if k in _US_FIELDS:
@@ -173,12 +186,15 @@ def efficiency_from_dict(d: dict[str, Any], where: str) -> Efficiency:
         raise InputError(f"{where}: {e}") from None
 
 
-def efficiency_to_dict(e: Efficiency) -> dict[str, float]:
-    out: dict[str, float] = {}
+def efficiency_to_dict(e: Efficiency) -> dict[str, float | bool]:
+    out: dict[str, float | bool] = {}
     for k in _PLAIN_FIELDS:
         v = getattr(e, k)
         if v is not None and v != math.inf:
             out[k] = v
+    for k in _BOOL_FIELDS:
+        if not getattr(e, k):      # written only when it differs from the default
+            out[k] = False
     for k, attr in _US_FIELDS.items():
         out[k] = getattr(e, attr) * 1e6
     return out
