@@ -516,7 +516,9 @@ def test_cli_preset_trtllm_reproduces_the_published_setup(capsys):
         assert main(base + extra) == 0
         runs[name] = json.loads(capsys.readouterr().out)
     cfg = runs["trtllm"]["config"]
-    assert (cfg["max_batch"], cfg["max_tokens"], cfg["block_size"]) == (2048, 2048, 64)
+    assert (cfg["max_batch"], cfg["max_tokens"], cfg["block_size"], cfg["runtime_gb"]) == \
+        (2048, 2048, 64, 3.0)
+    assert runs["vllm"]["config"]["runtime_gb"] == 0.0
     assert (runs["vllm"]["config"]["max_batch"], runs["vllm"]["config"]["block_size"]) == (256, 16)
     assert runs["override"]["config"]["max_batch"] == 256
     tok_s = {k: r["throughput"]["output_tok_s"] for k, r in runs.items()}
@@ -524,3 +526,24 @@ def test_cli_preset_trtllm_reproduces_the_published_setup(capsys):
     assert runs["override"]["batch"]["max"] <= 256 < runs["trtllm"]["batch"]["max"]
     assert main(base + ["--preset", "sglang"]) == 2
     assert "preset" in capsys.readouterr().err
+
+
+def test_runtime_memory_comes_out_of_the_kv_pool():
+    """KV capacity = kv_fraction x (memory - weights - activations - runtime) / KV bytes per
+    token. Llama-2-70B at TP 2 on A100 80GB, FP16: KV per token per device = 2 (K, V) x
+    80 layers x 4 KV heads x 128 x 2 bytes = 163,840. 3 GB of runtime memory takes 0.9 x 3e9 / 163,840 =
+    16,479.5 tokens from the pool."""
+    from llmroofline.serving.config import SchedulerConfig, kv_blocks_of
+    c = IterationCost.of("meta-llama/Llama-2-70b-hf", "a100-sxm-80gb", layout=Layout(tp=2),
+                         max_tokens=2048, max_batch=64)
+    assert c.kv_bytes_per_token == 163_840
+    free0 = c.kv_capacity_tokens(2048, 0.9)
+    free3 = c.kv_capacity_tokens(2048, 0.9, 3e9)
+    assert free0 - free3 == pytest.approx(0.9 * 3e9 / 163_840, abs=1.0)
+    base = SchedulerConfig(max_batch=64, max_tokens=2048, block_size=64)
+    b0 = kv_blocks_of(c, base)
+    b3 = kv_blocks_of(c, SchedulerConfig(max_batch=64, max_tokens=2048, block_size=64,
+                                         runtime_gb=3.0))
+    assert b0 == free0 // 64 and b3 == free3 // 64
+    with pytest.raises(lr.InputError, match="runtime_gb"):
+        SchedulerConfig(runtime_gb=-1.0)

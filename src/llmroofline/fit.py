@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .specs.hardware import load_hardware
-from .specs.profile import Efficiency, Profile
+from .specs.profile import COVERAGE_FIELDS, Efficiency, Profile
 from .validate import DTYPE_BITS, Row, predict_rows, summarize
 
 
@@ -134,10 +134,10 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     that family's entries, e.g. ``{"hopper": {"gqa_max_group": 8}}``."""
     coverage = coverage or {}
     for fam, fields in coverage.items():
-        bad = set(fields) - {"gqa_max_group", "gqa_covers_sliding_window"}
+        bad = set(fields) - set(COVERAGE_FIELDS)
         if bad:
-            raise InputError(f"calibrate: coverage of '{fam}' may set gqa_max_group and "
-                             f"gqa_covers_sliding_window only, got {', '.join(sorted(bad))}")
+            raise InputError(f"calibrate: coverage of '{fam}' may set "
+                             f"{' and '.join(COVERAGE_FIELDS)} only, got {', '.join(sorted(bad))}")
     serving = [r for r in rows if r.mode == "max_throughput"] if fit_serving else []
     rows = [r for r in rows if r.mode != "max_throughput"]
     if not rows:

@@ -30,6 +30,7 @@ MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Tokens p
 ChunkOpt = Annotated[bool, typer.Option("--chunked/--no-chunked", help="Chunked prefill.")]
 BlockOpt = Annotated[Optional[int], typer.Option("--block-size", help="KV cache tokens per block. Default: from --preset.")]
 KvFracOpt = Annotated[float, typer.Option("--kv-fraction", help="Share of memory left after weights and activations given to the KV cache.")]
+RuntimeOpt = Annotated[Optional[float], typer.Option("--runtime-gb", help="Memory the engine holds outside weights, activations and the KV cache (CUDA context, runtime buffers), decimal GB per device. Default: from --preset (vllm 0, trtllm 3).")]
 ReplicasOpt = Annotated[int, typer.Option("--replicas", help="Replicas behind the --router.")]
 RouterOpt = Annotated[str, typer.Option("--router", help="round-robin; least-loaded (fewest prompt tokens awaiting their first token, then fewest outstanding requests); least-requests (fewest outstanding requests).")]
 PreemptOpt = Annotated[str, typer.Option("--preemption", help="When KV blocks run out: recompute (free the cache, re-prefill later) or swap (copy the cache to host memory over PCIe).")]
@@ -43,7 +44,7 @@ KvLinkOpt = Annotated[Optional[float], typer.Option("--kv-link-bw", help="Disagg
 def _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep, gpus_per_node,
                overlap, allreduce, offload_weights, offload_kv, host_bw, profile, policy,
                max_batch, max_tokens, chunked, block_size, kv_fraction, preemption="recompute",
-               swap_gb=None, swap_bw=None, reserve="prompt", cuda_graphs=False):
+               swap_gb=None, swap_bw=None, reserve="prompt", cuda_graphs=False, runtime_gb=0.0):
     from ..serving import IterationCost, SchedulerConfig
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, 1, gpus_per_node,
                        None, overlap, allreduce, offload_weights, offload_kv, host_bw, profile,
@@ -51,7 +52,8 @@ def _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep, 
     cfg = SchedulerConfig(policy=policy, max_batch=max_batch, max_tokens=max_tokens,
                           chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
                           preemption=preemption, swap_gb=swap_gb, reserve=reserve,
-                          swap_bytes_s=None if swap_bw is None else swap_bw * 1e9)
+                          swap_bytes_s=None if swap_bw is None else swap_bw * 1e9,
+                          runtime_gb=runtime_gb)
     return cfg, IterationCost.of(model, hardware, max_tokens=max_tokens, max_batch=max_batch, **kw)
 
 
@@ -125,6 +127,7 @@ def simulate_cmd(
     policy: PolicyOpt = "continuous", preset: PresetOpt = "vllm", max_batch: MaxBatchOpt = None,
     max_tokens: MaxTokOpt = None,
     chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = 0.9,
+    runtime_gb: RuntimeOpt = None,
     replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
     reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
@@ -143,7 +146,8 @@ def simulate_cmd(
     """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
     from ..serving import make_workload, simulate
     from ..serving.config import preset_limits
-    lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size)
+    lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size,
+                        runtime_gb=runtime_gb)
     max_batch, max_tokens, block_size = lim["max_batch"], lim["max_tokens"], lim["block_size"]
     if plot:
         from ..serving.plots import check_plot_path
@@ -154,7 +158,8 @@ def simulate_cmd(
     cfg, cost = _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep,
                            gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
                            host_bw, profile, policy, max_batch, max_tokens, chunked, block_size,
-                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs)
+                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs,
+                           lim["runtime_gb"])
     wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
                        output_dist=output_dist, trace=trace, concurrency=concurrency,
                        burstiness=burstiness, seed=seed,
@@ -172,6 +177,7 @@ def simulate_cmd(
                    "disaggregate": list(pd) if pd else None, "policy": policy,
                    "preset": preset, "max_batch": max_batch, "max_tokens": max_tokens, "chunked": chunked,
                    "block_size": block_size, "kv_fraction": kv_fraction,
+                   "runtime_gb": lim["runtime_gb"],
                    "preemption": preemption, "swap_gb": swap_gb, "reserve": reserve,
                    "profile": profile}
     if csv_out:
@@ -213,6 +219,7 @@ def capacity_cmd(
     max_batch: Annotated[Optional[str], typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs); a list (64,128,256) searches. Default: from --preset.")] = None,
     max_tokens: Annotated[Optional[str], typer.Option("--max-tokens", help="Tokens per iteration = prefill chunk budget (vLLM max_num_batched_tokens); a list searches. Default: from --preset.")] = None,
     chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = 0.9,
+    runtime_gb: RuntimeOpt = None,
     replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
     reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
@@ -234,7 +241,8 @@ def capacity_cmd(
     configuration and the Pareto front."""
     from ..serving import capacity
     from ..serving.config import preset_limits
-    lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size)
+    lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size,
+                        runtime_gb=runtime_gb)
     max_batch, max_tokens = str(lim["max_batch"]), str(lim["max_tokens"])   # lists allowed
     block_size = lim["block_size"]
     slo = dict(max_ttft_s=_parse_seconds("max_ttft_p99", max_ttft_p99),
@@ -256,13 +264,14 @@ def capacity_cmd(
                          kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
                          prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
                          gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                         profile, as_json, cuda_graphs)
+                         profile, as_json, cuda_graphs, lim["runtime_gb"])
         return
     pd = _parse_pd(disaggregate)
     cfg, cost = _sim_setup(model, hws[0], quant, wbits, abits, kvbits, flash, tps[0], pp, ep,
                            gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
                            host_bw, profile, policy, mbs[0], mts[0], chunked, block_size,
-                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs)
+                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs,
+                           lim["runtime_gb"])
     c = capacity(max_ttft_s=slo["max_ttft_s"], max_tpot_s=slo["max_tpot_s"],
                  max_e2e_s=slo["max_e2e_s"], percentile=percentile, requests=requests,
                  input_dist=input_dist, output_dist=output_dist, trace=trace, seed=seed,
@@ -321,7 +330,7 @@ def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input
                      kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
                      prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
                      gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                     profile, as_json, cuda_graphs=False) -> None:
+                     profile, as_json, cuda_graphs=False, runtime_gb=0.0) -> None:
     from ..serving import SchedulerConfig
     from ..serving.search import search
     if workers is not None and workers < 1:
@@ -333,7 +342,8 @@ def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input
     cfg = SchedulerConfig(policy=policy, max_batch=mbs[0], max_tokens=max(mts[0], mbs[0]),
                           chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
                           preemption=preemption, swap_gb=swap_gb, reserve=reserve,
-                          swap_bytes_s=None if swap_bw is None else swap_bw * 1e9)
+                          swap_bytes_s=None if swap_bw is None else swap_bw * 1e9,
+                          runtime_gb=runtime_gb)
     s = search(model, hws, tp=tps, max_batch=mbs, max_tokens=mts, rate_target=rate_target,
                prices=prices, percentile=percentile, requests=requests, input_dist=input_dist,
                output_dist=output_dist, seed=seed, arrival=arrival, burstiness=burstiness,

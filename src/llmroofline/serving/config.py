@@ -15,10 +15,14 @@ RESERVES = ("prompt", "full")
 # Batching limits of an engine build (--preset): vllm = vLLM's defaults (max_num_seqs 256,
 # max_num_batched_tokens 8192 with chunked prefill, 16-token blocks); trtllm = the
 # TensorRT-LLM max-throughput benchmark builds of serving_calibration.csv (max batch 2048,
-# max_num_tokens 2048, 64-token blocks).
+# max_num_tokens 2048, 64-token blocks). runtime_gb: memory the engine holds outside
+# weights, activations and the KV pool, GB per device. TensorRT-LLM sizes its runtime
+# buffers by the build's max batch (logits and sampling workspaces of max_batch x vocab,
+# decoder state) and takes them, with the CUDA context, before the KV pool: ~3 GB at max
+# batch 2048 (docs/serving.md, "Runtime memory"). vLLM's 10 % headroom covers its context.
 PRESETS = {
-    "vllm": {"max_batch": 256, "max_tokens": 8192, "block_size": 16},
-    "trtllm": {"max_batch": 2048, "max_tokens": 2048, "block_size": 64},
+    "vllm": {"max_batch": 256, "max_tokens": 8192, "block_size": 16, "runtime_gb": 0.0},
+    "trtllm": {"max_batch": 2048, "max_tokens": 2048, "block_size": 64, "runtime_gb": 3.0},
 }
 
 
@@ -36,6 +40,7 @@ class SchedulerConfig:
     swap_gb: float | None = None  # host swap space per device, GB (None: unlimited)
     swap_bytes_s: float | None = None  # host link bytes/s per direction (None: PCIe / 2)
     reserve: str = "prompt"       # blocks reserved at admission: "prompt" or "full" (+ output)
+    runtime_gb: float = 0.0       # engine memory outside weights, activations, KV, GB/device
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -59,6 +64,9 @@ class SchedulerConfig:
                              f"{self.preemption!r}")
         if self.reserve not in RESERVES:
             raise InputError(f"reserve: must be one of {', '.join(RESERVES)}, got {self.reserve!r}")
+        if not (np.isfinite(self.runtime_gb) and 0 <= self.runtime_gb <= 1e4):
+            raise InputError(f"runtime_gb: must be a number of GB in [0, 10000], got "
+                             f"{self.runtime_gb!r}")
         if self.swap_gb is not None and not (np.isfinite(self.swap_gb) and self.swap_gb >= 0):
             raise InputError(f"swap_gb: must be a number of GB >= 0, got {self.swap_gb!r}")
         if self.swap_bytes_s is not None and not (np.isfinite(self.swap_bytes_s)
@@ -78,7 +86,8 @@ def preset_limits(preset: str, **given) -> dict:
 def kv_blocks_of(cost: IterationCost, cfg: SchedulerConfig) -> int:
     if cfg.kv_blocks is not None:
         return int(cfg.kv_blocks)
-    return cost.kv_capacity_tokens(cfg.max_tokens, cfg.kv_fraction) // cfg.block_size
+    return cost.kv_capacity_tokens(cfg.max_tokens, cfg.kv_fraction,
+                                   cfg.runtime_gb * 1e9) // cfg.block_size
 
 
 def swap_seconds_per_token(cost: IterationCost, cfg: SchedulerConfig) -> float:

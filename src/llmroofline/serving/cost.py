@@ -300,13 +300,14 @@ class IterationCost:
         fixed = self.token_s(rows) + self.row_s(rows) + self.step_overhead_s
         return fixed + self.attention_s(feats)
 
-    def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9) -> int:
+    def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9,
+                           runtime_bytes: float = 0.0) -> int:
         """Tokens of KV cache that fit: kv_fraction x (memory - weights - activation
-        reserve of a max_tokens iteration), per device."""
+        reserve of a max_tokens iteration - the engine's runtime memory), per device."""
         ops = build_ops(self.model, self.prec, 1, float(max_tokens), float(max_tokens),
                         **self._extra["kw"])
         act = float(activation_peak_bytes(self.model, self.prec, 1, max_tokens, ops))
-        free = (self.memory_bytes - self.weights_bytes - act) * kv_fraction
+        free = (self.memory_bytes - self.weights_bytes - act - runtime_bytes) * kv_fraction
         return int(max(free, 0) // self.kv_bytes_per_token)
 
 
