@@ -406,6 +406,27 @@ def test_max_throughput_rows_take_their_engine_setup(tmp_path):
         read_measurements(write_csv(tmp_path / "b.csv", bad, extra))
 
 
+def test_max_throughput_rows_take_their_runtime_memory(tmp_path):
+    # A row's runtime_gb replaces the setup's 3 GB: 20 GB of an 80 GB A100 held by the
+    # engine shrinks the KV pool, so a long-output row preempts more and runs slower.
+    from dataclasses import replace
+    from llmroofline.serving.offline import TRTLLM_CONFIG, offline_throughput
+    rows = [row(1, mode="max_throughput", batch=400, input_len=128, output_len=1024,
+                throughput_tok_s="100"),
+            row(2, mode="max_throughput", batch=400, input_len=128, output_len=1024,
+                throughput_tok_s="100", runtime_gb=20)]
+    extra = ("runtime_gb",)
+    got = {p.row.id: p.predicted for p in validate(write_csv(tmp_path / "r.csv", rows, extra)).predictions}
+    direct, _ = offline_throughput("meta-llama/Llama-2-7b-hf", "a100-sxm-80gb", 128, 1024,
+                                   requests=400, config=replace(TRTLLM_CONFIG, runtime_gb=20.0))
+    assert TRTLLM_CONFIG.runtime_gb == 3.0
+    assert got["2"] == pytest.approx(direct, rel=1e-12)
+    assert got["2"] < got["1"]
+    bad = [row(3, mode="max_throughput", throughput_tok_s="100", runtime_gb=-2)]
+    with pytest.raises(InputError, match=r"'runtime_gb' must be a number of GB"):
+        read_measurements(write_csv(tmp_path / "b.csv", bad, extra))
+
+
 def test_validate_serving_rows_cli():
     """The shipped TensorRT-LLM v0.10 in-flight-batching rows (docs/serving.md): the
     calibrated profile, never fitted to them, stays within the documented accuracy."""

@@ -17,10 +17,11 @@ The CSV schema is that of the shipped ``data/measured/calibration.csv`` (see its
   batching engine (TensorRT-LLM's ``gptManagerBenchmark --request_rate -1``):
   ``throughput_tok_s`` is the serving simulator's offline output throughput with the
   engine setup of ``serving/offline.py`` (chunked prefill, 2048 tokens per iteration,
-  90 % of free memory for a paged KV cache, preemption by recompute). Optional columns
-  ``max_batch``, ``max_tokens`` (tokens per iteration) and ``kv_fraction`` (share of the
-  free memory given to the KV cache) override that setup for rows measured with another
-  engine build. Only throughput is predicted; ``calibrate`` fits these rows only with
+  90 % of free memory for a paged KV cache, 3 GB of runtime memory per device, preemption
+  by recompute). Optional columns ``max_batch``, ``max_tokens`` (tokens per iteration),
+  ``kv_fraction`` (share of the free memory given to the KV cache) and ``runtime_gb``
+  (engine memory outside weights, activations and KV cache, GB per device) override that
+  setup for rows measured with another engine build. Only throughput is predicted; ``calibrate`` fits these rows only with
   ``fit_serving`` (each needs whole simulations).
 
 Errors are ``predicted / measured - 1`` (0.1 = 10 % over-prediction). The summary reports,
@@ -56,7 +57,7 @@ DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16
                  "nvfp4": "fp4", "mxfp4": "fp4"}
 REQUIRED = ("id", "hardware", "tp", "model", "weight_dtype", "act_dtype", "kv_dtype", "mode",
             "batch", "input_len", "output_len")
-SERVING_SETUP = ("max_batch", "max_tokens", "kv_fraction")   # max_throughput rows only
+SERVING_SETUP = ("max_batch", "max_tokens", "kv_fraction", "runtime_gb")   # max_throughput rows only
 OPTIONAL = ("source_id", "engine", "pp", *SERVING_SETUP, *METRICS)
 GROUPS = ("source_id", "hardware", "model", "precision", "tp", "mode")
 
@@ -176,13 +177,16 @@ def read_measurements(path: str | Path) -> list[Row]:
             if mode != "max_throughput":
                 raise InputError(f"{where}: column '{col}' applies to max_throughput rows only, "
                                  f"got {v!r} on a {mode} row")
-            if col == "kv_fraction":
+            if col in ("kv_fraction", "runtime_gb"):
                 try:
                     x = float(v)
                 except ValueError:
                     x = math.nan
-                if not 0 < x <= 1:
+                if col == "kv_fraction" and not 0 < x <= 1:
                     raise InputError(f"{where}: column 'kv_fraction' must be in (0, 1], got {v!r}")
+                if col == "runtime_gb" and not 0 <= x <= 1e4:
+                    raise InputError(f"{where}: column 'runtime_gb' must be a number of GB in "
+                                     f"[0, 10000], got {v!r}")
                 setup.append((col, x))
             else:
                 setup.append((col, integer(col)))
