@@ -72,8 +72,10 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
                          "clients over the replicas); use --router round-robin")
     total_blocks = kv_blocks_of(cost, cfg)
     if total_blocks < 1:
-        raise InputError("memory: the model's weights and activations leave no room for a KV "
-                         f"cache on {cost.roof.hw.id}; use more devices (--tp) or quantize")
+        held = (f"weights, activations and {cfg.runtime_gb:g} GB of engine runtime memory"
+                if cfg.runtime_gb else "weights and activations")
+        raise InputError(f"memory: the model's {held} leave no room for a KV cache on "
+                         f"{cost.roof.hw.id}; use more devices (--tp) or quantize")
     swap_s = swap_seconds_per_token(cost, cfg) if cfg.preemption == "swap" else 0.0
     swap_blocks = None
     if cfg.swap_gb is not None:
