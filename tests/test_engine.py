@@ -323,6 +323,23 @@ def test_sliding_window_layers_outside_the_kernel_coverage_get_no_reuse():
         assert times[False] - times[True] == pytest.approx(extra, rel=1e-9, abs=1e-15)
 
 
+def test_analyze_says_when_a_layer_is_outside_the_kernel_coverage():
+    """The shipped Hopper FP8 entry covers full-attention layers of groups up to 16: Mistral
+    (sliding window) and Falcon-180B at TP 8 (group 29) get a note, Llama-3.1-8B none,
+    and a profile covering everything silences it."""
+    from llmroofline.parallel import Layout
+    from llmroofline.specs.profile import Efficiency, Profile
+
+    def notes(model, tp=1, profile="default"):
+        a = lr.analyze(model, "h100-sxm", 8, 1024, 16, quant="fp8", layout=Layout(tp=tp),
+                       profile=profile)
+        return [w for w in a.warnings if "KV-sharing" in w]
+    assert len(notes("mistral-7b")) == 1 and "sliding-window" in notes("mistral-7b")[0]
+    assert "group of 29" in notes("falcon-180b", tp=8)[0]
+    assert notes("llama-3.1-8b") == []
+    assert notes("mistral-7b", profile=Profile("all", fallback=Efficiency(gqa_kv_reuse=0.9))) == []
+
+
 def test_one_token_prompt_pays_no_prefill_overhead():
     from llmroofline.specs.profile import Efficiency, Profile
     prof = Profile("t", fallback=Efficiency(step_overhead_s=1e-3, prefill_overhead_s=5e-3))

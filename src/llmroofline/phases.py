@@ -421,6 +421,24 @@ def _decode_phase(m, prec, rows_b, one, roof, I, O, pipe, flash, lay, notes) -> 
     return best
 
 
+def _kernel_coverage_notes(ops, eff: Efficiency, profile: str) -> list[str]:
+    """Say when the profile gives GQA layers no KV reuse because the engine's KV-sharing
+    decode kernel does not cover their layout (``Efficiency.kv_reuse``)."""
+    if eff.gqa_kv_reuse == 0:
+        return []
+    out = []
+    for o in ops:
+        if o.kind != "attention" or o.kv_group <= 1 or float(eff.kv_reuse(o.kv_group, o.window)):
+            continue
+        why = (f"a group of {o.kv_group:g} query heads per KV head (above {eff.gqa_max_group:g})"
+               if o.kv_group > eff.gqa_max_group else "sliding-window layers")
+        out.append(f"{o.name}: profile {profile} takes the engine's KV-sharing decode kernel "
+                   f"not to cover {why}, so each query head reads its KV head itself there "
+                   "(set gqa_max_group / gqa_covers_sliding_window in a profile if your "
+                   "engine covers it; docs/accuracy.md, 'Kernel coverage')")
+    return list(dict.fromkeys(out))
+
+
 def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec = DEFAULT_HARDWARE,
             batch=1, input_len=128, output_len=128, *, quant: str | Precision | None = None,
             wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
@@ -492,6 +510,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
         pre_ops = build_ops(m, prec, b, I, I, flash=flash, layout=lay)
         prefill = _prefill(pre_ops, roof, pipe, prefill_fixed_s(eff, I))
         act_len = I
+    notes += _kernel_coverage_notes(pre_ops, eff, prof.name)
     one = np.ones_like(B)
     droof = Roofline.of(hw, prec, lay, with_cuda_graphs(eff)) if cuda_graphs else roof
     decode = _decode_phase(m, prec, b * rows, one, droof, I, O, pipe, flash, lay, notes)
