@@ -21,8 +21,8 @@ The CSV schema is that of the shipped ``data/measured/calibration.csv`` (see its
   by recompute). Optional columns ``max_batch``, ``max_tokens`` (tokens per iteration),
   ``kv_fraction`` (share of the free memory given to the KV cache) and ``runtime_gb``
   (engine memory outside weights, activations and KV cache, GB per device) override that
-  setup for rows measured with another engine build. Only throughput is predicted; ``calibrate`` fits these rows only with
-  ``fit_serving`` (each needs whole simulations).
+  setup for rows measured with another engine build. Only throughput is predicted;
+  ``calibrate`` fits these rows only with ``fit_serving`` (each needs whole simulations).
 
 Errors are ``predicted / measured - 1`` (0.1 = 10 % over-prediction). The summary reports,
 per metric, the median absolute error (``median_ape``), its 90th percentile (``p90_ape``)
@@ -58,6 +58,9 @@ DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16
 REQUIRED = ("id", "hardware", "tp", "model", "weight_dtype", "act_dtype", "kv_dtype", "mode",
             "batch", "input_len", "output_len")
 SERVING_SETUP = ("max_batch", "max_tokens", "kv_fraction", "runtime_gb")   # max_throughput rows only
+# the real-valued ones: allowed range as a test and as text (the others are integers >= 1)
+_SETUP_RANGES = {"kv_fraction": (lambda x: 0 < x <= 1, "in (0, 1]"),
+                 "runtime_gb": (lambda x: 0 <= x <= 1e4, "a number of GB in [0, 10000]")}
 OPTIONAL = ("source_id", "engine", "pp", *SERVING_SETUP, *METRICS)
 GROUPS = ("source_id", "hardware", "model", "precision", "tp", "mode")
 
@@ -177,16 +180,14 @@ def read_measurements(path: str | Path) -> list[Row]:
             if mode != "max_throughput":
                 raise InputError(f"{where}: column '{col}' applies to max_throughput rows only, "
                                  f"got {v!r} on a {mode} row")
-            if col in ("kv_fraction", "runtime_gb"):
+            if col in _SETUP_RANGES:
+                ok, allowed = _SETUP_RANGES[col]
                 try:
                     x = float(v)
                 except ValueError:
                     x = math.nan
-                if col == "kv_fraction" and not 0 < x <= 1:
-                    raise InputError(f"{where}: column 'kv_fraction' must be in (0, 1], got {v!r}")
-                if col == "runtime_gb" and not 0 <= x <= 1e4:
-                    raise InputError(f"{where}: column 'runtime_gb' must be a number of GB in "
-                                     f"[0, 10000], got {v!r}")
+                if not ok(x):
+                    raise InputError(f"{where}: column '{col}' must be {allowed}, got {v!r}")
                 setup.append((col, x))
             else:
                 setup.append((col, integer(col)))

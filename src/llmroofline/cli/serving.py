@@ -45,16 +45,24 @@ def _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep, 
                overlap, allreduce, offload_weights, offload_kv, host_bw, profile, policy,
                max_batch, max_tokens, chunked, block_size, kv_fraction, preemption="recompute",
                swap_gb=None, swap_bw=None, reserve="prompt", cuda_graphs=False, runtime_gb=0.0):
-    from ..serving import IterationCost, SchedulerConfig
+    from ..serving import IterationCost
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, 1, gpus_per_node,
                        None, overlap, allreduce, offload_weights, offload_kv, host_bw, profile,
                        cuda_graphs=cuda_graphs)
-    cfg = SchedulerConfig(policy=policy, max_batch=max_batch, max_tokens=max_tokens,
-                          chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
-                          preemption=preemption, swap_gb=swap_gb, reserve=reserve,
-                          swap_bytes_s=None if swap_bw is None else swap_bw * 1e9,
-                          runtime_gb=runtime_gb)
+    cfg = _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
+                            preemption, swap_gb, swap_bw, reserve, runtime_gb)
     return cfg, IterationCost.of(model, hardware, max_tokens=max_tokens, max_batch=max_batch, **kw)
+
+
+def _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
+                      preemption, swap_gb, swap_bw, reserve, runtime_gb):
+    """The CLI's scheduler options as a SchedulerConfig (``swap_bw`` in GB/s)."""
+    from ..serving import SchedulerConfig
+    return SchedulerConfig(policy=policy, max_batch=max_batch, max_tokens=max_tokens,
+                           chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
+                           preemption=preemption, swap_gb=swap_gb, reserve=reserve,
+                           swap_bytes_s=None if swap_bw is None else swap_bw * 1e9,
+                           runtime_gb=runtime_gb)
 
 
 def _parse_pd(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -331,7 +339,6 @@ def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input
                      prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
                      gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
                      profile, as_json, cuda_graphs=False, runtime_gb=0.0) -> None:
-    from ..serving import SchedulerConfig
     from ..serving.search import search
     if workers is not None and workers < 1:
         raise InputError(f"workers: must be >= 1, got {workers}")
@@ -339,11 +346,8 @@ def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input
                        overlap, allreduce, offload_weights, offload_kv, host_bw, profile,
                        cuda_graphs=cuda_graphs)
     layout = kw.pop("layout")
-    cfg = SchedulerConfig(policy=policy, max_batch=mbs[0], max_tokens=max(mts[0], mbs[0]),
-                          chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
-                          preemption=preemption, swap_gb=swap_gb, reserve=reserve,
-                          swap_bytes_s=None if swap_bw is None else swap_bw * 1e9,
-                          runtime_gb=runtime_gb)
+    cfg = _scheduler_config(policy, mbs[0], max(mts[0], mbs[0]), chunked, block_size,
+                            kv_fraction, preemption, swap_gb, swap_bw, reserve, runtime_gb)
     s = search(model, hws, tp=tps, max_batch=mbs, max_tokens=mts, rate_target=rate_target,
                prices=prices, percentile=percentile, requests=requests, input_dist=input_dist,
                output_dist=output_dist, seed=seed, arrival=arrival, burstiness=burstiness,
