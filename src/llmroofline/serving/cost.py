@@ -34,7 +34,7 @@ FLOPs; with ``overlap`` the collectives' exposure is computed within the token o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..cost import Roofline, combine
@@ -43,11 +43,11 @@ from ..errors import InputError
 from ..graph import build_ops, causal_pairs, keys_touched
 from ..memory import activation_peak_bytes, kv_cache_bytes_per_seq, weight_bytes_total
 from ..parallel import Layout
-from ..specs.catalog import load_model
-from ..specs.hardware import load_hardware
+from ..deployment import Deployment, resolve
 from ..specs.model import ModelSpec
-from ..specs.precision import Precision, parse_quant
-from ..specs.profile import Efficiency, load_profile, resolve_efficiency, with_cuda_graphs
+from ..specs.precision import Precision
+from ..specs.engine import KVMemoryRule
+from ..specs.profile import Efficiency
 
 # (q, L) sample points at batch 1 for reading the attention coefficients off the engine.
 _SAMPLE_Q = np.array([1, 1, 1, 1, 2, 3, 7, 16, 16, 64, 100, 257, 1000, 5000, 1, 33])
@@ -92,27 +92,23 @@ class IterationCost:
     _extra: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, model, hardware, *, quant=None, wbits=None, abits=None, kvbits=None,
-           flash: bool = True, layout: Layout | None = None, profile=None,
-           max_tokens: int = 8192, max_batch: int = 256, cuda_graphs: bool = False,
+    def of(cls, model, hardware=None, *, quant=None, wbits=None, abits=None, kvbits=None,
+           flash: bool = True, layout: Layout | None = None, engine=None, profile=None,
+           max_tokens: int = 8192, max_batch: int = 256, cuda_graphs: bool | None = None,
            _efficiency: Efficiency | None = None) -> "IterationCost":
-        """``cuda_graphs``: pure-decode iterations replay CUDA graphs (launch overhead x
-        ``CUDA_GRAPH_LAUNCH_FACTOR``, as ``analyze(cuda_graphs=True)`` prices decode steps);
-        iterations with prefill tokens run eagerly, as in vLLM."""
-        m = load_model(model)
-        hw = load_hardware(hardware)
-        if isinstance(quant, Precision):
-            prec = quant
-        else:
-            prec = parse_quant(quant, wbits=wbits, abits=abits, kvbits=kvbits)
-        lay = layout or Layout()
-        lay.check(m)
+        """The iteration cost of a deployment: ``model`` with the setup keywords (resolved
+        by :func:`deployment.resolve`, as ``analyze`` does) or a resolved Deployment alone.
+        ``cuda_graphs``: pure-decode iterations replay CUDA graphs (launch overhead x the
+        engine's ``cuda_graph_launch_factor``, as ``analyze(cuda_graphs=True)`` prices decode
+        steps); iterations with prefill tokens run eagerly, as in vLLM."""
+        dep = resolve(model, hardware, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
+                      layout=layout, engine=engine, profile=profile, flash=flash,
+                      cuda_graphs=cuda_graphs)
+        m, hw, prec, lay, flash = dep.model, dep.hardware, dep.precision, dep.layout, dep.flash
         if lay.pp > 1:
             raise InputError("pp: the serving simulator does not model pipeline parallelism "
                              "yet; use --tp (or --pp 1)")
-        # looked up by activation bits, as analyze does (W4A16 runs 16-bit kernels)
-        eff = _efficiency or resolve_efficiency(hw.efficiency, hw.family, load_profile(profile),
-                                                prec.abits)
+        eff = _efficiency or dep.efficiency
         roof = Roofline.of(hw, prec, lay, eff)
         kw = dict(flash=flash, layout=lay, mla_absorb=True if m.mla else None)
 
@@ -164,11 +160,16 @@ class IterationCost:
                                      "raw_step_s": float(eff.step_overhead_s),
                                      "finite_windows": any(np.isfinite(w) for w in windows),
                                      "attn_oh": float(np.sum(oh))})
-        if cuda_graphs:
-            cost._extra["graphs"] = cls.of(m, hw, quant=prec, flash=flash, layout=lay,
+        cost._extra["deployment"] = dep
+        if dep.cuda_graphs and _efficiency is None:
+            cost._extra["graphs"] = cls.of(replace(dep, cuda_graphs=False),
                                            max_tokens=max_batch, max_batch=max_batch,
-                                           _efficiency=with_cuda_graphs(eff))
+                                           _efficiency=dep.engine.graphed(eff))
         return cost
+
+    @property
+    def deployment(self) -> Deployment:
+        return self._extra["deployment"]
 
     def __post_init__(self) -> None:
         # the simulator prices thousands of iterations one at a time: read the tables as
@@ -301,14 +302,16 @@ class IterationCost:
         return fixed + self.attention_s(feats)
 
     def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9,
-                           runtime_bytes: float = 0.0) -> int:
-        """Tokens of KV cache that fit: kv_fraction x (memory - weights - activation
-        reserve of a max_tokens iteration - the engine's runtime memory), per device."""
+                           runtime_bytes: float = 0.0, rule: str = "free_fraction") -> int:
+        """Tokens of KV cache that fit on a device: the engine's KV-memory ``rule``
+        (:class:`~llmroofline.specs.engine.KVMemoryRule`) at ``kv_fraction``, with the
+        activation reserve of a ``max_tokens`` iteration and the engine's runtime memory."""
         ops = build_ops(self.model, self.prec, 1, float(max_tokens), float(max_tokens),
                         **self._extra["kw"])
         act = float(activation_peak_bytes(self.model, self.prec, 1, max_tokens, ops))
-        free = (self.memory_bytes - self.weights_bytes - act - runtime_bytes) * kv_fraction
-        return int(max(free, 0) // self.kv_bytes_per_token)
+        pool = KVMemoryRule(rule, kv_fraction).pool_bytes(self.memory_bytes, self.weights_bytes,
+                                                           act, runtime_bytes)
+        return int(pool // self.kv_bytes_per_token)
 
 
 def _sum_time(ops, roof: Roofline, keep) -> np.ndarray:
