@@ -169,7 +169,8 @@ def test_prefill_projections_compute_bound_decode_memory_bound():
                    profile="ideal")
     proj = [o for o in a.prefill.ops if o.kind == "matmul" and o.name != "lm_head"]
     assert all(str(o.bound) == "compute" for o in proj)
-    assert all(float(o.intensity) > a.hardware.ridge_point for o in proj)
+    ridge = 312e12 / 2039e9      # A100 SXM 80GB datasheet: dense BF16 FLOP/s over bytes/s
+    assert all(float(o.intensity) > ridge for o in proj)
     assert all(str(o.bound) == "memory" for o in a.decode.ops if o.kind == "matmul")
 
 

@@ -50,7 +50,7 @@ from . import phases
 from .cost import Roofline
 from .errors import InputError
 from .graph import build_ops
-from .memory import Memory, kv_cache_bytes_per_seq
+from .memory import Memory, kv_cache_bytes_per_seq, largest_batch
 from .parallel import Layout
 from .specs.catalog import load_model
 from .specs.model import ModelSpec
@@ -241,7 +241,5 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
     weights = plain.memory.weights_bytes + dplain.memory.weights_bytes
     act = np.maximum(plain.memory.activation_bytes, dplain.memory.activation_bytes)
     cap = plain.memory.capacity_bytes
-    free = cap - weights
-    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / ((kv + act) / B)), 0.0)
-    mem = Memory(weights, kv, act, cap, max_batch)
+    mem = Memory(weights, kv, act, cap, largest_batch(cap, weights, (kv + act) / B))
     return Speculative(plain, dplain, k, a, tau, rounds, dsum, vsum, mem, tuple(warnings))

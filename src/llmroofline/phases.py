@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .cost import Roofline, combine
+from .cost import Roofline, combine, exposed_fraction
 from .errors import InputError
 from .graph import Op, build_ops
 from .memory import Memory, memory_footprint
@@ -209,14 +209,6 @@ def sum_max_affine(p, q, r, s, a, b, w):
     n_flat = np.maximum(b - np.maximum(a, w + 1) + 1, 0)
     extra_flat = np.where(n_flat > 0, n_flat * np.maximum(g0 + dg * wf, 0), 0.0)
     return base + extra + extra_flat
-
-
-def exposed_fraction(rows) -> np.ndarray:
-    """Share of collective time left visible when it overlaps the matmuls of the step."""
-    comm = sum(r[3] for r in rows)
-    gemm = sum(np.maximum(r[1], r[2]) for r in rows if r[0].kind == "matmul")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
 
 
 def _step_row(rows: list, step_s, name: str = "step overhead") -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from ..cost import host_link_bytes_s
 from ..errors import InputError
 from ..parallel import Layout
 from ..phases import analyze
@@ -243,7 +244,8 @@ def _other_defs(ctx: _Ctx, base: Setup, b0: Outcome, draft, devices) -> tuple[li
         skipped.append(("speculative decoding", "no draft model given (--draft MODEL, with "
                         "--draft-k and --accept)"))
     if not b0.fits:
-        host = base.layout.host_bw_bytes_s or (base.hardware.pcie_bytes_s_bidir or 0) / 2
+        host = host_link_bytes_s(base.hardware, base.layout.host_bw_bytes_s) \
+            if base.hardware.pcie_bytes_s_bidir or base.layout.host_bw_bytes_s else 0.0
         defs.append(_Def("offload to host memory", "offload", "memory", "offload",
                          lambda s: replace(s, offload=True),
                          f"streams offloaded bytes every step at {host / 1e9:.0f} GB/s",

@@ -20,7 +20,7 @@ import numpy as np
 from .. import decoding
 from ..cost import Roofline
 from ..graph import build_ops
-from ..memory import kv_cache_bytes_per_seq, weight_bytes_total
+from ..memory import kv_cache_bytes_per_seq, largest_batch, weight_bytes_total
 from ..parallel import Layout
 from ..phases import Analysis, analyze, step_cost
 from ..specs.hardware import HardwareSpec
@@ -142,7 +142,7 @@ def _resolve_batch(ctx: _Ctx, s: Setup) -> tuple[Setup, str]:
     act1 = float(a1.memory.activation_bytes)
     if s.batch_mode == "paged":
         kv1 = float(_paged_kv(ctx, s, s.layout, 1))
-        top = int((cap - w) // (kv1 + act1)) if cap > w else 0
+        top = int(largest_batch(cap, w, kv1 + act1))
     else:
         top = int(a1.max_batch)
     if top <= s.batch:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cost import host_link_bytes_s
 from ..errors import InputError
 from ..specs.engine import Engine, KVMemoryRule
 from .cost import IterationCost
@@ -83,12 +84,5 @@ def kv_blocks_of(cost: IterationCost, cfg: SchedulerConfig) -> int:
 
 def swap_seconds_per_token(cost: IterationCost, cfg: SchedulerConfig) -> float:
     """Seconds to move one token of KV cache (this device's share) over the host link."""
-    bw = cfg.swap_bytes_s
-    if bw is None:
-        bidir = cost.roof.hw.pcie_bytes_s_bidir
-        if not bidir:
-            raise InputError(f"swap: {cost.roof.hw.id} has no PCIe bandwidth in its device "
-                             "data; give the host link with --swap-bw")
-        bw = bidir / 2
-    return cost.kv_bytes_per_token / bw
+    return cost.kv_bytes_per_token / host_link_bytes_s(cost.roof.hw, cfg.swap_bytes_s, "swap_bw")
 

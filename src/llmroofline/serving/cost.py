@@ -37,8 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 import numpy as np
 
-from ..cost import Roofline, combine
-from ..phases import exposed_fraction
+from ..cost import Roofline, combine, exposed_comm_s
 from ..errors import InputError
 from ..graph import build_ops, causal_pairs, keys_touched
 from ..memory import activation_peak_bytes, kv_cache_bytes_per_seq, weight_bytes_total
@@ -123,12 +122,17 @@ class IterationCost:
 
         # Token ops on N = 1..max_tokens (batch 1, q = L = N; attention/row ops dropped).
         n = np.arange(1, max_tokens + 1, dtype=float)
-        token_table = np.zeros(max_tokens + 1)
-        token_table[1:] = _sum_time(build_ops(m, prec, 1, n, n, **kw), roof,
-                                    [not (a or r) for a, r in zip(attn, row)])
+        # With overlap the step's visible collective time max(C - G, 0) couples the token
+        # and row ops (lm_head is a matmul), so their collective (C) and matmul (G) seconds
+        # are tabulated apart and joined per iteration in _exposed.
+        tok_keep = [not (a or r) for a, r in zip(attn, row)]
+        token_table, tok_c, tok_g = (np.zeros(max_tokens + 1) for _ in range(3))
+        token_table[1:], tok_c[1:], tok_g[1:] = _sum_parts(build_ops(m, prec, 1, n, n, **kw),
+                                                           roof, tok_keep)
         b = np.arange(1, max_batch + 1, dtype=float)
-        row_table = np.zeros(max_batch + 1)
-        row_table[1:] = _sum_time(build_ops(m, prec, b, 1, 1, **kw), roof, row)
+        row_table, row_c, row_g = (np.zeros(max_batch + 1) for _ in range(3))
+        row_table[1:], row_c[1:], row_g[1:] = _sum_parts(build_ops(m, prec, b, 1, 1, **kw),
+                                                         roof, row)
 
         # Attention coefficients: compute_s and memory_s are linear in the features.
         sample = build_ops(m, prec, 1, _SAMPLE_Q, _SAMPLE_L, **kw)
@@ -159,7 +163,10 @@ class IterationCost:
                    hw.memory_bytes, {"kw": kw, "classes": (attn, row), "big": {},
                                      "raw_step_s": float(eff.step_overhead_s),
                                      "finite_windows": any(np.isfinite(w) for w in windows),
-                                     "attn_oh": float(np.sum(oh))})
+                                     "attn_oh": float(np.sum(oh)),
+                                     "overlap": bool(lay.overlap),
+                                     "comm": (tok_c.tolist(), tok_g.tolist(), row_c.tolist(),
+                                              row_g.tolist())})
         cost._extra["deployment"] = dep
         if dep.cuda_graphs and _efficiency is None:
             cost._extra["graphs"] = cls.of(replace(dep, cuda_graphs=False),
@@ -204,8 +211,28 @@ class IterationCost:
             else:
                 ops = build_ops(self.model, self.prec, float(n), 1, 1, **self._extra["kw"])
                 keep = row
-            cache[(kind, n)] = float(_sum_time(ops, self.roof, keep))
-        return cache[(kind, n)]
+            cache[(kind, n)] = tuple(float(x) for x in _sum_parts(ops, self.roof, keep))
+        return cache[(kind, n)][0]
+
+    def _exposed(self, n_tokens, n_rows) -> float:
+        """Visible collective seconds of an iteration under overlap (0 without: the tables
+        then hold the collectives): ``cost.exposed_comm_s`` over its token and row ops."""
+        if not self._extra.get("overlap"):
+            return 0.0
+        tc, tg, rc, rg = self._extra["comm"]
+        n, b = int(n_tokens), int(n_rows)
+        big = self._extra["big"]
+        if n < len(tc):
+            c1, g1 = tc[n], tg[n]
+        else:
+            self._big("token", n)
+            _, c1, g1 = big[("token", n)]
+        if b < len(rc):
+            c2, g2 = rc[b], rg[b]
+        else:
+            self._big("row", b)
+            _, c2, g2 = big[("row", b)]
+        return float(exposed_comm_s(c1 + c2, g1 + g2))
 
     def feature_sums(self, q: np.ndarray, L: np.ndarray) -> np.ndarray:
         """Summed features over the rows: [N, (pairs, keys, q*keys) per window]."""
@@ -258,7 +285,8 @@ class IterationCost:
         """:meth:`time` from the rows' token count, row count and :meth:`feature_sums`."""
         if not prefill and "graphs" in self._extra:
             return self._extra["graphs"].time_of_sums(n_tokens, n_rows, feats, False)
-        t = self.token_s(n_tokens) + self.row_s(n_rows) + float(self.attention_s(feats))
+        t = (self.token_s(n_tokens) + self.row_s(n_rows) + float(self.attention_s(feats))
+             + self._exposed(n_tokens, n_rows))
         if prefill:   # as phases._prefill: the sum is dropped when numerically zero
             extra = self._extra.get("raw_step_s", self.step_overhead_s) + self.prefill_overhead_s
             return t + (extra if extra > 1e-9 else 0.0)
@@ -286,7 +314,7 @@ class IterationCost:
             else:
                 s = csum[-1] + j * B
             feats[:, 1 + 3 * i:4 + 3 * i] = s[:, None]   # q = 1: pairs = keys = q x keys
-        fixed = self.token_s(B) + self.row_s(B) + self.step_overhead_s
+        fixed = self.token_s(B) + self.row_s(B) + self.step_overhead_s + self._exposed(B, B)
         return fixed + self.attention_s(feats)
 
     def decode_run_of_sum(self, rows: int, sum_L0, k: int) -> np.ndarray:
@@ -298,7 +326,8 @@ class IterationCost:
         feats = np.empty((k, 1 + 3 * len(self.windows)))
         feats[:, 0] = float(rows)
         feats[:, 1:] = (float(sum_L0) + j * rows)[:, None]
-        fixed = self.token_s(rows) + self.row_s(rows) + self.step_overhead_s
+        fixed = (self.token_s(rows) + self.row_s(rows) + self.step_overhead_s
+                 + self._exposed(rows, rows))
         return fixed + self.attention_s(feats)
 
     def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9,
@@ -314,17 +343,21 @@ class IterationCost:
         return int(pool // self.kv_bytes_per_token)
 
 
-def _sum_time(ops, roof: Roofline, keep) -> np.ndarray:
-    """Per-operator roofline time summed over the kept ops (collectives exposed as in
-    ``phases._prefill``)."""
+def _sum_parts(ops, roof: Roofline, keep):
+    """Seconds of the kept ops: (kernels + launch overheads [+ collectives when the layout
+    does not overlap them], collective seconds, matmul kernel seconds), each an array;
+    the last two are what ``cost.exposed_comm_s`` needs to join ops of one step."""
     kept = [o for o, k in zip(ops, keep) if k]
-    terms = [(o, *roof.terms(o)) for o in kept]
-    exposed = exposed_fraction(terms) if roof.layout.overlap and terms else 1.0
-    total = 0.0
-    for o, c, mem, comm, oh in terms:
-        t, _ = combine(c, mem, comm * exposed, oh, roof.overlap(o))
-        total = total + t
-    return np.asarray(total, dtype=float)
+    base = comm = gemm = 0.0
+    for o in kept:
+        c, mem, k, oh = roof.terms(o)
+        t, _ = combine(c, mem, 0.0 * k, oh, roof.overlap(o))
+        base, comm = base + t, comm + k
+        if o.kind == "matmul":
+            gemm = gemm + np.maximum(c, mem)
+    if not roof.layout.overlap:
+        base, comm, gemm = base + comm, 0.0 * comm, 0.0 * comm
+    return tuple(np.asarray(x, dtype=float) for x in (base, comm, gemm))
 
 
 def _exact_lstsq(X: np.ndarray, y: np.ndarray, name: str) -> np.ndarray:
