@@ -184,6 +184,7 @@ class Engine:
                                              if self.runtime_gb else "")
 
 
+@lru_cache(maxsize=1)
 def builtin_engines() -> tuple[str, ...]:
     folder = resources.files("llmroofline") / "data" / "engines"
     return tuple(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml")))
