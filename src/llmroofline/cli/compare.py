@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from .. import phases
+from .. import phases, report
 from ..errors import InputError
 from ..gridspec import parse_grid
 from ..specs.catalog import DEFAULT_MODEL
@@ -93,11 +93,9 @@ def compare_cmd(
         for p in outs:
             plots.save_compare(ms, p)
             err.print(f"wrote {p}")
-    agree = cmpmod.sign_agreement(*ms) if len(ms) == 2 and len(ms[0].hardware) == 2 else None
+    data = cmpmod.compare_payload(ms)
+    agree = data.get("sign_agreement_ops_global")
     if as_json:
-        data = {"meshes": [m.to_json() for m in ms]}
-        if agree is not None:
-            data["sign_agreement_ops_global"] = None if np.isnan(agree) else agree
         print(json.dumps(data, indent=1))
         return
     m0 = ms[0]
@@ -165,10 +163,10 @@ def roofline_cmd(
     for p in outs:
         plots.save_roofline(analyses, p, phs)
         err.print(f"wrote {p}")
-    pts = plots.roofline_points(analyses, phs)
-    ridges = {a.hardware.id: plots.ridge(a) for a in analyses}
+    data = report.roofline_payload(analyses, phs)
+    pts, ridges = data["points"], data["ridges"]
     if as_json:
-        print(json.dumps({"ridges": ridges, "points": pts}, indent=1))
+        print(json.dumps(data, indent=1))
         return
     a0 = analyses[0]
     out.print(f"[bold]{a0.model.name}[/] ({a0.precision.label}): batch {batch}, input "
