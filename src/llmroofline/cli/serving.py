@@ -24,7 +24,7 @@ TraceOpt = Annotated[Optional[str], typer.Option("--trace", help="CSV arrival_s,
 BurstOpt = Annotated[float, typer.Option("--burstiness", help="Gamma arrivals: shape of the gaps (1 = Poisson, < 1 burstier).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same run).")]
 PolicyOpt = Annotated[str, typer.Option("--policy", help="continuous (in-flight batching) or static (batch runs to its longest request).")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="Engine batching limits: vllm (max batch 256, 8192 tokens per iteration, 16-token blocks) or trtllm (2048, 2048, 64: TensorRT-LLM's max-throughput benchmark builds); --max-batch, --max-tokens, --block-size override.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="Engine batching limits: vllm (max batch 256, 8192 tokens per iteration, 16-token blocks) or trtllm (2048, 2048, 64: TensorRT-LLM's max-throughput benchmark builds); engine releases with their scheduler behaviours: vllm-v1, sglang, trtllm-1 (docs/engines.md); --max-batch, --max-tokens, --block-size override.")]
 MaxBatchOpt = Annotated[Optional[int], typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs). Default: from --preset.")]
 MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Tokens per iteration (vLLM max_num_batched_tokens). Default: from --preset.")]
 ChunkOpt = Annotated[bool, typer.Option("--chunked/--no-chunked", help="Chunked prefill.")]
@@ -37,6 +37,8 @@ PreemptOpt = Annotated[str, typer.Option("--preemption", help="When KV blocks ru
 SwapGbOpt = Annotated[Optional[float], typer.Option("--swap-gb", help="Host swap space per device in GB (default: unlimited); a victim that does not fit is recomputed.")]
 SwapBwOpt = Annotated[Optional[float], typer.Option("--swap-bw", help="Host link for swapping, GB/s per direction (default: the device's PCIe / 2).")]
 ReserveOpt = Annotated[str, typer.Option("--reserve", help="KV blocks reserved at admission: prompt (vLLM; decodes may preempt) or full (prompt + output: TensorRT-LLM guaranteed-no-evict, never preempts).")]
+RampOpt = Annotated[Optional[float], typer.Option("--ramp", help="Closed loop: the clients start evenly over this many seconds (0: all at t = 0). Default: one request cycle estimated at this concurrency.")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="Closed loop: requests per client before the measured window (the drain after the last request is sent is excluded too).")]
 DisaggOpt = Annotated[Optional[str], typer.Option("--disaggregate", help="P:D = P prefill and D decode replicas; the KV cache is sent between them (replaces --replicas).")]
 KvLinkOpt = Annotated[Optional[float], typer.Option("--kv-link-bw", help="Disaggregation: KV transfer link, GB/s per device and direction (default: the scale-up link if all replicas fit in one node, else the network).")]
 
@@ -116,6 +118,13 @@ def _print_sim(s: dict, title: str) -> None:
               f"{100 * kv['mean_used']:.1f} % / {100 * kv['max_used']:.1f} %")
     u.add_row("busy / preemptions", f"{100 * s['busy']:.1f} % / {s['preemptions']}"
               + (f" ({s['swaps']} by swap)" if s.get("swaps") else ""))
+    b = s.get("benchmark")
+    if b:
+        u.add_row("closed loop: measured / excluded requests",
+                  f"{b['measured_requests']} / {b['excluded_requests']} (warm-up, drain)")
+        u.add_row("closed loop: TTFT / TPOT mean, output tok/s",
+                  f"{secs(b['ttft_s']['mean'])} / {secs(b['tpot_s']['mean'])}, "
+                  f"{b['output_tok_s_law']:,.0f}")
     if s.get("kv_transfer_s"):
         u.add_row("KV transfer prefill -> decode: mean / p99",
                   f"{secs(s['kv_transfer_s']['mean'])} / {secs(s['kv_transfer_s']['p99'])}")
@@ -132,13 +141,17 @@ def simulate_cmd(
     trace: TraceOpt = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Closed loop: N clients, each sending its next request when the previous one finishes.")] = None,
     arrival: ArrivalOpt = None, burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
+    ramp: RampOpt = None, warmup: WarmupOpt = 1,
     policy: PolicyOpt = "continuous", preset: PresetOpt = "vllm", max_batch: MaxBatchOpt = None,
     max_tokens: MaxTokOpt = None,
-    chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = 0.9,
+    chunked: Annotated[Optional[bool], typer.Option("--chunked/--no-chunked", help="Chunked prefill. Default: from --preset (on, except trtllm-1).")] = None,
+    block_size: BlockOpt = None,
+    kv_fraction: Annotated[Optional[float], typer.Option("--kv-fraction", help="Share of memory for the KV cache (the rule of --preset: of the memory left after weights and activations by default). Default: from --preset, else 0.9.")] = None,
     runtime_gb: RuntimeOpt = None,
     replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
-    reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
+    reserve: Annotated[Optional[str], typer.Option("--reserve", help="KV blocks reserved at admission: prompt (vLLM; decodes may preempt) or full (prompt + output: TensorRT-LLM guaranteed-no-evict). Default: from --preset, else prompt.")] = None,
+    disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="SLO for goodput: TTFT limit (1s, 500ms).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="SLO for goodput: TPOT limit (50ms).")] = None,
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
@@ -152,11 +165,17 @@ def simulate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
+    from dataclasses import replace
     from ..serving import make_workload, simulate
-    from ..serving.config import preset_limits
+    from ..serving.config import preset_config, preset_limits
     lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size,
                         runtime_gb=runtime_gb)
     max_batch, max_tokens, block_size = lim["max_batch"], lim["max_tokens"], lim["block_size"]
+    eng = preset_config(preset, tp=tp, chunked=chunked, kv_fraction=kv_fraction, reserve=reserve)
+    chunked, kv_fraction = eng.get("chunked", True), eng.get("kv_fraction", 0.9)
+    reserve = eng.get("reserve", "prompt")
+    behaviours = {k: eng[k] for k in ("mix_prefill", "step_cpu_s", "request_fixed_s",
+                                      "cuda_graph_sizes", "kv_memory") if k in eng}
     if plot:
         from ..serving.plots import check_plot_path
         check_plot_path(plot)
@@ -168,10 +187,12 @@ def simulate_cmd(
                            host_bw, profile, policy, max_batch, max_tokens, chunked, block_size,
                            kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs,
                            lim["runtime_gb"])
+    cfg = replace(cfg, **behaviours)
     wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
                        output_dist=output_dist, trace=trace, concurrency=concurrency,
                        burstiness=burstiness, seed=seed,
-                       max_context=cost.model.max_position_embeddings)
+                       max_context=cost.model.max_position_embeddings, ramp_s=ramp,
+                       warmup=warmup)
     r = simulate(workload=wl, config=cfg, replicas=replicas, router=router, disaggregate=pd,
                  kv_link_bytes_s=link, cost=cost)
     s = r.summary(slo_ttft, slo_tpot)
@@ -187,7 +208,9 @@ def simulate_cmd(
                    "block_size": block_size, "kv_fraction": kv_fraction,
                    "runtime_gb": lim["runtime_gb"],
                    "preemption": preemption, "swap_gb": swap_gb, "reserve": reserve,
-                   "profile": profile}
+                   "profile": profile, "mix_prefill": cfg.mix_prefill,
+                   "step_cpu_s": cfg.step_cpu_s, "request_fixed_s": cfg.request_fixed_s,
+                   "cuda_graph_sizes": list(cfg.cuda_graph_sizes), "kv_memory": cfg.kv_memory}
     if csv_out:
         r.to_csv(csv_out)
     where = cost.roof.hw.id if tp == 1 else f"{tp} x {cost.roof.hw.id}"

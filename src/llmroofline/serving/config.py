@@ -186,9 +186,11 @@ def preset_limits(preset: str, **given) -> dict:
     return {k: (given[k] if given.get(k) is not None else v) for k, v in PRESETS[preset].items()}
 
 
-def preset_config(preset: str, **given) -> dict:
-    """SchedulerConfig keyword arguments of ``preset``: SchedulerConfig's defaults, then
-    the preset's values, then the values in ``given`` that are not None."""
+def preset_config(preset: str, tp: int = 1, **given) -> dict:
+    """SchedulerConfig keyword arguments of ``preset`` (those it sets; the others keep
+    SchedulerConfig's defaults), with the values in ``given`` that are not None taking
+    precedence. ``sglang``: ``kv_fraction`` = SGLANG_MEM_FRACTION_BY_TP at ``tp`` (the
+    largest tabulated TP <= tp)."""
     if preset not in PRESETS:
         raise InputError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}"
                          + suggest(preset, PRESETS))
@@ -197,6 +199,9 @@ def preset_config(preset: str, **given) -> dict:
     if bad:
         raise InputError(f"preset: unknown scheduler setting {bad[0]!r}" + suggest(bad[0], names))
     kw = dict(PRESETS[preset])
+    if preset == "sglang":
+        kw["kv_fraction"] = SGLANG_MEM_FRACTION_BY_TP[max(
+            t for t in SGLANG_MEM_FRACTION_BY_TP if t <= max(int(tp), 1))]
     kw.update({k: v for k, v in given.items() if v is not None})
     return kw
 
