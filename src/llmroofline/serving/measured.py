@@ -239,7 +239,7 @@ def run_config(run: MeasuredRun, preset: str | None = None):
 
 def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile="default",
                  rounds: int = 3, warmup: int = 1, ramp_s: float | None = None,
-                 behaviours: bool = True, cost=None) -> dict:
+                 behaviours: bool = True, cost=None, jitter_s: float = 0.0, seed: int = 0) -> dict:
     """Simulate ``run`` as its benchmark ran: ``concurrency`` closed-loop clients, each
     sending ``warmup + rounds`` requests of ``isl`` / ``osl`` tokens (staggered starts;
     the warm-up and the drain excluded). ``preset``: scheduler preset (default: the
@@ -269,7 +269,8 @@ def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile="defaul
     c = run.concurrency
     wl = make_workload(c * (warmup + rounds), concurrency=c, input_dist=f"fixed:{run.isl}",
                        output_dist=f"fixed:{run.osl}", ramp_s=ramp_s, warmup=warmup,
-                       max_context=cost.model.max_position_embeddings)
+                       max_context=cost.model.max_position_embeddings, jitter_s=jitter_s,
+                       seed=seed)
     r = simulate(workload=wl, config=cfg, cost=cost)
     b = r.benchmark()
     ttft, tpot = b["ttft_s"]["mean"] * 1e3, b["tpot_s"]["mean"] * 1e3

@@ -202,15 +202,18 @@ class Replica:
             self.pending += range(self.n, self.n + m)
         self.n += m
 
-    def set_closed_loop(self, concurrency: int, starts_s=None) -> None:
+    def set_closed_loop(self, concurrency: int, starts_s=None, think_s=None) -> None:
         """Closed loop over the requests added with ``release=False``: the first
         ``concurrency`` are sent at ``starts_s`` (nondecreasing; default: all at t = 0),
         each finish sends the next at once. A request reaches the scheduler
-        ``request_fixed_s`` after it is sent (``arr`` holds that time here)."""
+        ``request_fixed_s`` after it is sent (``arr`` holds that time here). ``think_s``
+        (per local request): seconds from the previous finish (the start) to the send."""
         n = self.n
         self.concurrency = min(concurrency, n)
+        self.think = [0.0] * n if think_s is None else [float(x) for x in think_s]
         for r in range(self.concurrency):
-            self.arr[r] = (0.0 if starts_s is None else float(starts_s[r])) + self.fixed
+            self.arr[r] = ((0.0 if starts_s is None else float(starts_s[r])) + self.fixed
+                           + self.think[r])
             self.pending.append(r)
         self.next_release = self.concurrency
 
@@ -255,7 +258,7 @@ class Replica:
         self.finish_times.append(self.now)
         if self.concurrency and self.next_release < self.n:
             k = self.next_release
-            self.arr[k] = self.now + self.fixed
+            self.arr[k] = self.now + self.fixed + self.think[k]
             # staggered starts may still be pending: keep ``pending`` sorted by arrival
             if self.pi < len(self.pending) and self.arr[self.pending[-1]] > self.arr[k]:
                 insort(self.pending, k, lo=self.pi, key=self.arr.__getitem__)

@@ -109,7 +109,7 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
             from .workload import closed_loop_starts_s
             starts = closed_loop_starts_s(cost, cfg, wl)
         rep = route(reps, router, ready, inp, outl, concurrency=wl.concurrency,
-                    starts_s=starts)
+                    starts_s=starts, think_s=wl.think_s)
         merged = _merge(reps, n)
     else:
         P, D = _check_disaggregate(disaggregate, replicas, wl, cfg)

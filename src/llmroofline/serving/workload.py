@@ -58,6 +58,8 @@ class Workload:
     notes: tuple[str, ...] = field(default=())
     ramp_s: float | None = None   # closed loop: clients start over this span (None: auto)
     warmup: int = 0               # closed loop: requests per client outside the measurement
+    think_s: np.ndarray | None = None  # closed loop: per request, seconds between the
+                                  # previous finish (or the client's start) and its send
 
     @property
     def n(self) -> int:
@@ -197,10 +199,14 @@ def make_workload(n: int = 1000, *, rate: float | None = None, arrival: str | No
                   output_dist: str | int = "lognormal:256,0.8", trace: str | Path | None = None,
                   concurrency: int | None = None, burstiness: float = 1.0, seed: int = 0,
                   max_context: int | None = None, ramp_s: float | None = None,
-                  warmup: int = 1) -> Workload:
+                  warmup: int = 1, jitter_s: float = 0.0) -> Workload:
     """Build the request list (see module docstring). ``arrival`` defaults to ``poisson``
     with a rate, ``closed`` with a concurrency, ``offline`` with neither. ``ramp_s``,
-    ``warmup``: closed loop only (staggered start, warm-up requests per client)."""
+    ``warmup``: closed loop only (staggered start, warm-up requests per client);
+    ``jitter_s``: closed loop, each request is sent a uniform random 0 .. jitter_s seconds
+    after the previous one of its client finishes (client-side timing noise)."""
+    if not (np.isfinite(jitter_s) and 0 <= jitter_s <= 60):
+        raise InputError(f"jitter_s: must be a number of seconds in [0, 60], got {jitter_s!r}")
     if ramp_s is not None and not (np.isfinite(ramp_s) and 0 <= ramp_s <= 1e6):
         raise InputError(f"ramp_s: must be a number of seconds in [0, 1e6], got {ramp_s!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or not 0 <= warmup <= 1000:
@@ -235,10 +241,11 @@ def make_workload(n: int = 1000, *, rate: float | None = None, arrival: str | No
             notes.append(f"{int(too_long.sum())} of {i.size} requests clipped to the model's "
                          f"context of {max_context} tokens")
     closed = arr == "closed"
+    think = rng.uniform(0, jitter_s, size=i.size) if closed and jitter_s > 0 else None
     return Workload(np.asarray(a, dtype=float), np.asarray(i, dtype=np.int64),
                     np.asarray(o, dtype=np.int64), arr, rate,
                     concurrency if closed else None, tuple(notes),
-                    ramp_s if closed else None, int(warmup) if closed else 0)
+                    ramp_s if closed else None, int(warmup) if closed else 0, think)
 
 
 def closed_loop_ramp_s(cost, cfg, wl: Workload) -> float:
