@@ -318,3 +318,17 @@ def test_read_and_simulate_the_shared_file():
     assert p["tok_s"] == pytest.approx(throughput_tok_s(run.concurrency, run.osl,
                                                         p["ttft_ms"], p["tpot_ms"]))
     assert p["sim"]["measured_requests"] > 0
+
+
+@pytest.mark.parametrize("model", [MODEL, "gemma-2-9b"])     # gemma-2: sliding windows
+def test_fast_path_equals_stepping_with_the_behaviours(model):
+    c = IterationCost.of(model, HW)
+    cfg = SchedulerConfig(mix_prefill=False, step_cpu_s=0.0005, request_fixed_s=0.01,
+                          cuda_graph_sizes=(1, 2, 4, 8, 16, 24, 32))
+    wl = make_workload(120, concurrency=24, input_dist="range:600,0.5",
+                       output_dist="range:200,0.5", seed=3)
+    a = simulate(workload=wl, config=cfg, cost=c, fast=True)
+    b = simulate(workload=wl, config=cfg, cost=c, fast=False)
+    assert a.finish_s == pytest.approx(b.finish_s, rel=1e-9)
+    assert a.first_token_s == pytest.approx(b.first_token_s, rel=1e-9)
+    assert a.itl_weight.sum() == b.itl_weight.sum() == float((wl.output_len - 1).sum())

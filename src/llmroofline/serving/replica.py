@@ -376,20 +376,32 @@ class Replica:
         pad, eager = None, False
         if self.graph_sizes:
             pad, eager = self.cfg.padded_rows(B), not self.cfg.graph_replay(B)
-        if cost.windowless:
-            dts = cost.decode_run_of_sum(B, self._sum_base + B * (it + 1), k, pad, eager)
-        else:
-            L0 = np.fromiter(self._lock.values(), np.int64, B) + (it + 1)
-            dts = cost.decode_run(L0, k, pad, eager)
-        if self.step_cpu:
-            dts = dts + self.step_cpu
-        starts = self.now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
-        if B < self.cfg.max_batch and not self.waiting and not self.swapped:
+        L0 = None if cost.windowless else np.fromiter(self._lock.values(), np.int64, B) + (it + 1)
+        S0 = self._sum_base + B * (it + 1)
+
+        def run(m):
+            if cost.windowless:
+                d = cost.decode_run_of_sum(B, S0, m, pad, eager)
+            else:
+                d = cost.decode_run(L0, m, pad, eager)
+            return d + self.step_cpu if self.step_cpu else d
+
+        admit = B < self.cfg.max_batch and not self.waiting and not self.swapped
+        t_next = math.inf
+        if admit:
             # an arrival could be admitted: stop before the next one (or before ``until``,
             # where the router may send one)
             t_next = until
             if self.pi < len(self.pending):
                 t_next = min(t_next, self.arr[self.pending[self.pi]])
+            if t_next < math.inf and k > 64:
+                # no iteration is shorter than the first (contexts only grow), so at most
+                # (t_next - now) / first + 1 of them start before t_next: price only those
+                first = float(run(1)[0])
+                k = min(k, int((t_next - self.now) / first) + 2)
+        dts = run(k)
+        starts = self.now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
+        if admit:
             if t_next < starts[-1] + dts[-1]:
                 k = int(max(1, np.searchsorted(starts, t_next, side="left")))
                 dts, starts = dts[:k], starts[:k]
