@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--csv", default=str(DEFAULT_CSV))
     ap.add_argument("--setups", default="today,stagger,engine,engine-burst")
     ap.add_argument("--limit", type=int, default=0, help="only the first N simulable rows")
-    ap.add_argument("--rounds", type=int, default=3, help="measured requests per client")
+    ap.add_argument("--rounds", type=int, default=2, help="requests per client after the warm-up (the last round keeps the load on the measured one)")
     ap.add_argument("--out", default=None, help="write per-row predictions to this CSV")
     args = ap.parse_args()
     p = Path(args.csv)

@@ -238,7 +238,7 @@ def run_config(run: MeasuredRun, preset: str | None = None):
 
 
 def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile="default",
-                 rounds: int = 3, warmup: int = 1, ramp_s: float | None = None,
+                 rounds: int = 2, warmup: int = 1, ramp_s: float | None = None,
                  behaviours: bool = True, cost=None, jitter_s: float = 0.0, seed: int = 0) -> dict:
     """Simulate ``run`` as its benchmark ran: ``concurrency`` closed-loop clients, each
     sending ``warmup + rounds`` requests of ``isl`` / ``osl`` tokens (staggered starts;

@@ -395,10 +395,14 @@ class Replica:
             if self.pi < len(self.pending):
                 t_next = min(t_next, self.arr[self.pending[self.pi]])
             if t_next < math.inf and k > 64:
-                # no iteration is shorter than the first (contexts only grow), so at most
-                # (t_next - now) / first + 1 of them start before t_next: price only those
-                first = float(run(1)[0])
-                k = min(k, int((t_next - self.now) / first) + 2)
+                # every iteration lasts at least its token and row ops (attention and
+                # overheads >= 0; graph replay is the cheaper of the two prices), so at
+                # most (t_next - now) / that + 1 of them start before t_next: price those
+                g = cost if eager else cost._extra.get("graphs", cost)
+                n = B if pad is None else pad
+                lb = g.token_s(n) + g.row_s(n) + self.step_cpu
+                if lb > 0:
+                    k = min(k, int((t_next - self.now) / lb) + 2)
         dts = run(k)
         starts = self.now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
         if admit:
