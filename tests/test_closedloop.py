@@ -332,3 +332,22 @@ def test_fast_path_equals_stepping_with_the_behaviours(model):
     assert a.finish_s == pytest.approx(b.finish_s, rel=1e-9)
     assert a.first_token_s == pytest.approx(b.first_token_s, rel=1e-9)
     assert a.itl_weight.sum() == b.itl_weight.sum() == float((wl.output_len - 1).sum())
+
+
+def test_cli_closed_loop_with_an_engine_preset(capsys):
+    import json
+    from llmroofline.cli import main
+    base = ["simulate", "-m", MODEL, "-H", "h200", "-q", "fp8", "--arrival", "closed",
+            "--concurrency", "4", "-n", "16", "--input-dist", "512", "--output-dist", "32",
+            "--json"]
+    assert main(base + ["--preset", "sglang"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["config"]["mix_prefill"] is False and s["config"]["kv_memory"] == "static"
+    assert s["config"]["kv_fraction"] == 0.88 and s["config"]["block_size"] == 1
+    b = s["benchmark"]
+    assert b["concurrency"] == 4 and b["measured_requests"] + b["excluded_requests"] == 16
+    assert main(base + ["--preset", "trtllm-1", "--reserve", "prompt", "--ramp", "0"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["config"]["reserve"] == "prompt" and s["config"]["chunked"] is False
+    assert main(base + ["--warmup", "-1"]) == 2
+    assert "warmup" in capsys.readouterr().err
