@@ -145,11 +145,11 @@ def closed_loop_points() -> None:
     """Time one closed-loop point (the simulation, cost tables prebuilt), best of 3;
     target < 50 ms on one core (issue 18)."""
     from llmroofline.parallel import Layout
-    from llmroofline.serving import SchedulerConfig
-    from llmroofline.serving.config import preset_config
+    from llmroofline.serving.config import scheduler_config
+    from llmroofline.specs.engine import load_engine
     print("closed-loop points (3 requests per client: 1 warm-up, 1 measured, 1 to keep the load; staggered; best of 3):")
     for model, hw, quant, tp, preset, I, O, c in CLOSED_POINTS:
-        cfg = SchedulerConfig(**preset_config(preset, tp=tp))
+        cfg = scheduler_config(load_engine(preset))
         cost = IterationCost.of(model, hw, quant=quant, layout=Layout(tp=tp),
                                 max_tokens=cfg.max_tokens, max_batch=cfg.max_batch)
         wl = make_workload(3 * c, concurrency=c, input_dist=f"fixed:{I}",

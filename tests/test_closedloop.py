@@ -11,7 +11,8 @@ import pytest
 from llmroofline.errors import InputError
 from llmroofline.parallel import Layout
 from llmroofline.serving import IterationCost, SchedulerConfig, Workload, make_workload, simulate
-from llmroofline.serving.config import PRESETS, kv_blocks_of, preset_config
+from llmroofline.serving.config import SGLANG_MEM_FRACTION_BY_TP, kv_blocks_of, scheduler_config
+from llmroofline.specs.engine import load_engine
 from llmroofline.serving.measured import (parse_row, read_concurrency_csv, simulate_run,
                                           skip_reason, throughput_tok_s)
 
@@ -159,7 +160,7 @@ def test_cuda_graph_padding_by_hand(cost):
     """9 identical requests prefilled together, then decoding in lockstep: the first decode
     iteration (L = I + 1 each) is priced at the captured size 16 (vLLM V1 sizes 1, 2, 4,
     8, 16, ...)."""
-    cfg = SchedulerConfig(cuda_graph_sizes=PRESETS["vllm-v1"]["cuda_graph_sizes"])
+    cfg = SchedulerConfig(cuda_graph_sizes=load_engine("vllm-v1").batching.cuda_graph_sizes)
     assert [cfg.padded_rows(b) for b in (1, 3, 5, 9, 17, 512, 513)] == \
         [1, 4, 8, 16, 24, 512, 513]
     I, O, B = 128, 40, 9
@@ -191,40 +192,40 @@ def test_bad_behaviour_settings():
         SchedulerConfig(request_fixed_s=float("nan"))
     with pytest.raises(InputError, match="cuda_graph_sizes"):
         SchedulerConfig(cuda_graph_sizes=(8, 4))
-    with pytest.raises(InputError, match="kv_memory"):
-        SchedulerConfig(kv_memory="half")
-    with pytest.raises(InputError, match="preset"):
-        preset_config("sglang-0.3")
+    with pytest.raises(InputError, match="engine"):
+        load_engine("sglang-0.3")
 
 
-# -- presets: the documented defaults ----------------------------------------------------------
-def test_vllm_v1_preset_defaults():
-    c = SchedulerConfig(**preset_config("vllm-v1"))
+# -- engine files: the documented defaults ------------------------------------------------
+def test_vllm_v1_defaults():
+    c = scheduler_config(load_engine("vllm-v1"))
     assert (c.max_batch, c.max_tokens, c.block_size) == (1024, 8192, 16)
     assert c.chunked and c.mix_prefill and c.reserve == "prompt"
-    assert (c.kv_memory, c.kv_fraction) == ("total", 0.9)
+    assert (c.kv_rule, c.kv_fraction, c.runtime_gb) == ("total_fraction", 0.9, 1.0)
     assert c.cuda_graph_sizes[:5] == (1, 2, 4, 8, 16) and c.cuda_graph_sizes[-1] == 512
-    assert len(c.cuda_graph_sizes) == 3 + 512 // 8
+    assert c.cuda_graph_sizes == (1, 2, 4) + tuple(range(8, 513, 8))
+    assert (c.request_fixed_s, c.step_cpu_s) == (0.02, 0.0)
 
 
-def test_sglang_preset_defaults():
-    c = SchedulerConfig(**preset_config("sglang"))
-    assert (c.max_tokens, c.block_size, c.mix_prefill, c.kv_memory) == (8192, 1, False, "static")
-    assert c.cuda_graph_sizes[:6] == (1, 2, 4, 8, 12, 16) and c.cuda_graph_sizes[-1] == 256
-    fr = {tp: preset_config("sglang", tp=tp)["kv_fraction"] for tp in (1, 2, 4, 8)}
-    assert fr == {1: 0.88, 2: 0.87, 4: 0.85, 8: 0.81}
-    assert preset_config("sglang", tp=8, kv_fraction=0.9)["kv_fraction"] == 0.9
+def test_sglang_defaults():
+    c = scheduler_config(load_engine("sglang"))
+    assert (c.max_tokens, c.block_size, c.mix_prefill, c.kv_rule) == \
+        (8192, 1, False, "static_fraction")
+    assert c.cuda_graph_sizes == (1, 2, 4, 8, 12) + tuple(range(16, 257, 8))
+    assert c.kv_fraction == 0.88
+    assert SGLANG_MEM_FRACTION_BY_TP == {1: 0.88, 2: 0.87, 4: 0.85, 8: 0.81, 16: 0.79}
 
 
-def test_trtllm_1_preset_defaults():
-    c = SchedulerConfig(**preset_config("trtllm-1"))
+def test_trtllm_1_defaults():
+    c = scheduler_config(load_engine("trtllm-1"))
     assert (c.max_batch, c.max_tokens, c.block_size) == (2048, 8192, 32)
     assert (c.reserve, c.chunked, c.mix_prefill) == ("full", False, True)
-    assert (c.kv_memory, c.kv_fraction, c.runtime_gb) == ("free", 0.9, 3.0)
-    # today's presets are unchanged
-    assert PRESETS["trtllm"] == {"max_batch": 2048, "max_tokens": 2048, "block_size": 64,
-                                 "runtime_gb": 3.0}
-    assert SchedulerConfig(**preset_config("vllm")).mix_prefill
+    assert (c.kv_rule, c.kv_fraction, c.runtime_gb) == ("free_fraction", 0.9, 3.0)
+    assert c.cuda_graph_sizes == ()
+    # the engines before them keep the old behaviour
+    for name in ("vllm", "trtllm-0.8", "default"):
+        old = scheduler_config(load_engine(name))
+        assert old.mix_prefill and old.cuda_graph_sizes == () and old.request_fixed_s == 0
 
 
 def test_kv_pool_rules_by_hand():
@@ -236,13 +237,13 @@ def test_kv_pool_rules_by_hand():
     kvb = 2 * 32 * 8 * 128 * 2
     assert c.kv_bytes_per_token == kvb
     M, W = 141e9, c.weights_bytes
-    sg = SchedulerConfig(**preset_config("sglang"))
+    sg = scheduler_config(load_engine("sglang"))
     assert kv_blocks_of(c, sg) == int((0.88 * M - W) // kvb)
     ops = build_ops(c.model, c.prec, 1, 8192.0, 8192.0, **c._extra["kw"])
     A = float(activation_peak_bytes(c.model, c.prec, 1, 8192, ops))
-    v1 = SchedulerConfig(**preset_config("vllm-v1"))
+    v1 = scheduler_config(load_engine("vllm-v1"))
     assert kv_blocks_of(c, v1) == int((0.9 * M - W - A - 1e9) // kvb) // 16
-    tr = SchedulerConfig(**preset_config("trtllm-1"))
+    tr = scheduler_config(load_engine("trtllm-1"))
     assert kv_blocks_of(c, tr) == int((0.9 * (M - W - A - 3e9)) // kvb) // 32
 
 
@@ -340,9 +341,9 @@ def test_cli_closed_loop_with_an_engine_preset(capsys):
     base = ["simulate", "-m", MODEL, "-H", "h200", "-q", "fp8", "--arrival", "closed",
             "--concurrency", "4", "-n", "16", "--input-dist", "512", "--output-dist", "32",
             "--json"]
-    assert main(base + ["--preset", "sglang"]) == 0
+    assert main(base + ["--engine", "sglang"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert s["config"]["mix_prefill"] is False and s["config"]["kv_memory"] == "static"
+    assert s["config"]["mix_prefill"] is False and s["config"]["kv_rule"] == "static_fraction"
     assert s["config"]["kv_fraction"] == 0.88 and s["config"]["block_size"] == 1
     b = s["benchmark"]
     assert b["concurrency"] == 4 and b["measured_requests"] + b["excluded_requests"] == 16

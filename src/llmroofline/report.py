@@ -61,6 +61,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
                       "kvbits": a.precision.kvbits, "group_size": a.precision.group_size,
                       "label": a.precision.label},
         "flash": a.flash,
+        "engine": a.engine,
         "profile": a.profile,
         "cuda_graphs": a.cuda_graphs,
         "prefill_chunk": a.prefill_chunk,

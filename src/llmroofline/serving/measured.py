@@ -36,7 +36,7 @@ SYSTEMS = {"h200_sxm": "h200", "h100_sxm": "h100-sxm", "b200_sxm": "b200", "gb20
            "a100_sxm": "a100-sxm-80gb", "h20": "h20", "gb200_sxm": "gb200"}
 # checkpoints with another's shapes (the README: R1 has V3's shapes)
 MODEL_ALIASES = {"deepseek-ai/DeepSeek-R1": "deepseek-ai/DeepSeek-V3"}
-# backend -> preset of its release family (serving/config.py PRESETS, docs/engines.md)
+# backend -> engine of its release family (data/engines/*.toml, docs/engines.md)
 ENGINE_PRESETS = {"vllm": "vllm-v1", "sglang": "sglang", "trtllm": "trtllm-1"}
 # KV-cache bits an engine uses by default for a checkpoint whose weights are 8-bit or less:
 # TensorRT-LLM 1.x runs the FP8 KV cache of its FP8 / NVFP4 checkpoints; vLLM and SGLang
@@ -231,33 +231,42 @@ def read_concurrency_csv(path: str | Path) -> tuple[list[MeasuredRun], list[tupl
 _COSTS: dict = {}
 
 
-def run_config(run: MeasuredRun, preset: str | None = None):
-    """The SchedulerConfig of ``run`` under ``preset`` (default: its engine's)."""
-    from .config import SchedulerConfig, preset_config
-    return SchedulerConfig(**preset_config(preset or run.preset, tp=run.tp))
+def run_config(run: MeasuredRun, preset: str | None = None, behaviours: bool = True):
+    """The SchedulerConfig of ``run`` under engine ``preset`` (default: its engine's,
+    ENGINE_PRESETS; SGLang's ``mem_fraction_static`` by TP size). ``behaviours=False``:
+    the engine's limits, KV rule and runtime memory only, without mixing policy, CUDA-graph
+    padding and fixed costs (the simulator before them)."""
+    from ..specs.engine import load_engine
+    from .config import SGLANG_MEM_FRACTION_BY_TP, scheduler_config
+    name = preset or run.preset
+    given = {}
+    if name == "sglang":
+        given["kv_fraction"] = SGLANG_MEM_FRACTION_BY_TP[max(
+            t for t in SGLANG_MEM_FRACTION_BY_TP if t <= max(run.tp, 1))]
+    cfg = scheduler_config(load_engine(name), **given)
+    if not behaviours:
+        cfg = replace(cfg, mix_prefill=True, cuda_graph_sizes=(), request_fixed_s=0.0,
+                      step_cpu_s=0.0)
+    return cfg
 
 
-def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile="default",
+def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
                  rounds: int = 2, warmup: int = 1, ramp_s: float | None = None,
                  behaviours: bool = True, cost=None, jitter_s: float = 0.0, seed: int = 0) -> dict:
     """Simulate ``run`` as its benchmark ran: ``concurrency`` closed-loop clients, each
     sending ``warmup + rounds`` requests of ``isl`` / ``osl`` tokens (staggered starts;
     the warm-up and the drain excluded). ``preset``: scheduler preset (default: the
-    engine's); ``behaviours=False`` keeps only its batching limits (max batch, tokens,
-    blocks, runtime memory), i.e. the simulator before the engine behaviours.
+    engine's); ``behaviours=False`` keeps only its limits, KV rule and runtime memory,
+    i.e. the simulator before the engine behaviours (:func:`run_config`); ``profile``:
+    the kernels (None: the default engine's, which the three engine files reuse).
     Returns {"ttft_ms", "tpot_ms", "tok_s" (c x OSL / (TTFT + TPOT x (OSL - 1))),
     "sim": the benchmark summary}."""
-    from .config import PRESETS, SchedulerConfig
     from .cost import IterationCost
     from .sim import simulate
     from .workload import make_workload
     if run.concurrency is None:
         raise InputError(f"measured: row {run.id} has no concurrency (disaggregated)")
-    cfg = run_config(run, preset)
-    if not behaviours:
-        lim = PRESETS[preset or run.preset]
-        cfg = SchedulerConfig(**{k: lim[k] for k in ("max_batch", "max_tokens", "block_size",
-                                                      "runtime_gb")})
+    cfg = run_config(run, preset, behaviours)
     if cost is None:
         key = (run.model, run.hardware, run.precision, run.tp, run.moe_ep, cfg.max_tokens,
                cfg.max_batch, str(profile))

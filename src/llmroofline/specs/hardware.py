@@ -64,12 +64,6 @@ class HardwareSpec:
         return self.peak_flops.get(dtype)
 
     @property
-    def ridge_point(self) -> float:
-        """FLOPs per byte where the 16-bit compute roof meets the bandwidth roof."""
-        p = self.peak("bf16") or self.peak("fp16") or self.peak("fp32") or 0.0
-        return p / self.mem_bw_bytes_s
-
-    @property
     def has_nvlink(self) -> bool:
         """An all-to-all scale-up fabric (NVLink/NVSwitch, Infinity Fabric, ICI, RoCE)."""
         return bool(self.scaleup_bytes_s_bidir)
