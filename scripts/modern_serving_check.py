@@ -6,15 +6,15 @@ model loads, simulates each at its concurrency (``simulate_run``) in several set
 prints the mean absolute percentage error of TTFT, TPOT and throughput
 (``c x OSL / (TTFT + TPOT x (OSL - 1))``, for measured and predicted alike) by backend,
 model, layout and concurrency bucket. Nothing is fitted: every value comes from the
-default profile and the presets' documented defaults.
+default kernels and the engine files' documented defaults (data/engines/).
 
 Setups (``--setups``, comma-separated):
-- ``today``: the simulator before issue 18: the ``vllm`` preset's limits for every engine,
-  all clients started at t = 0, no engine behaviours;
+- ``today``: the simulator before issue 18: the ``vllm`` engine's scheduler for every
+  backend, all clients started at t = 0, no engine behaviours;
 - ``stagger``: the same limits, clients staggered over one request cycle (the new default);
-- ``engine``: the engine's preset (``vllm-v1``, ``sglang``, ``trtllm-1``: limits, mixing,
+- ``engine``: the backend's engine file (``vllm-v1``, ``sglang``, ``trtllm-1``: limits, mixing,
   CUDA-graph padding, KV rule, reservation, per-request fixed cost), staggered;
-- ``engine-burst``: the engine's preset with the clients started together (ramp 0).
+- ``engine-burst``: the backend's engine file with the clients started together (ramp 0).
 
 Run:  python scripts/modern_serving_check.py [--setups today,engine] [--limit N]
       [--out predictions.csv]

@@ -26,8 +26,16 @@ iteration:
    budget has tokens left, and the KV blocks of the request's whole prompt (``reserve=
    "full"``: prompt + output, TensorRT-LLM's guaranteed-no-evict) are free (keeping a
    ``watermark`` share of the blocks spare);
-4. the iteration's time is ``IterationCost.time`` of its rows plus the swap time; tokens
-   are emitted at its end.
+4. the iteration's time is ``IterationCost.time`` of its rows plus the swap time plus
+   ``step_cpu_s``; tokens are emitted at its end. A pure-decode iteration of B rows with
+   ``cuda_graph_sizes`` is priced with its token and row ops at the next captured size
+   (``SchedulerConfig.padded_rows``), eagerly above the largest.
+
+Without mixing (``mix_prefill=False``, SGLang): when prefill work is waiting (a running
+prompt with more than one token to compute, or a request that can be admitted), the
+iteration runs only prefill rows with the whole ``max_tokens`` budget; the lockstep decode
+rows do not advance (their iteration counter ``_it`` stands still, so their stored bases
+stay valid) and their next inter-token gap includes the prefill iterations.
 
 Static batching (``policy="static"``): when idle, the engine takes up to ``max_batch``
 queued requests whose full KV cache (``input + output - 1`` tokens each) fits, prefills
