@@ -28,7 +28,7 @@ TraceOpt = Annotated[Optional[str], typer.Option("--trace", help="CSV arrival_s,
 BurstOpt = Annotated[float, typer.Option("--burstiness", help="Gamma arrivals: shape of the gaps (1 = Poisson, < 1 burstier).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same run).")]
 PolicyOpt = Annotated[str, typer.Option("--policy", help="continuous (in-flight batching) or static (batch runs to its longest request).")]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Older spelling: take only the scheduler facts (batching limits, KV-memory rule, runtime memory) of this engine, e.g. vllm (max batch 256, 8192 tokens per iteration, 16-token blocks) or trtllm (= trtllm-0.8: 2048, 2048, 64, 3 GB runtime); --max-batch, --max-tokens, --block-size override.")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Older spelling: take only the scheduler facts (batching limits, KV-memory rule, runtime memory) of this engine, e.g. vllm (max batch 256, 8192 tokens per iteration, 16-token blocks) or trtllm (= trtllm-0.8: 2048, 2048, 64, 3 GB runtime); the current releases vllm-v1, sglang, trtllm-1 also bring their mixing policy, CUDA-graph sizes and fixed costs (docs/engines.md); --max-batch, --max-tokens, --block-size override.")]
 MaxBatchOpt = Annotated[Optional[int], typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs). Default: from --preset.")]
 MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Tokens per iteration (vLLM max_num_batched_tokens). Default: from --preset.")]
 ChunkOpt = Annotated[bool, typer.Option("--chunked/--no-chunked", help="Chunked prefill.")]
@@ -41,6 +41,8 @@ PreemptOpt = Annotated[str, typer.Option("--preemption", help="When KV blocks ru
 SwapGbOpt = Annotated[Optional[float], typer.Option("--swap-gb", help="Host swap space per device in GB (default: unlimited); a victim that does not fit is recomputed.")]
 SwapBwOpt = Annotated[Optional[float], typer.Option("--swap-bw", help="Host link for swapping, GB/s per direction (default: the device's PCIe / 2).")]
 ReserveOpt = Annotated[str, typer.Option("--reserve", help="KV blocks reserved at admission: prompt (vLLM; decodes may preempt) or full (prompt + output: TensorRT-LLM guaranteed-no-evict, never preempts).")]
+RampOpt = Annotated[Optional[float], typer.Option("--ramp", help="Closed loop: the clients start evenly over this many seconds (0: all at t = 0). Default: one request cycle estimated at this concurrency.")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="Closed loop: requests per client before the measured window (the drain after the last request is sent is excluded too).")]
 DisaggOpt = Annotated[Optional[str], typer.Option("--disaggregate", help="P:D = P prefill and D decode replicas; the KV cache is sent between them (replaces --replicas).")]
 KvLinkOpt = Annotated[Optional[float], typer.Option("--kv-link-bw", help="Disaggregation: KV transfer link, GB/s per device and direction (default: the scale-up link if all replicas fit in one node, else the network).")]
 
@@ -128,6 +130,13 @@ def _print_sim(s: dict, title: str) -> None:
               f"{100 * kv['mean_used']:.1f} % / {100 * kv['max_used']:.1f} %")
     u.add_row("busy / preemptions", f"{100 * s['busy']:.1f} % / {s['preemptions']}"
               + (f" ({s['swaps']} by swap)" if s.get("swaps") else ""))
+    b = s.get("benchmark")
+    if b:
+        u.add_row("closed loop: measured / excluded requests",
+                  f"{b['measured_requests']} / {b['excluded_requests']} (warm-up, drain)")
+        u.add_row("closed loop: TTFT / TPOT mean, output tok/s",
+                  f"{secs(b['ttft_s']['mean'])} / {secs(b['tpot_s']['mean'])}, "
+                  f"{b['output_tok_s_law']:,.0f}")
     if s.get("kv_transfer_s"):
         u.add_row("KV transfer prefill -> decode: mean / p99",
                   f"{secs(s['kv_transfer_s']['mean'])} / {secs(s['kv_transfer_s']['p99'])}")
@@ -145,13 +154,16 @@ def simulate_cmd(
     trace: TraceOpt = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Closed loop: N clients, each sending its next request when the previous one finishes.")] = None,
     arrival: ArrivalOpt = None, burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
+    ramp: RampOpt = None, warmup: WarmupOpt = 1,
     policy: PolicyOpt = "continuous", preset: PresetOpt = None, max_batch: MaxBatchOpt = None,
     max_tokens: MaxTokOpt = None,
-    chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = None,
+    chunked: Annotated[Optional[bool], typer.Option("--chunked/--no-chunked", help="Chunked prefill. Default: from the engine.")] = None,
+    block_size: BlockOpt = None, kv_fraction: KvFracOpt = None,
     runtime_gb: RuntimeOpt = None,
     replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
-    reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
+    reserve: Annotated[Optional[str], typer.Option("--reserve", help="KV blocks reserved at admission: prompt (vLLM; decodes may preempt) or full (prompt + output: TensorRT-LLM guaranteed-no-evict). Default: from the engine.")] = None,
+    disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="SLO for goodput: TTFT limit (1s, 500ms).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="SLO for goodput: TPOT limit (50ms).")] = None,
     csv_out: Annotated[Optional[str], typer.Option("--csv", help="Write per-request results to this CSV.")] = None,
@@ -160,6 +172,7 @@ def simulate_cmd(
     setup: dict = None,
 ) -> None:
     """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
+    from dataclasses import replace
     from ..serving import make_workload, simulate
     eng, lim = _engine_limits(setup["engine"], setup["profile"], preset, max_batch=max_batch,
                               max_tokens=max_tokens,
@@ -167,6 +180,8 @@ def simulate_cmd(
                               kv_fraction=kv_fraction)
     max_batch, max_tokens, block_size = lim["max_batch"], lim["max_tokens"], lim["block_size"]
     kv_fraction = lim["kv_fraction"]
+    chunked = eng.batching.chunked if chunked is None else chunked
+    reserve = eng.batching.reserve if reserve is None else reserve
     if plot:
         from ..serving.plots import check_plot_path
         check_plot_path(plot)
@@ -176,12 +191,16 @@ def simulate_cmd(
     cfg = _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
                             preemption, swap_gb, swap_bw, reserve, lim["runtime_gb"],
                             lim["kv_rule"])
+    cfg = replace(cfg, mix_prefill=eng.batching.mix_prefill,
+                  cuda_graph_sizes=tuple(eng.batching.cuda_graph_sizes),
+                  request_fixed_s=eng.request_overhead_s, step_cpu_s=eng.iteration_overhead_s)
     cost = _sim_cost(model, hardware, setup, eng, cfg)
     tp = setup["tp"]
     wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
                        output_dist=output_dist, trace=trace, concurrency=concurrency,
                        burstiness=burstiness, seed=seed,
-                       max_context=cost.model.max_position_embeddings)
+                       max_context=cost.model.max_position_embeddings, ramp_s=ramp,
+                       warmup=warmup)
     r = simulate(workload=wl, config=cfg, replicas=replicas, router=router, disaggregate=pd,
                  kv_link_bytes_s=link, cost=cost)
     s = r.summary(slo_ttft, slo_tpot)
@@ -198,7 +217,9 @@ def simulate_cmd(
                    "block_size": block_size, "kv_fraction": kv_fraction, "kv_rule": lim["kv_rule"],
                    "runtime_gb": lim["runtime_gb"],
                    "preemption": preemption, "swap_gb": swap_gb, "reserve": reserve,
-                   "profile": eng.profile.name}
+                   "profile": eng.profile.name, "mix_prefill": cfg.mix_prefill,
+                   "step_cpu_s": cfg.step_cpu_s, "request_fixed_s": cfg.request_fixed_s,
+                   "cuda_graph_sizes": list(cfg.cuda_graph_sizes)}
     if csv_out:
         r.to_csv(csv_out)
     where = cost.roof.hw.id if tp == 1 else f"{tp} x {cost.roof.hw.id}"

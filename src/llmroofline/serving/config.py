@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,11 @@ from .cost import IterationCost
 POLICIES = ("continuous", "static")
 PREEMPTIONS = ("recompute", "swap")
 RESERVES = ("prompt", "full")
+# SGLang's default mem_fraction_static by tensor-parallel size (server_args, 0.4-0.5); the
+# sglang engine file holds the TP 1 value (docs/engines.md).
+SGLANG_MEM_FRACTION_BY_TP = {1: 0.88, 2: 0.87, 4: 0.85, 8: 0.81, 16: 0.79}
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     policy: str = "continuous"
@@ -30,6 +36,15 @@ class SchedulerConfig:
     swap_bytes_s: float | None = None  # host link bytes/s per direction (None: PCIe / 2)
     reserve: str = "prompt"       # blocks reserved at admission: "prompt" or "full" (+ output)
     runtime_gb: float = 0.0       # engine memory outside weights, activations, KV, GB/device
+    # engine behaviours (issue 18; defaults keep the behaviour before them)
+    mix_prefill: bool = True      # prefill chunks share iterations with decodes (False:
+                                  # SGLang: an iteration with prefill work runs no decodes)
+    step_cpu_s: float = 0.0       # CPU/scheduling seconds added to every iteration
+    request_fixed_s: float = 0.0  # seconds per request before it reaches the scheduler
+                                  # (tokenize, schedule, first detokenize): added to TTFT
+    cuda_graph_sizes: tuple = ()  # captured decode batch sizes; a pure-decode iteration of B
+                                  # <= max rows is priced at the next captured size (padded);
+                                  # larger ones run eagerly. () = no padding (as before)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -60,17 +75,46 @@ class SchedulerConfig:
         if self.swap_bytes_s is not None and not (np.isfinite(self.swap_bytes_s)
                                                   and self.swap_bytes_s > 0):
             raise InputError(f"swap_bw: must be a positive bandwidth, got {self.swap_bytes_s!r}")
+        for f in ("step_cpu_s", "request_fixed_s"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 60:
+                raise InputError(f"{f}: must be a number of seconds in [0, 60], got {v!r}")
+        if isinstance(self.cuda_graph_sizes, (list, range)):
+            object.__setattr__(self, "cuda_graph_sizes", tuple(self.cuda_graph_sizes))
+        sizes = self.cuda_graph_sizes
+        if (not isinstance(sizes, tuple) or any(isinstance(b, bool) or not isinstance(
+                b, (int, np.integer)) or not 1 <= b <= 1_000_000 for b in sizes)
+                or list(sizes) != sorted(set(sizes))):
+            raise InputError(f"cuda_graph_sizes: must be a tuple of increasing integers in "
+                             f"[1, 1000000], got {sizes!r}")
+
+    def padded_rows(self, rows: int) -> int:
+        """Rows a pure-decode iteration of ``rows`` requests is priced at: the smallest
+        captured CUDA-graph size >= rows, or ``rows`` (no sizes, or above the largest)."""
+        sizes = self.cuda_graph_sizes
+        if not sizes or rows > sizes[-1]:
+            return rows
+        return int(sizes[bisect_left(sizes, rows)])
+
+    def graph_replay(self, rows: int) -> bool:
+        """Whether a pure-decode iteration of ``rows`` replays a captured graph (no sizes
+        given: every one, as ``--cuda-graphs`` prices them)."""
+        return not self.cuda_graph_sizes or rows <= self.cuda_graph_sizes[-1]
 
 
 
 def scheduler_config(engine: Engine, **given) -> SchedulerConfig:
-    """The engine's scheduler defaults (batching limits, KV-memory rule, runtime memory)
-    as a :class:`SchedulerConfig`, with the values in ``given`` that are not None taking
+    """The engine's scheduler defaults (batching limits, KV-memory rule, runtime memory,
+    mixing, CUDA-graph sizes, per-request and per-iteration fixed costs) as a
+    :class:`SchedulerConfig`, with the values in ``given`` that are not None taking
     precedence (e.g. ``--max-batch``)."""
     b, k = engine.batching, engine.kv_memory
     base = dict(max_batch=b.max_batch, max_tokens=b.max_tokens, chunked=b.chunked,
                 block_size=b.block_size, reserve=b.reserve, kv_fraction=k.fraction,
-                kv_rule=k.rule, runtime_gb=engine.runtime_gb)
+                kv_rule=k.rule, runtime_gb=engine.runtime_gb, mix_prefill=b.mix_prefill,
+                cuda_graph_sizes=tuple(b.cuda_graph_sizes),
+                request_fixed_s=engine.request_overhead_s,
+                step_cpu_s=engine.iteration_overhead_s)
     base.update({key: v for key, v in given.items() if v is not None})
     return SchedulerConfig(**base)
 

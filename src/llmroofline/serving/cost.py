@@ -281,9 +281,15 @@ class IterationCost:
         """No sliding-window attention: a row's features are (q, pairs, L, q x L)."""
         return not self._extra.get("finite_windows", True)
 
-    def time_of_sums(self, n_tokens, n_rows: int, feats: np.ndarray, prefill: bool) -> float:
-        """:meth:`time` from the rows' token count, row count and :meth:`feature_sums`."""
-        if not prefill and "graphs" in self._extra:
+    def time_of_sums(self, n_tokens, n_rows: int, feats: np.ndarray, prefill: bool,
+                     pad_rows: int | None = None, eager: bool = False) -> float:
+        """:meth:`time` from the rows' token count, row count and :meth:`feature_sums`.
+        ``pad_rows`` (pure decode): token and row ops priced at this many rows (a CUDA
+        graph captured for a larger batch; the padding rows attend to nothing);
+        ``eager``: no graph replay even with ``cuda_graphs``."""
+        if pad_rows is not None and not prefill:
+            n_tokens = n_rows = pad_rows
+        if not prefill and not eager and "graphs" in self._extra:
             return self._extra["graphs"].time_of_sums(n_tokens, n_rows, feats, False)
         t = (self.token_s(n_tokens) + self.row_s(n_rows) + float(self.attention_s(feats))
              + self._exposed(n_tokens, n_rows))
@@ -292,16 +298,18 @@ class IterationCost:
             return t + (extra if extra > 1e-9 else 0.0)
         return t + self.step_overhead_s
 
-    def decode_run(self, L0: np.ndarray, k: int) -> np.ndarray:
+    def decode_run(self, L0: np.ndarray, k: int, pad_rows: int | None = None,
+                   eager: bool = False) -> np.ndarray:
         """Seconds of ``k`` consecutive pure-decode iterations of the rows whose first
-        iteration attends to ``L0`` tokens (``L0 + j`` in iteration j)."""
-        if "graphs" in self._extra:
-            return self._extra["graphs"].decode_run(L0, k)
+        iteration attends to ``L0`` tokens (``L0 + j`` in iteration j); ``pad_rows``,
+        ``eager``: as in :meth:`time_of_sums`."""
+        if not eager and "graphs" in self._extra:
+            return self._extra["graphs"].decode_run(L0, k, pad_rows)
         L0 = np.asarray(L0, dtype=float)
         B = L0.size
         if self.windowless:
             # the summed L0 is an exact integer: equal to the sorted cumulative sum below
-            return self.decode_run_of_sum(B, float(L0.sum()), k)
+            return self.decode_run_of_sum(B, float(L0.sum()), k, pad_rows, eager=True)
         j = np.arange(k, dtype=float)
         feats = np.empty((k, 1 + 3 * len(self.windows)))
         feats[:, 0] = float(B)
@@ -314,20 +322,25 @@ class IterationCost:
             else:
                 s = csum[-1] + j * B
             feats[:, 1 + 3 * i:4 + 3 * i] = s[:, None]   # q = 1: pairs = keys = q x keys
-        fixed = self.token_s(B) + self.row_s(B) + self.step_overhead_s + self._exposed(B, B)
+        priced = B if pad_rows is None else pad_rows
+        fixed = (self.token_s(priced) + self.row_s(priced) + self.step_overhead_s
+                 + self._exposed(priced, priced))
         return fixed + self.attention_s(feats)
 
-    def decode_run_of_sum(self, rows: int, sum_L0, k: int) -> np.ndarray:
+    def decode_run_of_sum(self, rows: int, sum_L0, k: int, pad_rows: int | None = None,
+                          eager: bool = False) -> np.ndarray:
         """:meth:`decode_run` without sliding windows, where only the row count and the
-        summed ``L0`` (an exact integer) matter."""
-        if "graphs" in self._extra:
-            return self._extra["graphs"].decode_run_of_sum(rows, sum_L0, k)
+        summed ``L0`` (an exact integer) matter (``pad_rows``, ``eager``: as in
+        :meth:`time_of_sums`)."""
+        if not eager and "graphs" in self._extra:
+            return self._extra["graphs"].decode_run_of_sum(rows, sum_L0, k, pad_rows)
         j = np.arange(k, dtype=float)
         feats = np.empty((k, 1 + 3 * len(self.windows)))
         feats[:, 0] = float(rows)
         feats[:, 1:] = (float(sum_L0) + j * rows)[:, None]
-        fixed = (self.token_s(rows) + self.row_s(rows) + self.step_overhead_s
-                 + self._exposed(rows, rows))
+        priced = rows if pad_rows is None else pad_rows
+        fixed = (self.token_s(priced) + self.row_s(priced) + self.step_overhead_s
+                 + self._exposed(priced, priced))
         return fixed + self.attention_s(feats)
 
     def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9,

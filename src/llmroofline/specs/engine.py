@@ -11,7 +11,8 @@ family in ``data/engines/`` and holds:
 - ``coverage``: kernel coverage per device family (``gqa_max_group``,
   ``gqa_covers_sliding_window``), held fixed when the engine is calibrated;
 - ``batching``: the scheduler defaults (max batch, tokens per iteration, chunked prefill,
-  KV block size, what is reserved at admission);
+  KV block size, what is reserved at admission, whether prefill chunks mix with decodes,
+  the CUDA-graph batch sizes decode batches are padded up to);
 - ``kv_memory``: the rule by which the engine sizes its KV-cache pool (:class:`KVMemoryRule`);
 - ``runtime_gb``: memory per device the engine holds outside weights, activations and KV;
 - ``cuda_graphs`` / ``cuda_graph_launch_factor``: whether decode steps replay CUDA graphs
@@ -94,8 +95,12 @@ class Batching:
     chunked: bool = True           # chunked prefill
     block_size: int = 16           # KV tokens per paged block
     reserve: str = "prompt"        # blocks reserved at admission: prompt, or full (+ output)
+    mix_prefill: bool = True       # prefill chunks share iterations with decodes (SGLang: no)
+    cuda_graph_sizes: tuple = ()   # captured decode batch sizes, padded up to (() = none)
 
     def __post_init__(self) -> None:
+        if isinstance(self.cuda_graph_sizes, list):
+            object.__setattr__(self, "cuda_graph_sizes", tuple(self.cuda_graph_sizes))
         for f, lo, hi in (("max_batch", 1, 1_000_000), ("max_tokens", 1, 10_000_000),
                           ("block_size", 1, 65536)):
             v = getattr(self, f)
@@ -215,7 +220,7 @@ def _take(table: dict, allowed: dict[str, type], where: str) -> dict:
 _ENGINE_KEYS = {"name": str, "versions": str, "description": str, "fitted_to": str,
                 "efficiency_from": str, "bare_roofline": bool}
 _BATCHING_KEYS = {"max_batch": int, "max_tokens": int, "chunked": bool, "block_size": int,
-                  "reserve": str}
+                  "reserve": str, "mix_prefill": bool, "cuda_graph_sizes": list}
 _KV_KEYS = {"rule": str, "fraction": float}
 _RUNTIME_KEYS = {"runtime_gb": float, "cuda_graphs": bool, "cuda_graph_launch_factor": float,
                  "request_overhead_us": float, "iteration_overhead_us": float}
