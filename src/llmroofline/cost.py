@@ -52,8 +52,11 @@ direction (x efficiency.communication) and per-hop latency a:
 ``auto`` picks, like TensorRT-LLM and vLLM's custom all-reduce, the fastest of one-shot and
 two-shot on an NVLink-class node (small decode messages: one-shot; large prefill
 messages: two-shot), and the faster of ring and tree elsewhere (PCIe, multi-node).
-A group fits in one node when n <= gpus_per_node; otherwise the per-GPU scale-out
-network (``scaleout_gb_s``, default 50 GB/s = one 400 Gb/s NIC per GPU) is the link.
+A group fits in one node when n <= the node size (``Layout.gpus_per_node``, by default the
+device's ``nvlink_domain``: 8 on HGX boards, 72 in a GB200/GB300 NVL72 rack); otherwise
+the per-GPU scale-out network (``scaleout_gb_s``, default 50 GB/s = one 400 Gb/s NIC per
+GPU) is the link, with ``scaleout_latency_us`` per hop: e.g. a ring all-reduce of S bytes
+over n GPUs crossing nodes takes 2 (n-1) a_net + 2 (n-1)/n S / (scaleout x communication).
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def link_for(hw: HardwareSpec, group: int, layout: Layout, eff: float = 1.0) -> 
     if intra is None:
         raise InputError(f"hardware {hw.id}: no interconnect bandwidth (scaleup_gb_s_bidir or "
                          "pcie_gb_s_bidir) to cost collectives over more than one device")
-    if group <= layout.gpus_per_node:
+    if group <= layout.node_size(hw):
         return Link(intra * eff, hw.scaleup_latency_s(), hw.has_nvlink)
     return Link(min(intra, hw.scaleout_bytes_s) * eff, hw.scaleout_latency_s, False)
 
@@ -137,7 +140,7 @@ class Roofline:
         layout = layout or Layout()
         host = math.inf
         if layout.offload_weights or layout.offload_kv:
-            host = layout.host_bw_bytes_s or (hw.pcie_bytes_s_bidir or 0) / 2
+            host = layout.host_bw_bytes_s or hw.host_link_bytes_s() or 0
             if not host:
                 raise InputError(f"host_bw: {hw.id} has no PCIe bandwidth in the catalog; "
                                  "give --host-bw in bytes/s")

@@ -30,7 +30,7 @@ def analyze(
     flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
     tp: TpOpt = 1, pp: PpOpt = 1,
     ep: EpOpt = 1, dp: DpOpt = 1,
-    gpus_per_node: NodeOpt = 8, nodes: NodesOpt = None, microbatches: MicroOpt = None,
+    gpus_per_node: NodeOpt = None, nodes: NodesOpt = None, microbatches: MicroOpt = None,
     overlap: OverlapOpt = False,
     allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
     host_bw: HostBwOpt = None, profile: ProfileOpt = "default",

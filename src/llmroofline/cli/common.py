@@ -60,7 +60,7 @@ TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel devices.")]
 PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline stages.")]
 EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel devices (MoE; divides --tp).")]
 DpOpt = Annotated[int, typer.Option("--dp", help="Data-parallel replicas (throughput scales).")]
-NodeOpt = Annotated[int, typer.Option("--gpus-per-node", help="Devices per node; larger groups use the network.")]
+NodeOpt = Annotated[Optional[int], typer.Option("--gpus-per-node", help="Devices per NVLink domain (default: the device's, 8 on HGX, 72 on NVL72); larger groups use the network.")]
 NodesOpt = Annotated[Optional[int], typer.Option("--nodes", help="Spread each replica over this many nodes (sets devices per node).")]
 MicroOpt = Annotated[Optional[int], typer.Option("--microbatches", help="Pipeline micro-batches (default: --pp).")]
 OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap", help="Hide collectives behind matmuls.")]
@@ -71,7 +71,7 @@ HostBwOpt = Annotated[Optional[float], typer.Option("--host-bw", help="Host link
 ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency profile: default (calibrated to measured engines), ideal (bare roofline), trtllm-0.8 or lmdeploy-0.1 (one engine's fit), or a .toml from `calibrate`.")]
 
 
-def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=8,
+def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=None,
                   microbatches=None, overlap=False, allreduce="auto", offload_weights=0.0,
                   offload_kv=0.0, host_bw=None, profile=None, nodes=None,
                   cuda_graphs=False, prefill_chunk=None) -> dict:

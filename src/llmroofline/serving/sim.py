@@ -29,12 +29,14 @@ __all__ = ["SchedulerConfig", "SimResult", "simulate", "default_kv_link_bytes_s"
            "kv_blocks_of", "swap_seconds_per_token"]
 
 
-def default_kv_link_bytes_s(cost: IterationCost, devices: int, gpus_per_node: int = 8) -> float:
+def default_kv_link_bytes_s(cost: IterationCost, devices: int,
+                            gpus_per_node: int | None = None) -> float:
     """Per-device bandwidth (one direction) of the link a prefill -> decode KV transfer
     crosses: the scale-up link (NVLink, else PCIe) when all ``devices`` fit in one node,
     else the network."""
     hw = cost.roof.hw
-    if devices <= gpus_per_node and hw.scaleup_bytes_s():
+    node = gpus_per_node if gpus_per_node is not None else hw.nvlink_domain
+    if devices <= node and hw.scaleup_bytes_s():
         return float(hw.scaleup_bytes_s())
     return float(hw.scaleout_bytes_s)
 
