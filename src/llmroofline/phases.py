@@ -29,7 +29,8 @@ from .parallel import Layout
 from .specs.catalog import DEFAULT_MODEL, load_model
 from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec, load_hardware
 from .specs.model import ModelSpec, active_param_count, param_count
-from .specs.precision import Precision, parse_quant
+from .specs.precision import Precision
+from .specs.quant_config import resolve_precision
 from .specs.profile import Efficiency, Profile, load_profile, resolve_efficiency, with_cuda_graphs
 
 
@@ -480,11 +481,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     """
     m = load_model(model)
     hw = load_hardware(hardware)
-    if isinstance(quant, Precision):
-        prec = Precision(**{**quant.__dict__, **{k: v for k, v in
-                            dict(wbits=wbits, abits=abits, kvbits=kvbits).items() if v is not None}})
-    else:
-        prec = parse_quant(quant, wbits=wbits, abits=abits, kvbits=kvbits)
+    prec, quant_notes = resolve_precision(m, quant, wbits, abits, kvbits)
     lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp)
     lay.check(m)
     rows = _decode_rows(beams, samples)
@@ -492,7 +489,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     I = _as_int_array("input_len", input_len)
     O = _as_int_array("output_len", output_len)
     longest = float(np.max(I + O))
-    notes: list[str] = []
+    notes: list[str] = list(quant_notes)
     if longest > m.max_position_embeddings:
         msg = (f"input_len + output_len = {longest:g} exceeds the context of {m.name} "
                f"(max_position_embeddings = {m.max_position_embeddings})")

@@ -46,7 +46,8 @@ from ..parallel import Layout
 from ..specs.catalog import load_model
 from ..specs.hardware import load_hardware
 from ..specs.model import ModelSpec
-from ..specs.precision import Precision, parse_quant
+from ..specs.precision import Precision
+from ..specs.quant_config import resolve_precision
 from ..specs.profile import Efficiency, load_profile, resolve_efficiency, with_cuda_graphs
 
 # (q, L) sample points at batch 1 for reading the attention coefficients off the engine.
@@ -104,7 +105,7 @@ class IterationCost:
         if isinstance(quant, Precision):
             prec = quant
         else:
-            prec = parse_quant(quant, wbits=wbits, abits=abits, kvbits=kvbits)
+            prec, _ = resolve_precision(m, quant, wbits, abits, kvbits)
         lay = layout or Layout()
         lay.check(m)
         if lay.pp > 1:
