@@ -59,7 +59,10 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "hardware": a.hardware.id,
         "precision": {"wbits": a.precision.wbits, "abits": a.precision.abits,
                       "kvbits": a.precision.kvbits, "group_size": a.precision.group_size,
-                      "label": a.precision.label},
+                      "label": a.precision.label,
+                      **({"native": a.precision.native_label,
+                          "bytes_per_weight": {c: b for c, b, _ in a.precision.native}}
+                         if a.precision.native else {})},
         "flash": a.flash,
         "profile": a.profile,
         "cuda_graphs": a.cuda_graphs,
