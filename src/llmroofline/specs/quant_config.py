@@ -39,7 +39,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+import fnmatch
 from typing import Any
 
 from ..errors import InputError
@@ -122,31 +122,57 @@ _TOP_PREFIXES = ("", "language_model.", "model.language_model.", "model.")
 def _layer_modules(m, i: int) -> dict[str, list[tuple[str, ...]]]:
     """Class -> modules of layer ``i``, each a tuple of alternative spellings."""
     if m.mla:
-        qkv = (["self_attn.q_a_proj", "self_attn.q_b_proj"] if m.mla.q_lora_rank
-               else ["self_attn.q_proj"]) + ["self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj"]
+        qkv = [(f"self_attn.{n}", f"attn.w{n.split('_proj')[0]}") for n in
+               ((["q_a_proj", "q_b_proj"] if m.mla.q_lora_rank else ["q_proj"])
+                + ["kv_a_proj_with_mqa", "kv_b_proj"])]
     else:
-        qkv = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+        qkv = [(f"self_attn.{x}_proj", "self_attn.qkv_proj", "self_attn.query_key_value",
+                f"attn.w{x}") for x in ("q", "k", "v")]
     out: dict[str, list[tuple[str, ...]]] = {
-        "attn_qkv": [(n,) for n in qkv], "attn_out": [("self_attn.o_proj",)]}
+        "attn_qkv": qkv, "attn_out": [("self_attn.o_proj", "self_attn.dense", "attn.wo")]}
+    trio = (("gate", 1), ("up", 3), ("down", 2))
     if m.moe_layer(i):
         out["experts"] = [(f"mlp.experts.0.{p}_proj", f"mlp.experts.{p}_proj",
-                           f"block_sparse_moe.experts.0.w{w}")
-                          for p, w in (("gate", 1), ("up", 3), ("down", 2))]
+                           f"mlp.experts.gate_up_proj" if p != "down" else "mlp.experts.down_proj",
+                           f"block_sparse_moe.experts.0.w{w}", f"ffn.experts.0.w{w}",
+                           f"feed_forward.experts.{'down' if p == 'down' else 'gate_up'}_proj")
+                          for p, w in trio]
         if m.moe.shared_ffn:
-            out["shared_experts"] = [(f"mlp.shared_experts.{p}_proj", f"mlp.shared_expert.{p}_proj")
-                                     for p in ("gate", "up", "down")]
+            out["shared_experts"] = [(f"mlp.shared_experts.{p}_proj", f"mlp.shared_expert.{p}_proj",
+                                      f"ffn.shared_experts.w{w}",
+                                      f"feed_forward.shared_expert.{p}_proj") for p, w in trio]
     else:
-        out["dense_mlp"] = [(f"mlp.{p}_proj",) for p in ("gate", "up", "down")]
+        out["dense_mlp"] = [(f"mlp.{p}_proj", f"ffn.w{w}", f"feed_forward.{p}_proj")
+                            for p, w in trio]
     return out
 
 
-def _matches(name: str, pattern: str) -> bool:
-    """Transformers' module-list semantics: exact name, a dotted suffix or prefix, a glob,
-    or ``re:<regex>`` (compressed-tensors)."""
-    if pattern.startswith("re:"):
-        return re.match(pattern[3:], name) is not None
-    return (name == pattern or name.endswith("." + pattern) or name.startswith(pattern + ".")
-            or fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*"))
+class _Patterns:
+    """A module list with transformers' semantics: an entry matches a module name when it
+    is the name, a dotted suffix or prefix of it, a glob of it (or of a prefix), or, as
+    ``re:<regex>``, matches it from the start (compressed-tensors). Compiled once: plain
+    entries are set lookups over the name's dotted prefixes and suffixes, the rest one
+    regex."""
+
+    def __init__(self, patterns: list[str]):
+        self.plain = {p for p in patterns if not p.startswith("re:") and not set(p) & set("*?[")}
+        rx = [p[3:] for p in patterns if p.startswith("re:")]
+        rx += [fnmatch.translate(p) for p in patterns
+               if not p.startswith("re:") and set(p) & set("*?[")]
+        rx += [fnmatch.translate(p + ".*") for p in patterns
+               if not p.startswith("re:") and set(p) & set("*?[")]
+        self.regex = re.compile("|".join(f"(?:{r})" for r in rx)) if rx else None
+
+    def __call__(self, name: str) -> bool:
+        if self.plain:
+            parts = name.split(".")
+            if any(".".join(parts[:k]) in self.plain or ".".join(parts[k - 1:]) in self.plain
+                   for k in range(1, len(parts) + 1)):
+                return True
+        return bool(self.regex and self.regex.match(name))
+
+    def any(self, names: list[str]) -> bool:
+        return any(self(n) for n in names)
 
 
 def _names(m, i: int | None, spellings: tuple[str, ...]) -> list[str]:
@@ -163,8 +189,8 @@ def _resolve(m, method: str, fmt_of, abits_default: int | None = None,
         for cls, modules in _layer_modules(m, i).items():
             for spellings in modules:
                 per[cls].append(fmt_of(_names(m, i, spellings), cls))
-    per["lm_head"].append(fmt_of(_names(m, None, ("lm_head",)), "lm_head"))
-    per["embedding"].append(fmt_of(_names(m, None, ("embed_tokens",)), "embedding"))
+    per["lm_head"].append(fmt_of(_names(m, None, ("lm_head", "head")), "lm_head"))
+    per["embedding"].append(fmt_of(_names(m, None, ("embed_tokens", "embed")), "embedding"))
     classes, dominant = [], None
     for cls in WEIGHT_CLASSES:
         if not per[cls]:
@@ -188,10 +214,12 @@ def _resolve(m, method: str, fmt_of, abits_default: int | None = None,
 def _excluding(fmt: WeightFormat, excluded: list[str]):
     """Every linear module in ``fmt`` but those matched by ``excluded``; lm_head and the
     embedding stay 16-bit (no exclusion-list recipe quantizes them)."""
+    skip = _Patterns(excluded)
+
     def fmt_of(names: list[str], cls: str) -> WeightFormat:
         if cls in ("lm_head", "embedding"):
             return BF16
-        return BF16 if any(_matches(n, p) for n in names for p in excluded) else fmt
+        return BF16 if skip.any(names) else fmt
     return fmt_of
 
 
@@ -243,10 +271,20 @@ def _modelopt(m, q: Mapping, where: str) -> NativeQuant:
                          v if isinstance(v, Mapping) else {}, f"{where}.quantized_layers.{k}"))
                  for k, v in layers.items()]
 
+        skip = _Patterns(excluded)
+        keyed = [(_Patterns([k]), f) for k, f in table]
+        exact = {k: f for k, f in table}
+
         def fmt_of(names: list[str], cls: str) -> WeightFormat:
-            if any(_matches(n, p) for n in names for p in excluded):
+            if skip.any(names):
                 return BF16
-            return next((f for k, f in table for n in names if _matches(n, k)), BF16)
+            for n in names:                      # most keys are module names or prefixes
+                parts = n.split(".")
+                for k in range(len(parts), 0, -1):
+                    f = exact.get(".".join(parts[:k]))
+                    if f is not None:
+                        return f
+            return next((f for pat, f in keyed if not pat.plain and pat.any(names)), BF16)
         algos = Counter(f.name for _, f in table).most_common()
         return _resolve(m, "modelopt mixed (" + ", ".join(a for a, _ in algos) + ")", fmt_of,
                         kvbits=kv)
@@ -293,12 +331,14 @@ def _compressed_tensors(m, q: Mapping, where: str) -> NativeQuant:
         rules.append((_str_list(g.get("targets") or ["Linear"], f"{w}.targets"),
                       WeightFormat(name, bits, group, scale_bits if group else 0, abits)))
 
+    skip = _Patterns(ignore)
+    compiled = [("Linear" in t, _Patterns([x for x in t if x != "Linear"]), f) for t, f in rules]
+
     def fmt_of(names: list[str], cls: str) -> WeightFormat:
-        if any(_matches(n, p) for n in names for p in ignore):
+        if skip.any(names):
             return BF16
-        for targets, f in rules:
-            if "Linear" in targets and cls != "embedding" or \
-                    any(_matches(n, t) for n in names for t in targets if t != "Linear"):
+        for linear, targets, f in compiled:
+            if linear and cls != "embedding" or targets.any(names):
                 return f
         return BF16
     return _resolve(m, f"compressed-tensors {rules[0][1].name}", fmt_of,
@@ -321,6 +361,8 @@ def parse_native_quant(m, qc: Mapping | None, sidecar: Mapping | None = None,
     if not isinstance(qc, Mapping):
         raise InputError(f"{where} must be a JSON object, got {type(qc).__name__}")
     method = qc.get("quant_method")
+    if method is None and qc.get("quant_algo"):   # ModelOpt writes quant_algo alone, too
+        method = "modelopt"
     if method == "fp8":
         if qc.get("quant_algo"):              # ModelOpt exports tagged fp8 (DeepSeek-V4 NVFP4)
             return _modelopt(m, qc, where)
