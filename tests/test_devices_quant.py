@@ -381,3 +381,22 @@ def test_compressed_tensors_int4_group32_by_hand():
         assert nq.bytes_per_weight(cls) == 2, cls
     assert nq.abits == 16
     assert np.isclose(nq.precision().class_weight_bytes("experts"), 0.5625)
+
+
+def test_sidecar_in_a_model_directory(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_235B))
+    assert load_model(str(tmp_path / "config.json")).native_quant is None
+    (tmp_path / "hf_quant_config.json").write_text(json.dumps(QWEN3_235B_SIDECAR))
+    m = load_model(str(tmp_path / "config.json"))
+    assert m.native_quant.method == "modelopt nvfp4"
+    assert m.native_quant.bytes_per_weight("attn_qkv") == 0.5625
+
+
+def test_node_size_defaults_to_the_device_and_overrides_validate():
+    assert Layout().node_size(load_hardware("gb300")) == 72
+    assert Layout(gpus_per_node=4).node_size(load_hardware("gb300")) == 4
+    with pytest.raises(InputError, match=r"gpus_per_node must be an integer in \[1, 1024\]"):
+        Layout(gpus_per_node=0)
+    from llmroofline.cli.common import engine_kwargs
+    lay = engine_kwargs(None, None, None, None, True, 16, 1, 1, 1, nodes=2)["layout"]
+    assert lay.gpus_per_node == 8        # --nodes 2 of a TP 16 replica: 8 per node

@@ -69,6 +69,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "prefill_chunk": a.prefill_chunk,
         "tp": a.layout.tp, "pp": a.layout.pp, "ep": a.layout.ep, "dp": a.layout.dp,
         "devices": a.layout.devices, "layout": a.layout.label,
+        "nvlink_domain": a.layout.node_size(a.hardware),
         "batch": int(a.batch[idx]),
         "beams": a.beams, "samples": a.samples,
         "input_len": int(a.input_len[idx]),
