@@ -400,3 +400,13 @@ def test_node_size_defaults_to_the_device_and_overrides_validate():
     from llmroofline.cli.common import engine_kwargs
     lay = engine_kwargs(None, None, None, None, True, 16, 1, 1, 1, nodes=2)["layout"]
     assert lay.gpus_per_node == 8        # --nodes 2 of a TP 16 replica: 8 per node
+
+
+def test_native_formats_without_tensor_units_run_weight_only():
+    """DeepSeek-V3's FP8 on an A100 (no FP8 units) and NVFP4 on an H100 (no FP4 units) run
+    as weight-only kernels: 16-bit GEMMs, the weight bytes as released."""
+    a100 = lr.analyze("deepseek-ai/DeepSeek-V3", "a100", tp=8, output_len=2)
+    h100 = lr.analyze("deepseek-ai/DeepSeek-V3", "h100", tp=8, output_len=2)
+    assert (a100.precision.abits, h100.precision.abits) == (16, 8)
+    assert any("no fp8 tensor units" in w and "weight-only" in w for w in a100.warnings)
+    assert float(a100.memory.weights_bytes) == float(h100.memory.weights_bytes)

@@ -481,7 +481,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     """
     m = load_model(model)
     hw = load_hardware(hardware)
-    prec, quant_notes = resolve_precision(m, quant, wbits, abits, kvbits)
+    prec, quant_notes = resolve_precision(m, quant, wbits, abits, kvbits, hw)
     lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp)
     lay.check(m)
     rows = _decode_rows(beams, samples)

@@ -105,7 +105,7 @@ class IterationCost:
         if isinstance(quant, Precision):
             prec = quant
         else:
-            prec, _ = resolve_precision(m, quant, wbits, abits, kvbits)
+            prec, _ = resolve_precision(m, quant, wbits, abits, kvbits, hw)
         lay = layout or Layout()
         lay.check(m)
         if lay.pp > 1:

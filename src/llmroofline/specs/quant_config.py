@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import fnmatch
 from typing import Any
 
@@ -378,7 +378,7 @@ def parse_native_quant(m, qc: Mapping | None, sidecar: Mapping | None = None,
         abits = 16 if qc.get("activation_scheme") == "weight_only" else 8
         fmt = WeightFormat(fmt.name, 8, fmt.group_size, fmt.scale_bits, abits)
         excl = _str_list(qc.get("modules_to_not_convert"), f"{where}.modules_to_not_convert")
-        return _resolve(m, f"fp8 ({fmt.name})" if bs else "fp8", _excluding(fmt, excl))
+        return _resolve(m, fmt.name, _excluding(fmt, excl))
     if method == "mxfp4":
         excl = _str_list(qc.get("modules_to_not_convert"), f"{where}.modules_to_not_convert")
         return _resolve(m, "mxfp4", _excluding(MXFP4, excl))
@@ -392,14 +392,16 @@ def parse_native_quant(m, qc: Mapping | None, sidecar: Mapping | None = None,
 
 # -- the precision an analysis uses ----------------------------------------------------
 def resolve_precision(m, quant: str | Precision | None = None, wbits: int | None = None,
-                      abits: int | None = None, kvbits: int | None = None,
+                      abits: int | None = None, kvbits: int | None = None, hw=None,
                       ) -> tuple[Precision, list[str]]:
     """The precision of an analysis and the notes that explain it.
 
     A :class:`Precision` is used as given. Without ``quant``/``wbits``/``abits`` a release
     with native quantization is priced as shipped (``kvbits`` still applies; a ``--quant``
     of KV schemes only, e.g. ``kv-fp8``, keeps the native weights); any weight scheme
-    overrides the native format, with a note.
+    overrides the native format, with a note. On a device ``hw`` without tensor units for
+    the release's activation format (FP8 on an A100, FP4 on an H100) the weights run
+    weight-only, dequantized into 16-bit GEMMs (Marlin-style kernels), with a note.
     """
     from .precision import parse_quant
     nq = getattr(m, "native_quant", None)
@@ -413,7 +415,13 @@ def resolve_precision(m, quant: str | Precision | None = None, wbits: int | None
         return parse_quant(quant, **explicit), []
     if kv_only and wbits is None and abits is None:
         kv = parse_quant(quant, kvbits=kvbits).kvbits if (parts or kvbits is not None) else None
-        return nq.precision(kv), [f"weights as released: {nq.summary}"]
+        prec, notes = nq.precision(kv), [f"weights as released: {nq.summary}"]
+        unit = {4: "fp4", 8: "fp8"}.get(prec.abits)
+        if hw is not None and unit and not hw.peak(unit):
+            prec = replace(prec, abits=16)
+            notes.append(f"{hw.id} has no {unit} tensor units: the {nq.method} weights run "
+                         "weight-only, dequantized into 16-bit GEMMs")
+        return prec, notes
     prec = parse_quant(quant, **explicit)
     what = quant or ", ".join(f"{k}={v}" for k, v in explicit.items() if v is not None)
     return prec, [f"quant: {what} overrides the release's native {nq.method} weights "
