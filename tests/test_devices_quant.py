@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import llmroofline as lr
-from llmroofline.cost import Roofline
+from llmroofline.cost import Roofline, host_link_bytes_s
 from llmroofline.errors import InputError
 from llmroofline.graph import build_ops
 from llmroofline.memory import weight_bytes_total
@@ -96,8 +96,8 @@ def test_systems_and_aliases():
     assert load_hardware("gh200").id == "gh200-96gb"
     assert load_hardware("rtx-pro-6000").id == "rtx-pro-6000-server"
     # GH200 offload streams over NVLink-C2C: 900 GB/s bidirectional = 450 per direction
-    assert load_hardware("gh200").host_link_bytes_s() == 450e9
-    assert load_hardware("h100").host_link_bytes_s() == 64e9
+    assert host_link_bytes_s(load_hardware("gh200")) == 450e9
+    assert host_link_bytes_s(load_hardware("h100")) == 64e9
 
 
 @pytest.mark.parametrize("bad", [0, 2000, 8.5, "8"])

@@ -298,7 +298,7 @@ def _mla_ops(s: _Step, mla_absorb):
         s.linear("q_b_proj", a.q_lora_rank, H * a.qk_head_dim, nl, wclass="attn_qkv")
     else:
         s.linear("q_proj", h, H * a.qk_head_dim, nl, wclass="attn_qkv")
-    latent = a.kv_lora_rank + a.qk_rope_head_dim
+    latent = m.kv_cache_width()      # the cached latent: kv_lora_rank + qk_rope_head_dim
     s.linear("kv_a_proj", h, latent, nl, wclass="attn_qkv")
     s.norm("kv_a_norm", nl, width=a.kv_lora_rank)
     s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * (H + 1) * a.qk_rope_head_dim,

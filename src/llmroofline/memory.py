@@ -56,6 +56,13 @@ class Memory:
         return self.total_bytes <= self.capacity_bytes
 
 
+def largest_batch(capacity_bytes, weights_bytes, per_seq_bytes) -> np.ndarray:
+    """Sequences that fit: ``floor((capacity - weights) / per-sequence bytes)``, 0 when the
+    weights alone do not fit (the one max-batch formula)."""
+    free = np.asarray(capacity_bytes, float) - weights_bytes
+    return np.where(free > 0, np.floor(np.maximum(free, 0) / per_seq_bytes), 0.0)
+
+
 def weight_bytes_total(m: ModelSpec, prec: Precision, layout: Layout | None = None) -> float:
     """Bytes of the parameters one device holds (the whole model with the default layout).
 
@@ -124,6 +131,5 @@ def memory_footprint(m: ModelSpec, prec: Precision, hw: HardwareSpec, batch, inp
     kv = B * kv_seq * (1 - layout.offload_kv)
     act = activation_peak_bytes(m, prec, b, input_len if act_len is None else act_len, prefill_ops)
     per_seq = (kv + act) / B   # act of a micro-batch B/mb also grows with B
-    free = hw.memory_bytes - weights
-    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_seq), 0.0)
-    return Memory(weights, kv, act, hw.memory_bytes, max_batch)
+    return Memory(weights, kv, act, hw.memory_bytes,
+                  largest_batch(hw.memory_bytes, weights, per_seq))

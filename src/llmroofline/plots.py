@@ -335,14 +335,7 @@ def roofline_points(analyses: Sequence[Analysis], phases=("prefill", "decode")) 
 
 def _roofs(a: Analysis) -> dict:
     """Achievable roofs of the analysis' device: peaks and bandwidth x its efficiency."""
-    roof = Roofline.of(a.hardware, a.precision, a.layout, a.efficiency)
-    e = roof.eff
-    peaks = {}
-    for cls, label in (("gemm", "matmul"), ("gemm16", "16-bit"), ("vector", "vector")):
-        v = roof.peaks[cls] * e.compute
-        peaks.setdefault(v, f"{label} ({roof.dtypes[cls].upper()})")
-    gemm = roof.peaks["gemm"] * e.compute
-    return {"bw": roof.bytes_s, "gemm": gemm, "peaks": peaks, "ridge": gemm / roof.bytes_s}
+    return Roofline.of(a.hardware, a.precision, a.layout, a.efficiency).roofs()
 
 
 def ridge(a: Analysis) -> dict:

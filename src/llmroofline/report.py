@@ -64,6 +64,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
                           "bytes_per_weight": {c: b for c, b, _ in a.precision.native}}
                          if a.precision.native else {})},
         "flash": a.flash,
+        "engine": a.engine,
         "profile": a.profile,
         "cuda_graphs": a.cuda_graphs,
         "prefill_chunk": a.prefill_chunk,

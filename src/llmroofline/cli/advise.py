@@ -13,9 +13,10 @@ from ..errors import InputError
 from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
+    _engine_label,
     _device_list, _parse_seconds, AbitsOpt, AllreduceOpt, app, BOUND_STYLE, DpOpt,
     engine_kwargs, EpOpt, err, FlashOpt, GraphsOpt, gb, HostBwOpt, KvbitsOpt, MicroOpt, ModelOpt,
-    NodeOpt, NodesOpt, OffKvOpt, OffWOpt, out, OverlapOpt, PpOpt, ProfileOpt, QuantOpt,
+    NodeOpt, NodesOpt, OffKvOpt, OffWOpt, out, OverlapOpt, PpOpt, EngineOpt, ProfileOpt, QuantOpt,
     secs, TpOpt, WbitsOpt,
 )
 
@@ -41,7 +42,7 @@ def _print_advice(adv, top: int) -> None:
     where = d["hardware"] if d["devices"] == 1 else f"{d['devices']} x {d['hardware']} ({d['layout']})"
     out.print(f"[bold]{d['model']}[/] on [bold]{where}[/], {d['precision']}, batch {d['batch']}, "
               f"input {d['input_len']}, output {d['output_len']}, attention "
-              f"{'fused' if d['flash'] else 'unfused'}, profile {d['profile']}")
+              f"{'fused' if d['flash'] else 'unfused'}, {_engine_label(d)}")
     fits = "[green]fits[/]" if d["fits"] else "[red]does not fit[/]"
     out.print(f"goal [bold]{d['goal']}[/] ({d['metric']}, {'higher' if d['higher_is_better'] else 'lower'}"
               f" is better): {_advise_value(d['value'], adv)}; TTFT {secs(d['ttft_s'])}, TPOT "
@@ -124,7 +125,7 @@ def advise_cmd(
     gpus_per_node: NodeOpt = None, nodes: NodesOpt = None, microbatches: MicroOpt = None,
     overlap: OverlapOpt = False,
     allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
-    host_bw: HostBwOpt = None, profile: ProfileOpt = "default",
+    host_bw: HostBwOpt = None, engine: EngineOpt = None, profile: ProfileOpt = None,
     draft: Annotated[Optional[str], typer.Option("--draft", help="Evaluate speculative decoding with this draft model.")] = None,
     draft_k: Annotated[int, typer.Option("--draft-k", help="Draft tokens per speculative round [1, 16].")] = 4,
     accept: Annotated[float, typer.Option("--accept", help="Acceptance rate per draft token [0, 1].")] = 0.7,
@@ -139,7 +140,7 @@ def advise_cmd(
     from .. import advise as advmod
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
                        microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                       profile, nodes, cuda_graphs)
+                       profile, nodes, cuda_graphs, engine=engine)
     if top < 0:
         raise InputError(f"top must be >= 0, got {top}")
     dv = devices.strip().lower()

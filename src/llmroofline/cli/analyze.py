@@ -13,9 +13,10 @@ from ..gridspec import cartesian, parse_grid
 from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
+    _engine_label,
     AbitsOpt, AllreduceOpt, app, BOUND_STYLE, DpOpt, engine_kwargs, EpOpt, err, FlashOpt, GraphsOpt, PrefillChunkOpt,
     gb, HostBwOpt, KvbitsOpt, MicroOpt, ModelOpt, NodeOpt, NodesOpt, OffKvOpt, OffWOpt, out,
-    OverlapOpt, PpOpt, ProfileOpt, QuantOpt, secs, si, TpOpt, WbitsOpt,
+    OverlapOpt, PpOpt, EngineOpt, ProfileOpt, QuantOpt, secs, si, TpOpt, WbitsOpt,
 )
 
 
@@ -33,7 +34,7 @@ def analyze(
     gpus_per_node: NodeOpt = None, nodes: NodesOpt = None, microbatches: MicroOpt = None,
     overlap: OverlapOpt = False,
     allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
-    host_bw: HostBwOpt = None, profile: ProfileOpt = "default",
+    host_bw: HostBwOpt = None, engine: EngineOpt = None, profile: ProfileOpt = None,
     beams: Annotated[int, typer.Option("--beams", help="Beam width W: B x W decode rows sharing each prompt's KV; B sequences returned.")] = 1,
     samples: Annotated[int, typer.Option("--samples", help="Parallel samples n per prompt: B x n decode rows and sequences.")] = 1,
     draft: Annotated[Optional[str], typer.Option("--draft", help="Speculative decoding: draft model (id, alias or config.json).")] = None,
@@ -48,7 +49,7 @@ def analyze(
                      output_len=parse_grid("output_len", output_len))
     kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
                        microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                       profile, nodes, cuda_graphs, prefill_chunk)
+                       profile, nodes, cuda_graphs, prefill_chunk, engine=engine)
     decoding.check_draft_k(draft_k), decoding.check_accept(accept)
     a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                        beams=beams, samples=samples)
@@ -146,7 +147,7 @@ def _op_table(title: str, phase: dict, note: str) -> Table:
 def _print_single(d: dict) -> None:
     where = d["hardware"] if d["devices"] == 1 else f"{d['devices']} x {d['hardware']} ({d['layout']})"
     out.print(f"[bold]{d['model']}[/] ({d['params'] / 1e9:.2f} B params) on [bold]{where}[/]  "
-              f"{d['precision']['label']}  profile {d['profile']}  batch {d['batch']}, input "
+              f"{d['precision']['label']}  {_engine_label(d)}  batch {d['batch']}, input "
               f"{d['input_len']}, output {d['output_len']} tokens, attention "
               f"{'fused' if d['flash'] else 'unfused'}"
               + (", decode from CUDA graphs" if d.get("cuda_graphs") else "")

@@ -68,13 +68,14 @@ AllreduceOpt = Annotated[str, typer.Option("--allreduce", help="auto, ring, tree
 OffWOpt = Annotated[float, typer.Option("--offload-weights", help="Fraction of weights in host memory [0, 1].")]
 OffKvOpt = Annotated[float, typer.Option("--offload-kv", help="Fraction of KV cache in host memory [0, 1].")]
 HostBwOpt = Annotated[Optional[float], typer.Option("--host-bw", help="Host link bytes/s (default: the device's PCIe).")]
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency profile: default (calibrated to measured engines), ideal (bare roofline), trtllm-0.8 or lmdeploy-0.1 (one engine's fit), or a .toml from `calibrate`.")]
+EngineOpt = Annotated[Optional[str], typer.Option("--engine", "-e", help="Serving engine (`llmroofline engines`): default (calibrated to the shipped measurements), ideal (bare roofline), trtllm-0.8, lmdeploy-0.1, vllm; or an engine/profile .toml.")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", "-p", help="Older spelling: take only the efficiency entries of this engine or .toml from `calibrate` (kernels), keeping --engine's scheduler facts.")]
 
 
 def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=None,
                   microbatches=None, overlap=False, allreduce="auto", offload_weights=0.0,
                   offload_kv=0.0, host_bw=None, profile=None, nodes=None,
-                  cuda_graphs=False, prefill_chunk=None) -> dict:
+                  cuda_graphs=False, prefill_chunk=None, engine=None) -> dict:
     """Keyword arguments of ``analyze`` from the shared CLI options.
 
     ``nodes`` spreads each replica's tp x pp devices over that many nodes (it sets the
@@ -88,12 +89,18 @@ def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_n
                     microbatches=microbatches, overlap=overlap, allreduce=allreduce,
                     offload_weights=offload_weights, offload_kv=offload_kv, host_bw_bytes_s=host_bw)
     kw = dict(quant=quant, wbits=wbits, abits=abits, kvbits=kvbits, flash=flash, layout=layout,
-              profile=profile)
+              profile=profile, engine=engine)
     if cuda_graphs:
         kw["cuda_graphs"] = True
     if prefill_chunk is not None:   # analyze-based commands (the simulator chunks by --max-tokens)
         kw["prefill_chunk"] = prefill_chunk
     return kw
+
+
+def _engine_label(d: dict) -> str:
+    """'engine X' or 'engine X, profile Y' when --profile replaced its kernels."""
+    e, p = d.get("engine"), d.get("profile")
+    return f"engine {e}" if p in (None, e) else f"engine {e}, profile {p}"
 
 
 def _device_list(hardware: Optional[list[str]], devices: Optional[list[str]]) -> list[str]:

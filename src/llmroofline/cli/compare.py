@@ -16,7 +16,7 @@ from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
     _device_list, _parse_seconds, AbitsOpt, app, BOUND_STYLE, DpOpt, EpOpt, err, FlashOpt, GraphsOpt, PrefillChunkOpt,
-    KvbitsOpt, ModelOpt, out, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
+    KvbitsOpt, ModelOpt, out, EngineOpt, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
 )
 
 
@@ -69,7 +69,7 @@ def compare_cmd(
     method: Annotated[str, typer.Option("--method", help="ops (per-operator), global (whole-model intensity) or both.")] = "ops",
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
     flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
-    tp: TpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1, profile: ProfileOpt = "default",
+    tp: TpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1, engine: EngineOpt = None, profile: ProfileOpt = None,
     ignore_context: Annotated[bool, typer.Option("--ignore-context", help="Evaluate sequences beyond the model's max_position_embeddings (e.g. RoPE-scaled).")] = False,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and the mesh as JSON.")] = False,
@@ -84,8 +84,8 @@ def compare_cmd(
     meshes = cmpmod.compare_methods(
         model, names, parse_grid("batch", batch, hi=1_000_000), parse_grid("seq", seq),
         methods, output_len, ignore_context=ignore_context, quant=quant, wbits=wbits,
-        abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep, dp=dp, profile=profile,
-        cuda_graphs=cuda_graphs, prefill_chunk=prefill_chunk)
+        abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep, dp=dp, engine=engine,
+        profile=profile, cuda_graphs=cuda_graphs, prefill_chunk=prefill_chunk)
     ms = [meshes[k] for k in methods]
     for w in ms[0].warnings:
         err.print(f"[yellow]warning:[/] {w}")
@@ -148,7 +148,7 @@ def roofline_cmd(
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
     phase: Annotated[str, typer.Option("--phase", help="prefill, decode or both.")] = "both",
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, tp: TpOpt = 1, ep: EpOpt = 1, profile: ProfileOpt = "default",
+    flash: FlashOpt = True, tp: TpOpt = 1, ep: EpOpt = 1, engine: EngineOpt = None, profile: ProfileOpt = None,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print ridge points and operator points as JSON.")] = False,
 ) -> None:
@@ -161,7 +161,7 @@ def roofline_cmd(
     outs = _check_out(out_files, (".png", ".svg", ".html", ".csv"))
     analyses = [phases.analyze(model, h, batch, input_len, output_len, quant=quant, wbits=wbits,
                                abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep,
-                               profile=profile)
+                               engine=engine, profile=profile)
                 for h in names]
     for a in analyses:
         for w in a.warnings:
@@ -212,7 +212,7 @@ def rank_cmd(
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
     quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
     flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
-    profile: ProfileOpt = "default",
+    engine: EngineOpt = None, profile: ProfileOpt = None,
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices, or 'auto': the fewest of 1, 2, 4, 8 that fit.")] = "1",
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="Limit on time to first token: 500ms, 0.5s or 0.5 (seconds).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="Limit on time per output token: 50ms, 0.05s.")] = None,
@@ -230,7 +230,7 @@ def rank_cmd(
                      max_ttft_s=_parse_seconds("max_ttft", max_ttft),
                      max_tpot_s=_parse_seconds("max_tpot", max_tpot), prices=prices,
                      sort_by=sort, tp=tp, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
-                     flash=flash, profile=profile, cuda_graphs=cuda_graphs,
+                     flash=flash, engine=engine, profile=profile, cuda_graphs=cuda_graphs,
                      prefill_chunk=prefill_chunk)
     for p in outs:
         if p.lower().endswith(".csv"):

@@ -6,26 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, suggest
+from ..cost import host_link_bytes_s
+from ..errors import InputError
+from ..specs.engine import Engine, KVMemoryRule
 from .cost import IterationCost
 
 POLICIES = ("continuous", "static")
 PREEMPTIONS = ("recompute", "swap")
 RESERVES = ("prompt", "full")
-# Batching limits of an engine build (--preset): vllm = vLLM's defaults (max_num_seqs 256,
-# max_num_batched_tokens 8192 with chunked prefill, 16-token blocks); trtllm = the
-# TensorRT-LLM max-throughput benchmark builds of serving_calibration.csv (max batch 2048,
-# max_num_tokens 2048, 64-token blocks). runtime_gb: memory the engine holds outside
-# weights, activations and the KV pool, GB per device. TensorRT-LLM sizes its runtime
-# buffers by the build's max batch (logits and sampling workspaces of max_batch x vocab,
-# decoder state) and takes them, with the CUDA context, before the KV pool: ~3 GB at max
-# batch 2048 (docs/serving.md, "Runtime memory"). vLLM's 10 % headroom covers its context.
-PRESETS = {
-    "vllm": {"max_batch": 256, "max_tokens": 8192, "block_size": 16, "runtime_gb": 0.0},
-    "trtllm": {"max_batch": 2048, "max_tokens": 2048, "block_size": 64, "runtime_gb": 3.0},
-}
-
-
 @dataclass(frozen=True)
 class SchedulerConfig:
     policy: str = "continuous"
@@ -33,7 +21,8 @@ class SchedulerConfig:
     max_tokens: int = 8192        # tokens per iteration (vLLM max_num_batched_tokens)
     chunked: bool = True          # chunked prefill
     block_size: int = 16          # KV tokens per block
-    kv_fraction: float = 0.9      # share of the memory left after weights and activations
+    kv_fraction: float = 0.9      # fraction of the engine's KV-memory rule (kv_rule)
+    kv_rule: str = "free_fraction"  # specs.engine.KVMemoryRule: free_/total_/static_fraction
     watermark: float = 0.01       # share of blocks kept free when admitting
     kv_blocks: int | None = None  # override the KV capacity (blocks)
     preemption: str = "recompute"  # or "swap" (KV to host memory over the host link)
@@ -53,8 +42,7 @@ class SchedulerConfig:
         if self.policy == "continuous" and self.max_tokens < self.max_batch:
             raise InputError(f"max_tokens: must be >= max_batch ({self.max_batch}) so every "
                              f"running request can decode each iteration, got {self.max_tokens}")
-        if not 0 < self.kv_fraction <= 1:
-            raise InputError(f"kv_fraction: must be in (0, 1], got {self.kv_fraction!r}")
+        KVMemoryRule(self.kv_rule, self.kv_fraction)     # checks both
         if not 0 <= self.watermark < 1:
             raise InputError(f"watermark: must be in [0, 1), got {self.watermark!r}")
         if self.kv_blocks is not None and (isinstance(self.kv_blocks, bool) or self.kv_blocks < 1):
@@ -75,29 +63,26 @@ class SchedulerConfig:
 
 
 
-def preset_limits(preset: str, **given) -> dict:
-    """``PRESETS[preset]`` with the values in ``given`` that are not None taking precedence."""
-    if preset not in PRESETS:
-        raise InputError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}"
-                         + suggest(preset, PRESETS))
-    return {k: (given[k] if given.get(k) is not None else v) for k, v in PRESETS[preset].items()}
+def scheduler_config(engine: Engine, **given) -> SchedulerConfig:
+    """The engine's scheduler defaults (batching limits, KV-memory rule, runtime memory)
+    as a :class:`SchedulerConfig`, with the values in ``given`` that are not None taking
+    precedence (e.g. ``--max-batch``)."""
+    b, k = engine.batching, engine.kv_memory
+    base = dict(max_batch=b.max_batch, max_tokens=b.max_tokens, chunked=b.chunked,
+                block_size=b.block_size, reserve=b.reserve, kv_fraction=k.fraction,
+                kv_rule=k.rule, runtime_gb=engine.runtime_gb)
+    base.update({key: v for key, v in given.items() if v is not None})
+    return SchedulerConfig(**base)
 
 
 def kv_blocks_of(cost: IterationCost, cfg: SchedulerConfig) -> int:
     if cfg.kv_blocks is not None:
         return int(cfg.kv_blocks)
-    return cost.kv_capacity_tokens(cfg.max_tokens, cfg.kv_fraction,
-                                   cfg.runtime_gb * 1e9) // cfg.block_size
+    return cost.kv_capacity_tokens(cfg.max_tokens, cfg.kv_fraction, cfg.runtime_gb * 1e9,
+                                   cfg.kv_rule) // cfg.block_size
 
 
 def swap_seconds_per_token(cost: IterationCost, cfg: SchedulerConfig) -> float:
     """Seconds to move one token of KV cache (this device's share) over the host link."""
-    bw = cfg.swap_bytes_s
-    if bw is None:
-        bidir = cost.roof.hw.pcie_bytes_s_bidir
-        if not bidir:
-            raise InputError(f"swap: {cost.roof.hw.id} has no PCIe bandwidth in its device "
-                             "data; give the host link with --swap-bw")
-        bw = bidir / 2
-    return cost.kv_bytes_per_token / bw
+    return cost.kv_bytes_per_token / host_link_bytes_s(cost.roof.hw, cfg.swap_bytes_s, "swap_bw")
 

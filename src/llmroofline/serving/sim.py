@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cost import kv_transfer_link
 from ..errors import InputError
 from .config import SchedulerConfig, kv_blocks_of, swap_seconds_per_token
 from .cost import IterationCost
@@ -34,11 +35,7 @@ def default_kv_link_bytes_s(cost: IterationCost, devices: int,
     """Per-device bandwidth (one direction) of the link a prefill -> decode KV transfer
     crosses: the scale-up link (NVLink, else PCIe) when all ``devices`` fit in one node,
     else the network."""
-    hw = cost.roof.hw
-    node = gpus_per_node if gpus_per_node is not None else hw.nvlink_domain
-    if devices <= node and hw.scaleup_bytes_s():
-        return float(hw.scaleup_bytes_s())
-    return float(hw.scaleout_bytes_s)
+    return float(kv_transfer_link(cost.roof.hw, devices, gpus_per_node).bytes_s)
 
 
 def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | None = None, *,

@@ -71,12 +71,6 @@ class HardwareSpec:
         return self.peak_flops.get(dtype)
 
     @property
-    def ridge_point(self) -> float:
-        """FLOPs per byte where the 16-bit compute roof meets the bandwidth roof."""
-        p = self.peak("bf16") or self.peak("fp16") or self.peak("fp32") or 0.0
-        return p / self.mem_bw_bytes_s
-
-    @property
     def has_nvlink(self) -> bool:
         """An all-to-all scale-up fabric (NVLink/NVSwitch, Infinity Fabric, ICI, RoCE)."""
         return bool(self.scaleup_bytes_s_bidir)
@@ -86,11 +80,6 @@ class HardwareSpec:
         """Capacity the driver exposes (``memory_mib`` x 2^20 bytes) where the catalog
         records it, else the marketed ``memory_bytes``."""
         return self.memory_mib * MIB if self.memory_mib else self.memory_bytes
-
-    def host_link_bytes_s(self) -> float | None:
-        """Per-direction bandwidth to host memory: NVLink-C2C on Grace parts, else PCIe."""
-        bidir = self.host_bytes_s_bidir or self.pcie_bytes_s_bidir
-        return bidir / 2 if bidir else None
 
     def scaleup_bytes_s(self) -> float | None:
         """Per-direction bandwidth between devices of one node: scale-up link, else PCIe."""

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import InputError
 from ..gridspec import parse_grid
+from ..specs.engine import builtin_engines
 
 # -- caps (documented in docs/web.md) ----------------------------------------------------
 MAX_BATCH = 65_536              # batch per replica (analyze, roofline, rank, mesh values)
@@ -102,6 +103,10 @@ class ModelFields(_Body):
         return None if v is None else check_config(v)
 
 
+# built-in engines only (never a path): the names of data/engines/*.toml
+EngineName = Literal[builtin_engines()]
+
+
 class PrecisionFields(_Body):
     quant: Optional[str] = Field(
         None, max_length=64,
@@ -115,9 +120,12 @@ class PrecisionFields(_Body):
         False, description="Decode steps replay CUDA graphs (launch overhead x 0.2 per kernel).")
     prefill_chunk: Optional[Length] = Field(
         None, description="Chunked prefill: tokens per chunk (one forward step each).")
-    profile: Literal["default", "ideal", "trtllm-0.8", "lmdeploy-0.1"] = Field(
-        "default", description="Efficiency profile: default (calibrated on all shipped "
-        "measurements), ideal (bare roofline), or one engine's fit (trtllm-0.8, lmdeploy-0.1).")
+    engine: Optional[EngineName] = Field(
+        None, description="Serving engine (GET-free list: `llmroofline engines`): default "
+        "(calibrated on all shipped measurements), ideal (bare roofline), trtllm-0.8, "
+        "lmdeploy-0.1, vllm.")
+    profile: Optional[EngineName] = Field(
+        None, description="Older spelling: only the efficiency entries of this engine.")
 
 
 class AnalyzeRequest(ModelFields, PrecisionFields):

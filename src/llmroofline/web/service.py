@@ -126,8 +126,8 @@ def engine_guard(from_config: bool):
 
 def _precision_kw(req) -> dict:
     return dict(quant=req.quant, wbits=req.wbits, abits=req.abits, kvbits=req.kvbits,
-                flash=req.flash, profile=req.profile, cuda_graphs=req.cuda_graphs,
-                prefill_chunk=req.prefill_chunk)
+                flash=req.flash, engine=req.engine, profile=req.profile,
+                cuda_graphs=req.cuda_graphs, prefill_chunk=req.prefill_chunk)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -149,14 +149,11 @@ def hardware_one(dev: str) -> dict:
 
 def analyze(req: AnalyzeRequest) -> dict:
     """One workload: exactly ``llmroofline analyze --json`` for the same inputs."""
-    from ..cli.common import engine_kwargs
     m = resolve_model(req.model, req.config)
     hw = resolve_hardware(req.hardware)
     axes = cartesian(batch=np.asarray([req.batch], float), input_len=np.asarray([req.input_len], float),
                      output_len=np.asarray([req.output_len], float))
-    kw = engine_kwargs(req.quant, req.wbits, req.abits, req.kvbits, req.flash, req.tp, req.pp,
-                       req.ep, req.dp, profile=req.profile, cuda_graphs=req.cuda_graphs,
-                       prefill_chunk=req.prefill_chunk)
+    kw = dict(_precision_kw(req), tp=req.tp, pp=req.pp, ep=req.ep, dp=req.dp)
     with engine_guard(req.config is not None):
         a = phases.analyze(m, hw, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                            beams=req.beams, samples=req.samples)
