@@ -145,3 +145,22 @@ def test_cli_engines_and_engine_option(capsys):
     assert '"engine": "trtllm-0.8"' in capsys.readouterr().out
     assert main(["analyze", "--engine", "vlm"]) == 2
     assert "did you mean: vllm" in capsys.readouterr().err
+
+
+def test_setup_fields_are_declared_once_for_cli_and_web():
+    """Every declared setup field reaches the CLI options and the web schema with the
+    declared default and help text (so a field is written in one place)."""
+    import typer
+    from llmroofline.cli.common import app
+    from llmroofline.deployment import SETUP_FIELDS
+    from llmroofline.web.schemas import AnalyzeRequest
+    cmd = typer.main.get_command(app).commands["analyze"]
+    opts = {p.name: p for p in cmd.params}
+    for name, f in SETUP_FIELDS.items():
+        assert opts[name].default == f.default and opts[name].help == f.help, name
+        if f.web:
+            w = AnalyzeRequest.model_fields[name]
+            assert w.default == f.default and w.description == f.help, name
+    # simulate takes the same declaration for the fields it lists
+    sim = {p.name: p for p in typer.main.get_command(app).commands["simulate"].params}
+    assert sim["engine"].help == SETUP_FIELDS["engine"].help and sim["tp"].default == 1

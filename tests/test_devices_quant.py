@@ -397,8 +397,9 @@ def test_node_size_defaults_to_the_device_and_overrides_validate():
     assert Layout(gpus_per_node=4).node_size(load_hardware("gb300")) == 4
     with pytest.raises(InputError, match=r"gpus_per_node must be an integer in \[1, 1024\]"):
         Layout(gpus_per_node=0)
-    from llmroofline.cli.common import engine_kwargs
-    lay = engine_kwargs(None, None, None, None, True, 16, 1, 1, 1, nodes=2)["layout"]
+    from llmroofline.deployment import setup_kwargs
+    assert setup_kwargs({"tp": 16})["layout"].gpus_per_node is None   # the device's domain
+    lay = setup_kwargs({"tp": 16, "nodes": 2})["layout"]
     assert lay.gpus_per_node == 8        # --nodes 2 of a TP 16 replica: 8 per node
 
 

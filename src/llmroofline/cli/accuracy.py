@@ -11,9 +11,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
-from .common import (
-    app, out, EngineOpt, ProfileOpt,
-)
+from .common import app, out, setup_option
 
 
 # -- accuracy: validate and calibrate ----------------------------------------------------
@@ -37,7 +35,7 @@ def _summary_table(title: str, summary: dict) -> Table:
 @app.command("validate")
 def validate_cmd(
     csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (default: the shipped calibration data).", show_default=False)] = None,
-    engine: EngineOpt = None, profile: ProfileOpt = None,
+    engine: setup_option("engine") = None, profile: setup_option("profile") = None,
     serving: Annotated[bool, typer.Option("--serving", help="Validate the shipped in-flight-batching rows (max_throughput mode, simulated; ~15 s).")] = False,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Leave-one-group-out: device, model or source (refits the profile per fold).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a predicted-vs-measured scatter (PNG/SVG).")] = None,

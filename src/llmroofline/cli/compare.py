@@ -15,9 +15,10 @@ from ..gridspec import parse_grid
 from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
-    _device_list, _parse_seconds, AbitsOpt, app, BOUND_STYLE, DpOpt, EpOpt, err, FlashOpt, GraphsOpt, PrefillChunkOpt,
-    KvbitsOpt, ModelOpt, out, EngineOpt, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
+    _device_list, _parse_seconds, app, BOUND_STYLE, deployment_options, err, ModelOpt, out, secs,
 )
+
+_PRECISION = ("quant", "wbits", "abits", "kvbits", "flash")
 
 
 # -- compare, roofline, rank (issue 4) --------------------------------------------------------
@@ -59,6 +60,8 @@ def _mesh_map(m, rows: int = 16, cols: int = 64) -> str:
 
 
 @app.command("compare")
+@deployment_options(*_PRECISION, "cuda_graphs", "prefill_chunk", "tp", "ep", "dp", "engine",
+                    "profile")
 def compare_cmd(
     devices: Annotated[Optional[list[str]], typer.Argument(help="Devices to compare (or use --hardware).", show_default=False)] = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -67,12 +70,10 @@ def compare_cmd(
     seq: Annotated[str, typer.Option("--seq", "-s", help="Sequence axis: mean KV length of the decode steps (grid syntax).")] = "128:32768:32",
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens per sequence (even); input = seq - output/2.")] = 128,
     method: Annotated[str, typer.Option("--method", help="ops (per-operator), global (whole-model intensity) or both.")] = "ops",
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
-    tp: TpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1, engine: EngineOpt = None, profile: ProfileOpt = None,
     ignore_context: Annotated[bool, typer.Option("--ignore-context", help="Evaluate sequences beyond the model's max_position_embeddings (e.g. RoPE-scaled).")] = False,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and the mesh as JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Throughput ratio of two (or more) devices over a batch x sequence-length mesh."""
     from .. import compare as cmpmod
@@ -83,9 +84,7 @@ def compare_cmd(
     outs = _check_out(out_files, (".png", ".svg", ".html", ".csv"))
     meshes = cmpmod.compare_methods(
         model, names, parse_grid("batch", batch, hi=1_000_000), parse_grid("seq", seq),
-        methods, output_len, ignore_context=ignore_context, quant=quant, wbits=wbits,
-        abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep, dp=dp, engine=engine,
-        profile=profile, cuda_graphs=cuda_graphs, prefill_chunk=prefill_chunk)
+        methods, output_len, ignore_context=ignore_context, **setup)
     ms = [meshes[k] for k in methods]
     for w in ms[0].warnings:
         err.print(f"[yellow]warning:[/] {w}")
@@ -139,6 +138,7 @@ def compare_cmd(
 
 
 @app.command("roofline")
+@deployment_options(*_PRECISION, "tp", "ep", "engine", "profile")
 def roofline_cmd(
     devices: Annotated[Optional[list[str]], typer.Argument(help="Devices (or use --hardware).", show_default=False)] = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -147,10 +147,9 @@ def roofline_cmd(
     input_len: Annotated[int, typer.Option("--input", "-i", help="Prompt tokens.")] = 512,
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
     phase: Annotated[str, typer.Option("--phase", help="prefill, decode or both.")] = "both",
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, tp: TpOpt = 1, ep: EpOpt = 1, engine: EngineOpt = None, profile: ProfileOpt = None,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print ridge points and operator points as JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Roofline chart: each operator of a phase on the devices' compute and bandwidth roofs."""
     from .. import plots
@@ -159,10 +158,7 @@ def roofline_cmd(
     if phs is None:
         raise InputError(f"phase must be prefill, decode or both, got {phase!r}")
     outs = _check_out(out_files, (".png", ".svg", ".html", ".csv"))
-    analyses = [phases.analyze(model, h, batch, input_len, output_len, quant=quant, wbits=wbits,
-                               abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep,
-                               engine=engine, profile=profile)
-                for h in names]
+    analyses = [phases.analyze(model, h, batch, input_len, output_len, **setup) for h in names]
     for a in analyses:
         for w in a.warnings:
             err.print(f"[yellow]warning:[/] {w}")
@@ -202,6 +198,7 @@ def roofline_cmd(
 
 
 @app.command("rank")
+@deployment_options(*_PRECISION, "cuda_graphs", "prefill_chunk", "engine", "profile")
 def rank_cmd(
     devices: Annotated[Optional[list[str]], typer.Argument(help="Devices to rank (default: the whole catalog).", show_default=False)] = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -210,9 +207,6 @@ def rank_cmd(
     batch: Annotated[str, typer.Option("--batch", "-b", help="Batch size, or 'max': the best batch that fits and meets the limits.")] = "1",
     input_len: Annotated[int, typer.Option("--input", "-i", help="Prompt tokens.")] = 512,
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
-    engine: EngineOpt = None, profile: ProfileOpt = None,
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices, or 'auto': the fewest of 1, 2, 4, 8 that fit.")] = "1",
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="Limit on time to first token: 500ms, 0.5s or 0.5 (seconds).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="Limit on time per output token: 50ms, 0.05s.")] = None,
@@ -221,6 +215,7 @@ def rank_cmd(
     top: Annotated[Optional[int], typer.Option("--top", help="Show only the first N rows.")] = None,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.csv or FILE.json (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Rank devices for one workload by tokens/s, tokens/s per watt or tokens per dollar."""
     from .. import rank as rankmod
@@ -229,9 +224,7 @@ def rank_cmd(
                      input_len=input_len, output_len=output_len,
                      max_ttft_s=_parse_seconds("max_ttft", max_ttft),
                      max_tpot_s=_parse_seconds("max_tpot", max_tpot), prices=prices,
-                     sort_by=sort, tp=tp, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
-                     flash=flash, engine=engine, profile=profile, cuda_graphs=cuda_graphs,
-                     prefill_chunk=prefill_chunk)
+                     sort_by=sort, tp=tp, **setup)
     for p in outs:
         if p.lower().endswith(".csv"):
             r.to_dataframe().to_csv(p, index=False)

@@ -10,10 +10,14 @@ from rich.table import Table
 
 from ..errors import InputError
 from .common import (
-    _device_list, _parse_seconds, AbitsOpt, AllreduceOpt, app, engine_kwargs, EpOpt, err,
-    FlashOpt, GraphsOpt, HostBwOpt, KvbitsOpt, ModelOpt, NodeOpt, OffKvOpt, OffWOpt, out, OverlapOpt,
-    PpOpt, EngineOpt, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
+    _device_list, _parse_seconds, app, deployment_options, engine_kwargs, err, ModelOpt, out,
+    secs,
 )
+
+# setup fields of the serving commands (capacity declares its own --tp list)
+_SIM_FIELDS = ("quant", "wbits", "abits", "kvbits", "flash", "cuda_graphs", "tp", "pp", "ep",
+               "gpus_per_node", "overlap", "allreduce", "offload_weights", "offload_kv",
+               "host_bw", "engine", "profile")
 
 
 # -- simulate, capacity (issue 9) --------------------------------------------------------------
@@ -54,18 +58,12 @@ def _engine_limits(engine, profile, preset, **given):
     return eng, lim
 
 
-def _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep, gpus_per_node,
-               overlap, allreduce, offload_weights, offload_kv, host_bw, eng, policy,
-               max_batch, max_tokens, chunked, block_size, kv_fraction, preemption="recompute",
-               swap_gb=None, swap_bw=None, reserve="prompt", cuda_graphs=False, runtime_gb=0.0,
-               kv_rule="free_fraction"):
+def _sim_cost(model, hardware, setup: dict, eng, cfg):
+    """The iteration cost of the run: the setup options with the composed engine."""
     from ..serving import IterationCost
-    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, 1, gpus_per_node,
-                       None, overlap, allreduce, offload_weights, offload_kv, host_bw, None,
-                       cuda_graphs=cuda_graphs, engine=eng)
-    cfg = _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
-                            preemption, swap_gb, swap_bw, reserve, runtime_gb, kv_rule)
-    return cfg, IterationCost.of(model, hardware, max_tokens=max_tokens, max_batch=max_batch, **kw)
+    kw = engine_kwargs({**setup, "engine": eng, "profile": None})
+    return IterationCost.of(model, hardware, max_tokens=cfg.max_tokens, max_batch=cfg.max_batch,
+                            **kw)
 
 
 def _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
@@ -137,6 +135,7 @@ def _print_sim(s: dict, title: str) -> None:
 
 
 @app.command("simulate")
+@deployment_options(*_SIM_FIELDS)
 def simulate_cmd(
     model: ModelOpt = "meta-llama/Llama-3.1-8B",
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file.")] = "h100-sxm",
@@ -155,19 +154,15 @@ def simulate_cmd(
     reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="SLO for goodput: TTFT limit (1s, 500ms).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="SLO for goodput: TPOT limit (50ms).")] = None,
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, tp: TpOpt = 1, pp: PpOpt = 1,
-    ep: EpOpt = 1,
-    gpus_per_node: NodeOpt = None, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
-    offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
-    engine: EngineOpt = None, profile: ProfileOpt = None,
     csv_out: Annotated[Optional[str], typer.Option("--csv", help="Write per-request results to this CSV.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Draw batch size and KV use over time and the TTFT/TPOT distributions (.png or .svg).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
     from ..serving import make_workload, simulate
-    eng, lim = _engine_limits(engine, profile, preset, max_batch=max_batch, max_tokens=max_tokens,
+    eng, lim = _engine_limits(setup["engine"], setup["profile"], preset, max_batch=max_batch,
+                              max_tokens=max_tokens,
                               block_size=block_size, runtime_gb=runtime_gb,
                               kv_fraction=kv_fraction)
     max_batch, max_tokens, block_size = lim["max_batch"], lim["max_tokens"], lim["block_size"]
@@ -178,11 +173,11 @@ def simulate_cmd(
     pd = _parse_pd(disaggregate)
     link = _gb_s("kv_link_bw", kv_link_bw)
     slo_ttft, slo_tpot = _parse_seconds("max_ttft", max_ttft), _parse_seconds("max_tpot", max_tpot)
-    cfg, cost = _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep,
-                           gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
-                           host_bw, eng, policy, max_batch, max_tokens, chunked, block_size,
-                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs,
-                           lim["runtime_gb"], lim["kv_rule"])
+    cfg = _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
+                            preemption, swap_gb, swap_bw, reserve, lim["runtime_gb"],
+                            lim["kv_rule"])
+    cost = _sim_cost(model, hardware, setup, eng, cfg)
+    tp = setup["tp"]
     wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
                        output_dist=output_dist, trace=trace, concurrency=concurrency,
                        burstiness=burstiness, seed=seed,
@@ -227,6 +222,7 @@ def simulate_cmd(
 
 
 @app.command("capacity")
+@deployment_options(*(f for f in _SIM_FIELDS if f != "tp"))
 def capacity_cmd(
     model: ModelOpt = "meta-llama/Llama-3.1-8B",
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file; a comma-separated list searches over devices.")] = "h100-sxm",
@@ -251,20 +247,16 @@ def capacity_cmd(
     prices: Annotated[Optional[str], typer.Option("--prices", help="Search: USD per device-hour (.toml 'h100-sxm = 2.49' or .csv device,usd_per_hour); cheapest = lowest USD/h instead of fewest devices.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Search: parallel processes (default: CPU count).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Search: the Pareto front (throughput per device vs TPOT); single configuration: the run at capacity (.png/.svg).")] = None,
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False,
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices per replica; a list (1,2,4,8) searches.")] = "1",
-    pp: PpOpt = 1, ep: EpOpt = 1,
-    gpus_per_node: NodeOpt = None, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
-    offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
-    engine: EngineOpt = None, profile: ProfileOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result and every trial as JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Highest request rate meeting latency SLOs (bisection over the rate); with lists of
     devices / --tp / --max-batch / --max-tokens or a --rate-target, a search for the cheapest
     configuration and the Pareto front."""
     from ..serving import capacity
-    eng, lim = _engine_limits(engine, profile, preset, max_batch=max_batch, max_tokens=max_tokens,
+    eng, lim = _engine_limits(setup["engine"], setup["profile"], preset, max_batch=max_batch,
+                              max_tokens=max_tokens,
                               block_size=block_size, runtime_gb=runtime_gb,
                               kv_fraction=kv_fraction)
     max_batch, max_tokens = str(lim["max_batch"]), str(lim["max_tokens"])   # lists allowed
@@ -286,16 +278,14 @@ def capacity_cmd(
         _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input_dist,
                          output_dist, arrival, burstiness, seed, policy, chunked, block_size,
                          kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
-                         prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
-                         gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                         eng, as_json, cuda_graphs, lim["runtime_gb"], lim["kv_rule"])
+                         prices, workers, plot, setup, eng, as_json, lim["runtime_gb"],
+                         lim["kv_rule"])
         return
     pd = _parse_pd(disaggregate)
-    cfg, cost = _sim_setup(model, hws[0], quant, wbits, abits, kvbits, flash, tps[0], pp, ep,
-                           gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
-                           host_bw, eng, policy, mbs[0], mts[0], chunked, block_size,
-                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs,
-                           lim["runtime_gb"], lim["kv_rule"])
+    cfg = _scheduler_config(policy, mbs[0], mts[0], chunked, block_size, kv_fraction,
+                            preemption, swap_gb, swap_bw, reserve, lim["runtime_gb"],
+                            lim["kv_rule"])
+    cost = _sim_cost(model, hws[0], {**setup, "tp": tps[0]}, eng, cfg)
     c = capacity(max_ttft_s=slo["max_ttft_s"], max_tpot_s=slo["max_tpot_s"],
                  max_e2e_s=slo["max_e2e_s"], percentile=percentile, requests=requests,
                  input_dist=input_dist, output_dist=output_dist, trace=trace, seed=seed,
@@ -352,16 +342,12 @@ def _int_list(field: str, text: str) -> list[int]:
 def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input_dist,
                      output_dist, arrival, burstiness, seed, policy, chunked, block_size,
                      kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
-                     prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
-                     gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                     eng, as_json, cuda_graphs=False, runtime_gb=0.0,
+                     prices, workers, plot, setup, eng, as_json, runtime_gb=0.0,
                      kv_rule="free_fraction") -> None:
     from ..serving.search import search
     if workers is not None and workers < 1:
         raise InputError(f"workers: must be >= 1, got {workers}")
-    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, 1, pp, ep, 1, gpus_per_node, None,
-                       overlap, allreduce, offload_weights, offload_kv, host_bw, None,
-                       cuda_graphs=cuda_graphs, engine=eng)
+    kw = engine_kwargs({**setup, "tp": 1, "engine": eng, "profile": None})
     layout = kw.pop("layout")
     cfg = _scheduler_config(policy, mbs[0], max(mts[0], mbs[0]), chunked, block_size,
                             kv_fraction, preemption, swap_gb, swap_bw, reserve, runtime_gb,
