@@ -411,3 +411,17 @@ def test_native_formats_without_tensor_units_run_weight_only():
     assert (a100.precision.abits, h100.precision.abits) == (16, 8)
     assert any("no fp8 tensor units" in w and "weight-only" in w for w in a100.warnings)
     assert float(a100.memory.weights_bytes) == float(h100.memory.weights_bytes)
+
+
+def test_pipeline_boundary_across_nodes_by_hand():
+    """TP 8 x PP 2 on HGX H100: the stage boundary is a point-to-point send of the prompt's
+    activations (1 x 512 tokens x 8192 hidden x 2 bytes); with 8 GPUs per domain it crosses
+    the network (10 us + S / 50 GB/s), with 16 per domain NVLink (2 us + S / 450 GB/s). One
+    micro-batch through 2 stages pays it (1 + 2 - 1) = 2 times in the prefill."""
+    kw = dict(batch=1, input_len=512, output_len=2, profile="ideal")
+    net = lr.analyze("meta-llama/Llama-3.1-70B", "h100-sxm", layout=Layout(tp=8, pp=2), **kw)
+    nvl = lr.analyze("meta-llama/Llama-3.1-70B", "h100-sxm",
+                     layout=Layout(tp=8, pp=2, gpus_per_node=16), **kw)
+    S = 512 * 8192 * 2
+    expected = 2 * ((10e-6 + S / 50e9) - (2e-6 + S / 450e9))
+    assert float(net.ttft_s - nvl.ttft_s) == pytest.approx(expected, rel=1e-9)
