@@ -425,3 +425,11 @@ def test_pipeline_boundary_across_nodes_by_hand():
     S = 512 * 8192 * 2
     expected = 2 * ((10e-6 + S / 50e9) - (2e-6 + S / 450e9))
     assert float(net.ttft_s - nvl.ttft_s) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_quantized_name_without_quantization_config_says_so():
+    a = lr.analyze("Qwen/Qwen3-30B-A3B-FP8", "h100-sxm", output_len=2)   # the built-in base
+    assert a.precision.wbits == 16
+    assert any("name says FP8" in w and "16 bits" in w for w in a.warnings)
+    b = lr.analyze("Qwen/Qwen3-30B-A3B-FP8", "h100-sxm", quant="fp8", output_len=2)
+    assert not any("name says" in w for w in b.warnings)

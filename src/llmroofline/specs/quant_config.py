@@ -391,6 +391,11 @@ def parse_native_quant(m, qc: Mapping | None, sidecar: Mapping | None = None,
 
 
 # -- the precision an analysis uses ----------------------------------------------------
+# A quantized release's name (Qwen3-30B-A3B-FP8, ...-NVFP4, ...-AWQ) resolved to a config
+# without quantization_config (a built-in base of the same shapes) is priced at 16 bits.
+_QUANT_TAG = re.compile(r"[-_.](fp8|nvfp4|mxfp4|fp4|awq|gptq|int4|int8|w4a16|w8a8)(?![a-z0-9])",
+                        re.IGNORECASE)
+
 def resolve_precision(m, quant: str | Precision | None = None, wbits: int | None = None,
                       abits: int | None = None, kvbits: int | None = None, hw=None,
                       ) -> tuple[Precision, list[str]]:
@@ -412,7 +417,13 @@ def resolve_precision(m, quant: str | Precision | None = None, wbits: int | None
     parts = [p.strip().lower() for p in (quant or "").split(",") if p.strip()]
     kv_only = all(p.startswith("kv-") for p in parts)
     if nq is None:
-        return parse_quant(quant, **explicit), []
+        notes = []
+        tag = _QUANT_TAG.search(str(getattr(m, "name", "")).rsplit("/", 1)[-1])
+        if tag and not parts and wbits is None and abits is None:
+            notes.append(f"model: the name says {tag.group(1).upper()} but its config has no "
+                         "quantization_config, so the weights are priced at 16 bits; pass "
+                         "--quant, or the release's own config.json (and hf_quant_config.json)")
+        return parse_quant(quant, **explicit), notes
     if kv_only and wbits is None and abits is None:
         kv = parse_quant(quant, kvbits=kvbits).kvbits if (parts or kvbits is not None) else None
         prec, notes = nq.precision(kv), [f"weights as released: {nq.summary}"]
