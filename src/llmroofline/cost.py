@@ -52,8 +52,11 @@ direction (x efficiency.communication) and per-hop latency a:
 ``auto`` picks, like TensorRT-LLM and vLLM's custom all-reduce, the fastest of one-shot and
 two-shot on an NVLink-class node (small decode messages: one-shot; large prefill
 messages: two-shot), and the faster of ring and tree elsewhere (PCIe, multi-node).
-A group fits in one node when n <= gpus_per_node; otherwise the per-GPU scale-out
-network (``scaleout_gb_s``, default 50 GB/s = one 400 Gb/s NIC per GPU) is the link.
+A group fits in one node when n <= the node size (``Layout.gpus_per_node``, by default the
+device's ``nvlink_domain``: 8 on HGX boards, 72 in a GB200/GB300 NVL72 rack); otherwise
+the per-GPU scale-out network (``scaleout_gb_s``, default 50 GB/s = one 400 Gb/s NIC per
+GPU) is the link, with ``scaleout_latency_us`` per hop: e.g. a ring all-reduce of S bytes
+over n GPUs crossing nodes takes 2 (n-1) a_net + 2 (n-1)/n S / (scaleout x communication).
 """
 
 from __future__ import annotations
@@ -83,17 +86,18 @@ class Link:
 def host_link_bytes_s(hw: HardwareSpec, override: float | None = None, field: str = "host_bw"
                       ) -> float:
     """Host <-> device bandwidth per direction, bytes/s: ``override`` if given, else half
-    the device's bidirectional PCIe figure (offloaded weights/KV, swapped KV)."""
+    the device's bidirectional host link (NVLink-C2C on Grace parts, ``host_gb_s_bidir``;
+    else PCIe) (offloaded weights/KV, swapped KV)."""
     if override:
         return float(override)
-    bidir = hw.pcie_bytes_s_bidir or 0
+    bidir = hw.host_bytes_s_bidir or hw.pcie_bytes_s_bidir or 0
     if not bidir:
         raise InputError(f"{field}: {hw.id} has no PCIe bandwidth in the catalog; give the "
                          "host link bandwidth explicitly")
     return bidir / 2
 
 
-def kv_transfer_link(hw: HardwareSpec, devices: int, gpus_per_node: int) -> Link:
+def kv_transfer_link(hw: HardwareSpec, devices: int, gpus_per_node: int | None = None) -> Link:
     """The link a prefill -> decode KV-cache transfer between ``devices`` devices crosses:
     the same choice as a collective over that group (``link_for``), at full efficiency;
     the network when the device data has no scale-up link."""
@@ -108,7 +112,7 @@ def link_for(hw: HardwareSpec, group: int, layout: Layout, eff: float = 1.0) -> 
     if intra is None:
         raise InputError(f"hardware {hw.id}: no interconnect bandwidth (scaleup_gb_s_bidir or "
                          "pcie_gb_s_bidir) to cost collectives over more than one device")
-    if group <= layout.gpus_per_node:
+    if group <= layout.node_size(hw):
         return Link(intra * eff, hw.scaleup_latency_s(), hw.has_nvlink)
     return Link(min(intra, hw.scaleout_bytes_s) * eff, hw.scaleout_latency_s, False)
 

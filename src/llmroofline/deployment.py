@@ -21,6 +21,7 @@ from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec, load_hardware
 from .specs.model import ModelSpec
 from .specs.precision import Precision, parse_quant
 from .specs.profile import Efficiency
+from .specs.quant_config import resolve_precision
 
 @dataclass(frozen=True)
 class Deployment:
@@ -33,6 +34,7 @@ class Deployment:
     engine: Engine
     flash: bool = True
     cuda_graphs: bool = False     # decode steps replay CUDA graphs
+    notes: tuple[str, ...] = ()   # how the precision was resolved (native quantization)
 
     @property
     def efficiency(self) -> Efficiency:
@@ -97,14 +99,18 @@ def resolve(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
         return model
     m = load_model(model)
     hw = load_hardware(hardware if hardware is not None else DEFAULT_HARDWARE)
-    prec = merge_precision(quant, wbits, abits, kvbits)
+    if isinstance(quant, Precision):
+        prec, notes = merge_precision(quant, wbits, abits, kvbits), []
+    else:   # a release's native quantization unless a weight scheme overrides it
+        prec, notes = resolve_precision(m, quant, wbits, abits, kvbits, hw)
     if layout is not None and (tp, pp, ep, dp) != (1, 1, 1, 1):
         raise InputError("layout: give either a Layout or tp/pp/ep/dp, not both")
     lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp)
     lay.check(m)
     eng = compose_engine(engine, profile, preset)
     graphs = eng.cuda_graphs if cuda_graphs is None else bool(cuda_graphs)
-    return Deployment(m, hw, prec, lay, eng, flash=bool(flash), cuda_graphs=graphs)
+    return Deployment(m, hw, prec, lay, eng, flash=bool(flash), cuda_graphs=graphs,
+                      notes=tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,9 @@ SETUP_FIELDS: dict[str, SetupField] = {f.name: f for f in (
     SetupField("pp", int, 1, "Pipeline stages, 1..1024."),
     SetupField("ep", int, 1, "Expert-parallel devices (MoE; divides tp), 1..1024."),
     SetupField("dp", int, 1, "Data-parallel replicas (throughput scales), 1..1000000."),
-    SetupField("gpus_per_node", int, 8, "Devices per node; larger groups use the network.",
-               web=False),
+    SetupField("gpus_per_node", Optional[int], None,
+               "Devices per NVLink domain (default: the device's own, 8 on HGX boards, 72 in "
+               "an NVL72 rack); larger groups use the network.", web=False),
     SetupField("nodes", Optional[int], None,
                "Spread each replica over this many nodes (sets devices per node).", web=False),
     SetupField("microbatches", Optional[int], None, "Pipeline micro-batches (default: pp).",

@@ -106,9 +106,13 @@ class _Step:
                            float(kv_group)))
 
     def linear(self, name, n_in, n_out, count, tokens=None, bias=False, wbytes=None,
-               compute="gemm", weight_rows=None):
-        """y = x W (+ b): 2 x tokens x n_in x n_out FLOPs; reads W (and b), x; writes y."""
+               compute="gemm", weight_rows=None, wclass=""):
+        """y = x W (+ b): 2 x tokens x n_in x n_out FLOPs; reads W (and b), x; writes y.
+        ``wclass``: weight class (precision.WEIGHT_CLASSES) whose bytes per weight apply."""
         tokens = self.N if tokens is None else tokens
+        if wclass:
+            wbytes = self.prec.class_weight_bytes(wclass) if wbytes is None else wbytes
+            compute = self.prec.class_compute(wclass, compute)
         wbytes = self.prec.weight_bytes if wbytes is None else wbytes
         rows = n_in if weight_rows is None else weight_rows
         ab, sb = self.prec.act_bytes, self.prec.base_bytes
@@ -161,7 +165,8 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
 
     # -- embedding (vocabulary-parallel: each rank looks up the tokens in its shard) ------
     rows = N / tp + (N if m.learned_positions else 0)
-    s.op("embedding", "embedding", "vector", 1, w=rows * h * sb, a=N * h * ab)
+    s.op("embedding", "embedding", "vector", 1, w=rows * h * prec.class_weight_bytes("embedding"),
+         a=N * h * ab)
     s.allreduce("embedding_allreduce", 1)
 
     # -- attention block -------------------------------------------------------------------
@@ -171,7 +176,7 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     else:
         d = m.head_dim
         q_dim, kv_dim = sh.heads * d, sh.kv_heads * d
-        s.linear("qkv_proj", h, q_dim + 2 * kv_dim, nl, bias=m.qkv_bias)
+        s.linear("qkv_proj", h, q_dim + 2 * kv_dim, nl, bias=m.qkv_bias, wclass="attn_qkv")
         if m.qk_norm:
             s.norm("qk_norm", nl, tokens=N * (sh.heads + sh.kv_heads), width=d)
         if not m.learned_positions:
@@ -182,7 +187,7 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
             _attention(s, count, window, heads=sh.heads, d_qk=d, d_v=d,
                        kv_read_width=2 * kv_dim, kv_write_width=2 * kv_dim,
                        suffix=_suffix(m, window), kv_group=sh.heads / sh.kv_heads)
-        s.linear("o_proj", q_dim, h, nl, bias=m.o_bias)
+        s.linear("o_proj", q_dim, h, nl, bias=m.o_bias, wclass="attn_out")
 
     # -- MLP block ---------------------------------------------------------------------------
     n_moe = m.num_moe_layers
@@ -217,8 +222,8 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
         s.norm("final_norm", 1)
     # Only the last position of each sequence needs logits (prefill and decode alike).
     logits = B * logits_per_seq
-    s.linear("lm_head", h, sh.vocab, 1, tokens=logits, bias=m.lm_head_bias, wbytes=sb,
-             compute="gemm16")
+    s.linear("lm_head", h, sh.vocab, 1, tokens=logits, bias=m.lm_head_bias,
+             wbytes=prec.class_weight_bytes("lm_head"), compute="gemm16")
     if tp > 1:
         s.op("logits_allgather", "communication", "comm", 1, comm=logits * sh.vocab * ab,
              collective="allgather", group=tp)
@@ -288,13 +293,13 @@ def _mla_ops(s: _Step, mla_absorb):
     N, T, B, L = s.N, s.T, s.B, s.L
     ab, kb = s.prec.act_bytes, s.prec.kv_bytes
     if a.q_lora_rank:
-        s.linear("q_a_proj", h, a.q_lora_rank, nl)
+        s.linear("q_a_proj", h, a.q_lora_rank, nl, wclass="attn_qkv")
         s.norm("q_a_norm", nl, width=a.q_lora_rank)
-        s.linear("q_b_proj", a.q_lora_rank, H * a.qk_head_dim, nl)
+        s.linear("q_b_proj", a.q_lora_rank, H * a.qk_head_dim, nl, wclass="attn_qkv")
     else:
-        s.linear("q_proj", h, H * a.qk_head_dim, nl)
+        s.linear("q_proj", h, H * a.qk_head_dim, nl, wclass="attn_qkv")
     latent = m.kv_cache_width()      # the cached latent: kv_lora_rank + qk_rope_head_dim
-    s.linear("kv_a_proj", h, latent, nl)
+    s.linear("kv_a_proj", h, latent, nl, wclass="attn_qkv")
     s.norm("kv_a_norm", nl, width=a.kv_lora_rank)
     s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * (H + 1) * a.qk_rope_head_dim,
          a=2 * N * (H + 1) * a.qk_rope_head_dim * ab)
@@ -303,30 +308,31 @@ def _mla_ops(s: _Step, mla_absorb):
     if absorb:
         # Scores and values live in the latent space; heads share one latent "KV head".
         s.linear("q_absorb", a.qk_nope_head_dim, a.kv_lora_rank, nl, tokens=N * H,
-                 weight_rows=H * a.qk_nope_head_dim)
+                 weight_rows=H * a.qk_nope_head_dim, wclass="attn_qkv")
         _attention(s, nl, None, heads=H, d_qk=latent, d_v=a.kv_lora_rank,
                    kv_read_width=latent, kv_write_width=latent)
         s.linear("o_absorb", a.kv_lora_rank, a.v_head_dim, nl, tokens=N * H,
-                 weight_rows=H * a.kv_lora_rank)
+                 weight_rows=H * a.kv_lora_rank, wclass="attn_qkv")
     else:
         # Up-projection: decompress every cached latent (W_UKV over B x L tokens), then
         # plain multi-head attention; the cache traffic is the latent read and write.
-        s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl, tokens=B * L)
+        s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl, tokens=B * L, wclass="attn_qkv")
         _attention(s, nl, None, heads=H, d_qk=a.qk_head_dim, d_v=a.v_head_dim,
                    kv_read_width=0, kv_write_width=0)
         s.op("latent_cache_io", "elementwise", "vector", nl,
              kv=B * (L - T) * latent * kb + N * latent * kb)
-    s.linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias)
+    s.linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias, wclass="attn_out")
 
 
 def _mlp(s: _Step, prefix, ffn, count, bias):
     h, N, ab = s.m.hidden_size, s.N, s.prec.act_bytes
     gated = s.m.gated_mlp
+    wclass = "shared_experts" if prefix == "shared_" else "dense_mlp"
     s.linear(prefix + ("gate_up_proj" if gated else "up_proj"), h, (2 if gated else 1) * ffn,
-             count, bias=bias)
+             count, bias=bias, wclass=wclass)
     s.op(prefix + "act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[gated] * N * ffn,
          a=N * ffn * ab * (3 if gated else 2))
-    s.linear(prefix + "down_proj", ffn, h, count, bias=bias)
+    s.linear(prefix + "down_proj", ffn, h, count, bias=bias, wclass=wclass)
 
 
 def _moe(s: _Step, count):
@@ -337,7 +343,8 @@ def _moe(s: _Step, count):
     """
     m, e, lay = s.m, s.m.moe, s.layout
     h, N = m.hidden_size, s.N
-    wb, ab, sb = s.prec.weight_bytes, s.prec.act_bytes, s.prec.base_bytes
+    wb, ab, sb = s.prec.class_weight_bytes("experts"), s.prec.act_bytes, s.prec.base_bytes
+    ex = s.prec.class_compute("experts")
     # Router and qwen2_moe's shared-expert gate are small 16-bit matmuls (replicated).
     s.linear("router", h, e.num_experts + (1 if e.shared_gate else 0), count,
              bias=e.router_bias, wbytes=sb, compute="gemm16")
@@ -351,13 +358,13 @@ def _moe(s: _Step, count):
     bias_up = (up_out * sb) if e.expert_bias else 0.0
     bias_down = (h * sb) if e.expert_bias else 0.0
     rows = pairs / np.maximum(hit, 1.0)   # tokens per expert GEMM
-    s.op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", "gemm", count,
+    s.op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", ex, count,
          flops=2 * pairs * h * up_out, w=hit * (h * up_out * wb + bias_up),
          a=pairs * (h + up_out) * ab, rows=rows, cols=hit * up_out)
     s.op("experts_act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[m.gated_mlp] * pairs * f,
          a=pairs * f * ab * (3 if m.gated_mlp else 2))
     # The down projection's kernel also sums each token's top-k outputs (fused combine).
-    s.op("experts_down", "matmul", "gemm", count, flops=2 * pairs * f * h,
+    s.op("experts_down", "matmul", ex, count, flops=2 * pairs * f * h,
          w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab, rows=rows, cols=hit * h)
     if lay.ep > 1:
         s.op("moe_combine", "communication", "comm", count,

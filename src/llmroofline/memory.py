@@ -3,7 +3,9 @@
     total_bytes = weights_bytes + kv_cache_bytes + activation_bytes
 
 - weights: the parameters the most loaded device holds (its tensor-parallel slice of its
-  pipeline stage); matmul weights at ``wbits``, the rest 16-bit.
+  pipeline stage); matmul weights at ``wbits``, the rest 16-bit; a release with native
+  quantization (``Precision.native``): each weight class at its own format, scales
+  included (docs/conventions.md, "Native quantization").
 - KV cache: allocated for ``input_len + output_len`` tokens per sequence (what engines
   reserve for the whole request); sliding-window layers keep at most ``window`` tokens.
   With ``rows`` decode rows per request (beam width or parallel samples) the prompt's
@@ -31,7 +33,7 @@ import numpy as np
 from .graph import Op
 from .parallel import Layout, device_param_groups, shard, stages
 from .specs.hardware import HardwareSpec
-from .specs.model import ModelSpec
+from .specs.model import ModelSpec, linear_by_class, param_groups
 from .specs.precision import Precision
 
 
@@ -62,9 +64,25 @@ def largest_batch(capacity_bytes, weights_bytes, per_seq_bytes) -> np.ndarray:
 
 
 def weight_bytes_total(m: ModelSpec, prec: Precision, layout: Layout | None = None) -> float:
-    """Bytes of the parameters one device holds (the whole model with the default layout)."""
-    g = device_param_groups(m, layout or Layout())
-    return g["linear"] * prec.weight_bytes + (g["small"] + g["embedding"] + g["lm_head"]) * prec.base_bytes
+    """Bytes of the parameters one device holds (the whole model with the default layout).
+
+    With a release's native formats (``prec.native``) each weight class is priced at its
+    own bytes per weight (scales included) and the heaviest pipeline stage in bytes is the
+    one held."""
+    layout = layout or Layout()
+    if not prec.native:
+        g = device_param_groups(m, layout)
+        return g["linear"] * prec.weight_bytes + (g["small"] + g["embedding"] + g["lm_head"]) * prec.base_bytes
+    sl, st = shard(m, layout), stages(m, layout)
+    best = 0.0
+    for k, layers in enumerate(st):
+        g = param_groups(m, sl, layers, first=k == 0, last=k == len(st) - 1)
+        cls = linear_by_class(m, sl, layers)
+        total = sum(n * prec.class_weight_bytes(c) for c, n in cls.items()) \
+            + g["embedding"] * prec.class_weight_bytes("embedding") \
+            + g["lm_head"] * prec.class_weight_bytes("lm_head") + g["small"] * prec.base_bytes
+        best = max(best, total)
+    return best
 
 
 def kv_width_per_device(m: ModelSpec, layout: Layout) -> int:

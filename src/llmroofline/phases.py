@@ -438,6 +438,20 @@ def _kernel_coverage_notes(ops, eff: Efficiency, profile: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _network_notes(hw: HardwareSpec, lay: Layout) -> list[str]:
+    """Say which parallel groups outgrow the NVLink domain and pay the scale-out network."""
+    node = lay.node_size(hw)
+    groups = [(n, g) for n, g in (("TP", lay.tp), ("EP", lay.ep)) if g > node]
+    if lay.pp > 1 and lay.devices_per_replica > node:
+        groups.append(("PP", lay.pp))
+    if not groups:
+        return []
+    where = ", ".join(f"{n}{g}" for n, g in groups)
+    return [f"{where} spans more than one NVLink domain ({node} devices of {hw.id} per "
+            f"domain): those collectives cross the {hw.scaleout_bytes_s / 1e9:g} GB/s "
+            "scale-out network (--gpus-per-node / --nodes set the domain size)"]
+
+
 def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
             hardware: str | HardwareSpec | None = None,
             batch=1, input_len=128, output_len=128, *, quant: str | Precision | None = None,
@@ -476,7 +490,7 @@ def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
     I = _as_int_array("input_len", input_len)
     O = _as_int_array("output_len", output_len)
     longest = float(np.max(I + O))
-    notes: list[str] = []
+    notes: list[str] = list(dep.notes)
     if longest > m.max_position_embeddings:
         msg = (f"input_len + output_len = {longest:g} exceeds the context of {m.name} "
                f"(max_position_embeddings = {m.max_position_embeddings})")
@@ -493,10 +507,12 @@ def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
     pipe = _Pipe(lay.pp, micro)
     if lay.pp > 1:
         # Stage boundaries cross the network once a replica outgrows one node.
-        group = lay.gpus_per_node + 1 if lay.devices_per_replica > lay.gpus_per_node else 2
+        node = lay.node_size(hw)
+        group = node + 1 if lay.devices_per_replica > node else 2
         act = m.hidden_size * prec.act_bytes
         pipe = _Pipe(lay.pp, micro, roof.comm_s("p2p", b * I * act, group),
                      roof.comm_s("p2p", b * act, group))
+    notes += _network_notes(hw, lay)
     chunk = check_prefill_chunk(prefill_chunk)
     if chunk is not None and chunk < np.max(I):
         if lay.pp > 1:

@@ -73,7 +73,7 @@ def _quant_defs(base: Setup) -> tuple[list[_Def], list[tuple[str, str]]]:
 
     def weights(name: str, short: str, scheme: str, note: str) -> _Def:
         kw = {k: v for k, v in SCHEMES[scheme].items() if k != "kvbits"}
-        kw = {"int8": False, "group_size": 0, "scale_bits": 16, **kw}
+        kw = {"int8": False, "group_size": 0, "scale_bits": 16, "native": (), "native_label": "", **kw}
         return _Def(name, short, "quantization", "weights",
                     lambda s: replace(s, precision=Precision(**{**s.precision.__dict__, **kw})),
                     note, _max_batch)

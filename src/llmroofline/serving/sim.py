@@ -41,7 +41,8 @@ __all__ = ["SchedulerConfig", "SimResult", "simulate", "default_kv_link_bytes_s"
            "kv_blocks_of", "swap_seconds_per_token"]
 
 
-def default_kv_link_bytes_s(cost: IterationCost, devices: int, gpus_per_node: int = 8) -> float:
+def default_kv_link_bytes_s(cost: IterationCost, devices: int,
+                            gpus_per_node: int | None = None) -> float:
     """Per-device bandwidth (one direction) of the link a prefill -> decode KV transfer
     crosses: the scale-up link (NVLink, else PCIe) when all ``devices`` fit in one node,
     else the network."""

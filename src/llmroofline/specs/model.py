@@ -10,10 +10,13 @@ alternating sliding-window layers, deepseek's MLA and dense first layers, ...).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .quant_config import NativeQuant
 
 SUPPORTED_MODEL_TYPES = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2",
@@ -83,6 +86,8 @@ class ModelSpec:
     layer_windows: tuple[int | None, ...] = ()
     moe: MoESpec | None = None
     mla: MLASpec | None = None
+    # The release's own weight formats (quantization_config / hf_quant_config.json).
+    native_quant: NativeQuant | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -205,6 +210,31 @@ def layer_params(m: ModelSpec, i: int, sl: Slice | None = None) -> tuple[int, in
     return linear, small
 
 
+def linear_by_class(m: ModelSpec, sl: Slice | None = None,
+                    layers: range | None = None) -> dict[str, int]:
+    """The decoder matmul weights of :func:`param_groups` (``linear``) split by weight
+    class (``precision.WEIGHT_CLASSES``): routed experts, shared experts and dense MLPs by
+    :func:`_mlp_split`; attention is the rest of each layer, ``attn_out`` its output
+    projection and ``attn_qkv`` everything else (q/k/v, MLA down/up projections)."""
+    sl = sl or full_slice(m)
+    out = dict.fromkeys(("attn_qkv", "attn_out", "dense_mlp", "shared_experts", "experts"), 0)
+    for i in (layers if layers is not None else range(m.num_layers)):
+        lin, _ = layer_params(m, i, sl)
+        if m.moe_layer(i):
+            experts = sl.experts * _mlp_split(m, sl.expert_ffn, m.moe.expert_bias)[0]
+            shared = _mlp_split(m, sl.shared_ffn, False)[0] if m.moe.shared_ffn else 0
+            out["experts"] += experts
+            out["shared_experts"] += shared
+            mlp = experts + shared
+        else:
+            mlp = _mlp_split(m, sl.ffn, m.mlp_bias)[0]
+            out["dense_mlp"] += mlp
+        o = sl.heads * (m.mla.v_head_dim if m.mla else m.head_dim) * m.hidden_size
+        out["attn_out"] += o
+        out["attn_qkv"] += lin - mlp - o
+    return out
+
+
 def norm_params(m: ModelSpec) -> int:
     return m.hidden_size * (2 if m.norm == "layer" else 1)
 
@@ -268,8 +298,21 @@ def _int(cfg: Mapping[str, Any], *keys: str, name: str, default: Any = None,
     return v
 
 
-def from_hf_config(cfg: Mapping[str, Any], name: str = "custom") -> ModelSpec:
-    """Normalize a Hugging Face ``config.json`` dict into a :class:`ModelSpec`."""
+def from_hf_config(cfg: Mapping[str, Any], name: str = "custom",
+                   hf_quant_config: Mapping[str, Any] | None = None) -> ModelSpec:
+    """Normalize a Hugging Face ``config.json`` dict into a :class:`ModelSpec`;
+    ``hf_quant_config``: ModelOpt's ``hf_quant_config.json`` found beside it, if any."""
+    spec = _from_hf_config(cfg, name)
+    qc = cfg.get("quantization_config")
+    if qc is not None or hf_quant_config is not None:
+        from .quant_config import parse_native_quant
+        nq = parse_native_quant(spec, qc, hf_quant_config, name)
+        if nq is not None:
+            spec = replace(spec, native_quant=nq)
+    return spec
+
+
+def _from_hf_config(cfg: Mapping[str, Any], name: str) -> ModelSpec:
     if not isinstance(cfg, Mapping):
         raise InputError(f"config.json of {name}: expected a JSON object")
     mt = cfg.get("model_type")

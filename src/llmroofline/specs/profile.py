@@ -183,13 +183,23 @@ def efficiency_to_dict(e: Efficiency) -> dict[str, float | bool]:
     return out
 
 
+# Device family -> the fitted family whose kernels it runs (used when a profile has no entry
+# of its own for the family): Blackwell datacenter parts run the CUTLASS / FlashAttention /
+# TensorRT-LLM kernels that were tuned on Hopper (TMA, warp-specialised GEMMs), so they keep
+# Hopper's achievable fractions and fixed per-kernel and per-step costs, and get their own
+# peaks, bandwidth and SM count from the catalog. Acyclic by construction.
+FAMILY_LINEAGE: dict[str, str] = {"blackwell": "hopper"}
+
+
 @dataclass(frozen=True)
 class Profile:
     """Efficiency per device family and weight precision, with fallbacks.
 
     Keys of ``families``: ``"<family>-a<bits>"`` (e.g. ``hopper-a8``: FP8/INT8 matmuls),
     ``"a<bits>"`` (any family computing at that activation width), or ``"<family>"``.
-    Lookup takes the first present of ``family-aN``, ``aN``, ``family``, then ``fallback``:
+    Lookup takes the first present of ``family-aN``, ``aN``, ``family``, then ``fallback``
+    (a family with no entry of its own and a parent in :data:`FAMILY_LINEAGE` looks up as
+    the parent):
     kernels of one compute format behave alike across GPU generations more than one
     generation behaves alike across formats. Weight-only quantization (W4A16, W8A16) runs
     16-bit kernels that stream narrower weights, so it looks up ``a16``.
@@ -204,11 +214,22 @@ class Profile:
         keys = [f"{family}-a{abits}", f"a{abits}"] if abits else []
         return keys + [family]
 
+    def entry_key(self, family: str, abits: int | None = None) -> str:
+        """The key of the entry a device family resolves to, or ``"fallback"``.
+
+        A family with no entry of its own (neither ``family`` nor ``family-aN``) that has a
+        parent in :data:`FAMILY_LINEAGE` resolves exactly as its parent does: the same
+        kernels' fractions and fixed overheads, while peaks, bandwidth and SM count come
+        from the device itself (``cost.Roofline``)."""
+        own = {f"{family}-a{abits}", family} if abits else {family}
+        if not own & set(self.families) and family in FAMILY_LINEAGE:
+            return self.entry_key(FAMILY_LINEAGE[family], abits)
+        return next((k for k in self.lookup_keys(family, abits) if k in self.families),
+                    "fallback")
+
     def for_family(self, family: str, abits: int | None = None) -> Efficiency:
-        for k in self.lookup_keys(family, abits):
-            if k in self.families:
-                return self.families[k]
-        return self.fallback
+        k = self.entry_key(family, abits)
+        return self.fallback if k == "fallback" else self.families[k]
 
 
 IDEAL = Profile("ideal", provenance={"description": "100 % of datasheet peaks, no overhead"})
