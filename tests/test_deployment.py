@@ -118,22 +118,26 @@ def test_kv_rules_by_hand_llama2_70b_tp2_a100():
     c = IterationCost.of("meta-llama/Llama-2-70b-hf", "a100-sxm-80gb", layout=Layout(tp=2),
                          max_tokens=8192)
     assert c.kv_bytes_per_token == 2 * 80 * (8 // 2) * 128 * 2
-    W, M = c.weights_bytes, c.memory_bytes
+    W = c.weights_bytes
+    M_vis = 81920 * 2**20        # nvidia-smi's 81,920 MiB of an A100 80 GB
+    M_mkt = 80e9                 # the datasheet's 80 GB
     from llmroofline.graph import build_ops
     from llmroofline.memory import activation_peak_bytes
     ops = build_ops(c.model, c.prec, 1, 8192.0, 8192.0, flash=True, layout=Layout(tp=2),
                     mla_absorb=None)
     A = float(activation_peak_bytes(c.model, c.prec, 1, 8192, ops))
-    trt = int(0.9 * (M - W - A) // 163840)
-    vllm = int((0.9 * M - W - A) // 163840)
-    assert c.kv_capacity_tokens(8192, 0.9, 0.0, "free_fraction") == trt
-    assert c.kv_capacity_tokens(8192, 0.9, 0.0, "total_fraction") == vllm
-    assert vllm < trt          # vLLM's 10 % headroom is of the whole device
-    # the engines' own scheduler configs pick their rule
+    trt = int(0.9 * (M_mkt - W - A) // 163840)       # as the TensorRT-LLM 0.10 fit saw it
+    vllm = int((0.9 * M_vis - W - A) // 163840)
+    assert c.kv_capacity_tokens(8192, 0.9, 0.0, "free_fraction", "marketed") == trt == 55937
+    assert c.kv_capacity_tokens(8192, 0.9, 0.0, "total_fraction", "visible") == vllm
+    assert 45_000 < vllm < 46_500        # the issue's "about 45,700" at the real 81,920 MiB
+    # the engines' own scheduler configs pick their rule and capacity
     cfg = scheduler_config(load_engine("vllm"))
+    assert (cfg.kv_rule, cfg.kv_capacity) == ("total_fraction", "visible")
     assert kv_blocks_of(c, cfg) == vllm // 16
+    assert scheduler_config(load_engine("trtllm-0.8")).kv_capacity == "marketed"
     sg = KVMemoryRule("static_fraction", 0.88)
-    assert sg.pool_bytes(M, W, A) == pytest.approx(0.88 * M - W)
+    assert sg.pool_bytes(M_vis, W, A) == pytest.approx(0.88 * M_vis - W)
 
 
 def test_cli_engines_and_engine_option(capsys):

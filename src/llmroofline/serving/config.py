@@ -29,6 +29,7 @@ class SchedulerConfig:
     block_size: int = 16          # KV tokens per block
     kv_fraction: float = 0.9      # fraction of the engine's KV-memory rule (kv_rule)
     kv_rule: str = "free_fraction"  # specs.engine.KVMemoryRule: free_/total_/static_fraction
+    kv_capacity: str = "marketed"   # device memory the rule starts from: visible or marketed
     watermark: float = 0.01       # share of blocks kept free when admitting
     kv_blocks: int | None = None  # override the KV capacity (blocks)
     preemption: str = "recompute"  # or "swap" (KV to host memory over the host link)
@@ -57,7 +58,7 @@ class SchedulerConfig:
         if self.policy == "continuous" and self.max_tokens < self.max_batch:
             raise InputError(f"max_tokens: must be >= max_batch ({self.max_batch}) so every "
                              f"running request can decode each iteration, got {self.max_tokens}")
-        KVMemoryRule(self.kv_rule, self.kv_fraction)     # checks both
+        KVMemoryRule(self.kv_rule, self.kv_fraction, self.kv_capacity)     # checks all three
         if not 0 <= self.watermark < 1:
             raise InputError(f"watermark: must be in [0, 1), got {self.watermark!r}")
         if self.kv_blocks is not None and (isinstance(self.kv_blocks, bool) or self.kv_blocks < 1):
@@ -111,7 +112,7 @@ def scheduler_config(engine: Engine, **given) -> SchedulerConfig:
     b, k = engine.batching, engine.kv_memory
     base = dict(max_batch=b.max_batch, max_tokens=b.max_tokens, chunked=b.chunked,
                 block_size=b.block_size, reserve=b.reserve, kv_fraction=k.fraction,
-                kv_rule=k.rule, runtime_gb=engine.runtime_gb, mix_prefill=b.mix_prefill,
+                kv_rule=k.rule, kv_capacity=k.capacity, runtime_gb=engine.runtime_gb, mix_prefill=b.mix_prefill,
                 cuda_graph_sizes=tuple(b.cuda_graph_sizes),
                 request_fixed_s=engine.request_overhead_s,
                 step_cpu_s=engine.iteration_overhead_s)
@@ -123,7 +124,7 @@ def kv_blocks_of(cost: IterationCost, cfg: SchedulerConfig) -> int:
     if cfg.kv_blocks is not None:
         return int(cfg.kv_blocks)
     return cost.kv_capacity_tokens(cfg.max_tokens, cfg.kv_fraction, cfg.runtime_gb * 1e9,
-                                   cfg.kv_rule) // cfg.block_size
+                                   cfg.kv_rule, cfg.kv_capacity) // cfg.block_size
 
 
 def swap_seconds_per_token(cost: IterationCost, cfg: SchedulerConfig) -> float:

@@ -344,15 +344,18 @@ class IterationCost:
         return fixed + self.attention_s(feats)
 
     def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9,
-                           runtime_bytes: float = 0.0, rule: str = "free_fraction") -> int:
+                           runtime_bytes: float = 0.0, rule: str = "free_fraction",
+                           capacity: str = "marketed") -> int:
         """Tokens of KV cache that fit on a device: the engine's KV-memory ``rule``
         (:class:`~llmroofline.specs.engine.KVMemoryRule`) at ``kv_fraction``, with the
-        activation reserve of a ``max_tokens`` iteration and the engine's runtime memory."""
+        activation reserve of a ``max_tokens`` iteration and the engine's runtime memory,
+        from the device's ``visible`` (driver-reported) or ``marketed`` capacity."""
         ops = build_ops(self.model, self.prec, 1, float(max_tokens), float(max_tokens),
                         **self._extra["kw"])
         act = float(activation_peak_bytes(self.model, self.prec, 1, max_tokens, ops))
-        pool = KVMemoryRule(rule, kv_fraction).pool_bytes(self.memory_bytes, self.weights_bytes,
-                                                           act, runtime_bytes)
+        mem = self.roof.hw.visible_memory_bytes if capacity == "visible" else self.memory_bytes
+        pool = KVMemoryRule(rule, kv_fraction, capacity).pool_bytes(mem, self.weights_bytes,
+                                                                     act, runtime_bytes)
         return int(pool // self.kv_bytes_per_token)
 
 

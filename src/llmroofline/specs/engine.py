@@ -65,11 +65,18 @@ class KVMemoryRule:
 
     rule: str = "free_fraction"
     fraction: float = 0.9
+    # M: "visible" = the capacity the driver reports (nvidia-smi MiB, HardwareSpec.memory_mib)
+    # where the catalog records it; "marketed" = the datasheet's decimal GB. The shipped
+    # 2024 fits were made against the marketed figure and keep it until refitted.
+    capacity: str = "visible"
 
     def __post_init__(self) -> None:
         if self.rule not in KV_RULES:
             raise InputError(f"kv_memory.rule: must be one of {', '.join(KV_RULES)}, got "
                              f"{self.rule!r}" + suggest(str(self.rule), KV_RULES))
+        if self.capacity not in ("visible", "marketed"):
+            raise InputError(f"kv_memory.capacity: must be visible or marketed, got "
+                             f"{self.capacity!r}")
         if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
             raise InputError(f"kv_memory.fraction: must be in (0, 1], got {self.fraction!r}")
 
@@ -185,7 +192,7 @@ class Engine:
     def memory_rule(self) -> str:
         """One line: the KV pool rule with its fraction and the runtime memory."""
         k = self.kv_memory
-        return f"{k.rule} {k.fraction:g}" + (f", runtime {self.runtime_gb:g} GB"
+        return f"{k.rule} {k.fraction:g} of {k.capacity}" + (f", runtime {self.runtime_gb:g} GB"
                                              if self.runtime_gb else "")
 
 
@@ -221,7 +228,7 @@ _ENGINE_KEYS = {"name": str, "versions": str, "description": str, "fitted_to": s
                 "efficiency_from": str, "bare_roofline": bool}
 _BATCHING_KEYS = {"max_batch": int, "max_tokens": int, "chunked": bool, "block_size": int,
                   "reserve": str, "mix_prefill": bool, "cuda_graph_sizes": list}
-_KV_KEYS = {"rule": str, "fraction": float}
+_KV_KEYS = {"rule": str, "fraction": float, "capacity": str}
 _RUNTIME_KEYS = {"runtime_gb": float, "cuda_graphs": bool, "cuda_graph_launch_factor": float,
                  "request_overhead_us": float, "iteration_overhead_us": float}
 
