@@ -168,3 +168,32 @@ def test_setup_fields_are_declared_once_for_cli_and_web():
     # simulate takes the same declaration for the fields it lists
     sim = {p.name: p for p in typer.main.get_command(app).commands["simulate"].params}
     assert sim["engine"].help == SETUP_FIELDS["engine"].help and sim["tp"].default == 1
+
+
+def test_imports_flow_one_way():
+    """docs/architecture.md's rules, read off the source: physics never imports the CLI,
+    the web or the plots, and the web never imports the CLI."""
+    import ast
+    from pathlib import Path
+    root = Path(lr.__file__).parent
+    surfaces = ("cli", "web", "plots", "serving.plots")
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("")
+        mod = ".".join(rel.parts)
+        pkg = rel.parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = list(pkg[:len(pkg) - node.level + 1])
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llmroofline."):
+                target = node.module[len("llmroofline."):]
+            else:
+                continue
+            names = [target] + [f"{target}.{a.name}" if target else a.name for a in node.names]
+            hits = {s for s in surfaces for n in names if n == s or n.startswith(s + ".")}
+            if mod.startswith("cli") or mod == "__main__":
+                continue
+            if mod.startswith("web"):
+                assert "cli" not in hits, f"{mod} imports the CLI"
+            elif not mod.startswith(("plots", "serving.plots", "bench", "probe")):
+                assert not hits, f"{mod} imports {hits}"
