@@ -174,6 +174,7 @@ def simulate_cmd(
     """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
     from dataclasses import replace
     from ..serving import make_workload, simulate
+    from ..serving.result import simulation_payload
     eng, lim = _engine_limits(setup["engine"], setup["profile"], preset, max_batch=max_batch,
                               max_tokens=max_tokens,
                               block_size=block_size, runtime_gb=runtime_gb,
@@ -203,23 +204,13 @@ def simulate_cmd(
                        warmup=warmup)
     r = simulate(workload=wl, config=cfg, replicas=replicas, router=router, disaggregate=pd,
                  kv_link_bytes_s=link, cost=cost)
-    s = r.summary(slo_ttft, slo_tpot)
-    s["workload"] = {"arrival": wl.arrival, "rate": rate, "concurrency": concurrency,
-                     "input_dist": None if trace else input_dist,
-                     "output_dist": None if trace else output_dist, "trace": trace,
-                     "seed": seed, "mean_input_len": float(wl.input_len.mean()),
-                     "mean_output_len": float(wl.output_len.mean())}
-    s["config"] = {"model": cost.model.name, "hardware": cost.roof.hw.id, "tp": tp,
-                   "replicas": r.n_replicas, "router": router,
-                   "disaggregate": list(pd) if pd else None, "policy": policy,
-                   "engine": eng.name, "preset": preset, "max_batch": max_batch,
-                   "max_tokens": max_tokens, "chunked": chunked,
-                   "block_size": block_size, "kv_fraction": kv_fraction, "kv_rule": lim["kv_rule"],
-                   "runtime_gb": lim["runtime_gb"],
-                   "preemption": preemption, "swap_gb": swap_gb, "reserve": reserve,
-                   "profile": eng.profile.name, "mix_prefill": cfg.mix_prefill,
-                   "step_cpu_s": cfg.step_cpu_s, "request_fixed_s": cfg.request_fixed_s,
-                   "cuda_graph_sizes": list(cfg.cuda_graph_sizes)}
+    s = simulation_payload(r, wl, cfg, cost, slo_ttft, slo_tpot,
+                           workload_spec={"rate": rate, "concurrency": concurrency,
+                                          "input_dist": None if trace else input_dist,
+                                          "output_dist": None if trace else output_dist,
+                                          "trace": trace, "seed": seed},
+                           setup={"router": router, "disaggregate": list(pd) if pd else None,
+                                  "preset": preset})
     if csv_out:
         r.to_csv(csv_out)
     where = cost.roof.hw.id if tp == 1 else f"{tp} x {cost.roof.hw.id}"

@@ -234,3 +234,22 @@ class IterationLog:
             return v, np.repeat(np.array(w, dtype=float), n)
         w = np.concatenate([np.broadcast_to(np.asarray(b, float), (k,)) for b, k in zip(w, n)])
         return v, w
+
+
+def simulation_payload(r: "SimResult", wl, cfg, cost, max_ttft_s=None, max_tpot_s=None, *,
+                       workload_spec: dict | None = None, setup: dict | None = None) -> dict:
+    """``simulate --json``'s data: the result's summary (goodput under the SLOs), the
+    workload (``workload_spec`` as given: rate, distributions, seed ...; the drawn means)
+    and the configuration (the deployment, every scheduler field, ``setup`` extras)."""
+    import dataclasses
+    s = r.summary(max_ttft_s, max_tpot_s)
+    s["workload"] = {"arrival": wl.arrival, **(workload_spec or {}),
+                     "mean_input_len": float(wl.input_len.mean()),
+                     "mean_output_len": float(wl.output_len.mean())}
+    dep = cost.deployment
+    sched = {k: (list(v) if isinstance(v, tuple) else v)
+             for k, v in dataclasses.asdict(cfg).items()}
+    s["config"] = {"model": cost.model.name, "hardware": cost.roof.hw.id, "tp": dep.layout.tp,
+                   "replicas": r.n_replicas, **(setup or {}), "engine": dep.engine.name,
+                   "profile": dep.engine.profile.name, **sched}
+    return s
