@@ -33,7 +33,7 @@ import numpy as np
 from llmroofline.errors import InputError
 from llmroofline.serving.measured import read_concurrency_csv, simulate_run
 
-DEFAULT_CSV = Path(__file__).resolve().parents[1] / ".." / ".." / "shared" / "reference" / \
+DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / \
     "measured_modern" / "serving_h200_concurrency.csv"
 SETUPS = {
     "today": dict(preset="vllm", behaviours=False, ramp_s=0.0),

@@ -204,7 +204,8 @@ def test_vllm_v1_defaults():
     assert (c.kv_rule, c.kv_fraction, c.runtime_gb) == ("total_fraction", 0.9, 1.0)
     assert c.cuda_graph_sizes[:5] == (1, 2, 4, 8, 16) and c.cuda_graph_sizes[-1] == 512
     assert c.cuda_graph_sizes == (1, 2, 4) + tuple(range(8, 513, 8))
-    assert (c.request_fixed_s, c.step_cpu_s) == (0.02, 0.0)
+    # fitted fixed costs (scripts/fit_modern_engines.py): within the fit's bounds
+    assert 0 <= c.request_fixed_s <= 0.5 and 0 <= c.step_cpu_s <= 5e-3
 
 
 def test_sglang_defaults():

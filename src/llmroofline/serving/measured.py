@@ -252,12 +252,14 @@ def run_config(run: MeasuredRun, preset: str | None = None, behaviours: bool = T
 
 def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
                  rounds: int = 2, warmup: int = 1, ramp_s: float | None = None,
-                 behaviours: bool = True, cost=None, jitter_s: float = 0.0, seed: int = 0) -> dict:
+                 behaviours: bool = True, cost=None, jitter_s: float = 0.0, seed: int = 0,
+                 config=None) -> dict:
     """Simulate ``run`` as its benchmark ran: ``concurrency`` closed-loop clients, each
     sending ``warmup + rounds`` requests of ``isl`` / ``osl`` tokens (staggered starts;
     the warm-up and the drain excluded). ``preset``: scheduler preset (default: the
     engine's); ``behaviours=False`` keeps only its limits, KV rule and runtime memory,
-    i.e. the simulator before the engine behaviours (:func:`run_config`); ``profile``:
+    i.e. the simulator before the engine behaviours (:func:`run_config`); ``config``
+    replaces that SchedulerConfig (engine_fit's variants); ``profile``:
     the kernels (None: the default engine's, which the three engine files reuse).
     Returns {"ttft_ms", "tpot_ms", "tok_s" (c x OSL / (TTFT + TPOT x (OSL - 1))),
     "sim": the benchmark summary}."""
@@ -266,7 +268,7 @@ def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
     from .workload import make_workload
     if run.concurrency is None:
         raise InputError(f"measured: row {run.id} has no concurrency (disaggregated)")
-    cfg = run_config(run, preset, behaviours)
+    cfg = config or run_config(run, preset, behaviours)     # config: a fit's variant
     if cost is None:
         key = (run.model, run.hardware, run.precision, run.tp, run.moe_ep, cfg.max_tokens,
                cfg.max_batch, str(profile))
