@@ -478,7 +478,7 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
     I = _as_int_array("input_len", input_len)
     O = _as_int_array("output_len", output_len)
     longest = float(np.max(I + O))
-    notes: list[str] = []
+    notes: list[str] = list(m.notes)
     if longest > m.max_position_embeddings:
         msg = (f"input_len + output_len = {longest:g} exceeds the context of {m.name} "
                f"(max_position_embeddings = {m.max_position_embeddings})")

@@ -178,6 +178,8 @@ def _print_single(d: dict) -> None:
     mt.add_row(f"KV cache ({d['input_len'] + d['output_len']} tokens x {d['batch']})" if rows == 1 else
                f"KV cache ({d['input_len']} x {d['batch']} prompt + {d['output_len']} x {d['batch']} x {rows} rows)",
                gb(m["kv_cache_bytes"]))
+    if m.get("state_bytes"):
+        mt.add_row("recurrent state (linear attention / SSM)", gb(m["state_bytes"]))
     mt.add_row("activation peak (prefill)", gb(m["activation_bytes"]))
     fits = "[green]fits[/]" if m["fits"] else "[red]does not fit[/]"
     mt.add_row("total / capacity", f"{gb(m['total_bytes'])} / {gb(m['capacity_bytes'])}  {fits}")
