@@ -42,11 +42,29 @@ def model_aliases() -> dict[str, str]:
         out.setdefault(hf.lower(), hf)
     for hf in ids:
         base = hf.split("/", 1)[1].lower()
-        short = re.sub(r"(-hf|-instruct|-it|-v0\.1|-chat)+$", "", base)
+        short = re.sub(r"(-hf|-instruct|-it|-v0\.1|-chat|-bf16|-fp8)+$", "", base)
         short = re.sub(r"^meta-", "", short) if short.startswith("meta-llama") else short
         if short != base and short not in out:
             out[short] = hf
+    for al, hf in _EXTRA_ALIASES.items():
+        if hf in builtin_model_files():
+            out.setdefault(al, hf)
     return out
+
+
+# Short names people use for the 2025-26 releases (and the hub org GLM-5 was published
+# under first): alias -> built-in id.
+_EXTRA_ALIASES = {
+    "zhipuai/glm-5": "zai-org/GLM-5-FP8",
+    "zai-org/glm-5": "zai-org/GLM-5-FP8",
+    "glm-5": "zai-org/GLM-5-FP8",
+    "llama-4-scout": "meta-llama/Llama-4-Scout-17B-16E-Instruct",
+    "llama-4-maverick": "meta-llama/Llama-4-Maverick-17B-128E-Instruct",
+    "nemotron-3-nano": "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+    "nemotron-3-super": "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-FP8",
+    "qwen3.5-397b": "Qwen/Qwen3.5-397B-A17B",
+    "kimi-k2.5": "moonshotai/Kimi-K2.5",
+}
 
 
 # Fine-tuned or re-packaged variants keep the base model's architecture (config.json differs
