@@ -373,7 +373,7 @@ def _indexer_ops(s: _Step):
     Projections: ``wq_b`` (q_lora_rank -> index_heads x index_dim, from the MLA query
     latent), ``wk`` (hidden -> index_dim) and ``weights_proj`` (hidden -> index_heads) as one
     GEMM. Scoring: every query against every cached index key it may see (causal, no
-    window): ``(2 x index_dim + 2) x index_heads`` FLOPs per (query, key) pair (dot
+    window; unfused: the whole T x L block, as transformers' eager path): ``(2 x index_dim + 2) x index_heads`` FLOPs per (query, key) pair (dot
     products, ReLU, head-weighted sum); reads the index-key cache (``index_dim`` elements
     per token, at ``kvbits``) and writes the new keys. Top-k selection: the fp32 scores are
     written and read once (8 bytes and ~1 FLOP per pair).
@@ -387,8 +387,9 @@ def _indexer_ops(s: _Step):
     q_in = m.mla.q_lora_rank or h
     s.linear("indexer_q_proj", q_in, x.index_n_heads * x.index_head_dim, count)
     s.linear("indexer_k_proj", h, x.index_head_dim + x.index_n_heads, count)
-    pairs = B * causal_pairs(T, L)
     keys = keys_touched(T, L)
+    # Fused kernels skip masked tiles (causal pairs); unfused ones score the whole block.
+    pairs = B * (causal_pairs(T, L) if s.flash else T * keys)
     s.op("indexer_scores", "attention", "gemm16", count,
          flops=pairs * x.index_n_heads * (2 * x.index_head_dim + 2),
          a=N * (x.index_n_heads * x.index_head_dim + x.index_n_heads) * ab,
@@ -414,10 +415,12 @@ def _linear_attn_ops(s: _Step, count):
     Delta rule per value head (dk = head_k_dim, dv = head_v_dim), FLOPs per token:
     - decode (q_len 1, recurrent): ``7 dk dv``: decay ``g S`` (dk dv), ``S^T k`` (2 dk dv),
       rank-1 update (2 dk dv), read-out ``S^T q`` (2 dk dv);
-    - multi-token (chunked scan, chunk c = min(q_len, 64)): ``c (6 dk + 4 dv) + 2 c^2 / 3 +
-      6 dk dv``: per chunk the K K^T and Q K^T blocks (2 c^2 dk each), the WY transform
-      W = T K, U = T V (2 c^2 (dk + dv)), its triangular solve (2 c^3 / 3), the intra-chunk
-      output (2 c^2 dv) and the three state products U - W S, Q S, K^T U (2 c dk dv each).
+    - multi-token (chunked scan, chunk c = min(q_len, 64)): ``c (4 dk + 2 dv) + (c - 1)
+      (dk + dv) + 6 dk dv``: per chunk the (beta K) K^T and Q K^T blocks (2 c^2 dk each), the
+      two unit-triangular solves for U (values) and W (decayed keys) (c (c - 1) per
+      right-hand column: c (c - 1) (dk + dv)), the intra-chunk output (2 c^2 dv) and the
+      three state products W S, Q S, K^T (U - W S) (2 c dk dv each); transformers'
+      ``torch_chunk_gated_delta_rule`` runs the same products.
     The recurrent state (nv x dk x dv at the config's ``mamba_ssm_dtype``) is read and
     written once per step (kv column): it does not grow with the context.
     """
@@ -429,7 +432,7 @@ def _linear_attn_ops(s: _Step, count):
     s.linear("linear_attn_in_proj", h, 2 * kd + 2 * vd + 2 * nv, count)
     _short_conv(s, "linear_attn_conv", 2 * kd + vd, g.conv_kernel, count)
     c = np.minimum(T, g.chunk)
-    per_token = np.where(T > 1, c * (6 * dk + 4 * dv) + 2 * c ** 2 / 3 + 6 * dk * dv,
+    per_token = np.where(T > 1, c * (4 * dk + 2 * dv) + (c - 1) * (dk + dv) + 6 * dk * dv,
                          7 * dk * dv)
     s.op("gated_delta_rule", "attention", "gemm16", count, flops=N * nv * per_token,
          a=N * (2 * kd + vd + 2 * nv + vd) * ab,
