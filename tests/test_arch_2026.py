@@ -488,3 +488,41 @@ def test_group_limited_routing_copies_by_hand():
     ops = {o.name: o for o in build_ops(m, BF16, 64, 1, 1000, layout=Layout(tp=8, ep=8))}
     h = 7168
     assert float(ops["moe_dispatch"].comm_bytes) == pytest.approx(58 * 64 / 8 * expect * h * 2)
+
+
+# -- 7. MTP as a built-in draft; state in memory accounting ----------------------------------
+def test_mtp_draft_step_and_memory_by_hand():
+    """DeepSeek-V3.2's MTP module as the draft (analyze --mtp 1): a draft step is one MoE
+    decoder layer plus eh_proj (2 x 2h x h FLOPs per token) and the shared lm_head; its
+    extra weights are mtp_param_count x 2 bytes (bf16, TP 1), not another embedding."""
+    from llmroofline import decoding
+    from llmroofline.specs.model import mtp_draft
+    m = load_model("deepseek-v3.2")
+    d = mtp_draft(m)
+    assert d.num_layers == 1 and d.layer_ffns == ("moe",) and d.sparse.has_indexer(0)
+    ops = {o.name: o for o in build_ops(d, BF16, 4, 1, 1000)}
+    assert float(ops["mtp_eh_proj"].flops) == 2 * 4 * (2 * 7168) * 7168
+    s = decoding.speculative(m, "h200", 1, 256, 33, draft=d, draft_k=1, accept=0.5)
+    assert float(s.memory.weights_bytes) == pytest.approx(
+        float(s.plain.memory.weights_bytes) + mtp_param_count(m) * 2)
+    assert s.tau == pytest.approx(1.5)
+    with pytest.raises(InputError, match="no multi-token-prediction"):
+        mtp_draft(load_model("llama-3.1-8b"))
+
+
+def test_hybrid_state_in_footprint_and_serving_capacity():
+    """The footprint holds one recurrent state per sequence (batch 8 x 45 layers x
+    4,268,032 B for Qwen3.5-397B at TP 8: an eighth of the heads per rank), and the
+    serving simulator reserves it for max_batch sequences before sizing the KV pool."""
+    from llmroofline import phases
+    from llmroofline.serving.cost import IterationCost
+    a = phases.analyze("Qwen/Qwen3.5-397B-A17B", "h200", 8, 1024, 64, tp=8)
+    assert float(a.memory.state_bytes) == 8 * 45 * 4_268_032 / 8
+    cost = IterationCost.of("nemotron-3-nano", "h200", max_tokens=2048, max_batch=64)
+    # 23 Mamba-2 blocks x (64 x 64 x 128 x 4 + (4096 + 2048) x 3 x 2) B per sequence
+    per_seq = 23 * (64 * 64 * 128 * 4 + (64 * 64 + 2 * 8 * 128) * 3 * 2)
+    kv_tok = 6 * 2 * 2 * 128 * 2
+    tokens = cost.kv_capacity_tokens(2048, 0.9)
+    cost._extra["state_bytes"] = 0.0          # the same pool without the reservation
+    without = cost.kv_capacity_tokens(2048, 0.9)
+    assert abs((without - tokens) - 0.9 * 64 * per_seq / kv_tok) <= 1

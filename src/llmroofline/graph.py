@@ -181,6 +181,9 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     rows = N / tp + (N if m.learned_positions else 0)
     s.op("embedding", "embedding", "vector", 1, w=rows * h * sb, a=N * h * ab)
     s.allreduce("embedding_allreduce", 1)
+    if m.extra.get("mtp_of"):   # MTP draft step: enorm, hnorm, eh_proj(concat) -> hidden
+        s.norm("mtp_input_norms", 2)
+        s.linear("mtp_eh_proj", 2 * h, h, 1)
 
     # -- token mixers (attention, linear attention, Mamba-2) ---------------------------------
     mixers, ffns = m.layer_mixers, m.layer_ffns

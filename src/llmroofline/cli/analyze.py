@@ -10,7 +10,9 @@ from rich.table import Table
 
 from .. import decoding, phases, report
 from ..gridspec import cartesian, parse_grid
+from ..errors import InputError
 from ..specs.catalog import DEFAULT_MODEL
+from ..specs.model import mtp_draft
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
     AbitsOpt, AllreduceOpt, app, BOUND_STYLE, DpOpt, engine_kwargs, EpOpt, err, FlashOpt, GraphsOpt, PrefillChunkOpt,
@@ -40,6 +42,7 @@ def analyze(
     draft_k: Annotated[int, typer.Option("--draft-k", help="Draft tokens per speculative round [1, 16].")] = 4,
     accept: Annotated[float, typer.Option("--accept", help="Acceptance rate per draft token [0, 1].")] = 0.7,
     draft_tp: Annotated[Optional[int], typer.Option("--draft-tp", help="Tensor-parallel devices of the draft (default: --tp).")] = None,
+    mtp: Annotated[Optional[int], typer.Option("--mtp", help="Speculative decoding with the model's own MTP module as draft: N draft tokens per round (with --accept).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (an array for a grid).")] = False,
 ) -> None:
     """Per-operator roofline of prefill and decode, latency, throughput and memory."""
@@ -53,6 +56,10 @@ def analyze(
     a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                        beams=beams, samples=samples)
     spec = None
+    if mtp is not None:
+        if draft is not None:
+            raise InputError("mtp: give either --mtp or --draft, not both")
+        draft, draft_k = mtp_draft(a.model), decoding.check_draft_k(mtp)
     if draft is not None:
         spec = decoding.speculative(model, hardware, axes["batch"], axes["input_len"],
                                     axes["output_len"], draft=draft, draft_k=draft_k,

@@ -41,7 +41,8 @@ from ..cost import Roofline, combine
 from ..phases import exposed_fraction
 from ..errors import InputError
 from ..graph import build_ops, causal_pairs, keys_touched
-from ..memory import activation_peak_bytes, kv_cache_bytes_per_seq, weight_bytes_total
+from ..memory import (activation_peak_bytes, kv_cache_bytes_per_seq, state_bytes_per_seq,
+                      weight_bytes_total)
 from ..parallel import Layout
 from ..specs.catalog import load_model
 from ..specs.hardware import load_hardware
@@ -163,7 +164,9 @@ class IterationCost:
                    hw.memory_bytes, {"kw": kw, "classes": (attn, row), "big": {},
                                      "raw_step_s": float(eff.step_overhead_s),
                                      "finite_windows": any(np.isfinite(w) for w in windows),
-                                     "attn_oh": float(np.sum(oh))})
+                                     "attn_oh": float(np.sum(oh)),
+                                     # recurrent state (hybrid models), reserved per row
+                                     "state_bytes": max_batch * state_bytes_per_seq(m, lay)})
         if cuda_graphs:
             cost._extra["graphs"] = cls.of(m, hw, quant=prec, flash=flash, layout=lay,
                                            max_tokens=max_batch, max_batch=max_batch,
@@ -303,11 +306,13 @@ class IterationCost:
     def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9,
                            runtime_bytes: float = 0.0) -> int:
         """Tokens of KV cache that fit: kv_fraction x (memory - weights - activation
-        reserve of a max_tokens iteration - the engine's runtime memory), per device."""
+        reserve of a max_tokens iteration - the engine's runtime memory - the recurrent
+        state of max_batch sequences, for hybrid models), per device."""
         ops = build_ops(self.model, self.prec, 1, float(max_tokens), float(max_tokens),
                         **self._extra["kw"])
         act = float(activation_peak_bytes(self.model, self.prec, 1, max_tokens, ops))
-        free = (self.memory_bytes - self.weights_bytes - act - runtime_bytes) * kv_fraction
+        free = (self.memory_bytes - self.weights_bytes - act - runtime_bytes
+                - self._extra.get("state_bytes", 0.0)) * kv_fraction
         return int(max(free, 0) // self.kv_bytes_per_token)
 
 

@@ -490,6 +490,27 @@ def mtp_param_count(m: ModelSpec) -> int:
     return m.mtp_layers * (lin + small + 2 * h * h + 3 * norm_params(m))
 
 
+def mtp_draft(m: ModelSpec) -> ModelSpec:
+    """The model's own multi-token-prediction module as a one-layer draft model.
+
+    One draft step runs one MTP module: ``eh_proj`` (2 hidden -> hidden, on the concatenated
+    normed embedding and hidden state), one decoder layer shaped like the model's last
+    layer, the shared final norm and lm_head. The embedding and lm_head are the target's
+    (``speculative`` counts only :func:`mtp_param_count` as extra weights).
+    """
+    if not m.mtp_layers:
+        raise InputError(f"mtp: {m.name} has no multi-token-prediction modules "
+                         "(num_nextn_predict_layers / mtp_num_hidden_layers is 0 or absent)")
+    last = m.num_layers - 1
+    return replace(m, name=f"{m.name} MTP", num_layers=1,
+                   layer_windows=(m.layer_windows[last],), layer_mixers=(m.layer_mixers[last],),
+                   layer_ffns=(m.layer_ffns[last],), layer_chunked=(m.layer_chunked[last],),
+                   moe=replace(m.moe, dense_layers=0) if m.moe else None,
+                   sparse=replace(m.sparse, shared_layers=()) if m.sparse else None,
+                   mtp_layers=0, notes=(), extra={**m.extra, "mtp_of": m.name,
+                                                  "mtp_modules": m.mtp_layers})
+
+
 # -- Hugging Face config normalization ---------------------------------------------
 def _get(cfg: Mapping[str, Any], *keys: str, default: Any = None, required: bool = False,
          name: str = "") -> Any:
