@@ -32,19 +32,26 @@ MULTIMODAL_TYPES = ("qwen3_5", "qwen3_5_moe", "qwen3_vl", "qwen3_vl_moe", "llama
 
 # Architectures recognised but refused, with the reason (one line each).
 REFUSED_MODEL_TYPES = {
-    "deepseek_v4": "compressed sparse attention with hyper-connections (compress_ratios, hc_mult) "
-                   "is not modelled yet",
-    "deepseek_ref": "DeepSeek-V4 reference layout (compress_ratios, hc_mult) is not modelled yet",
-    "kimi_linear": "Kimi Delta Attention (linear_attn_config) is not modelled yet",
-    "kimi_k3": "Kimi Delta Attention (linear_attn_config) is not modelled yet",
-    "minimax_m3": "MiniMax-M3's attention layout is not in the installed transformers and is not "
-                  "modelled",
-    "minimax_m3_vl": "MiniMax-M3's attention layout is not modelled",
-    "gemma4_text": "Gemma-4's per-layer embeddings and KV sharing are not modelled yet",
-    "step3p7": "Step-3.7's attention layout is not modelled yet",
-    "mimo_v2_flash": "MiMo-V2-Flash's hybrid sliding/full attention with per-layer head sizes is "
-                     "not modelled yet",
-    "nemotron-nas": "per-layer block_configs (NAS-pruned layers) are not modelled",
+    "deepseek_v4": "compressed attention (compress_ratios), hyper-connections (hc_mult) and "
+                   "grouped output LoRA (o_groups) are not modelled yet",
+    "deepseek_ref": "DeepSeek-V4 reference layout: compressed attention (compress_ratios) and "
+                    "hyper-connections (hc_mult) are not modelled yet",
+    "kimi_linear": "Kimi Delta Attention layers (linear_attn_config) are not modelled",
+    "kimi_k3": "Kimi Delta Attention layers (linear_attn_config) and attention residual "
+               "blocks (attn_res_block_size) are not modelled",
+    "minimax_m3": "not in the installed transformers; its attention output gate and MTP "
+                  "layout (attention_output_gate, num_mtp_modules) are not modelled",
+    "minimax_m3_vl": "MiniMax-M3 (sparse_attention_config) is not modelled",
+    "gemma4_text": "per-layer input embeddings (hidden_size_per_layer_input), KV sharing "
+                   "across layers (num_kv_shared_layers) and K = V attention "
+                   "(attention_k_eq_v) are not modelled",
+    "step3p7": "Step-3.7 has no causal-LM class in the installed transformers to check its "
+               "expert layout (share_expert_dim, use_moe_router_bias) against; not modelled",
+    "mimo_v2_flash": "sliding-window layers with their own head counts and dims "
+                     "(swa_num_attention_heads, swa_head_dim, hybrid_layer_pattern) are not "
+                     "modelled",
+    "nemotron-nas": "per-layer NAS block_configs (pruned attention / FFN per layer) are not "
+                    "modelled",
 }
 
 LAYER_MIXERS = ("attention", "linear", "mamba", "none")
@@ -814,10 +821,11 @@ def _qwen35(cfg, name, mt):
         moe = MoESpec(num_experts=n_exp, top_k=_int(cfg, "num_experts_per_tok", name=name),
                       expert_ffn=_int(cfg, "moe_intermediate_size", name=name),
                       shared_ffn=sh, shared_gate=bool(sh))
-    ffn = cfg.get("intermediate_size") or (moe.expert_ffn if moe else None)
+    ffn = _int(cfg, "intermediate_size", name=name,
+               default=moe.expert_ffn if moe else None)   # MoE-only models: unused width
     bias = bool(cfg.get("attention_bias", False))
     d = c["head_dim"]
-    return ModelSpec(**c, model_type=mt, intermediate_size=_int({"i": ffn}, "i", name=name),
+    return ModelSpec(**c, model_type=mt, intermediate_size=ffn,
                      activation=cfg.get("hidden_act", "silu"), qkv_bias=bias, o_bias=bias,
                      qk_norm=True, tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
                      layer_mixers=tuple("attention" if t == "full_attention" else "linear"
