@@ -526,3 +526,20 @@ def test_hybrid_state_in_footprint_and_serving_capacity():
     cost._extra["state_bytes"] = 0.0          # the same pool without the reservation
     without = cost.kv_capacity_tokens(2048, 0.9)
     assert abs((without - tokens) - 0.9 * 64 * per_seq / kv_tok) <= 1
+
+
+def test_cli_mtp_flag():
+    """`analyze --mtp 2 --accept 0.8`: the speculative block uses the model's MTP draft
+    (k = 2, tau = 1 + 0.8 + 0.64); a model without MTP modules is one line on stderr."""
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "llmroofline", "analyze", "-m", "nemotron-3-super", "-H", "h200",
+           "--tp", "2", "-i", "512", "-o", "64", "--mtp", "2", "--accept", "0.8", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    spec = json.loads(r.stdout)["speculative"]
+    assert spec["draft_k"] == 2 and spec["tau"] == pytest.approx(2.44)
+    r = subprocess.run([sys.executable, "-m", "llmroofline", "analyze", "-m", "llama-3.1-8b",
+                        "--mtp", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no multi-token-prediction" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -253,6 +253,7 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
     act = np.maximum(plain.memory.activation_bytes, dplain.memory.activation_bytes)
     cap = plain.memory.capacity_bytes
     free = cap - weights
-    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / ((kv + act) / B)), 0.0)
-    mem = Memory(weights, kv, act, cap, max_batch)
+    state = plain.memory.state_bytes   # the target's recurrent state (hybrid models)
+    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / ((kv + state + act) / B)), 0.0)
+    mem = Memory(weights, kv, act, cap, max_batch, state)
     return Speculative(plain, dplain, k, a, tau, rounds, dsum, vsum, mem, tuple(warnings))

@@ -117,6 +117,8 @@ class _Step:
     def op(self, name, kind, compute, count, flops=0.0, w=0.0, a=0.0, kv=0.0, window=np.inf,
            comm=0.0, collective="", group=1, rows=np.inf, reread=0.0, cols=np.inf,
            kv_group=1.0):
+        if not count:   # no layer of this kind (e.g. no mixer in an MoE-only block)
+            return
         z = self.zero
         self.ops.append(Op(name, kind, compute, count, z + count * flops, z + count * w,
                            z + count * a, z + count * kv, float(window), z + count * comm,

@@ -486,36 +486,48 @@ def active_param_count(m: ModelSpec) -> int:
 
 def mtp_param_count(m: ModelSpec) -> int:
     """Parameters of the multi-token-prediction modules (``num_nextn_predict_layers``,
-    ``mtp_num_hidden_layers``), which transformers does not instantiate: per module one
-    decoder layer like the model's last one, the ``eh_proj`` / ``fc`` projection
-    (2 hidden -> hidden), and three norms (embedding, hidden, output); the embedding and
-    lm_head are shared with the main model."""
+    ``mtp_num_hidden_layers``, ``num_mtp_modules``), which transformers does not
+    instantiate: per module its decoder block(s) (:func:`mtp_draft`: a layer like the
+    model's last one; Nemotron-H: the blocks of ``mtp_hybrid_override_pattern``), the
+    ``eh_proj`` / ``fc`` projection (2 hidden -> hidden) and three norms (embedding,
+    hidden, output); the embedding and lm_head are shared with the main model."""
     if not m.mtp_layers:
         return 0
-    lin, small = layer_params(m, m.num_layers - 1)
+    d = _mtp_module(m)
+    blocks = sum(sum(layer_params(d, i)) for i in range(d.num_layers))
     h = m.hidden_size
-    return m.mtp_layers * (lin + small + 2 * h * h + 3 * norm_params(m))
+    return m.mtp_layers * (blocks + 2 * h * h + 3 * norm_params(m))
 
 
-def mtp_draft(m: ModelSpec) -> ModelSpec:
-    """The model's own multi-token-prediction module as a one-layer draft model.
-
-    One draft step runs one MTP module: ``eh_proj`` (2 hidden -> hidden, on the concatenated
-    normed embedding and hidden state), one decoder layer shaped like the model's last
-    layer, the shared final norm and lm_head. The embedding and lm_head are the target's
-    (``speculative`` counts only :func:`mtp_param_count` as extra weights).
-    """
-    if not m.mtp_layers:
-        raise InputError(f"mtp: {m.name} has no multi-token-prediction modules "
-                         "(num_nextn_predict_layers / mtp_num_hidden_layers is 0 or absent)")
-    last = m.num_layers - 1
-    return replace(m, name=f"{m.name} MTP", num_layers=1,
-                   layer_windows=(m.layer_windows[last],), layer_mixers=(m.layer_mixers[last],),
-                   layer_ffns=(m.layer_ffns[last],), layer_chunked=(m.layer_chunked[last],),
+def _mtp_module(m: ModelSpec) -> ModelSpec:
+    blocks = m.extra.get("mtp_blocks")   # ((mixer, ffn), ...) of one module; default: last layer
+    if not blocks:
+        last = m.num_layers - 1
+        blocks = ((m.layer_mixers[last], m.layer_ffns[last]),)
+        windows, chunked = (m.layer_windows[last],), (m.layer_chunked[last],)
+    else:
+        windows, chunked = (None,) * len(blocks), (False,) * len(blocks)
+    return replace(m, name=f"{m.name} MTP", num_layers=len(blocks), layer_windows=windows,
+                   layer_mixers=tuple(b[0] for b in blocks), layer_ffns=tuple(b[1] for b in blocks),
+                   layer_chunked=chunked,
                    moe=replace(m.moe, dense_layers=0) if m.moe else None,
                    sparse=replace(m.sparse, shared_layers=()) if m.sparse else None,
                    mtp_layers=0, notes=(), extra={**m.extra, "mtp_of": m.name,
                                                   "mtp_modules": m.mtp_layers})
+
+
+def mtp_draft(m: ModelSpec) -> ModelSpec:
+    """The model's own multi-token-prediction module as a draft model.
+
+    One draft step runs one MTP module: ``eh_proj`` (2 hidden -> hidden, on the concatenated
+    normed embedding and hidden state), its decoder block(s), the shared final norm and
+    lm_head. The embedding and lm_head are the target's (``speculative`` counts only
+    :func:`mtp_param_count` as extra weights).
+    """
+    if not m.mtp_layers:
+        raise InputError(f"mtp: {m.name} has no multi-token-prediction modules "
+                         "(num_nextn_predict_layers / mtp_num_hidden_layers is 0 or absent)")
+    return _mtp_module(m)
 
 
 # -- Hugging Face config normalization ---------------------------------------------
@@ -879,6 +891,15 @@ def _nemotron_h(cfg, name, mt):
                       * (cfg.get("n_shared_experts") or 0),
                       latent=cfg.get("moe_latent_size") or 0, **_group_routing(cfg, name, e))
     mtp = cfg.get("num_nextn_predict_layers") or 0
+    mtp_pat = cfg.get("mtp_hybrid_override_pattern") or cfg.get("mtp_layers_block_type") or "*E"
+    bad = [b for b in mtp_pat if b not in _NEMOTRON_BLOCKS]
+    if bad:
+        raise InputError(f"config.json of {name}: mtp_hybrid_override_pattern has unknown block "
+                         f"kind {bad[0]!r}")
+    mtp_blocks = tuple(_NEMOTRON_BLOCKS[b] for b in mtp_pat)
+    if any(f == "moe" for _, f in mtp_blocks) and moe is None or \
+            any(x == "mamba" for x, _ in mtp_blocks) and mamba is None:
+        mtp, mtp_blocks = 0, ()
     bias = bool(cfg.get("attention_bias", False))
     return ModelSpec(**c, model_type=mt,
                      intermediate_size=_int(cfg, "intermediate_size", name=name),
@@ -887,7 +908,7 @@ def _nemotron_h(cfg, name, mt):
                      mlp_bias=bool(cfg.get("mlp_bias", False)),
                      tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
                      layer_mixers=mixers, layer_ffns=ffns, mamba=mamba, moe=moe,
-                     mtp_layers=mtp, extra={"rotary_dim": 0})
+                     mtp_layers=mtp, extra={"rotary_dim": 0, "mtp_blocks": mtp_blocks})
 
 
 def _minimax_m2(cfg, name, mt):
