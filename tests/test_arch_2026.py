@@ -16,7 +16,7 @@ Which 2026 configs transformers cannot build offline (stated, not tested against
   config; checked instead against ``Qwen3VL(Moe)TextModel`` + an untied lm_head.
 - ``kimi_k2`` (top-level, Kimi-K2-Instruct): remote code; its ``architectures`` say
   ``DeepseekV3ForCausalLM``, so it is built as ``deepseek_v3``.
-- Refused architectures (DeepSeek-V4, Kimi-K3, MiniMax-M3, Gemma-4, Step-3.7,
+- Refused architectures (SGLang's DeepSeek-V4 reference layout, Kimi-K3, MiniMax-M3, Gemma-4, Step-3.7,
   MiMo-V2-Flash, Nemotron-NAS): see :data:`REFUSED`.
 """
 
@@ -51,8 +51,6 @@ BF16 = Precision()   # 16-bit weights, activations and KV
 REFUSED = {
     "MiniMaxAI__MiniMax-M3": "model_type", "nvidia__MiniMax-M3-NVFP4": "model_type",
     "XiaomiMiMo__MiMo-V2-Flash": "model_type",
-    "deepseek-ai__DeepSeek-V4-Flash": "model_type", "deepseek-ai__DeepSeek-V4-Pro": "model_type",
-    "nvidia__DeepSeek-V4-Flash-NVFP4": "model_type", "nvidia__DeepSeek-V4-Pro-NVFP4": "model_type",
     "sgl-project__DeepSeek-V4-Flash-FP8": "model_type", "sgl-project__DeepSeek-V4-Pro-FP8": "model_type",
     "google__gemma-4-26B-A4B": "model_type", "nvidia__Gemma-4-26B-A4B-NVFP4": "model_type",
     "nvidia__Gemma-4-31B-IT-NVFP4": "model_type",
@@ -126,7 +124,9 @@ def test_bad_qwen35_configs_one_line(change, needle):
           intermediate_size=96, hybrid_override_pattern="M*", mamba_num_heads=6,
           mamba_head_dim=8, n_groups=4, ssm_state_size=16, conv_kernel=4),
      "must be a multiple of n_groups"),
-    (dict(model_type="deepseek_v4", hidden_size=64), "'deepseek_v4' is not supported"),
+    (dict(model_type="deepseek_ref", hidden_size=64), "'deepseek_ref' is not supported"),
+    (dict(model_type="deepseek_v4", hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+          vocab_size=128, compress_ratios=[4]), "compress_ratios must list a ratio for each"),
     (dict(model_type="llama", hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
           intermediate_size=96, vocab_size=128, compress_ratios=[4, 4]),
      "key 'compress_ratios' cannot be modelled"),
@@ -543,3 +543,28 @@ def test_cli_mtp_flag():
                         "--mtp", "2"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "no multi-token-prediction" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# -- 8. DeepSeek-V4 ---------------------------------------------------------------------------
+@needs_ref
+def test_deepseek_v4_cache_by_hand():
+    """DeepSeek-V4-Flash: 43 layers (compress_ratios 0, 0, then 4 / 128 alternating: 21 CSA,
+    20 HCA), one shared K = V head of 512, 128-token sliding window in every layer, CSA
+    index keys of 128. At t tokens, in elements: 43 x min(t, 128) x 512 + 21 x t / 4 x
+    (512 + 128) + 20 x t / 128 x 512; FP8 KV (1 byte) at 1M tokens: 3.55 GB."""
+    from llmroofline.specs.precision import parse_quant
+    m = from_hf_config(_read(REF / "deepseek-ai__DeepSeek-V4-Flash.json"), "v4")
+    ratios = _read(REF / "deepseek-ai__DeepSeek-V4-Flash.json")["compress_ratios"][:43]
+    assert (ratios.count(0), ratios.count(4), ratios.count(128)) == (2, 21, 20)
+    kv8 = parse_quant("fp8,kv-fp8")
+    for t in (100, 8192, 1_048_576):
+        expect = 43 * min(t, 128) * 512 + 21 * t / 4 * (512 + 128) + 20 * t / 128 * 512
+        assert float(kv_cache_bytes_per_seq(m, kv8, t)) == pytest.approx(expect)
+    # decode at 1M: CSA attention covers index_topk = 512 compressed entries per head, HCA
+    # all 8192 of them, the sliding part 128 tokens; 64 heads of 512 (scores + values).
+    L = 1_048_576
+    ops = {o.name: o for o in build_ops(m, BF16, 1, 1, L)}
+    assert float(ops["attention (compressed sparse)"].flops) == pytest.approx(21 * 2 * 64 * 512 * 1024)
+    assert float(ops["attention (heavily compressed)"].flops) == pytest.approx(20 * 2 * 64 * L / 128 * 1024)
+    assert float(ops["attention (sliding)"].flops) == pytest.approx(43 * 2 * 64 * 128 * 1024)
+    assert float(ops["indexer_scores"].flops) == pytest.approx(21 * L / 4 * 64 * (2 * 128 + 2))

@@ -192,7 +192,9 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     n_attn, n_mix = mixers.count("attention"), nl - mixers.count("none")
     n_ffn = nl - ffns.count("none")
     s.norm("attn_norm", n_mix)
-    if m.mla:
+    if m.v4:
+        _v4_ops(s)
+    elif m.mla:
         _mla_ops(s, mla_absorb)
     elif n_attn:
         d = m.head_dim
@@ -370,6 +372,76 @@ def _mla_ops(s: _Step, mla_absorb):
         s.op("latent_cache_io", "elementwise", "vector", nl,
              kv=B * (L - T) * latent * kb + N * latent * kb)
     s.linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias)
+
+
+def _v4_ops(s: _Step):
+    """DeepSeek-V4 compressed attention + hyper-connections (see ``CompressedAttnSpec`` and
+    docs/conventions.md "DeepSeek-V4"). Per layer on one rank (H = heads / tp, D = head_dim):
+
+    - q_a (h -> q_lora, replicated), q_b (q_lora -> H D), kv_proj (h -> D, the single
+      shared K = V head, replicated), grouped o_a (H D -> groups x o_lora, block-diagonal:
+      2 H D o_lora FLOPs per token), o_b (groups x o_lora -> h);
+    - every layer: sliding-window attention over ``window`` tokens, the K = V head read
+      once (D elements per cached token);
+    - CSA layers (ratio m): compressor GEMM h -> 4 D (kv and gate of two overlapping
+      series), indexer (q_b q_lora -> Hi Di, kv/gate h -> 4 Di, weights h -> Hi) scoring
+      each query against the L / m compressed index keys it may see (Hi (2 Di + 2) FLOPs
+      per pair), attention over min(L / m, index_topk) compressed entries;
+    - HCA layers (ratio m'): compressor GEMM h -> 2 D, attention over all L / m'
+      compressed entries;
+    - two hyper-connections: fn GEMM (N h -> (2 + N) N) and the stream mixing
+      (2 N (N + 2) h FLOPs, (2 N + 2) h activations read/written per token).
+    Compressed entries are counted as ``L / m`` (not floor), the softmax-gated pooling of
+    the compressors as elementwise work over the compressed widths.
+    """
+    m, v, sh = s.m, s.m.v4, s.shard
+    h, N, B, T, L = m.hidden_size, s.N, s.B, s.T, s.L
+    ab, kb = s.prec.act_bytes, s.prec.kv_bytes
+    D, H, ql = v.head_dim, sh.heads, v.q_lora_rank
+    g = v.o_groups * H // m.num_heads
+    nl = m.num_layers
+    kinds = [v.kind(i) for i in range(nl)]
+    n_csa, n_hca = kinds.count("csa"), kinds.count("hca")
+    s.linear("q_a_proj", h, ql, nl)
+    s.norm("q_a_norm", nl, width=ql)
+    s.linear("q_b_proj", ql, H * D, nl)
+    s.linear("kv_proj", h, D, nl)
+    s.norm("kv_norm", nl, width=D)
+    s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * (H + 1) * v.rope_dim,
+         a=2 * N * (H + 1) * v.rope_dim * ab)
+    _attention(s, nl, v.window, heads=H, d_qk=D, d_v=D, kv_read_width=D, kv_write_width=D,
+               suffix=" (sliding)")
+    Di, Hi, r = v.index_head_dim, v.index_n_heads, v.csa_rate
+    if n_csa:
+        s.linear("csa_compressor", h, 4 * D, n_csa)
+        s.op("csa_pool", "elementwise", "vector", n_csa, flops=6 * N * 2 * D, a=N * 2 * D * ab)
+        s.linear("indexer_q_proj", ql, Hi * Di, n_csa)
+        s.linear("indexer_k_proj", h, 4 * Di + Hi, n_csa)
+        idx_pairs = B * causal_pairs(T, L) / r
+        s.op("indexer_scores", "attention", "gemm16", n_csa,
+             flops=idx_pairs * Hi * (2 * Di + 2), a=N * (Hi * Di + Hi) * ab,
+             kv=B * L / r * Di * kb + N / r * Di * kb)
+        s.op("indexer_topk", "elementwise", "vector", n_csa, flops=idx_pairs, a=2 * 4 * idx_pairs)
+        # min(p / r, topk) = min(p, r topk) / r: a window of r x topk tokens in L's terms
+        W = float(r * v.index_topk)
+        pairs = B * H * causal_pairs(T, L, W) / r
+        s.op("attention (compressed sparse)", "attention", "gemm16", n_csa,
+             flops=2 * pairs * 2 * D, a=N * 2 * H * D * ab,
+             kv=B * keys_touched(T, L, W) / r * D * kb + N / r * D * kb, window=W)
+    if n_hca:
+        rh = v.hca_rate
+        s.linear("hca_compressor", h, 2 * D, n_hca)
+        s.op("hca_pool", "elementwise", "vector", n_hca, flops=6 * N * D, a=N * D * ab)
+        pairs = B * H * causal_pairs(T, L) / rh
+        s.op("attention (heavily compressed)", "attention", "gemm16", n_hca,
+             flops=2 * pairs * 2 * D, a=N * 2 * H * D * ab,
+             kv=B * L / rh * D * kb + N / rh * D * kb)
+    s.linear("o_a_proj", H * D // g, g * v.o_lora_rank, nl)
+    s.linear("o_b_proj", g * v.o_lora_rank, h, nl)
+    hc = v.hc_mult
+    s.linear("hc_fn", hc * h, (2 + hc) * hc, 2 * nl, wbytes=s.prec.base_bytes, compute="gemm16")
+    s.op("hc_mix", "elementwise", "vector", 2 * nl, flops=2 * hc * (hc + 2) * h * N,
+         a=(2 * hc + 2) * h * N * ab)
 
 
 def _indexer_ops(s: _Step):

@@ -90,12 +90,30 @@ def kv_cache_bytes_per_seq(m: ModelSpec, prec: Precision, tokens, layout: Layout
     for layers in stages(m, layout):
         total = 0.0
         for i in layers:
+            if m.v4:
+                total = total + _v4_layer_kv_elements(m, i, t)
+                continue
             width = kv_width_per_device(m, layout, i)
             if width:
                 w = m.layer_windows[i]
                 total = total + (t if w is None else np.minimum(t, w)) * width
         best = np.maximum(best, total)
     return best * prec.kv_bytes
+
+
+def _v4_layer_kv_elements(m: ModelSpec, i: int, t):
+    """DeepSeek-V4 cache of layer ``i`` for ``t`` tokens, in elements (replicated on every
+    TP rank): the sliding window's ``min(t, window)`` K = V entries of head_dim, plus
+    ``t / ratio`` compressed entries of head_dim (CSA also ``t / ratio`` index keys of
+    index_head_dim; HCA none)."""
+    v = m.v4
+    out = np.minimum(t, v.window) * v.head_dim
+    kind = v.kind(i)
+    if kind == "csa":
+        out = out + t / v.csa_rate * (v.head_dim + v.index_head_dim)
+    elif kind == "hca":
+        out = out + t / v.hca_rate * v.head_dim
+    return out
 
 
 def state_layer_bytes(m: ModelSpec, layout: Layout, layer: int) -> float:

@@ -97,6 +97,8 @@ class Layout:
         if not m.mla and m.num_kv_heads % tp and tp % m.num_kv_heads:
             raise InputError(f"tp: {tp} and num_key_value_heads = {m.num_kv_heads} of {m.name} "
                              "must divide one another")
+        if m.v4 and m.v4.o_groups % tp:
+            raise InputError(f"tp: {tp} does not divide o_groups = {m.v4.o_groups} of {m.name}")
         g = m.linear_attn
         if g and (g.num_k_heads % tp or g.num_v_heads % tp):
             raise InputError(f"tp: {tp} must divide linear_num_key_heads = {g.num_k_heads} and "

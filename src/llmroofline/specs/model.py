@@ -22,7 +22,7 @@ SUPPORTED_MODEL_TYPES = (
     # 2025-26 architectures
     "qwen3_5_text", "qwen3_5_moe_text", "qwen3_next", "nemotron_h", "deepseek_v32",
     "glm_moe_dsa", "kimi_k2", "minimax_m2", "llama4_text", "qwen3_vl_text",
-    "qwen3_vl_moe_text", "mimo",
+    "qwen3_vl_moe_text", "mimo", "deepseek_v4",
 )
 
 # Multimodal wrappers whose ``text_config`` is the decoder modelled here (the vision or
@@ -32,10 +32,8 @@ MULTIMODAL_TYPES = ("qwen3_5", "qwen3_5_moe", "qwen3_vl", "qwen3_vl_moe", "llama
 
 # Architectures recognised but refused, with the reason (one line each).
 REFUSED_MODEL_TYPES = {
-    "deepseek_v4": "compressed attention (compress_ratios), hyper-connections (hc_mult) and "
-                   "grouped output LoRA (o_groups) are not modelled yet",
-    "deepseek_ref": "DeepSeek-V4 reference layout: compressed attention (compress_ratios) and "
-                    "hyper-connections (hc_mult) are not modelled yet",
+    "deepseek_ref": "SGLang's DeepSeek-V4 reference config layout is not transformers' "
+                    "(its keys are not checked); load the deepseek_v4 release config instead",
     "kimi_linear": "Kimi Delta Attention layers (linear_attn_config) are not modelled",
     "kimi_k3": "Kimi Delta Attention layers (linear_attn_config) and attention residual "
                "blocks (attn_res_block_size) are not modelled",
@@ -167,6 +165,35 @@ class MLASpec:
 
 
 @dataclass(frozen=True)
+class CompressedAttnSpec:
+    """DeepSeek-V4 attention (``compress_ratios``): single shared-KV head of ``head_dim``
+    (K = V), low-rank query, grouped low-rank output (``o_groups`` x ``o_lora_rank``),
+    per-head sinks, a ``window``-token sliding window in every layer, and per layer either
+    nothing more (ratio 0), compressed sparse attention (CSA, ratio ``csa_rate``: every
+    ``csa_rate`` tokens -> one compressed entry, an indexer picks ``index_topk`` of them)
+    or heavily compressed attention (HCA, ratio ``hca_rate``: all compressed entries
+    attended). ``hc_mult`` hyper-connection residual streams."""
+
+    head_dim: int
+    q_lora_rank: int
+    o_groups: int
+    o_lora_rank: int
+    window: int
+    layer_ratios: tuple[int, ...]
+    csa_rate: int
+    hca_rate: int
+    hc_mult: int
+    index_topk: int
+    index_n_heads: int
+    index_head_dim: int
+    rope_dim: int = 64
+
+    def kind(self, i: int) -> str:
+        r = self.layer_ratios[i]
+        return "sliding" if r == 0 else ("csa" if r == self.csa_rate else "hca")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Architecture facts the cost model needs; all sizes are element counts."""
 
@@ -209,6 +236,7 @@ class ModelSpec:
     linear_attn: LinearAttnSpec | None = None
     mamba: MambaSpec | None = None
     sparse: SparseAttnSpec | None = None
+    v4: CompressedAttnSpec | None = None   # deepseek-v4 compressed attention + mHC
     attn_output_gate: bool = False  # qwen3.5/qwen3-next: q_proj also emits a sigmoid gate
     qk_norm_full: bool = False      # minimax-m2: q/k RMSNorm over all heads (not head_dim)
     mtp_layers: int = 0             # multi-token-prediction modules (not in transformers' count)
@@ -348,9 +376,12 @@ def _mlp_split(m: ModelSpec, ffn: int, bias: bool, row_bias: bool = True,
 
 
 def _attention_params(m: ModelSpec, sl: Slice, i: int = -1) -> tuple[int, int]:
-    """(matmul weights, small params) of one softmax-attention block (MLA or GQA)."""
+    """(matmul weights, small params) of one softmax-attention block (MLA, GQA or
+    DeepSeek-V4's compressed attention)."""
     h = m.hidden_size
     small = 0
+    if m.v4:
+        return _v4_attention_params(m, sl, i)
     if m.mla:
         a = m.mla
         q = (h * a.q_lora_rank + a.q_lora_rank * sl.heads * a.qk_head_dim) if a.q_lora_rank \
@@ -372,6 +403,33 @@ def _attention_params(m: ModelSpec, sl: Slice, i: int = -1) -> tuple[int, int]:
     if m.qk_norm:
         small += (q + kv) if m.qk_norm_full else 2 * m.head_dim
     small += sl.heads if m.attention_sinks else 0
+    return linear, small
+
+
+def _v4_attention_params(m: ModelSpec, sl: Slice, i: int) -> tuple[int, int]:
+    """DeepSeek-V4 attention of layer ``i`` (transformers' DeepseekV4Attention):
+    q_a (h -> q_lora), q_b (q_lora -> heads x D), kv_proj (h -> D), grouped o_a
+    (block-diagonal: o_lora x heads x D in all), o_b (o_groups x o_lora -> h); small:
+    q_a / kv norms, sinks. CSA layers add a compressor (kv and gate h -> 2 D, position
+    bias csa_rate x 2 D, norm D) and its indexer (kv and gate h -> 2 Di, position bias
+    csa_rate x 2 Di, norm Di, q_b q_lora -> Hi x Di, weights_proj h -> Hi); HCA layers a
+    compressor (kv and gate h -> D, position bias hca_rate x D, norm D). Plus the two
+    hyper-connections of the layer (fn: (2 + N) N x N h, base (2 + N) N, scale 3 each)."""
+    v, h = m.v4, m.hidden_size
+    D, H, ql = v.head_dim, sl.heads, v.q_lora_rank
+    g = v.o_groups * H // m.num_heads
+    linear = h * ql + ql * H * D + h * D + v.o_lora_rank * H * D + g * v.o_lora_rank * h
+    small = ql + D + H
+    kind = v.kind(i)
+    if kind == "csa":
+        Di, Hi = v.index_head_dim, v.index_n_heads
+        linear += 2 * h * 2 * D + 2 * h * 2 * Di + ql * Hi * Di + h * Hi
+        small += v.csa_rate * 2 * D + D + v.csa_rate * 2 * Di + Di
+    elif kind == "hca":
+        linear += 2 * h * D
+        small += v.hca_rate * D + D
+    N = v.hc_mult
+    small += 2 * ((2 + N) * N * N * h + (2 + N) * N + 3)
     return linear, small
 
 
@@ -466,6 +524,9 @@ def param_groups(m: ModelSpec, sl: Slice | None = None, layers: range | None = N
     lm_head = 0
     if last:
         small += (norm_params(m) if m.final_norm else 0) + (sl.vocab if m.lm_head_bias else 0)
+        if m.v4:   # hyper-connection head: hc_fn N x N h, hc_base N, hc_scale 1
+            N = m.v4.hc_mult
+            small += N * N * h + N + 1
         lm_head = 0 if m.tie_embeddings else sl.vocab * h
     return {"linear": linear, "small": small, "embedding": embedding, "lm_head": lm_head}
 
@@ -600,7 +661,7 @@ def from_hf_config(cfg: Mapping[str, Any], name: str = "custom") -> ModelSpec:
         raise InputError(f"config.json of {name}: unsupported model_type {mt!r}; supported: "
                          + ", ".join(t for t in SUPPORTED_MODEL_TYPES if not t.startswith("Refined")))
     for k, why in _UNMODELLED_KEYS.items():
-        if cfg.get(k):
+        if cfg.get(k) and not (mt == "deepseek_v4" and k in ("compress_ratios", "hc_mult")):
             raise InputError(f"config.json of {name}: key '{k}' cannot be modelled: {why}")
     types = cfg.get("layer_types")
     if types is not None:
@@ -778,6 +839,47 @@ def _deepseek(cfg, name, mt):
                      o_bias=bool(cfg.get("attention_bias", False)), mla=mla, moe=moe,
                      layer_ffns=ffns, sparse=sparse,
                      mtp_layers=cfg.get("num_nextn_predict_layers") or 0)
+
+
+def _deepseek_v4(cfg, name, mt):
+    """DeepSeek-V4 (Flash / Pro): see :class:`CompressedAttnSpec`. Every layer is MoE
+    (the first ``num_hash_layers`` hash-routed: same router weight, same cost)."""
+    c = _common(cfg, name)
+    n = c["num_layers"]
+    ratios = cfg.get("compress_ratios")
+    if not isinstance(ratios, list) or len(ratios) < n:
+        raise InputError(f"config.json of {name}: compress_ratios must list a ratio for each "
+                         f"of the {n} layers")
+    ratios = tuple(int(r) for r in ratios[:n])   # a trailing entry is the MTP layer's
+    rates = sorted({r for r in ratios if r})
+    if len(rates) > 2:
+        raise InputError(f"config.json of {name}: compress_ratios has more than two nonzero "
+                         f"ratios {rates}; only CSA (4) and HCA (128) layers are modelled")
+    csa, hca = (rates[0], rates[-1]) if len(rates) == 2 else (4, 128)
+    v4 = CompressedAttnSpec(
+        head_dim=_int(cfg, "head_dim", name=name), q_lora_rank=_int(cfg, "q_lora_rank", name=name),
+        o_groups=_int(cfg, "o_groups", name=name), o_lora_rank=_int(cfg, "o_lora_rank", name=name),
+        window=_int(cfg, "sliding_window", name=name), layer_ratios=ratios, csa_rate=csa,
+        hca_rate=hca, hc_mult=_int(cfg, "hc_mult", name=name),
+        index_topk=_int(cfg, "index_topk", name=name),
+        index_n_heads=_int(cfg, "index_n_heads", name=name),
+        index_head_dim=_int(cfg, "index_head_dim", name=name),
+        rope_dim=_int(cfg, "qk_rope_head_dim", name=name, default=64))
+    if c["num_heads"] % v4.o_groups:
+        raise InputError(f"config.json of {name}: o_groups = {v4.o_groups} must divide "
+                         f"num_attention_heads = {c['num_heads']}")
+    e = _int(cfg, "n_routed_experts", name=name)
+    fe = _int(cfg, "moe_intermediate_size", name=name)
+    moe = MoESpec(num_experts=e, top_k=_int(cfg, "num_experts_per_tok", name=name), expert_ffn=fe,
+                  shared_ffn=fe * (cfg.get("n_shared_experts") or 0))
+    c["num_kv_heads"] = 1
+    return ModelSpec(**c, model_type=mt, intermediate_size=fe,
+                     tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                     layer_windows=(v4.window,) * n, layer_ffns=("moe",) * n, moe=moe, v4=v4,
+                     mtp_layers=cfg.get("num_nextn_predict_layers") or 0,
+                     notes=(f"{name}: DeepSeek-V4 compressed attention is modelled with the "
+                            "assumptions in docs/conventions.md (compressor cost, cache layout)",),
+                     extra={"rotary_dim": v4.rope_dim})
 
 
 def _group_routing(cfg: Mapping[str, Any], name: str, experts: int) -> dict[str, int]:
@@ -1035,6 +1137,7 @@ _BUILDERS = {
     "deepseek_v32": _deepseek, "glm_moe_dsa": _deepseek, "kimi_k2": _deepseek,
     "qwen3_5_text": _qwen35, "qwen3_5_moe_text": _qwen35, "qwen3_next": _qwen35,
     "nemotron_h": _nemotron_h, "minimax_m2": _minimax_m2, "llama4_text": _llama4,
+    "deepseek_v4": _deepseek_v4,
     "qwen3_vl_text": _llama_like, "qwen3_vl_moe_text": _llama_like, "mimo": _llama_like,
     "gptj": _gptj, "falcon": _falcon, "RefinedWebModel": _falcon, "RefinedWeb": _falcon,
     "opt": _opt, "gpt2": _gpt2,
