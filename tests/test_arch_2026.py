@@ -568,3 +568,57 @@ def test_deepseek_v4_cache_by_hand():
     assert float(ops["attention (heavily compressed)"].flops) == pytest.approx(20 * 2 * 64 * L / 128 * 1024)
     assert float(ops["attention (sliding)"].flops) == pytest.approx(43 * 2 * 64 * 128 * 1024)
     assert float(ops["indexer_scores"].flops) == pytest.approx(21 * L / 4 * 64 * (2 * 128 + 2))
+
+
+_V4 = dict(model_type="deepseek_v4", hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+           num_key_value_heads=1, head_dim=32, qk_rope_head_dim=8, q_lora_rank=24, o_groups=2,
+           o_lora_rank=16, sliding_window=8, compress_ratios=[0, 4, 128], hc_mult=2,
+           index_topk=4, index_n_heads=2, index_head_dim=16, n_routed_experts=4,
+           num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1, vocab_size=128,
+           max_position_embeddings=1024, num_hash_layers=0, bos_token_id=0, eos_token_id=1,
+           pad_token_id=0)
+
+
+def test_deepseek_v4_projection_flops_equal_torch():
+    """Tiny DeepSeek-V4 (layers: sliding, CSA, HCA), eager prefill B = 2 x T = 256: every
+    projection the engine prices (q_a, q_b, kv, grouped o_a, o_b, the CSA/HCA compressors,
+    the indexer's projections, the hyper-connection fn GEMMs) equals FlopCounterMode's
+    count of the same modules. transformers' eager attention scores the whole block
+    (T sliding keys + T / ratio compressed entries, masked) where the engine counts the
+    window / top-k pairs a sparse kernel computes, so the cores are checked by hand in
+    test_deepseek_v4_cache_by_hand instead."""
+    B, T = 2, 256
+    cfg = transformers.CONFIG_MAPPING["deepseek_v4"](
+        **{k: v for k, v in _V4.items() if k != "model_type"})
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.AutoModelForCausalLM.from_config(
+            cfg, attn_implementation="eager", experts_implementation="eager")
+    model = model.float().eval()
+    assert param_count(from_hf_config(_V4, "v4")) == sum(p.numel() for p in model.parameters())
+    counts, _ = _count_by_module(model, input_ids=torch.randint(0, 128, (B, T)))
+    total = lambda suffix: sum(sum(v.values()) for k, v in counts.items()  # noqa: E731
+                               if any(k.endswith(f"layers.{i}.{suffix}") for i in range(3)))
+    ops = {o.name: int(round(float(o.flops)))
+           for o in build_ops(from_hf_config(_V4, "v4"), Precision(wbits=32, abits=32, kvbits=32),
+                              B, T, T)}
+    for row, mods in (("q_a_proj", ["self_attn.q_a_proj"]), ("q_b_proj", ["self_attn.q_b_proj"]),
+                      ("kv_proj", ["self_attn.kv_proj"]), ("o_a_proj", ["self_attn.o_a_proj"]),
+                      ("o_b_proj", ["self_attn.o_b_proj"]), ("hc_fn", ["attn_hc", "ffn_hc"]),
+                      ("csa_compressor", ["self_attn.compressor.kv_proj",
+                                          "self_attn.compressor.gate_proj"]),
+                      ("indexer_q_proj", ["self_attn.compressor.indexer.q_b_proj"]),
+                      ("indexer_k_proj", ["self_attn.compressor.indexer.kv_proj",
+                                          "self_attn.compressor.indexer.gate_proj",
+                                          "self_attn.compressor.indexer.scorer.weights_proj"])):
+        got = sum(total(m) for m in mods)
+        if row == "csa_compressor":   # layer 1's compressor only (layer 2's is the HCA one)
+            got = sum(sum(counts[k].values()) for k in counts
+                      if k.endswith(("layers.1.self_attn.compressor.kv_proj",
+                                     "layers.1.self_attn.compressor.gate_proj")))
+        assert ops[row] == got, row
+    hca = sum(sum(counts[k].values()) for k in counts
+              if k.endswith(("layers.2.self_attn.compressor.kv_proj",
+                             "layers.2.self_attn.compressor.gate_proj")))
+    assert ops["hca_compressor"] == hca == 2 * B * T * 64 * 2 * 32
