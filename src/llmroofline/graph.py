@@ -20,7 +20,7 @@ import numpy as np
 from .parallel import (Layout, alltoall_copies_per_token, expert_load_imbalance,
                        experts_hit_on_busiest_device, shard)
 from .specs.model import Slice
-from .specs.model import ModelSpec
+from .specs.model import ModelSpec, conv_state_bytes
 from .specs.precision import Precision
 
 # Elementwise FLOPs per element; they never decide a bound but keep intensities honest.
@@ -481,7 +481,7 @@ def _short_conv(s: _Step, name, channels, kernel, count):
     N, B, ab, sb = s.N, s.B, s.prec.act_bytes, s.prec.base_bytes
     s.op(name, "elementwise", "vector", count, flops=(2 * kernel + 4) * N * channels,
          w=channels * kernel * sb, a=2 * N * channels * ab,
-         kv=2 * B * channels * (kernel - 1) * sb)
+         kv=2 * B * conv_state_bytes(channels, kernel))
 
 
 def _linear_attn_ops(s: _Step, count):
@@ -513,7 +513,7 @@ def _linear_attn_ops(s: _Step, count):
                          7 * dk * dv)
     s.op("gated_delta_rule", "attention", "gemm16", count, flops=N * nv * per_token,
          a=N * (2 * kd + vd + 2 * nv + vd) * ab,
-         kv=2 * B * nv * dk * dv * g.state_bytes)
+         kv=2 * B * g.recurrent_state_bytes(nv))
     s.op("linear_attn_gated_norm", "norm", "vector", count, flops=(NORM_FLOPS["rms"] + 5) * N * vd,
          w=dv * s.prec.base_bytes, a=3 * N * vd * ab)
     s.linear("linear_attn_out_proj", vd, h, count)
@@ -544,7 +544,7 @@ def _mamba_ops(s: _Step, count):
     per_token = np.where(T > 1, G * 2 * c * S + H * (2 * c * P + 4 * S * P + S * P / c),
                          H * 5 * S * P)
     s.op("ssm_scan", "attention", "gemm16", count, flops=N * per_token,
-         a=N * (di + 2 * gn + H + di) * ab, kv=2 * B * H * P * S * x.state_bytes)
+         a=N * (di + 2 * gn + H + di) * ab, kv=2 * B * x.recurrent_state_bytes(H))
     s.op("mamba_gated_norm", "norm", "vector", count, flops=(NORM_FLOPS["rms"] + 5) * N * di,
          w=di * s.prec.base_bytes, a=3 * N * di * ab)
     s.linear("mamba_out_proj", di, h, count, bias=x.bias)

@@ -33,7 +33,7 @@ import numpy as np
 from .graph import Op
 from .parallel import Layout, device_param_groups, shard, stages
 from .specs.hardware import HardwareSpec
-from .specs.model import ModelSpec
+from .specs.model import ModelSpec, conv_state_bytes
 from .specs.precision import Precision
 
 
@@ -129,13 +129,11 @@ def state_layer_bytes(m: ModelSpec, layout: Layout, layer: int) -> float:
     if kind == "linear":
         g = m.linear_attn
         conv = 2 * sh.lin_k_heads * g.head_k_dim + sh.lin_v_heads * g.head_v_dim
-        return (sh.lin_v_heads * g.head_k_dim * g.head_v_dim * g.state_bytes
-                + conv * (g.conv_kernel - 1) * 2)
+        return g.recurrent_state_bytes(sh.lin_v_heads) + conv_state_bytes(conv, g.conv_kernel)
     if kind == "mamba":
         x = m.mamba
         conv = sh.mamba_heads * x.head_dim + 2 * sh.mamba_groups * x.state_size
-        return (sh.mamba_heads * x.head_dim * x.state_size * x.state_bytes
-                + conv * (x.conv_kernel - 1) * 2)
+        return x.recurrent_state_bytes(sh.mamba_heads) + conv_state_bytes(conv, x.conv_kernel)
     return 0.0
 
 

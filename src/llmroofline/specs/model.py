@@ -102,6 +102,10 @@ class LinearAttnSpec:
     def conv_dim(self) -> int:
         return 2 * self.key_dim + self.value_dim
 
+    def recurrent_state_bytes(self, v_heads: int) -> int:
+        """State of ``v_heads`` value heads of one sequence: v_heads x dk x dv elements."""
+        return v_heads * self.head_k_dim * self.head_v_dim * self.state_bytes
+
 
 @dataclass(frozen=True)
 class MambaSpec:
@@ -129,6 +133,18 @@ class MambaSpec:
     @property
     def conv_dim(self) -> int:
         return self.d_inner + 2 * self.n_groups * self.state_size
+
+    def recurrent_state_bytes(self, heads: int) -> int:
+        """SSM state of ``heads`` heads of one sequence: heads x head_dim x state elements."""
+        return heads * self.head_dim * self.state_size * self.state_bytes
+
+
+CONV_STATE_BYTES = 2   # the short convs' state (last kernel - 1 inputs) is kept in 16 bits
+
+
+def conv_state_bytes(channels: int, kernel: int) -> int:
+    """Conv state of one sequence: the last ``kernel - 1`` inputs of each channel."""
+    return channels * (kernel - 1) * CONV_STATE_BYTES
 
 
 @dataclass(frozen=True)
