@@ -107,6 +107,7 @@ def main() -> None:
         n_it = r.iter_time_s.size
         print(f"  10,000 requests at {rate:g} req/s: {best:.3f} s, {n_it} iterations "
               f"({n_it / best:,.0f} it/s)   [target < 2 s: {'met' if best < 2 else 'MISSED'}]")
+    closed_loop_points()
     from llmroofline.serving import capacity
     t = time.perf_counter()
     c = capacity(args.model, args.hardware, max_ttft_s=1.0, max_tpot_s=0.05, cost=cost)
@@ -127,6 +128,42 @@ def main() -> None:
               f"{b.replicas} x {b.label} = {b.devices} devices" if b else "none")
         print(f"  50 configurations at this pace: {dt / len(s.points) * 50:.1f} s "
               f"[target < 60 s: {'met' if dt / len(s.points) * 50 < 60 else 'MISSED'}]")
+
+
+# closed-loop points as serving.measured.simulate_run runs a measured row: c clients, 1
+# warm-up request, one measured and one that keeps the load while it runs (staggered) (model, device, quant, tp, preset, I, O, c)
+CLOSED_POINTS = [
+    ("meta-llama/Llama-3.1-70B", "h200", "fp8", 2, "vllm-v1", 1024, 1024, 8),
+    ("meta-llama/Llama-3.1-8B-Instruct", "h200", "fp8", 1, "sglang", 1000, 100, 160),
+    ("meta-llama/Llama-3.1-70B", "h200", "fp8", 2, "trtllm-1", 1024, 8192, 128),
+    ("openai/gpt-oss-120b", "h200", "w4a16,kv-fp8", 8, "trtllm-1", 1024, 8192, 64),
+    ("meta-llama/Llama-3.1-8B-Instruct", "h200", "fp8", 1, "vllm-v1", 8192, 1024, 256),
+]
+
+
+def closed_loop_points() -> None:
+    """Time one closed-loop point (the simulation, cost tables prebuilt), best of 3;
+    target < 50 ms on one core (issue 18)."""
+    from llmroofline.parallel import Layout
+    from llmroofline.serving.config import scheduler_config
+    from llmroofline.specs.engine import load_engine
+    print("closed-loop points (3 requests per client: 1 warm-up, 1 measured, 1 to keep the load; staggered; best of 3):")
+    for model, hw, quant, tp, preset, I, O, c in CLOSED_POINTS:
+        cfg = scheduler_config(load_engine(preset))
+        cost = IterationCost.of(model, hw, quant=quant, layout=Layout(tp=tp),
+                                max_tokens=cfg.max_tokens, max_batch=cfg.max_batch)
+        wl = make_workload(3 * c, concurrency=c, input_dist=f"fixed:{I}",
+                           output_dist=f"fixed:{O}",
+                           max_context=cost.model.max_position_embeddings)
+        best, cpu = float("inf"), float("inf")
+        for _ in range(3):
+            t, p = time.perf_counter(), time.process_time()
+            r = simulate(workload=wl, config=cfg, cost=cost)
+            best = min(best, time.perf_counter() - t)
+            cpu = min(cpu, time.process_time() - p)
+        print(f"  {model.split('/')[-1]} TP {tp} {preset} {I}/{O} c = {c}: "
+              f"{best * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU, {r.iter_time_s.size} "
+              f"iterations [target < 50 ms: {'met' if best < 0.05 else 'MISSED'}]")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""Refit the shipped efficiency profiles from the shipped measurements.
+"""Refit the shipped engines' efficiency entries from the shipped measurements.
 
-    python scripts/refit_profiles.py [OUT_DIR]      (default: src/llmroofline/data/profiles)
+    python scripts/refit_profiles.py [OUT_DIR] [NAME ...]   (default: src/llmroofline/data/engines)
+
+Each engine file keeps its own tables (batching, KV-memory rule, runtime, coverage) and
+gets the refitted [provenance], [fallback] and [families.*] tables.
 
 default: every static/concurrent row, plus the TensorRT-LLM v0.10 in-flight-batching rows
 (serving_calibration.csv) in the entries of their device (A100, 16-bit), each predicted by
@@ -16,7 +19,7 @@ import sys
 from pathlib import Path
 
 from llmroofline import fit, validate
-from llmroofline.specs.profile import profile_to_toml
+from llmroofline.specs.engine import replace_efficiency_text
 
 SERVING_NFEV = 8    # evaluations of the joint fit (each simulates all 36 serving rows)
 # name -> (source_id of the rows to fit, None: all of them and the serving rows; provenance)
@@ -41,12 +44,13 @@ def main(out_dir: Path, names: list[str]) -> None:
             rs = rs + serving
         prof, _ = fit.calibrate(rs, fit.DEFAULT_FIT, name=name, source=text.format(n=len(rs)),
                                 fit_serving=source is None, serving_max_nfev=SERVING_NFEV,
-                                coverage=fit.SHIPPED_COVERAGE)
-        (out_dir / f"{name}.toml").write_text(profile_to_toml(prof))
+                                coverage=fit.shipped_coverage(name))
+        shipped = Path(__file__).parents[1] / "src/llmroofline/data/engines" / f"{name}.toml"
+        (out_dir / f"{name}.toml").write_text(replace_efficiency_text(shipped.read_text(), prof))
         s = validate.predict_rows(rs, prof).summary()["overall"]
         print(name, {k: f"{v['median_ape']:.1%}/{v['p90_ape']:.1%}" for k, v in s.items()})
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("src/llmroofline/data/profiles")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("src/llmroofline/data/engines")
     main(out, sys.argv[2:] or list(PROFILES))

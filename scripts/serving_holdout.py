@@ -29,7 +29,7 @@ def holdout(model: str) -> list[tuple]:
                          + ", ".join(sorted({r.model for r in serving})))
     train = rows + [r for r in serving if r.model != model]
     prof, _ = fit.calibrate(train, fit.DEFAULT_FIT, name=f"without {model}", fit_serving=True,
-                            serving_max_nfev=SERVING_NFEV, coverage=fit.SHIPPED_COVERAGE)
+                            serving_max_nfev=SERVING_NFEV, coverage=fit.shipped_coverage())
     v = validate.predict_rows(test, prof)
     return [(model, p.row.tp, p.row.input_len, p.row.output_len, p.measured, p.predicted,
              p.error) for p in v.predictions]

@@ -26,7 +26,10 @@ from types import SimpleNamespace
 
 import llmroofline as lr
 from llmroofline import cli, decoding
-from llmroofline.advise import GRAPH_FACTOR, REGIMES, advise, diagnose
+from llmroofline.advise import REGIMES, advise, diagnose
+from llmroofline.specs.engine import load_engine
+
+GRAPH_FACTOR = load_engine("default").cuda_graph_launch_factor   # 0.2 in the engine file
 from llmroofline.errors import InputError
 from llmroofline.specs.profile import Efficiency, Profile
 

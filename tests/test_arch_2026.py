@@ -502,7 +502,8 @@ def test_mtp_draft_step_and_memory_by_hand():
     assert d.num_layers == 1 and d.layer_ffns == ("moe",) and d.sparse.has_indexer(0)
     ops = {o.name: o for o in build_ops(d, BF16, 4, 1, 1000)}
     assert float(ops["mtp_eh_proj"].flops) == 2 * 4 * (2 * 7168) * 7168
-    s = decoding.speculative(m, "h200", 1, 256, 33, draft=d, draft_k=1, accept=0.5)
+    s = decoding.speculative(m, "h200", 1, 256, 33, draft=d, draft_k=1, accept=0.5,
+                             quant="bf16")   # overrides the release's native FP8
     assert float(s.memory.weights_bytes) == pytest.approx(
         float(s.plain.memory.weights_bytes) + mtp_param_count(m) * 2)
     assert s.tau == pytest.approx(1.5)

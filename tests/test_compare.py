@@ -25,6 +25,7 @@ import pytest
 import llmroofline as lr
 from llmroofline import cli
 from llmroofline import compare as cmp
+from llmroofline import report
 from llmroofline.errors import InputError
 from llmroofline.rank import load_prices, rank
 
@@ -222,7 +223,7 @@ def test_compare_files(tmp_path, small_both):
 def test_roofline_points_lie_on_or_under_the_roofs(tmp_path):
     from llmroofline import plots
     an = [lr.analyze("llama-3.1-8b", h, 16, 1024, 128, **IDEAL) for h in (A100, H20)]
-    pts = plots.roofline_points(an)
+    pts = report.roofline_points(an)
     assert {p["phase"] for p in pts} == {"prefill", "decode"}
     for p in pts:
         bw = A100_BW if p["hardware"] == A100 else H20_BW
@@ -231,7 +232,7 @@ def test_roofline_points_lie_on_or_under_the_roofs(tmp_path):
         assert p["flops_s"] <= roof * (1 + 1e-9)
         if p["bound"] == "memory":     # memory-bound operators sit on the bandwidth line
             assert p["flops_s"] == pytest.approx(p["intensity"] * bw, rel=1e-9)
-    assert plots.ridge(an[0])["intensity"] == pytest.approx(A100_PEAK / A100_BW)
+    assert report.ridge(an[0])["intensity"] == pytest.approx(A100_PEAK / A100_BW)
     assert png_size(plots.save_roofline(an, tmp_path / "r.png")) == plots.roofline_figure_size_px()
     html = plots.save_roofline(an, tmp_path / "r.html").read_text()
     assert 'class="plotly-graph-div"' in html and '<script src="http' not in html

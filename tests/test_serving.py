@@ -524,7 +524,7 @@ def test_cli_preset_trtllm_reproduces_the_published_setup(capsys):
     tok_s = {k: r["throughput"]["output_tok_s"] for k, r in runs.items()}
     assert abs(tok_s["trtllm"] / 3386 - 1) < 0.15
     assert runs["override"]["batch"]["max"] <= 256 < runs["trtllm"]["batch"]["max"]
-    assert main(base + ["--preset", "sglang"]) == 2
+    assert main(base + ["--preset", "sglangx"]) == 2
     assert "preset" in capsys.readouterr().err
 
 

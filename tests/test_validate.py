@@ -461,9 +461,9 @@ def test_leave_one_device_out_meets_the_issue_target():
     # Issue target: leave-one-device-out median <= 15 % (throughput and TTFT); each device
     # is predicted by a profile refitted without it, as the shipped profile is fitted
     # (four fits, a few minutes).
-    from llmroofline.fit import SHIPPED_COVERAGE, calibrate_fn
+    from llmroofline.fit import calibrate_fn, shipped_coverage
     s = summarize(cross_validate(read_measurements(str(SHIPPED)), "device",
-                                 calibrate_fn(coverage=SHIPPED_COVERAGE)))
+                                 calibrate_fn(coverage=shipped_coverage())))
     for metric in ("throughput_tok_s", "ttft_ms"):
         assert s["overall"][metric]["median_ape"] <= 0.15, (metric, s["overall"][metric])
 

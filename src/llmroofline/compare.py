@@ -298,5 +298,18 @@ def sign_agreement(a: Mesh, b: Mesh) -> float:
     return float(np.mean(sign(a.ratio) == sign(b.ratio)))
 
 
-__all__ = ["Mesh", "compare", "compare_methods", "decode_throughput", "mesh_workload",
+
+
+
+def compare_payload(meshes: list[Mesh]) -> dict:
+    """``{"meshes": [...], "sign_agreement_ops_global": share}`` (the agreement only for
+    two methods over two devices; None when no cell compares): compare --json's data."""
+    data: dict = {"meshes": [m.to_json() for m in meshes]}
+    if len(meshes) == 2 and len(meshes[0].hardware) == 2:
+        agree = sign_agreement(*meshes)
+        data["sign_agreement_ops_global"] = None if np.isnan(agree) else float(agree)
+    return data
+
+
+__all__ = ["Mesh", "compare_payload", "compare", "compare_methods", "decode_throughput", "mesh_workload",
            "sign_agreement", "METHODS"]

@@ -52,8 +52,11 @@ direction (x efficiency.communication) and per-hop latency a:
 ``auto`` picks, like TensorRT-LLM and vLLM's custom all-reduce, the fastest of one-shot and
 two-shot on an NVLink-class node (small decode messages: one-shot; large prefill
 messages: two-shot), and the faster of ring and tree elsewhere (PCIe, multi-node).
-A group fits in one node when n <= gpus_per_node; otherwise the per-GPU scale-out
-network (``scaleout_gb_s``, default 50 GB/s = one 400 Gb/s NIC per GPU) is the link.
+A group fits in one node when n <= the node size (``Layout.gpus_per_node``, by default the
+device's ``nvlink_domain``: 8 on HGX boards, 72 in a GB200/GB300 NVL72 rack); otherwise
+the per-GPU scale-out network (``scaleout_gb_s``, default 50 GB/s = one 400 Gb/s NIC per
+GPU) is the link, with ``scaleout_latency_us`` per hop: e.g. a ring all-reduce of S bytes
+over n GPUs crossing nodes takes 2 (n-1) a_net + 2 (n-1)/n S / (scaleout x communication).
 """
 
 from __future__ import annotations
@@ -80,13 +83,36 @@ class Link:
     all_to_all: bool    # switched fabric: every pair at full bandwidth at once
 
 
+def host_link_bytes_s(hw: HardwareSpec, override: float | None = None, field: str = "host_bw"
+                      ) -> float:
+    """Host <-> device bandwidth per direction, bytes/s: ``override`` if given, else half
+    the device's bidirectional host link (NVLink-C2C on Grace parts, ``host_gb_s_bidir``;
+    else PCIe) (offloaded weights/KV, swapped KV)."""
+    if override:
+        return float(override)
+    bidir = hw.host_bytes_s_bidir or hw.pcie_bytes_s_bidir or 0
+    if not bidir:
+        raise InputError(f"{field}: {hw.id} has no PCIe bandwidth in the catalog; give the "
+                         "host link bandwidth explicitly")
+    return bidir / 2
+
+
+def kv_transfer_link(hw: HardwareSpec, devices: int, gpus_per_node: int | None = None) -> Link:
+    """The link a prefill -> decode KV-cache transfer between ``devices`` devices crosses:
+    the same choice as a collective over that group (``link_for``), at full efficiency;
+    the network when the device data has no scale-up link."""
+    if hw.scaleup_bytes_s() is None:
+        return Link(hw.scaleout_bytes_s, hw.scaleout_latency_s, False)
+    return link_for(hw, devices, Layout(gpus_per_node=gpus_per_node))
+
+
 def link_for(hw: HardwareSpec, group: int, layout: Layout, eff: float = 1.0) -> Link:
     """The slowest link a collective over ``group`` devices crosses."""
     intra = hw.scaleup_bytes_s()
     if intra is None:
         raise InputError(f"hardware {hw.id}: no interconnect bandwidth (scaleup_gb_s_bidir or "
                          "pcie_gb_s_bidir) to cost collectives over more than one device")
-    if group <= layout.gpus_per_node:
+    if group <= layout.node_size(hw):
         return Link(intra * eff, hw.scaleup_latency_s(), hw.has_nvlink)
     return Link(min(intra, hw.scaleout_bytes_s) * eff, hw.scaleout_latency_s, False)
 
@@ -137,13 +163,22 @@ class Roofline:
         layout = layout or Layout()
         host = math.inf
         if layout.offload_weights or layout.offload_kv:
-            host = layout.host_bw_bytes_s or (hw.pcie_bytes_s_bidir or 0) / 2
-            if not host:
-                raise InputError(f"host_bw: {hw.id} has no PCIe bandwidth in the catalog; "
-                                 "give --host-bw in bytes/s")
+            host = host_link_bytes_s(hw, layout.host_bw_bytes_s, "host_bw")
         return cls(hw=hw, layout=layout, eff=efficiency or hw.efficiency,
                    peaks={c: hw.peak_flops[dt] for c, dt in dtypes.items()},
                    dtypes=dtypes, host_bytes_s=host, warnings=tuple(warnings))
+
+    def roofs(self) -> dict:
+        """Achievable roofs: ``gemm`` = matmul peak x compute efficiency (FLOP/s), ``bw`` =
+        bandwidth x its efficiency (bytes/s), ``peaks`` {FLOP/s: label} of the matmul, 16-bit
+        and vector classes, and ``ridge`` = gemm / bw (FLOP/byte): the intensity where an
+        operator turns from memory- to compute-bound. The one ridge-point formula."""
+        e = self.eff
+        peaks = {}
+        for cls, label in (("gemm", "matmul"), ("gemm16", "16-bit"), ("vector", "vector")):
+            peaks.setdefault(self.peaks[cls] * e.compute, f"{label} ({self.dtypes[cls].upper()})")
+        gemm = self.peaks["gemm"] * e.compute
+        return {"bw": self.bytes_s, "gemm": gemm, "peaks": peaks, "ridge": gemm / self.bytes_s}
 
     @property
     def bytes_s(self) -> float:
@@ -229,6 +264,21 @@ def kernel_s(compute_s, memory_s, overlap: float = 1.0):
     if overlap >= 1.0:
         return roof
     return roof + (1.0 - overlap) * np.minimum(compute_s, memory_s)
+
+
+def exposed_comm_s(comm_s, matmul_s):
+    """Collective seconds left visible when a step's collectives overlap its matmuls:
+    ``max(C - G, 0)`` for collective time C and matmul kernel time G of the step."""
+    return np.maximum(np.asarray(comm_s, float) - matmul_s, 0.0)
+
+
+def exposed_fraction(terms) -> np.ndarray:
+    """Share of a step's collective time left visible under overlap (``exposed_comm_s / C``;
+    1 when the step has none); ``terms``: (op, compute_s, memory_s, comm_s, overhead_s)."""
+    comm = sum(t[3] for t in terms)
+    gemm = sum(np.maximum(t[1], t[2]) for t in terms if t[0].kind == "matmul")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(comm > 0, exposed_comm_s(comm, gemm) / np.where(comm > 0, comm, 1), 1.0)
 
 
 def combine(compute_s, memory_s, comm_s, overhead_s, overlap: float = 1.0):

@@ -56,11 +56,10 @@ from . import phases
 from .cost import Roofline
 from .errors import InputError
 from .graph import build_ops
-from .memory import Memory, kv_cache_bytes_per_seq
+from .memory import Memory, kv_cache_bytes_per_seq, largest_batch
 from .parallel import Layout
 from .specs.catalog import load_model
 from .specs.model import ModelSpec, mtp_param_count
-from .specs.profile import with_cuda_graphs
 
 MAX_DRAFT_K = 16
 _ROUND_CHUNK = 65536   # draft-step evaluations per build_ops call (bounds memory)
@@ -216,7 +215,7 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
                   gpus_per_node=lay.gpus_per_node, overlap=lay.overlap, allreduce=lay.allreduce)
     dm = draft if isinstance(draft, ModelSpec) else load_model(draft)
     dengine = {k_: v for k_, v in engine.items()
-               if k_ in ("flash", "profile", "cuda_graphs", "prefill_chunk")}
+               if k_ in ("flash", "engine", "profile", "cuda_graphs", "prefill_chunk")}
     try:
         dplain = phases.analyze(dm, plain.hardware, batch, input_len, output_len,
                                 quant=plain.precision, layout=dlay, **dengine)
@@ -232,7 +231,7 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
                         f"{tm.vocab_size} of {tm.name}; speculative decoding needs the same "
                         "tokenizer (costs are modelled anyway)")
     # draft and verify steps are decode steps: graph-captured when the engine captures
-    graphs = with_cuda_graphs if plain.cuda_graphs else (lambda e: e)
+    graphs = plain.deployment.engine.graphed if plain.cuda_graphs else (lambda e: e)
     roof = Roofline.of(plain.hardware, prec, lay, graphs(plain.efficiency))
     droof = Roofline.of(plain.hardware, prec, dlay, graphs(dplain.efficiency))
     tau = float(expected_tokens_per_round(k, a))
@@ -252,8 +251,6 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
     weights = plain.memory.weights_bytes + draft_w
     act = np.maximum(plain.memory.activation_bytes, dplain.memory.activation_bytes)
     cap = plain.memory.capacity_bytes
-    free = cap - weights
     state = plain.memory.state_bytes   # the target's recurrent state (hybrid models)
-    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / ((kv + state + act) / B)), 0.0)
-    mem = Memory(weights, kv, act, cap, max_batch, state)
+    mem = Memory(weights, kv, act, cap, largest_batch(cap, weights, (kv + state + act) / B), state)
     return Speculative(plain, dplain, k, a, tau, rounds, dsum, vsum, mem, tuple(warnings))

@@ -51,13 +51,14 @@ PARAMS = {p.name: p for p in (
 DEFAULT_FIT = tuple(p for p in PARAMS if p != "gemm_half_rows")
 GEMM_TILE_ROWS = 16.0
 PRIOR_WEIGHT = 0.05
-# Kernel coverage of the engine behind the shipped Hopper rows, held fixed in the fits of
-# the shipped profiles (docs/accuracy.md, "Kernel coverage"): in TensorRT-LLM v0.8 at FP8
-# on H100/H200, Llama-2-70B (group 8) read each KV head once per step, Mistral-7B
-# (sliding window) and Falcon-180B (group 29 per rank) once per query head; the same
-# engine on Ada and Ampere shared the reads for all three. 16: any limit from 8 to 28
-# fits these rows; engines specialise kernels for powers of two.
-SHIPPED_COVERAGE = {"hopper": {"gqa_max_group": 16.0, "gqa_covers_sliding_window": False}}
+def shipped_coverage(engine: str = "default") -> dict[str, dict]:
+    """Kernel coverage per device family of a shipped engine (its ``[coverage.*]`` tables),
+    held fixed when its efficiency entries are refitted. The default engine's Hopper entry
+    (groups up to 16, full-attention layers only) is the TensorRT-LLM v0.8 FP8 pattern of
+    the shipped rows (docs/accuracy.md, "Kernel coverage")."""
+    from .specs.engine import load_engine
+    return {k: dict(v) for k, v in load_engine(engine).coverage.items()}
+
 
 
 def _family(hw_id: str) -> str:

@@ -126,9 +126,13 @@ class _Step:
                            float(kv_group)))
 
     def linear(self, name, n_in, n_out, count, tokens=None, bias=False, wbytes=None,
-               compute="gemm", weight_rows=None):
-        """y = x W (+ b): 2 x tokens x n_in x n_out FLOPs; reads W (and b), x; writes y."""
+               compute="gemm", weight_rows=None, wclass=""):
+        """y = x W (+ b): 2 x tokens x n_in x n_out FLOPs; reads W (and b), x; writes y.
+        ``wclass``: weight class (precision.WEIGHT_CLASSES) whose bytes per weight apply."""
         tokens = self.N if tokens is None else tokens
+        if wclass:
+            wbytes = self.prec.class_weight_bytes(wclass) if wbytes is None else wbytes
+            compute = self.prec.class_compute(wclass, compute)
         wbytes = self.prec.weight_bytes if wbytes is None else wbytes
         rows = n_in if weight_rows is None else weight_rows
         ab, sb = self.prec.act_bytes, self.prec.base_bytes
@@ -181,7 +185,8 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
 
     # -- embedding (vocabulary-parallel: each rank looks up the tokens in its shard) ------
     rows = N / tp + (N if m.learned_positions else 0)
-    s.op("embedding", "embedding", "vector", 1, w=rows * h * sb, a=N * h * ab)
+    s.op("embedding", "embedding", "vector", 1, w=rows * h * prec.class_weight_bytes("embedding"),
+         a=N * h * ab)
     s.allreduce("embedding_allreduce", 1)
     if m.extra.get("mtp_of"):   # MTP draft step: enorm, hnorm, eh_proj(concat) -> hidden
         s.norm("mtp_input_norms", 2)
@@ -200,7 +205,8 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
         d = m.head_dim
         q_dim, kv_dim = sh.heads * d, sh.kv_heads * d
         gate = q_dim if m.attn_output_gate else 0
-        s.linear("qkv_proj", h, q_dim + gate + 2 * kv_dim, n_attn, bias=m.qkv_bias)
+        s.linear("qkv_proj", h, q_dim + gate + 2 * kv_dim, n_attn, bias=m.qkv_bias,
+                 wclass="attn_qkv")
         if m.qk_norm:
             s.norm("qk_norm", n_attn, tokens=N * (sh.heads + sh.kv_heads), width=d)
         rot = m.extra.get("rotary_dim")
@@ -216,7 +222,7 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
         if gate:   # o = attn x sigmoid(gate): read both, write one
             s.op("attn_output_gate", "elementwise", "vector", n_attn, flops=5 * N * q_dim,
                  a=3 * N * q_dim * ab)
-        s.linear("o_proj", q_dim, h, n_attn, bias=m.o_bias)
+        s.linear("o_proj", q_dim, h, n_attn, bias=m.o_bias, wclass="attn_out")
     if mixers.count("linear"):
         _linear_attn_ops(s, mixers.count("linear"))
     if mixers.count("mamba"):
@@ -255,8 +261,8 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
         s.norm("final_norm", 1)
     # Only the last position of each sequence needs logits (prefill and decode alike).
     logits = B * logits_per_seq
-    s.linear("lm_head", h, sh.vocab, 1, tokens=logits, bias=m.lm_head_bias, wbytes=sb,
-             compute="gemm16")
+    s.linear("lm_head", h, sh.vocab, 1, tokens=logits, bias=m.lm_head_bias,
+             wbytes=prec.class_weight_bytes("lm_head"), compute="gemm16")
     if tp > 1:
         s.op("logits_allgather", "communication", "comm", 1, comm=logits * sh.vocab * ab,
              collective="allgather", group=tp)
@@ -338,13 +344,13 @@ def _mla_ops(s: _Step, mla_absorb):
     N, T, B, L = s.N, s.T, s.B, s.L
     ab, kb = s.prec.act_bytes, s.prec.kv_bytes
     if a.q_lora_rank:
-        s.linear("q_a_proj", h, a.q_lora_rank, nl)
+        s.linear("q_a_proj", h, a.q_lora_rank, nl, wclass="attn_qkv")
         s.norm("q_a_norm", nl, width=a.q_lora_rank)
-        s.linear("q_b_proj", a.q_lora_rank, H * a.qk_head_dim, nl)
+        s.linear("q_b_proj", a.q_lora_rank, H * a.qk_head_dim, nl, wclass="attn_qkv")
     else:
-        s.linear("q_proj", h, H * a.qk_head_dim, nl)
-    latent = a.kv_lora_rank + a.qk_rope_head_dim
-    s.linear("kv_a_proj", h, latent, nl)
+        s.linear("q_proj", h, H * a.qk_head_dim, nl, wclass="attn_qkv")
+    latent = m.kv_cache_width()      # the cached latent: kv_lora_rank + qk_rope_head_dim
+    s.linear("kv_a_proj", h, latent, nl, wclass="attn_qkv")
     s.norm("kv_a_norm", nl, width=a.kv_lora_rank)
     s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * (H + 1) * a.qk_rope_head_dim,
          a=2 * N * (H + 1) * a.qk_rope_head_dim * ab)
@@ -357,21 +363,21 @@ def _mla_ops(s: _Step, mla_absorb):
     if absorb:
         # Scores and values live in the latent space; heads share one latent "KV head".
         s.linear("q_absorb", a.qk_nope_head_dim, a.kv_lora_rank, nl, tokens=N * H,
-                 weight_rows=H * a.qk_nope_head_dim)
+                 weight_rows=H * a.qk_nope_head_dim, wclass="attn_qkv")
         _attention(s, nl, topk, heads=H, d_qk=latent, d_v=a.kv_lora_rank,
                    kv_read_width=latent, kv_write_width=latent,
                    suffix=" (top-k)" if topk else "")
         s.linear("o_absorb", a.kv_lora_rank, a.v_head_dim, nl, tokens=N * H,
-                 weight_rows=H * a.kv_lora_rank)
+                 weight_rows=H * a.kv_lora_rank, wclass="attn_qkv")
     else:
         # Up-projection: decompress every cached latent (W_UKV over B x L tokens), then
         # plain multi-head attention; the cache traffic is the latent read and write.
-        s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl, tokens=B * L)
+        s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl, tokens=B * L, wclass="attn_qkv")
         _attention(s, nl, topk, heads=H, d_qk=a.qk_head_dim, d_v=a.v_head_dim,
                    kv_read_width=0, kv_write_width=0, suffix=" (top-k)" if topk else "")
         s.op("latent_cache_io", "elementwise", "vector", nl,
              kv=B * (L - T) * latent * kb + N * latent * kb)
-    s.linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias)
+    s.linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias, wclass="attn_out")
 
 
 def _v4_ops(s: _Step):
@@ -402,10 +408,10 @@ def _v4_ops(s: _Step):
     nl = m.num_layers
     kinds = [v.kind(i) for i in range(nl)]
     n_csa, n_hca = kinds.count("csa"), kinds.count("hca")
-    s.linear("q_a_proj", h, ql, nl)
+    s.linear("q_a_proj", h, ql, nl, wclass="attn_qkv")
     s.norm("q_a_norm", nl, width=ql)
-    s.linear("q_b_proj", ql, H * D, nl)
-    s.linear("kv_proj", h, D, nl)
+    s.linear("q_b_proj", ql, H * D, nl, wclass="attn_qkv")
+    s.linear("kv_proj", h, D, nl, wclass="attn_qkv")
     s.norm("kv_norm", nl, width=D)
     s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * (H + 1) * v.rope_dim,
          a=2 * N * (H + 1) * v.rope_dim * ab)
@@ -413,10 +419,10 @@ def _v4_ops(s: _Step):
                suffix=" (sliding)")
     Di, Hi, r = v.index_head_dim, v.index_n_heads, v.csa_rate
     if n_csa:
-        s.linear("csa_compressor", h, 4 * D, n_csa)
+        s.linear("csa_compressor", h, 4 * D, n_csa, wclass="attn_qkv")
         s.op("csa_pool", "elementwise", "vector", n_csa, flops=6 * N * 2 * D, a=N * 2 * D * ab)
-        s.linear("indexer_q_proj", ql, Hi * Di, n_csa)
-        s.linear("indexer_k_proj", h, 4 * Di + Hi, n_csa)
+        s.linear("indexer_q_proj", ql, Hi * Di, n_csa, wclass="attn_qkv")
+        s.linear("indexer_k_proj", h, 4 * Di + Hi, n_csa, wclass="attn_qkv")
         idx_pairs = B * causal_pairs(T, L) / r
         s.op("indexer_scores", "attention", "gemm16", n_csa,
              flops=idx_pairs * Hi * (2 * Di + 2), a=N * (Hi * Di + Hi) * ab,
@@ -430,14 +436,14 @@ def _v4_ops(s: _Step):
              kv=B * keys_touched(T, L, W) / r * D * kb + N / r * D * kb, window=W)
     if n_hca:
         rh = v.hca_rate
-        s.linear("hca_compressor", h, 2 * D, n_hca)
+        s.linear("hca_compressor", h, 2 * D, n_hca, wclass="attn_qkv")
         s.op("hca_pool", "elementwise", "vector", n_hca, flops=6 * N * D, a=N * D * ab)
         pairs = B * H * causal_pairs(T, L) / rh
         s.op("attention (heavily compressed)", "attention", "gemm16", n_hca,
              flops=2 * pairs * 2 * D, a=N * 2 * H * D * ab,
              kv=B * L / rh * D * kb + N / rh * D * kb)
-    s.linear("o_a_proj", H * D // g, g * v.o_lora_rank, nl)
-    s.linear("o_b_proj", g * v.o_lora_rank, h, nl)
+    s.linear("o_a_proj", H * D // g, g * v.o_lora_rank, nl, wclass="attn_out")
+    s.linear("o_b_proj", g * v.o_lora_rank, h, nl, wclass="attn_out")
     hc = v.hc_mult
     s.linear("hc_fn", hc * h, (2 + hc) * hc, 2 * nl, wbytes=s.prec.base_bytes, compute="gemm16")
     s.op("hc_mix", "elementwise", "vector", 2 * nl, flops=2 * hc * (hc + 2) * h * N,
@@ -462,8 +468,9 @@ def _indexer_ops(s: _Step):
     h, N, B, T, L = m.hidden_size, s.N, s.B, s.T, s.L
     ab, kb = s.prec.act_bytes, s.prec.kv_bytes
     q_in = m.mla.q_lora_rank or h
-    s.linear("indexer_q_proj", q_in, x.index_n_heads * x.index_head_dim, count)
-    s.linear("indexer_k_proj", h, x.index_head_dim + x.index_n_heads, count)
+    s.linear("indexer_q_proj", q_in, x.index_n_heads * x.index_head_dim, count,
+             wclass="attn_qkv")
+    s.linear("indexer_k_proj", h, x.index_head_dim + x.index_n_heads, count, wclass="attn_qkv")
     keys = keys_touched(T, L)
     # Fused kernels skip masked tiles (causal pairs); unfused ones score the whole block.
     pairs = B * (causal_pairs(T, L) if s.flash else T * keys)
@@ -506,7 +513,7 @@ def _linear_attn_ops(s: _Step, count):
     ab = s.prec.act_bytes
     nk, nv, dk, dv = sh.lin_k_heads, sh.lin_v_heads, g.head_k_dim, g.head_v_dim
     kd, vd = nk * dk, nv * dv
-    s.linear("linear_attn_in_proj", h, 2 * kd + 2 * vd + 2 * nv, count)
+    s.linear("linear_attn_in_proj", h, 2 * kd + 2 * vd + 2 * nv, count, wclass="attn_qkv")
     _short_conv(s, "linear_attn_conv", 2 * kd + vd, g.conv_kernel, count)
     c = np.minimum(T, g.chunk)
     per_token = np.where(T > 1, c * (4 * dk + 2 * dv) + (c - 1) * (dk + dv) + 6 * dk * dv,
@@ -516,7 +523,7 @@ def _linear_attn_ops(s: _Step, count):
          kv=2 * B * g.recurrent_state_bytes(nv))
     s.op("linear_attn_gated_norm", "norm", "vector", count, flops=(NORM_FLOPS["rms"] + 5) * N * vd,
          w=dv * s.prec.base_bytes, a=3 * N * vd * ab)
-    s.linear("linear_attn_out_proj", vd, h, count)
+    s.linear("linear_attn_out_proj", vd, h, count, wclass="attn_out")
 
 
 def _mamba_ops(s: _Step, count):
@@ -538,7 +545,7 @@ def _mamba_ops(s: _Step, count):
     ab = s.prec.act_bytes
     H, G, P, S = sh.mamba_heads, sh.mamba_groups, x.head_dim, x.state_size
     di, gn = H * P, G * S
-    s.linear("mamba_in_proj", h, 2 * di + 2 * gn + H, count, bias=x.bias)
+    s.linear("mamba_in_proj", h, 2 * di + 2 * gn + H, count, bias=x.bias, wclass="attn_qkv")
     _short_conv(s, "mamba_conv", di + 2 * gn, x.conv_kernel, count)
     c = np.minimum(T, x.chunk)
     per_token = np.where(T > 1, G * 2 * c * S + H * (2 * c * P + 4 * S * P + S * P / c),
@@ -547,17 +554,18 @@ def _mamba_ops(s: _Step, count):
          a=N * (di + 2 * gn + H + di) * ab, kv=2 * B * x.recurrent_state_bytes(H))
     s.op("mamba_gated_norm", "norm", "vector", count, flops=(NORM_FLOPS["rms"] + 5) * N * di,
          w=di * s.prec.base_bytes, a=3 * N * di * ab)
-    s.linear("mamba_out_proj", di, h, count, bias=x.bias)
+    s.linear("mamba_out_proj", di, h, count, bias=x.bias, wclass="attn_out")
 
 
 def _mlp(s: _Step, prefix, ffn, count, bias):
     h, N, ab = s.m.hidden_size, s.N, s.prec.act_bytes
     gated = s.m.gated_mlp
+    wclass = "shared_experts" if prefix == "shared_" else "dense_mlp"
     s.linear(prefix + ("gate_up_proj" if gated else "up_proj"), h, (2 if gated else 1) * ffn,
-             count, bias=bias)
+             count, bias=bias, wclass=wclass)
     s.op(prefix + "act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[gated] * N * ffn,
          a=N * ffn * ab * (3 if gated else 2))
-    s.linear(prefix + "down_proj", ffn, h, count, bias=bias)
+    s.linear(prefix + "down_proj", ffn, h, count, bias=bias, wclass=wclass)
 
 
 def _moe(s: _Step, count):
@@ -568,7 +576,8 @@ def _moe(s: _Step, count):
     """
     m, e, lay = s.m, s.m.moe, s.layout
     N = s.N
-    wb, ab, sb = s.prec.weight_bytes, s.prec.act_bytes, s.prec.base_bytes
+    wb, ab, sb = s.prec.class_weight_bytes("experts"), s.prec.act_bytes, s.prec.base_bytes
+    ex = s.prec.class_compute("experts")
     # Router and qwen2_moe's shared-expert gate are small 16-bit matmuls (replicated).
     s.linear("router", m.hidden_size, e.num_experts + (1 if e.shared_gate else 0), count,
              bias=e.router_bias, wbytes=sb, compute="gemm16")
@@ -586,13 +595,13 @@ def _moe(s: _Step, count):
     bias_up = (up_out * sb) if e.expert_bias else 0.0
     bias_down = (h * sb) if e.expert_bias else 0.0
     rows = pairs / np.maximum(hit, 1.0)   # tokens per expert GEMM
-    s.op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", "gemm", count,
+    s.op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", ex, count,
          flops=2 * pairs * h * up_out, w=hit * (h * up_out * wb + bias_up),
          a=pairs * (h + up_out) * ab, rows=rows, cols=hit * up_out)
     s.op("experts_act_fn", "elementwise", "vector", count, flops=ACT_FLOPS[m.gated_mlp] * pairs * f,
          a=pairs * f * ab * (3 if m.gated_mlp else 2))
     # The down projection's kernel also sums each token's top-k outputs (fused combine).
-    s.op("experts_down", "matmul", "gemm", count, flops=2 * pairs * f * h,
+    s.op("experts_down", "matmul", ex, count, flops=2 * pairs * f * h,
          w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab, rows=rows, cols=hit * h)
     if lay.ep > 1:
         s.op("moe_combine", "communication", "comm", count,

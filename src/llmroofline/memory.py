@@ -3,7 +3,9 @@
     total_bytes = weights_bytes + kv_cache_bytes + state_bytes + activation_bytes
 
 - weights: the parameters the most loaded device holds (its tensor-parallel slice of its
-  pipeline stage); matmul weights at ``wbits``, the rest 16-bit.
+  pipeline stage); matmul weights at ``wbits``, the rest 16-bit; a release with native
+  quantization (``Precision.native``): each weight class at its own format, scales
+  included (docs/conventions.md, "Native quantization").
 - KV cache: allocated for ``input_len + output_len`` tokens per sequence (what engines
   reserve for the whole request); sliding-window layers keep at most ``window`` tokens.
   With ``rows`` decode rows per request (beam width or parallel samples) the prompt's
@@ -33,7 +35,7 @@ import numpy as np
 from .graph import Op
 from .parallel import Layout, device_param_groups, shard, stages
 from .specs.hardware import HardwareSpec
-from .specs.model import ModelSpec, conv_state_bytes
+from .specs.model import ModelSpec, conv_state_bytes, linear_by_class, param_groups
 from .specs.precision import Precision
 
 
@@ -57,10 +59,33 @@ class Memory:
         return self.total_bytes <= self.capacity_bytes
 
 
+def largest_batch(capacity_bytes, weights_bytes, per_seq_bytes) -> np.ndarray:
+    """Sequences that fit: ``floor((capacity - weights) / per-sequence bytes)``, 0 when the
+    weights alone do not fit (the one max-batch formula)."""
+    free = np.asarray(capacity_bytes, float) - weights_bytes
+    return np.where(free > 0, np.floor(np.maximum(free, 0) / per_seq_bytes), 0.0)
+
+
 def weight_bytes_total(m: ModelSpec, prec: Precision, layout: Layout | None = None) -> float:
-    """Bytes of the parameters one device holds (the whole model with the default layout)."""
-    g = device_param_groups(m, layout or Layout())
-    return g["linear"] * prec.weight_bytes + (g["small"] + g["embedding"] + g["lm_head"]) * prec.base_bytes
+    """Bytes of the parameters one device holds (the whole model with the default layout).
+
+    With a release's native formats (``prec.native``) each weight class is priced at its
+    own bytes per weight (scales included) and the heaviest pipeline stage in bytes is the
+    one held."""
+    layout = layout or Layout()
+    if not prec.native:
+        g = device_param_groups(m, layout)
+        return g["linear"] * prec.weight_bytes + (g["small"] + g["embedding"] + g["lm_head"]) * prec.base_bytes
+    sl, st = shard(m, layout), stages(m, layout)
+    best = 0.0
+    for k, layers in enumerate(st):
+        g = param_groups(m, sl, layers, first=k == 0, last=k == len(st) - 1)
+        cls = linear_by_class(m, sl, layers)
+        total = sum(n * prec.class_weight_bytes(c) for c, n in cls.items()) \
+            + g["embedding"] * prec.class_weight_bytes("embedding") \
+            + g["lm_head"] * prec.class_weight_bytes("lm_head") + g["small"] * prec.base_bytes
+        best = max(best, total)
+    return best
 
 
 def kv_width_per_device(m: ModelSpec, layout: Layout, layer: int | None = None) -> int:
@@ -172,6 +197,5 @@ def memory_footprint(m: ModelSpec, prec: Precision, hw: HardwareSpec, batch, inp
     state = B * rows * state_bytes_per_seq(m, layout)   # one state per decode row
     act = activation_peak_bytes(m, prec, b, input_len if act_len is None else act_len, prefill_ops)
     per_seq = (kv + state + act) / B   # act of a micro-batch B/mb also grows with B
-    free = hw.memory_bytes - weights
-    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_seq), 0.0)
-    return Memory(weights, kv, act, hw.memory_bytes, max_batch, state)
+    return Memory(weights, kv, act, hw.memory_bytes,
+                  largest_batch(hw.memory_bytes, weights, per_seq), state)

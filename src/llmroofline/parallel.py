@@ -37,7 +37,7 @@ class Layout:
     pp: int = 1
     ep: int = 1
     dp: int = 1
-    gpus_per_node: int = 8
+    gpus_per_node: int | None = None  # devices per NVLink domain; None: the device's own
     microbatches: int | None = None   # pipeline micro-batches; default = pp
     overlap: bool = False             # hide collectives behind the layer's matmuls
     allreduce: str = "auto"
@@ -49,6 +49,8 @@ class Layout:
         for f, hi in (("tp", 1024), ("pp", 1024), ("ep", 1024), ("dp", 1_000_000),
                       ("gpus_per_node", 1024)):
             v = getattr(self, f)
+            if f == "gpus_per_node" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
                 raise InputError(f"{f} must be an integer in [1, {hi}], got {v!r}")
         if self.microbatches is not None and (not isinstance(self.microbatches, int)
@@ -66,6 +68,11 @@ class Layout:
         if self.tp % self.ep:
             raise InputError(f"ep ({self.ep}) must divide tp ({self.tp}): experts are split "
                              "inside the tensor-parallel group")
+
+    def node_size(self, hw) -> int:
+        """Devices that share the scale-up link: ``gpus_per_node`` when given, else the
+        device's ``nvlink_domain`` (8 for HGX boards, 72 for an NVL72 rack)."""
+        return self.gpus_per_node if self.gpus_per_node is not None else hw.nvlink_domain
 
     @property
     def devices_per_replica(self) -> int:

@@ -21,16 +21,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .cost import Roofline, combine
+from .cost import Roofline, combine, exposed_fraction
 from .errors import InputError
 from .graph import Op, build_ops
 from .memory import Memory, memory_footprint
 from .parallel import Layout
-from .specs.catalog import DEFAULT_MODEL, load_model
-from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec, load_hardware
+from .deployment import Deployment, resolve
+from .specs.catalog import DEFAULT_MODEL
+from .specs.engine import Engine
+from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec
 from .specs.model import ModelSpec, active_param_count, param_count
-from .specs.precision import Precision, parse_quant
-from .specs.profile import Efficiency, Profile, load_profile, resolve_efficiency, with_cuda_graphs
+from .specs.precision import Precision
+from .specs.profile import Efficiency, Profile
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,11 @@ class Analysis:
     samples: int = 1    # parallel samples n: n decode rows per request, n sequences returned
     cuda_graphs: bool = False   # decode steps replayed from CUDA graphs
     prefill_chunk: int | None = None   # chunked prefill: tokens per chunk
+    deployment: Deployment | None = None   # the resolved setup this analysis ran
+
+    @property
+    def engine(self) -> str:
+        return self.deployment.engine.name if self.deployment else self.profile
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -202,14 +209,6 @@ def sum_max_affine(p, q, r, s, a, b, w):
     n_flat = np.maximum(b - np.maximum(a, w + 1) + 1, 0)
     extra_flat = np.where(n_flat > 0, n_flat * np.maximum(g0 + dg * wf, 0), 0.0)
     return base + extra + extra_flat
-
-
-def exposed_fraction(rows) -> np.ndarray:
-    """Share of collective time left visible when it overlaps the matmuls of the step."""
-    comm = sum(r[3] for r in rows)
-    gemm = sum(np.maximum(r[1], r[2]) for r in rows if r[0].kind == "matmul")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(comm > 0, np.maximum(comm - gemm, 0) / np.where(comm > 0, comm, 1), 1.0)
 
 
 def _step_row(rows: list, step_s, name: str = "step overhead") -> None:
@@ -439,46 +438,59 @@ def _kernel_coverage_notes(ops, eff: Efficiency, profile: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec = DEFAULT_HARDWARE,
+def _network_notes(hw: HardwareSpec, lay: Layout) -> list[str]:
+    """Say which parallel groups outgrow the NVLink domain and pay the scale-out network."""
+    node = lay.node_size(hw)
+    groups = [(n, g) for n, g in (("TP", lay.tp), ("EP", lay.ep)) if g > node]
+    if lay.pp > 1 and lay.devices_per_replica > node:
+        groups.append(("PP", lay.pp))
+    if not groups:
+        return []
+    where = ", ".join(f"{n}{g}" for n, g in groups)
+    return [f"{where} spans more than one NVLink domain ({node} devices of {hw.id} per "
+            f"domain): those collectives cross the {hw.scaleout_bytes_s / 1e9:g} GB/s "
+            "scale-out network (--gpus-per-node / --nodes set the domain size)"]
+
+
+def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
+            hardware: str | HardwareSpec | None = None,
             batch=1, input_len=128, output_len=128, *, quant: str | Precision | None = None,
             wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
             flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
-            layout: Layout | None = None, profile: str | Profile | None = None,
-            beams: int = 1, samples: int = 1, cuda_graphs: bool = False,
-            prefill_chunk: int | None = None) -> Analysis:
+            layout: Layout | None = None, engine: str | Engine | None = None,
+            profile: str | Profile | None = None, beams: int = 1, samples: int = 1,
+            cuda_graphs: bool | None = None, prefill_chunk: int | None = None) -> Analysis:
     """Predict prefill, decode, end-to-end metrics and memory for a (grid of) workloads.
 
+    ``model`` with the setup keywords is resolved by :func:`deployment.resolve` (one place
+    for every check); or pass a resolved :class:`~llmroofline.deployment.Deployment` alone.
     ``batch``, ``input_len`` and ``output_len`` may be scalars or numpy arrays that
     broadcast together; every result array then has the broadcast shape. ``batch`` is per
     data-parallel replica. ``tp``/``pp``/``ep``/``dp`` (or a full ``layout``) split the
     model over devices; per-operator rows and memory are per device. ``quant`` is a
     :class:`Precision` or a scheme string (``"fp8"``, ``"w4a16,kv-fp8"``, ...); explicit
-    ``wbits``/``abits``/``kvbits`` override it. ``profile``: efficiency profile
-    (``"default"``: calibrated to measured engines; ``"ideal"``: the bare roofline; or a
-    profile TOML file); a device file's own ``[efficiency]`` block takes precedence.
+    ``wbits``/``abits``/``kvbits`` override it. ``engine``: a serving engine
+    (``llmroofline engines``; ``"default"``: calibrated to measured engines; ``"ideal"``:
+    the bare roofline) or an engine/profile TOML file; ``profile`` replaces only its
+    efficiency entries; a device file's own ``[efficiency]`` block takes precedence.
     ``beams`` (beam width W) or ``samples`` (parallel samples n), in [1, 1024]: each
     request is prefilled once and decoded as W (or n) rows sharing its prompt's KV cache.
-    ``cuda_graphs``: decode steps replay captured CUDA graphs, so their kernels pay
-    ``CUDA_GRAPH_LAUNCH_FACTOR`` of the launch overhead; prefill runs eagerly, as in vLLM
-    and TensorRT-LLM, which capture decode batch shapes only. ``prefill_chunk``: prefill
-    the prompt in chunks of that many tokens (one forward step each); the activation peak
-    is then a chunk's.
+    ``cuda_graphs``: decode steps replay captured CUDA graphs, so their kernels pay the
+    engine's ``cuda_graph_launch_factor`` of the launch overhead; prefill runs eagerly, as
+    in vLLM and TensorRT-LLM, which capture decode batch shapes only (None: the engine's
+    default). ``prefill_chunk``: prefill the prompt in chunks of that many tokens (one
+    forward step each); the activation peak is then a chunk's.
     """
-    m = load_model(model)
-    hw = load_hardware(hardware)
-    if isinstance(quant, Precision):
-        prec = Precision(**{**quant.__dict__, **{k: v for k, v in
-                            dict(wbits=wbits, abits=abits, kvbits=kvbits).items() if v is not None}})
-    else:
-        prec = parse_quant(quant, wbits=wbits, abits=abits, kvbits=kvbits)
-    lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp)
-    lay.check(m)
+    dep = resolve(model, hardware, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
+                  layout=layout, tp=tp, pp=pp, ep=ep, dp=dp, engine=engine, profile=profile,
+                  flash=flash, cuda_graphs=cuda_graphs)
+    m, hw, prec, lay, flash = dep.model, dep.hardware, dep.precision, dep.layout, dep.flash
     rows = _decode_rows(beams, samples)
     B = _as_int_array("batch", batch)
     I = _as_int_array("input_len", input_len)
     O = _as_int_array("output_len", output_len)
     longest = float(np.max(I + O))
-    notes: list[str] = list(m.notes)
+    notes: list[str] = list(dep.notes) + [n for n in m.notes if n not in dep.notes]
     if longest > m.max_position_embeddings:
         msg = (f"input_len + output_len = {longest:g} exceeds the context of {m.name} "
                f"(max_position_embeddings = {m.max_position_embeddings})")
@@ -487,18 +499,20 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
         notes.append(msg + "; rotary positions extrapolate, so cost is modelled, "
                      "but output quality past the context is not guaranteed")
     B, I, O = np.broadcast_arrays(B, I, O)
-    prof = load_profile(profile)
-    eff = resolve_efficiency(hw.efficiency, hw.family, prof, prec.abits)
+    prof = dep.engine.profile
+    eff = dep.efficiency
     roof = Roofline.of(hw, prec, lay, eff)
     micro = np.minimum(lay.num_microbatches, B) if lay.pp > 1 else np.ones_like(B)
     b = B / micro
     pipe = _Pipe(lay.pp, micro)
     if lay.pp > 1:
         # Stage boundaries cross the network once a replica outgrows one node.
-        group = lay.gpus_per_node + 1 if lay.devices_per_replica > lay.gpus_per_node else 2
+        node = lay.node_size(hw)
+        group = node + 1 if lay.devices_per_replica > node else 2
         act = m.hidden_size * prec.act_bytes
         pipe = _Pipe(lay.pp, micro, roof.comm_s("p2p", b * I * act, group),
                      roof.comm_s("p2p", b * act, group))
+    notes += _network_notes(hw, lay)
     chunk = check_prefill_chunk(prefill_chunk)
     if chunk is not None and chunk < np.max(I):
         if lay.pp > 1:
@@ -512,11 +526,11 @@ def analyze(model: str | ModelSpec = DEFAULT_MODEL, hardware: str | HardwareSpec
         act_len = I
     notes += _kernel_coverage_notes(pre_ops, eff, prof.name)
     one = np.ones_like(B)
-    droof = Roofline.of(hw, prec, lay, with_cuda_graphs(eff)) if cuda_graphs else roof
+    droof = Roofline.of(hw, prec, lay, dep.decode_efficiency) if dep.cuda_graphs else roof
     decode = _decode_phase(m, prec, b * rows, one, droof, I, O, pipe, flash, lay, notes)
     mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b, rows=rows,
                            act_len=act_len)
     return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem,
                     tuple(notes) + roof.warnings, lay, prof.name, eff,
-                    beams=beams, samples=samples, cuda_graphs=bool(cuda_graphs),
-                    prefill_chunk=chunk)
+                    beams=beams, samples=samples, cuda_graphs=dep.cuda_graphs,
+                    prefill_chunk=chunk, deployment=dep)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import report
 from .compare import Mesh
 from .cost import Roofline
 from .errors import InputError
@@ -310,45 +311,9 @@ def save_compare(meshes: Mesh | Sequence[Mesh], path) -> Path:
 
 
 # -- roofline chart --------------------------------------------------------------------
-def roofline_points(analyses: Sequence[Analysis], phases=("prefill", "decode")) -> list[dict]:
-    """One point per operator with FLOPs, per device and phase (scalar analyses).
-
-    ``intensity`` = FLOPs / bytes of the operator row; ``flops_s`` = FLOPs / its roofline
-    time (what the operator attains, launch overhead included). Decode rows are means over
-    the decode steps.
-    """
-    pts = []
-    for a in analyses:
-        for ph in phases:
-            p = getattr(a, ph)
-            total = float(p.time_s) or 1.0
-            for o in p.ops:
-                f, t = float(o.flops), float(o.time_s)
-                if f <= 0 or t <= 0:
-                    continue
-                pts.append({"hardware": a.hardware.id, "phase": ph, "op": o.name,
-                            "intensity": float(o.intensity), "flops": f, "bytes": float(o.bytes),
-                            "time_s": t, "flops_s": f / t, "share": t / total,
-                            "bound": str(o.bound)})
-    return pts
-
-
 def _roofs(a: Analysis) -> dict:
     """Achievable roofs of the analysis' device: peaks and bandwidth x its efficiency."""
-    roof = Roofline.of(a.hardware, a.precision, a.layout, a.efficiency)
-    e = roof.eff
-    peaks = {}
-    for cls, label in (("gemm", "matmul"), ("gemm16", "16-bit"), ("vector", "vector")):
-        v = roof.peaks[cls] * e.compute
-        peaks.setdefault(v, f"{label} ({roof.dtypes[cls].upper()})")
-    gemm = roof.peaks["gemm"] * e.compute
-    return {"bw": roof.bytes_s, "gemm": gemm, "peaks": peaks, "ridge": gemm / roof.bytes_s}
-
-
-def ridge(a: Analysis) -> dict:
-    """Ridge point of a device for an analysis' precision: matmul peak / bandwidth."""
-    r = _roofs(a)
-    return {"flops_s": r["gemm"], "bytes_s": r["bw"], "intensity": r["ridge"]}
+    return Roofline.of(a.hardware, a.precision, a.layout, a.efficiency).roofs()
 
 
 def _check_scalar(analyses: Sequence[Analysis]) -> None:
@@ -385,7 +350,7 @@ def _label_groups(points: list[dict], min_share: float = 0.02, near_dec: float =
 def _roofline_data(analyses: Sequence[Analysis], phases):
     """Operator points, device roofs and the x range (whole decades around them)."""
     _check_scalar(analyses)
-    pts = roofline_points(analyses, phases)
+    pts = report.roofline_points(analyses, phases)
     roofs = [_roofs(a) for a in analyses]
     xs = [p["intensity"] for p in pts] + [r["ridge"] for r in roofs]
     xmin = 10 ** math.floor(math.log10(max(min(xs), 1e-3)) - 0.3)
@@ -501,7 +466,7 @@ def save_roofline(analyses: Sequence[Analysis], path, phases=("prefill", "decode
     if s == ".csv":
         import pandas as pd
         _check_scalar(analyses)
-        pd.DataFrame(roofline_points(analyses, phases)).to_csv(path, index=False)
+        pd.DataFrame(report.roofline_points(analyses, phases)).to_csv(path, index=False)
     elif s == ".html":
         roofline_html(analyses, path, phases)
     else:
@@ -515,7 +480,7 @@ def save_roofline(analyses: Sequence[Analysis], path, phases=("prefill", "decode
 
 
 __all__ = ["compare_figure", "compare_html", "compare_csv", "save_compare", "roofline_figure",
-           "roofline_html", "roofline_points", "ridge", "save_roofline", "compare_figure_size_px",
+           "roofline_html", "save_roofline", "compare_figure_size_px",
            "roofline_figure_size_px"]
 
 

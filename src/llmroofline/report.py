@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .cost import Roofline
 from .phases import Analysis, PhaseResult
 
 
@@ -60,13 +61,18 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "hardware": a.hardware.id,
         "precision": {"wbits": a.precision.wbits, "abits": a.precision.abits,
                       "kvbits": a.precision.kvbits, "group_size": a.precision.group_size,
-                      "label": a.precision.label},
+                      "label": a.precision.label,
+                      **({"native": a.precision.native_label,
+                          "bytes_per_weight": {c: b for c, b, _ in a.precision.native}}
+                         if a.precision.native else {})},
         "flash": a.flash,
+        "engine": a.engine,
         "profile": a.profile,
         "cuda_graphs": a.cuda_graphs,
         "prefill_chunk": a.prefill_chunk,
         "tp": a.layout.tp, "pp": a.layout.pp, "ep": a.layout.ep, "dp": a.layout.dp,
         "devices": a.layout.devices, "layout": a.layout.label,
+        "nvlink_domain": a.layout.node_size(a.hardware),
         "batch": int(a.batch[idx]),
         "beams": a.beams, "samples": a.samples,
         "input_len": int(a.input_len[idx]),
@@ -116,3 +122,40 @@ def speculative_dict(s, idx: tuple = ()) -> dict[str, Any]:
 
 def grid_points(a: Analysis) -> Iterator[tuple]:
     return iter(np.ndindex(a.batch.shape))
+
+
+# -- roofline chart data (the CLI's roofline --json and the web's /api/roofline) ----------
+def roofline_points(analyses: list[Analysis], phases=("prefill", "decode")) -> list[dict]:
+    """One point per operator with FLOPs, per device and phase (scalar analyses).
+
+    ``intensity`` = FLOPs / bytes of the operator row; ``flops_s`` = FLOPs / its roofline
+    time (what the operator attains, launch overhead included). Decode rows are means over
+    the decode steps.
+    """
+    pts = []
+    for a in analyses:
+        for ph in phases:
+            p = getattr(a, ph)
+            total = float(p.time_s) or 1.0
+            for o in p.ops:
+                f, t = float(o.flops), float(o.time_s)
+                if f <= 0 or t <= 0:
+                    continue
+                pts.append({"hardware": a.hardware.id, "phase": ph, "op": o.name,
+                            "intensity": float(o.intensity), "flops": f, "bytes": float(o.bytes),
+                            "time_s": t, "flops_s": f / t, "share": t / total,
+                            "bound": str(o.bound)})
+    return pts
+
+
+def ridge(a: Analysis) -> dict:
+    """Ridge point of a device for an analysis' precision (``cost.Roofline.roofs``): the
+    achievable matmul FLOP/s, bytes/s and their ratio in FLOP/byte."""
+    r = Roofline.of(a.hardware, a.precision, a.layout, a.efficiency).roofs()
+    return {"flops_s": r["gemm"], "bytes_s": r["bw"], "intensity": r["ridge"]}
+
+
+def roofline_payload(analyses: list[Analysis], phases=("prefill", "decode")) -> dict:
+    """``{"ridges": {device: ridge}, "points": [...]}``: what roofline --json prints."""
+    return {"ridges": {a.hardware.id: ridge(a) for a in analyses},
+            "points": roofline_points(analyses, phases)}

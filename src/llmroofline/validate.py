@@ -45,7 +45,8 @@ from .parallel import Layout
 from .phases import analyze
 from .specs.catalog import load_model
 from .specs.hardware import load_hardware
-from .specs.profile import Profile, load_profile
+from .specs.engine import Engine, compose_engine
+from .specs.profile import Profile
 
 METRICS = ("throughput_tok_s", "ttft_ms", "tpot_ms", "e2e_ms")
 MODES = ("static", "concurrent", "max_throughput")
@@ -103,7 +104,7 @@ def shipped_serving_measurements() -> Path:
     return Path(str(resources.files("llmroofline") / "data" / "measured" / "serving_calibration.csv"))
 
 
-def _predict_offline(r: Row, prof: Profile) -> tuple[dict | None, str | None]:
+def _predict_offline(r: Row, eng: Engine) -> tuple[dict | None, str | None]:
     """A ``max_throughput`` row: ``batch`` requests queued at once, simulated with the
     serving simulator in its offline mode (``serving/offline.py``)."""
     from .serving.offline import TRTLLM_CONFIG, offline_throughput
@@ -111,7 +112,7 @@ def _predict_offline(r: Row, prof: Profile) -> tuple[dict | None, str | None]:
         return None, "max_throughput rows are simulated without pipeline stages (pp = 1)"
     try:
         tok_s, _ = offline_throughput(r.model, r.hardware, r.input_len, r.output_len, tp=r.tp,
-                                      requests=r.batch, profile=prof,
+                                      requests=r.batch, engine=eng,
                                       config=replace(TRTLLM_CONFIG, **dict(r.setup)),
                                       wbits=DTYPE_BITS[r.weight_dtype],
                                       abits=DTYPE_BITS[r.act_dtype], kvbits=DTYPE_BITS[r.kv_dtype])
@@ -258,15 +259,18 @@ def summarize(preds: list[Prediction]) -> dict[str, Any]:
 
 
 def predict_rows(rows: list[Row], profile: str | Profile | None = None,
-                 flash: bool = True) -> Validation:
-    """Predict every metric of every row, vectorized per (model, device, precision, layout)."""
-    prof = load_profile(profile)
+                 flash: bool = True, engine=None) -> Validation:
+    """Predict every metric of every row, vectorized per (model, device, precision, layout),
+    with the kernels of ``engine`` (``profile`` replacing its efficiency entries);
+    ``max_throughput`` rows run the scheduler of the build they were measured with."""
+    eng = compose_engine(engine, profile)
+    prof = eng.profile
     preds: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
         if r.mode == "max_throughput":
-            pred, why = _predict_offline(r, prof)
+            pred, why = _predict_offline(r, eng)
             if why:
                 skipped.append((r.id, why))
                 continue
@@ -284,7 +288,7 @@ def predict_rows(rows: list[Row], profile: str | Profile | None = None,
             load_model(model)
             load_hardware(hw)
             kw = dict(wbits=DTYPE_BITS[wd], abits=DTYPE_BITS[ad], kvbits=DTYPE_BITS[kd],
-                      flash=flash, layout=Layout(tp=tp, pp=pp, microbatches=1), profile=prof)
+                      flash=flash, layout=Layout(tp=tp, pp=pp, microbatches=1), engine=eng)
             B = np.array([r.batch for r in rs], dtype=float)
             I = np.array([r.input_len for r in rs], dtype=float)
             O = np.array([r.output_len for r in rs], dtype=float)
@@ -327,9 +331,11 @@ def predict_rows(rows: list[Row], profile: str | Profile | None = None,
     return Validation(preds, skipped, prof.name)
 
 
-def validate(path: str | Path | None = None, profile: str | Profile | None = None) -> Validation:
+def validate(path: str | Path | None = None, profile: str | Profile | None = None,
+             engine=None) -> Validation:
     """Read a measurement CSV (default: the shipped one) and compare with predictions."""
-    return predict_rows(read_measurements(path or shipped_measurements()), profile)
+    return predict_rows(read_measurements(path or shipped_measurements()), profile,
+                        engine=engine)
 
 
 def cross_validate(rows: list[Row], by: str, fit_fn) -> list[Prediction]:

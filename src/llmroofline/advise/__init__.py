@@ -46,9 +46,9 @@ from ..phases import analyze
 from ..specs.catalog import load_model
 from ..specs.hardware import hardware_ids, load_hardware
 from ..specs.precision import compute_dtypes
-from ..specs.profile import load_profile
+from ..specs.engine import compose_engine
 from .diagnosis import CLASS_LABELS, CLASSES, GOALS, REGIMES, _check_goal, diagnose
-from .levers import GRAPH_FACTOR, _Def, _layout_defs, _other_defs, _quant_defs
+from .levers import _Def, _layout_defs, _other_defs, _quant_defs
 from .results import Advice, Lever, _costs, _gain, _rejection, _sort_gain
 from .setups import MAX_BATCH_CANDIDATES, Outcome, Setup, _Ctx, _evaluate, _Skip, metric
 
@@ -71,7 +71,8 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
            prices: dict | str | None = None, combos: bool = True, quant=None,
            wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
            flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
-           layout: Layout | None = None, profile=None, cuda_graphs: bool = False) -> Advice:
+           layout: Layout | None = None, engine=None, profile=None,
+           cuda_graphs: bool = False) -> Advice:
     """Diagnose one workload and rank the levers by the goal's metric (module docstring).
 
     ``devices``: device ids to consider switching to (``None``: the whole catalog; ``()``:
@@ -97,16 +98,17 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
     if isinstance(prices, str):
         from ..rank import load_prices
         prices = load_prices(prices)
-    prof = load_profile(profile)
+    eng = compose_engine(engine, profile)
+    prof = eng.profile
     m = load_model(model)
     hw = load_hardware(hardware)
     a0 = analyze(m, hw, batch, input_len, output_len, quant=quant, wbits=wbits, abits=abits,
                  kvbits=kvbits, flash=flash, tp=tp, pp=pp, ep=ep, dp=dp, layout=layout,
-                 profile=prof, cuda_graphs=cuda_graphs)
+                 engine=eng, cuda_graphs=cuda_graphs)
     if goal == "cost" and prices and hw.id not in prices:
         raise InputError(f"prices: no price for the baseline device {hw.id}")
     ctx = _Ctx(m, int(input_len), int(output_len), goal, prof, max_ttft_s, max_tpot_s,
-               draft_k, accept, draft_tp, prices)
+               draft_k, accept, draft_tp, prices, eng)
     base = Setup(hw, a0.precision, a0.layout, a0.flash, int(batch), graphs=bool(cuda_graphs))
     b0 = _evaluate(ctx, base)
     key, sign, label = GOALS[goal]
@@ -196,7 +198,7 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
     diag.update({
         "model": m.name, "hardware": hw.id, "layout": a0.layout.label,
         "devices": a0.layout.devices, "precision": a0.precision.label, "flash": a0.flash,
-        "profile": prof.name, "batch": int(batch), "input_len": int(input_len),
+        "engine": eng.name, "profile": prof.name, "batch": int(batch), "input_len": int(input_len),
         "output_len": int(output_len), "goal": goal, "metric": label,
         "higher_is_better": sign > 0, "value": before,
         "ttft_s": b0.ttft_s, "tpot_s": b0.tpot_s if math.isfinite(b0.tpot_s) else None,
@@ -215,5 +217,5 @@ def advise(model, hardware, batch: int = 1, input_len: int = 128, output_len: in
 # The constants are listed too: they were module attributes before the split into a
 # package, and listing the re-exported ones keeps pyflakes from calling them unused.
 __all__ = ["advise", "diagnose", "Advice", "Lever", "Outcome", "Setup", "GOALS", "metric",
-           "GRAPH_FACTOR", "REGIMES", "CLASSES", "CLASS_LABELS", "COMBO_TOP", "COMBO_PER_AXIS",
+           "REGIMES", "CLASSES", "CLASS_LABELS", "COMBO_TOP", "COMBO_PER_AXIS",
            "COMBO_MIN_GAIN", "MAX_BATCH_CANDIDATES"]

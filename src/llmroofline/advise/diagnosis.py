@@ -13,7 +13,7 @@
   launch term of every row plus the step row), pipeline;
 - arithmetic intensity (kernel FLOPs / kernel bytes) against the device's ridge point
   (matmul peak of the precision x compute efficiency / bandwidth x bandwidth efficiency,
-  ``plots.ridge``);
+  ``cost.Roofline.roofs``);
 - the goal weights the phases: ``ttft`` prefill only, ``tpot`` decode only, ``latency``,
   ``throughput`` and ``cost`` both phases by their share of the end-to-end time. The
   dominant regime is the largest weighted share; one sentence names it and why.
@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from ..cost import Roofline
 from ..errors import InputError, suggest
 from ..phases import Analysis, OpResult, prefill_fixed_s
 
@@ -106,8 +107,7 @@ def _top(d: dict) -> str:
 
 
 def _ridge(a: Analysis) -> float:
-    from ..plots import ridge
-    return float(ridge(a)["intensity"])
+    return float(Roofline.of(a.hardware, a.precision, a.layout, a.efficiency).roofs()["ridge"])
 
 
 def _phase_dict(a: Analysis, name: str) -> dict:

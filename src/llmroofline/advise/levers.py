@@ -15,7 +15,7 @@
   (and the reverse when the baseline pipelines);
 - kernels: fused attention on/off; **CUDA graphs** for the decode steps
   (``analyze(cuda_graphs=True)``: per-kernel launch overhead x
-  ``CUDA_GRAPH_LAUNCH_FACTOR`` (0.2) in decode steps; prefill stays eager; the step
+  the engine's ``cuda_graph_launch_factor`` (0.2) in decode steps; prefill stays eager; the step
   overhead is kept); **stream-K GEMMs**: the profile's ``wave_quantization`` set to 0, so
   no GEMM pays for the SMs a partial last wave of output tiles leaves idle (what tile
   scheduling that splits the last wave's work across all SMs recovers);
@@ -34,17 +34,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from ..cost import host_link_bytes_s
 from ..errors import InputError
 from ..parallel import Layout
 from ..phases import analyze
 from ..specs.hardware import load_hardware
 from ..specs.precision import SCHEMES, Precision
-from ..specs.profile import CUDA_GRAPH_LAUNCH_FACTOR
 from .diagnosis import _gbytes
 from .setups import Outcome, Setup, _Ctx
-
-
-GRAPH_FACTOR = CUDA_GRAPH_LAUNCH_FACTOR     # launch overhead kept by CUDA graphs
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ def _quant_defs(base: Setup) -> tuple[list[_Def], list[tuple[str, str]]]:
 
     def weights(name: str, short: str, scheme: str, note: str) -> _Def:
         kw = {k: v for k, v in SCHEMES[scheme].items() if k != "kvbits"}
-        kw = {"int8": False, "group_size": 0, "scale_bits": 16, **kw}
+        kw = {"int8": False, "group_size": 0, "scale_bits": 16, "native": (), "native_label": "", **kw}
         return _Def(name, short, "quantization", "weights",
                     lambda s: replace(s, precision=Precision(**{**s.precision.__dict__, **kw})),
                     note, _max_batch)
@@ -213,13 +210,14 @@ def _other_defs(ctx: _Ctx, base: Setup, b0: Outcome, draft, devices) -> tuple[li
                          "attention", lambda s: replace(s, flash=True),
                          "fused kernel assumed at the bandwidth roof (split-KV)"))
     eff = b0.analysis.efficiency
+    graph_factor = ctx.engine.cuda_graph_launch_factor if ctx.engine else 0.2
     if base.graphs:
         skipped.append(("CUDA graphs", "the baseline already replays decode steps from CUDA graphs"))
     elif eff.launch_overhead_s > 0:
-        defs.append(_Def(f"CUDA graphs for decode (launch overhead x {GRAPH_FACTOR:g})",
+        defs.append(_Def(f"CUDA graphs for decode (launch overhead x {graph_factor:g})",
                          "CUDA graphs", "kernels", "kernels", lambda s: replace(s, graphs=True),
                          f"assumes decode launch overhead {eff.launch_overhead_s * 1e6:.3g} -> "
-                         f"{eff.launch_overhead_s * GRAPH_FACTOR * 1e6:.3g} us per kernel"))
+                         f"{eff.launch_overhead_s * graph_factor * 1e6:.3g} us per kernel"))
     else:
         skipped.append(("CUDA graphs",
                         f"launch overhead is 0 in profile '{ctx.profile.name}'; use a "
@@ -246,7 +244,8 @@ def _other_defs(ctx: _Ctx, base: Setup, b0: Outcome, draft, devices) -> tuple[li
         skipped.append(("speculative decoding", "no draft model given (--draft MODEL, with "
                         "--draft-k and --accept)"))
     if not b0.fits:
-        host = base.layout.host_bw_bytes_s or (base.hardware.pcie_bytes_s_bidir or 0) / 2
+        host = host_link_bytes_s(base.hardware, base.layout.host_bw_bytes_s) \
+            if base.hardware.pcie_bytes_s_bidir or base.layout.host_bw_bytes_s else 0.0
         defs.append(_Def("offload to host memory", "offload", "memory", "offload",
                          lambda s: replace(s, offload=True),
                          f"streams offloaded bytes every step at {host / 1e9:.0f} GB/s",

@@ -20,12 +20,13 @@ import numpy as np
 from .. import decoding
 from ..cost import Roofline
 from ..graph import build_ops
-from ..memory import kv_cache_bytes_per_seq, weight_bytes_total
+from ..memory import kv_cache_bytes_per_seq, largest_batch, weight_bytes_total
 from ..parallel import Layout
 from ..phases import Analysis, analyze, step_cost
 from ..specs.hardware import HardwareSpec
 from ..specs.model import ModelSpec
 from ..specs.precision import Precision
+from ..specs.engine import Engine
 from ..specs.profile import Profile, without_wave_quantization
 from .diagnosis import GOALS, _phase_weights, _shares, _split, _top, _weighted
 
@@ -105,6 +106,7 @@ class _Ctx:
     accept: float
     draft_tp: int | None
     prices: dict | None
+    engine: Engine | None = None
 
 
 def _profile(ctx: _Ctx, s: Setup) -> Profile:
@@ -114,7 +116,7 @@ def _profile(ctx: _Ctx, s: Setup) -> Profile:
 def _run(ctx: _Ctx, s: Setup, batch, layout: Layout | None = None) -> Analysis:
     return analyze(ctx.model, s.hardware, batch, ctx.input_len, ctx.output_len,
                    quant=s.precision, flash=s.flash, layout=layout or s.layout,
-                   profile=_profile(ctx, s), cuda_graphs=s.graphs)
+                   engine=ctx.engine, profile=_profile(ctx, s), cuda_graphs=s.graphs)
 
 
 def _limits_ok(ctx: _Ctx, ttft, tpot):
@@ -140,7 +142,7 @@ def _resolve_batch(ctx: _Ctx, s: Setup) -> tuple[Setup, str]:
     act1 = float(a1.memory.activation_bytes)
     if s.batch_mode == "paged":
         kv1 = float(_paged_kv(ctx, s, s.layout, 1))
-        top = int((cap - w) // (kv1 + act1)) if cap > w else 0
+        top = int(largest_batch(cap, w, kv1 + act1))
     else:
         top = int(a1.max_batch)
     if top <= s.batch:
@@ -223,7 +225,8 @@ def _evaluate(ctx: _Ctx, s: Setup) -> Outcome:
         sp = decoding.speculative(ctx.model, s.hardware, s.batch, ctx.input_len,
                                   ctx.output_len, draft=s.draft, draft_k=ctx.draft_k,
                                   accept=ctx.accept, draft_tp=ctx.draft_tp, quant=s.precision,
-                                  flash=s.flash, layout=s.layout, profile=_profile(ctx, s),
+                                  flash=s.flash, layout=s.layout, engine=ctx.engine,
+                                  profile=_profile(ctx, s),
                                   cuda_graphs=s.graphs)
         m = sp.memory
         return Outcome(s, sp.plain, sp, float(sp.ttft_s), float(sp.tpot_s), float(sp.e2e_s),

@@ -11,9 +11,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
-from .common import (
-    app, out, ProfileOpt,
-)
+from .common import app, out, setup_option
 
 
 # -- accuracy: validate and calibrate ----------------------------------------------------
@@ -37,7 +35,7 @@ def _summary_table(title: str, summary: dict) -> Table:
 @app.command("validate")
 def validate_cmd(
     csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (default: the shipped calibration data).", show_default=False)] = None,
-    profile: ProfileOpt = "default",
+    engine: setup_option("engine") = None, profile: setup_option("profile") = None,
     serving: Annotated[bool, typer.Option("--serving", help="Validate the shipped in-flight-batching rows (max_throughput mode, simulated; ~15 s).")] = False,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Leave-one-group-out: device, model or source (refits the profile per fold).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a predicted-vs-measured scatter (PNG/SVG).")] = None,
@@ -51,14 +49,14 @@ def validate_cmd(
     default = val.shipped_serving_measurements() if serving else val.shipped_measurements()
     measured = val.read_measurements(csv_file or default)
     if cv:
-        from ..fit import SHIPPED_COVERAGE, calibrate_fn
+        from ..fit import calibrate_fn, shipped_coverage
         # the shipped rows are refitted as the shipped profile is; a user's file without
         # assumptions about its engine's kernels
         preds = val.cross_validate(measured, cv, calibrate_fn(
-            coverage=None if csv_file else SHIPPED_COVERAGE))
+            coverage=None if csv_file else shipped_coverage()))
         result = val.Validation(preds, [], f"leave-one-{cv}-out refit")
     else:
-        result = val.predict_rows(measured, profile)
+        result = val.predict_rows(measured, profile, engine=engine)
     data = result.to_dict()
     if plot:
         from ..plots import validation_scatter

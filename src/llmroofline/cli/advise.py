@@ -9,14 +9,13 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from ..deployment import SETUP_FIELDS
 from ..errors import InputError
 from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
-    _device_list, _parse_seconds, AbitsOpt, AllreduceOpt, app, BOUND_STYLE, DpOpt,
-    engine_kwargs, EpOpt, err, FlashOpt, GraphsOpt, gb, HostBwOpt, KvbitsOpt, MicroOpt, ModelOpt,
-    NodeOpt, NodesOpt, OffKvOpt, OffWOpt, out, OverlapOpt, PpOpt, ProfileOpt, QuantOpt,
-    secs, TpOpt, WbitsOpt,
+    _device_list, _engine_label, _parse_seconds, app, BOUND_STYLE, deployment_options,
+    engine_kwargs, err, gb, ModelOpt, out, secs,
 )
 
 
@@ -41,7 +40,7 @@ def _print_advice(adv, top: int) -> None:
     where = d["hardware"] if d["devices"] == 1 else f"{d['devices']} x {d['hardware']} ({d['layout']})"
     out.print(f"[bold]{d['model']}[/] on [bold]{where}[/], {d['precision']}, batch {d['batch']}, "
               f"input {d['input_len']}, output {d['output_len']}, attention "
-              f"{'fused' if d['flash'] else 'unfused'}, profile {d['profile']}")
+              f"{'fused' if d['flash'] else 'unfused'}, {_engine_label(d)}")
     fits = "[green]fits[/]" if d["fits"] else "[red]does not fit[/]"
     out.print(f"goal [bold]{d['goal']}[/] ({d['metric']}, {'higher' if d['higher_is_better'] else 'lower'}"
               f" is better): {_advise_value(d['value'], adv)}; TTFT {secs(d['ttft_s'])}, TPOT "
@@ -109,6 +108,7 @@ def _print_advice(adv, top: int) -> None:
 
 
 @app.command("advise")
+@deployment_options(*(f for f in SETUP_FIELDS if f != "prefill_chunk"))
 def advise_cmd(
     model: ModelOpt = DEFAULT_MODEL,
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file.")] = DEFAULT_HARDWARE,
@@ -118,13 +118,6 @@ def advise_cmd(
     goal: Annotated[str, typer.Option("--goal", "-g", help="throughput, latency (end-to-end), ttft, tpot or cost (tokens/s per device, or per USD with --prices).")] = "throughput",
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="Limit on time to first token: 1s, 500ms.")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="Limit on time per output token: 50ms.")] = None,
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, tp: TpOpt = 1, pp: PpOpt = 1,
-    ep: EpOpt = 1, dp: DpOpt = 1,
-    gpus_per_node: NodeOpt = 8, nodes: NodesOpt = None, microbatches: MicroOpt = None,
-    overlap: OverlapOpt = False,
-    allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
-    host_bw: HostBwOpt = None, profile: ProfileOpt = "default",
     draft: Annotated[Optional[str], typer.Option("--draft", help="Evaluate speculative decoding with this draft model.")] = None,
     draft_k: Annotated[int, typer.Option("--draft-k", help="Draft tokens per speculative round [1, 16].")] = 4,
     accept: Annotated[float, typer.Option("--accept", help="Acceptance rate per draft token [0, 1].")] = 0.7,
@@ -134,12 +127,11 @@ def advise_cmd(
     combos: Annotated[bool, typer.Option("--combos/--no-combos", help="Also evaluate combinations of the top levers.")] = True,
     top: Annotated[int, typer.Option("--top", help="Rows shown per table (0: all).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: diagnosis, ranked levers, skipped.")] = False,
+    setup: dict = None,
 ) -> None:
     """Name the bottleneck and rank optimization levers by predicted gain."""
     from .. import advise as advmod
-    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
-                       microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                       profile, nodes, cuda_graphs)
+    kw = engine_kwargs(setup)
     if top < 0:
         raise InputError(f"top must be >= 0, got {top}")
     dv = devices.strip().lower()

@@ -15,27 +15,19 @@ from ..specs.catalog import DEFAULT_MODEL
 from ..specs.model import mtp_draft
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
-    AbitsOpt, AllreduceOpt, app, BOUND_STYLE, DpOpt, engine_kwargs, EpOpt, err, FlashOpt, GraphsOpt, PrefillChunkOpt,
-    gb, HostBwOpt, KvbitsOpt, MicroOpt, ModelOpt, NodeOpt, NodesOpt, OffKvOpt, OffWOpt, out,
-    OverlapOpt, PpOpt, ProfileOpt, QuantOpt, secs, si, TpOpt, WbitsOpt,
+    _engine_label, app, BOUND_STYLE, deployment_options, engine_kwargs, err, gb, ModelOpt, out,
+    secs, si,
 )
 
 
 @app.command()
+@deployment_options()
 def analyze(
     model: ModelOpt = DEFAULT_MODEL,
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file.")] = DEFAULT_HARDWARE,
     batch: Annotated[str, typer.Option("--batch", "-b", help="Batch size (per replica) or grid: 16, 1,8,64, 1:256, 1:256:8.")] = "1",
     input_len: Annotated[str, typer.Option("--input", "-i", help="Prompt tokens (or grid).")] = "128",
     output_len: Annotated[str, typer.Option("--output", "-o", help="Generated tokens incl. the first (or grid).")] = "128",
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
-    tp: TpOpt = 1, pp: PpOpt = 1,
-    ep: EpOpt = 1, dp: DpOpt = 1,
-    gpus_per_node: NodeOpt = 8, nodes: NodesOpt = None, microbatches: MicroOpt = None,
-    overlap: OverlapOpt = False,
-    allreduce: AllreduceOpt = "auto", offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0,
-    host_bw: HostBwOpt = None, profile: ProfileOpt = "default",
     beams: Annotated[int, typer.Option("--beams", help="Beam width W: B x W decode rows sharing each prompt's KV; B sequences returned.")] = 1,
     samples: Annotated[int, typer.Option("--samples", help="Parallel samples n per prompt: B x n decode rows and sequences.")] = 1,
     draft: Annotated[Optional[str], typer.Option("--draft", help="Speculative decoding: draft model (id, alias or config.json).")] = None,
@@ -44,14 +36,13 @@ def analyze(
     draft_tp: Annotated[Optional[int], typer.Option("--draft-tp", help="Tensor-parallel devices of the draft (default: --tp).")] = None,
     mtp: Annotated[Optional[int], typer.Option("--mtp", help="Speculative decoding with the model's own MTP module as draft: N draft tokens per round (with --accept).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (an array for a grid).")] = False,
+    setup: dict = None,
 ) -> None:
     """Per-operator roofline of prefill and decode, latency, throughput and memory."""
     axes = cartesian(batch=parse_grid("batch", batch, hi=1_000_000),
                      input_len=parse_grid("input_len", input_len),
                      output_len=parse_grid("output_len", output_len))
-    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node,
-                       microbatches, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                       profile, nodes, cuda_graphs, prefill_chunk)
+    kw = engine_kwargs(setup)
     decoding.check_draft_k(draft_k), decoding.check_accept(accept)
     a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                        beams=beams, samples=samples)
@@ -153,7 +144,7 @@ def _op_table(title: str, phase: dict, note: str) -> Table:
 def _print_single(d: dict) -> None:
     where = d["hardware"] if d["devices"] == 1 else f"{d['devices']} x {d['hardware']} ({d['layout']})"
     out.print(f"[bold]{d['model']}[/] ({d['params'] / 1e9:.2f} B params) on [bold]{where}[/]  "
-              f"{d['precision']['label']}  profile {d['profile']}  batch {d['batch']}, input "
+              f"{d['precision']['label']}  {_engine_label(d)}  batch {d['batch']}, input "
               f"{d['input_len']}, output {d['output_len']} tokens, attention "
               f"{'fused' if d['flash'] else 'unfused'}"
               + (", decode from CUDA graphs" if d.get("cuda_graphs") else "")

@@ -63,3 +63,34 @@ def hardware_cmd(
     out.print(t)
 
 
+
+
+@app.command("engines")
+def engines_cmd(
+    name: Annotated[Optional[str], typer.Argument(help="Engine (or engine TOML) to show in full.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List the serving engines (--engine NAME) with what each was fitted to."""
+    from ..specs import engine as engmod
+    names = [name] if name else list(engmod.builtin_engines())
+    rows = [engmod.engine_summary(engmod.load_engine(n)) for n in names]
+    if as_json:
+        print(json.dumps(rows[0] if name else rows, indent=1))
+        return
+    if name:
+        t = Table(title=f"engine {rows[0]['name']}", title_justify="left", show_header=False)
+        t.add_column(style="bold")
+        t.add_column(overflow="fold")
+        for k, v in rows[0].items():
+            t.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        out.print(t)
+        return
+    t = Table(title="Serving engines (--engine NAME; --profile / --preset take one part of one)",
+              title_justify="left")
+    for col in ("name", "versions", "batching", "KV pool", "fitted to"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        b = r["batching"]
+        t.add_row(r["name"], r["versions"], f"{b['max_batch']} seqs, {b['max_tokens']} tok/iter, "
+                  f"{b['block_size']}-tok blocks", r["kv_memory"], r["fitted_to"])
+    out.print(t)

@@ -1,16 +1,19 @@
-"""Shared pieces of the command line: the app, consoles, number formatting, the options
-every engine command takes, and ``engine_kwargs`` that turns them into ``analyze`` keywords."""
+"""Shared pieces of the command line: the app, consoles, number formatting, and the setup
+options every engine command takes (declared once in ``deployment.SETUP_FIELDS``, added by
+``@deployment_options``, turned into ``analyze`` keywords by ``engine_kwargs``)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Annotated, Optional
 
 import numpy as np
 import typer
 from rich.console import Console
 
+from ..deployment import SETUP_FIELDS, setup_kwargs
 from ..errors import InputError
-from ..parallel import Layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predict LLM inference performance on any accelerator, and explain it.")
@@ -47,53 +50,51 @@ def gb(x: float) -> str:
 
 
 # -- commands -------------------------------------------------------------------------------
-# Options shared by every command that runs the engine.
+# Options shared by every command that runs the engine: the setup fields are declared once
+# (deployment.SETUP_FIELDS) and added to a command by @deployment_options.
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in id or alias, config.json path, or hub id.")]
-QuantOpt = Annotated[Optional[str], typer.Option("--quant", "-q", help="Scheme: fp16, bf16, fp8, int8-sq, w8a16, w4a16, fp4; KV: kv-fp8, kv-int8, kv-int4; combine with commas.")]
-WbitsOpt = Annotated[Optional[int], typer.Option("--wbits", help="Weight bits: 4, 8, 16, 32 (overrides --quant).")]
-AbitsOpt = Annotated[Optional[int], typer.Option("--abits", help="Activation bits: 4, 8, 16, 32.")]
-KvbitsOpt = Annotated[Optional[int], typer.Option("--kvbits", help="KV cache bits: 4, 8, 16, 32.")]
-FlashOpt = Annotated[bool, typer.Option("--flash/--no-flash", help="Fused (FlashAttention-style) attention.")]
-PrefillChunkOpt = Annotated[Optional[int], typer.Option("--prefill-chunk", help="Prefill the prompt in chunks of N tokens (chunked prefill): one forward step each; activation memory of one chunk.")]
-GraphsOpt = Annotated[bool, typer.Option("--cuda-graphs", help="Decode steps replay CUDA graphs: launch overhead x 0.2 per kernel (prefill stays eager).")]
-TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel devices.")]
-PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline stages.")]
-EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel devices (MoE; divides --tp).")]
-DpOpt = Annotated[int, typer.Option("--dp", help="Data-parallel replicas (throughput scales).")]
-NodeOpt = Annotated[int, typer.Option("--gpus-per-node", help="Devices per node; larger groups use the network.")]
-NodesOpt = Annotated[Optional[int], typer.Option("--nodes", help="Spread each replica over this many nodes (sets devices per node).")]
-MicroOpt = Annotated[Optional[int], typer.Option("--microbatches", help="Pipeline micro-batches (default: --pp).")]
-OverlapOpt = Annotated[bool, typer.Option("--overlap/--no-overlap", help="Hide collectives behind matmuls.")]
-AllreduceOpt = Annotated[str, typer.Option("--allreduce", help="auto, ring, tree, oneshot, twoshot.")]
-OffWOpt = Annotated[float, typer.Option("--offload-weights", help="Fraction of weights in host memory [0, 1].")]
-OffKvOpt = Annotated[float, typer.Option("--offload-kv", help="Fraction of KV cache in host memory [0, 1].")]
-HostBwOpt = Annotated[Optional[float], typer.Option("--host-bw", help="Host link bytes/s (default: the device's PCIe).")]
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Efficiency profile: default (calibrated to measured engines), ideal (bare roofline), trtllm-0.8 or lmdeploy-0.1 (one engine's fit), or a .toml from `calibrate`.")]
 
 
-def engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, dp, gpus_per_node=8,
-                  microbatches=None, overlap=False, allreduce="auto", offload_weights=0.0,
-                  offload_kv=0.0, host_bw=None, profile=None, nodes=None,
-                  cuda_graphs=False, prefill_chunk=None) -> dict:
-    """Keyword arguments of ``analyze`` from the shared CLI options.
+def setup_option(name: str):
+    """The typer annotation of a declared setup field (type, flags, help)."""
+    f = SETUP_FIELDS[name]
+    return Annotated[f.type, typer.Option(*f.cli_flags, help=f.help)]
 
-    ``nodes`` spreads each replica's tp x pp devices over that many nodes (it sets the
-    devices per node, so larger collectives cross the network).
-    """
-    if nodes is not None:
-        if not 1 <= nodes <= tp * pp:
-            raise InputError(f"nodes must be in [1, tp x pp = {tp * pp}], got {nodes}")
-        gpus_per_node = -(-(tp * pp) // nodes)
-    layout = Layout(tp=tp, pp=pp, ep=ep, dp=dp, gpus_per_node=gpus_per_node,
-                    microbatches=microbatches, overlap=overlap, allreduce=allreduce,
-                    offload_weights=offload_weights, offload_kv=offload_kv, host_bw_bytes_s=host_bw)
-    kw = dict(quant=quant, wbits=wbits, abits=abits, kvbits=kvbits, flash=flash, layout=layout,
-              profile=profile)
-    if cuda_graphs:
-        kw["cuda_graphs"] = True
-    if prefill_chunk is not None:   # analyze-based commands (the simulator chunks by --max-tokens)
-        kw["prefill_chunk"] = prefill_chunk
-    return kw
+
+def deployment_options(*names: str):
+    """Add the declared setup fields ``names`` (all when none are named) as options of a
+    command; the command receives them bundled as its ``setup`` argument (a dict of field ->
+    value), ready for :func:`deployment.setup_kwargs`. A new field is declared once in
+    ``deployment.SETUP_FIELDS`` and every command that lists it gets it."""
+    names = names or tuple(SETUP_FIELDS)
+
+    def wrap(func):
+        sig = inspect.signature(func, eval_str=True)
+        own = [p for n, p in sig.parameters.items() if n != "setup"]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY,
+                                   default=SETUP_FIELDS[n].default, annotation=setup_option(n))
+                 for n in names]
+
+        @functools.wraps(func)
+        def command(**kw):
+            return func(setup={n: kw.pop(n) for n in names}, **kw)
+
+        params = own + added
+        command.__signature__ = sig.replace(parameters=params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+    return wrap
+
+
+def engine_kwargs(setup: dict) -> dict:
+    """Keyword arguments of ``analyze`` from a command's ``setup`` options."""
+    return setup_kwargs(setup)
+
+
+def _engine_label(d: dict) -> str:
+    """'engine X' or 'engine X, profile Y' when --profile replaced its kernels."""
+    e, p = d.get("engine"), d.get("profile")
+    return f"engine {e}" if p in (None, e) else f"engine {e}, profile {p}"
 
 
 def _device_list(hardware: Optional[list[str]], devices: Optional[list[str]]) -> list[str]:

@@ -9,15 +9,16 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from .. import phases
+from .. import phases, report
 from ..errors import InputError
 from ..gridspec import parse_grid
 from ..specs.catalog import DEFAULT_MODEL
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
-    _device_list, _parse_seconds, AbitsOpt, app, BOUND_STYLE, DpOpt, EpOpt, err, FlashOpt, GraphsOpt, PrefillChunkOpt,
-    KvbitsOpt, ModelOpt, out, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
+    _device_list, _parse_seconds, app, BOUND_STYLE, deployment_options, err, ModelOpt, out, secs,
 )
+
+_PRECISION = ("quant", "wbits", "abits", "kvbits", "flash")
 
 
 # -- compare, roofline, rank (issue 4) --------------------------------------------------------
@@ -59,6 +60,8 @@ def _mesh_map(m, rows: int = 16, cols: int = 64) -> str:
 
 
 @app.command("compare")
+@deployment_options(*_PRECISION, "cuda_graphs", "prefill_chunk", "tp", "ep", "dp", "engine",
+                    "profile")
 def compare_cmd(
     devices: Annotated[Optional[list[str]], typer.Argument(help="Devices to compare (or use --hardware).", show_default=False)] = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -67,12 +70,10 @@ def compare_cmd(
     seq: Annotated[str, typer.Option("--seq", "-s", help="Sequence axis: mean KV length of the decode steps (grid syntax).")] = "128:32768:32",
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens per sequence (even); input = seq - output/2.")] = 128,
     method: Annotated[str, typer.Option("--method", help="ops (per-operator), global (whole-model intensity) or both.")] = "ops",
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
-    tp: TpOpt = 1, ep: EpOpt = 1, dp: DpOpt = 1, profile: ProfileOpt = "default",
     ignore_context: Annotated[bool, typer.Option("--ignore-context", help="Evaluate sequences beyond the model's max_position_embeddings (e.g. RoPE-scaled).")] = False,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and the mesh as JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Throughput ratio of two (or more) devices over a batch x sequence-length mesh."""
     from .. import compare as cmpmod
@@ -83,9 +84,7 @@ def compare_cmd(
     outs = _check_out(out_files, (".png", ".svg", ".html", ".csv"))
     meshes = cmpmod.compare_methods(
         model, names, parse_grid("batch", batch, hi=1_000_000), parse_grid("seq", seq),
-        methods, output_len, ignore_context=ignore_context, quant=quant, wbits=wbits,
-        abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep, dp=dp, profile=profile,
-        cuda_graphs=cuda_graphs, prefill_chunk=prefill_chunk)
+        methods, output_len, ignore_context=ignore_context, **setup)
     ms = [meshes[k] for k in methods]
     for w in ms[0].warnings:
         err.print(f"[yellow]warning:[/] {w}")
@@ -94,11 +93,9 @@ def compare_cmd(
         for p in outs:
             plots.save_compare(ms, p)
             err.print(f"wrote {p}")
-    agree = cmpmod.sign_agreement(*ms) if len(ms) == 2 and len(ms[0].hardware) == 2 else None
+    data = cmpmod.compare_payload(ms)
+    agree = data.get("sign_agreement_ops_global")
     if as_json:
-        data = {"meshes": [m.to_json() for m in ms]}
-        if agree is not None:
-            data["sign_agreement_ops_global"] = None if np.isnan(agree) else agree
         print(json.dumps(data, indent=1))
         return
     m0 = ms[0]
@@ -139,6 +136,7 @@ def compare_cmd(
 
 
 @app.command("roofline")
+@deployment_options(*_PRECISION, "tp", "ep", "engine", "profile")
 def roofline_cmd(
     devices: Annotated[Optional[list[str]], typer.Argument(help="Devices (or use --hardware).", show_default=False)] = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -147,10 +145,9 @@ def roofline_cmd(
     input_len: Annotated[int, typer.Option("--input", "-i", help="Prompt tokens.")] = 512,
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
     phase: Annotated[str, typer.Option("--phase", help="prefill, decode or both.")] = "both",
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, tp: TpOpt = 1, ep: EpOpt = 1, profile: ProfileOpt = "default",
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.png, .svg, .html or .csv (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print ridge points and operator points as JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Roofline chart: each operator of a phase on the devices' compute and bandwidth roofs."""
     from .. import plots
@@ -159,20 +156,17 @@ def roofline_cmd(
     if phs is None:
         raise InputError(f"phase must be prefill, decode or both, got {phase!r}")
     outs = _check_out(out_files, (".png", ".svg", ".html", ".csv"))
-    analyses = [phases.analyze(model, h, batch, input_len, output_len, quant=quant, wbits=wbits,
-                               abits=abits, kvbits=kvbits, flash=flash, tp=tp, ep=ep,
-                               profile=profile)
-                for h in names]
+    analyses = [phases.analyze(model, h, batch, input_len, output_len, **setup) for h in names]
     for a in analyses:
         for w in a.warnings:
             err.print(f"[yellow]warning:[/] {w}")
     for p in outs:
         plots.save_roofline(analyses, p, phs)
         err.print(f"wrote {p}")
-    pts = plots.roofline_points(analyses, phs)
-    ridges = {a.hardware.id: plots.ridge(a) for a in analyses}
+    data = report.roofline_payload(analyses, phs)
+    pts, ridges = data["points"], data["ridges"]
     if as_json:
-        print(json.dumps({"ridges": ridges, "points": pts}, indent=1))
+        print(json.dumps(data, indent=1))
         return
     a0 = analyses[0]
     out.print(f"[bold]{a0.model.name}[/] ({a0.precision.label}): batch {batch}, input "
@@ -202,6 +196,7 @@ def roofline_cmd(
 
 
 @app.command("rank")
+@deployment_options(*_PRECISION, "cuda_graphs", "prefill_chunk", "engine", "profile")
 def rank_cmd(
     devices: Annotated[Optional[list[str]], typer.Argument(help="Devices to rank (default: the whole catalog).", show_default=False)] = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -210,9 +205,6 @@ def rank_cmd(
     batch: Annotated[str, typer.Option("--batch", "-b", help="Batch size, or 'max': the best batch that fits and meets the limits.")] = "1",
     input_len: Annotated[int, typer.Option("--input", "-i", help="Prompt tokens.")] = 512,
     output_len: Annotated[int, typer.Option("--output", "-o", help="Generated tokens.")] = 128,
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, prefill_chunk: PrefillChunkOpt = None,
-    profile: ProfileOpt = "default",
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices, or 'auto': the fewest of 1, 2, 4, 8 that fit.")] = "1",
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="Limit on time to first token: 500ms, 0.5s or 0.5 (seconds).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="Limit on time per output token: 50ms, 0.05s.")] = None,
@@ -221,6 +213,7 @@ def rank_cmd(
     top: Annotated[Optional[int], typer.Option("--top", help="Show only the first N rows.")] = None,
     out_files: Annotated[Optional[list[str]], typer.Option("--out", help="Write FILE.csv or FILE.json (repeatable).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Rank devices for one workload by tokens/s, tokens/s per watt or tokens per dollar."""
     from .. import rank as rankmod
@@ -229,9 +222,7 @@ def rank_cmd(
                      input_len=input_len, output_len=output_len,
                      max_ttft_s=_parse_seconds("max_ttft", max_ttft),
                      max_tpot_s=_parse_seconds("max_tpot", max_tpot), prices=prices,
-                     sort_by=sort, tp=tp, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
-                     flash=flash, profile=profile, cuda_graphs=cuda_graphs,
-                     prefill_chunk=prefill_chunk)
+                     sort_by=sort, tp=tp, **setup)
     for p in outs:
         if p.lower().endswith(".csv"):
             r.to_dataframe().to_csv(p, index=False)

@@ -10,10 +10,14 @@ from rich.table import Table
 
 from ..errors import InputError
 from .common import (
-    _device_list, _parse_seconds, AbitsOpt, AllreduceOpt, app, engine_kwargs, EpOpt, err,
-    FlashOpt, GraphsOpt, HostBwOpt, KvbitsOpt, ModelOpt, NodeOpt, OffKvOpt, OffWOpt, out, OverlapOpt,
-    PpOpt, ProfileOpt, QuantOpt, secs, TpOpt, WbitsOpt,
+    _device_list, _parse_seconds, app, deployment_options, engine_kwargs, err, ModelOpt, out,
+    secs,
 )
+
+# setup fields of the serving commands (capacity declares its own --tp list)
+_SIM_FIELDS = ("quant", "wbits", "abits", "kvbits", "flash", "cuda_graphs", "tp", "pp", "ep",
+               "gpus_per_node", "overlap", "allreduce", "offload_weights", "offload_kv",
+               "host_bw", "engine", "profile")
 
 
 # -- simulate, capacity (issue 9) --------------------------------------------------------------
@@ -24,45 +28,55 @@ TraceOpt = Annotated[Optional[str], typer.Option("--trace", help="CSV arrival_s,
 BurstOpt = Annotated[float, typer.Option("--burstiness", help="Gamma arrivals: shape of the gaps (1 = Poisson, < 1 burstier).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same run).")]
 PolicyOpt = Annotated[str, typer.Option("--policy", help="continuous (in-flight batching) or static (batch runs to its longest request).")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="Engine batching limits: vllm (max batch 256, 8192 tokens per iteration, 16-token blocks) or trtllm (2048, 2048, 64: TensorRT-LLM's max-throughput benchmark builds); --max-batch, --max-tokens, --block-size override.")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Older spelling: take only the scheduler facts (batching limits, KV-memory rule, runtime memory) of this engine, e.g. vllm (max batch 256, 8192 tokens per iteration, 16-token blocks) or trtllm (= trtllm-0.8: 2048, 2048, 64, 3 GB runtime); the current releases vllm-v1, sglang, trtllm-1 also bring their mixing policy, CUDA-graph sizes and fixed costs (docs/engines.md); --max-batch, --max-tokens, --block-size override.")]
 MaxBatchOpt = Annotated[Optional[int], typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs). Default: from --preset.")]
 MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Tokens per iteration (vLLM max_num_batched_tokens). Default: from --preset.")]
 ChunkOpt = Annotated[bool, typer.Option("--chunked/--no-chunked", help="Chunked prefill.")]
 BlockOpt = Annotated[Optional[int], typer.Option("--block-size", help="KV cache tokens per block. Default: from --preset.")]
-KvFracOpt = Annotated[float, typer.Option("--kv-fraction", help="Share of memory left after weights and activations given to the KV cache.")]
-RuntimeOpt = Annotated[Optional[float], typer.Option("--runtime-gb", help="Memory the engine holds outside weights, activations and the KV cache (CUDA context, runtime buffers), decimal GB per device. Default: from --preset (vllm 0, trtllm 3).")]
+KvFracOpt = Annotated[Optional[float], typer.Option("--kv-fraction", help="Fraction in the engine's KV-memory rule (TensorRT-LLM: of the memory left after weights and activations; vLLM: of the whole device). Default: from the engine.")]
+RuntimeOpt = Annotated[Optional[float], typer.Option("--runtime-gb", help="Memory the engine holds outside weights, activations and the KV cache (CUDA context, runtime buffers), decimal GB per device. Default: from the engine (vllm 0, trtllm-0.8 3).")]
 ReplicasOpt = Annotated[int, typer.Option("--replicas", help="Replicas behind the --router.")]
 RouterOpt = Annotated[str, typer.Option("--router", help="round-robin; least-loaded (fewest prompt tokens awaiting their first token, then fewest outstanding requests); least-requests (fewest outstanding requests).")]
 PreemptOpt = Annotated[str, typer.Option("--preemption", help="When KV blocks run out: recompute (free the cache, re-prefill later) or swap (copy the cache to host memory over PCIe).")]
 SwapGbOpt = Annotated[Optional[float], typer.Option("--swap-gb", help="Host swap space per device in GB (default: unlimited); a victim that does not fit is recomputed.")]
 SwapBwOpt = Annotated[Optional[float], typer.Option("--swap-bw", help="Host link for swapping, GB/s per direction (default: the device's PCIe / 2).")]
 ReserveOpt = Annotated[str, typer.Option("--reserve", help="KV blocks reserved at admission: prompt (vLLM; decodes may preempt) or full (prompt + output: TensorRT-LLM guaranteed-no-evict, never preempts).")]
+RampOpt = Annotated[Optional[float], typer.Option("--ramp", help="Closed loop: the clients start evenly over this many seconds (0: all at t = 0). Default: one request cycle estimated at this concurrency.")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="Closed loop: requests per client before the measured window (the drain after the last request is sent is excluded too).")]
 DisaggOpt = Annotated[Optional[str], typer.Option("--disaggregate", help="P:D = P prefill and D decode replicas; the KV cache is sent between them (replaces --replicas).")]
 KvLinkOpt = Annotated[Optional[float], typer.Option("--kv-link-bw", help="Disaggregation: KV transfer link, GB/s per device and direction (default: the scale-up link if all replicas fit in one node, else the network).")]
 
 
-def _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep, gpus_per_node,
-               overlap, allreduce, offload_weights, offload_kv, host_bw, profile, policy,
-               max_batch, max_tokens, chunked, block_size, kv_fraction, preemption="recompute",
-               swap_gb=None, swap_bw=None, reserve="prompt", cuda_graphs=False, runtime_gb=0.0):
+def _engine_limits(engine, profile, preset, **given):
+    """The run's engine (``--engine``, with ``--profile``'s kernels and ``--preset``'s
+    scheduler where given) and its scheduler limits, the options given overriding them."""
+    from ..specs.engine import compose_engine
+    eng = compose_engine(engine, profile, preset)
+    b = eng.batching
+    lim = dict(max_batch=b.max_batch, max_tokens=b.max_tokens, block_size=b.block_size,
+               runtime_gb=eng.runtime_gb, kv_fraction=eng.kv_memory.fraction)
+    lim.update({k: v for k, v in given.items() if v is not None})
+    lim["kv_rule"] = eng.kv_memory.rule
+    return eng, lim
+
+
+def _sim_cost(model, hardware, setup: dict, eng, cfg):
+    """The iteration cost of the run: the setup options with the composed engine."""
     from ..serving import IterationCost
-    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, tp, pp, ep, 1, gpus_per_node,
-                       None, overlap, allreduce, offload_weights, offload_kv, host_bw, profile,
-                       cuda_graphs=cuda_graphs)
-    cfg = _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
-                            preemption, swap_gb, swap_bw, reserve, runtime_gb)
-    return cfg, IterationCost.of(model, hardware, max_tokens=max_tokens, max_batch=max_batch, **kw)
+    kw = engine_kwargs({**setup, "engine": eng, "profile": None})
+    return IterationCost.of(model, hardware, max_tokens=cfg.max_tokens, max_batch=cfg.max_batch,
+                            **kw)
 
 
 def _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
-                      preemption, swap_gb, swap_bw, reserve, runtime_gb):
+                      preemption, swap_gb, swap_bw, reserve, runtime_gb, kv_rule="free_fraction"):
     """The CLI's scheduler options as a SchedulerConfig (``swap_bw`` in GB/s)."""
     from ..serving import SchedulerConfig
     return SchedulerConfig(policy=policy, max_batch=max_batch, max_tokens=max_tokens,
                            chunked=chunked, block_size=block_size, kv_fraction=kv_fraction,
                            preemption=preemption, swap_gb=swap_gb, reserve=reserve,
                            swap_bytes_s=None if swap_bw is None else swap_bw * 1e9,
-                           runtime_gb=runtime_gb)
+                           runtime_gb=runtime_gb, kv_rule=kv_rule)
 
 
 def _parse_pd(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -116,6 +130,13 @@ def _print_sim(s: dict, title: str) -> None:
               f"{100 * kv['mean_used']:.1f} % / {100 * kv['max_used']:.1f} %")
     u.add_row("busy / preemptions", f"{100 * s['busy']:.1f} % / {s['preemptions']}"
               + (f" ({s['swaps']} by swap)" if s.get("swaps") else ""))
+    b = s.get("benchmark")
+    if b:
+        u.add_row("closed loop: measured / excluded requests",
+                  f"{b['measured_requests']} / {b['excluded_requests']} (warm-up, drain)")
+        u.add_row("closed loop: TTFT / TPOT mean, output tok/s",
+                  f"{secs(b['ttft_s']['mean'])} / {secs(b['tpot_s']['mean'])}, "
+                  f"{b['output_tok_s_law']:,.0f}")
     if s.get("kv_transfer_s"):
         u.add_row("KV transfer prefill -> decode: mean / p99",
                   f"{secs(s['kv_transfer_s']['mean'])} / {secs(s['kv_transfer_s']['p99'])}")
@@ -123,6 +144,7 @@ def _print_sim(s: dict, title: str) -> None:
 
 
 @app.command("simulate")
+@deployment_options(*_SIM_FIELDS)
 def simulate_cmd(
     model: ModelOpt = "meta-llama/Llama-3.1-8B",
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file.")] = "h100-sxm",
@@ -132,46 +154,53 @@ def simulate_cmd(
     trace: TraceOpt = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", help="Closed loop: N clients, each sending its next request when the previous one finishes.")] = None,
     arrival: ArrivalOpt = None, burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
-    policy: PolicyOpt = "continuous", preset: PresetOpt = "vllm", max_batch: MaxBatchOpt = None,
+    ramp: RampOpt = None, warmup: WarmupOpt = 1,
+    policy: PolicyOpt = "continuous", preset: PresetOpt = None, max_batch: MaxBatchOpt = None,
     max_tokens: MaxTokOpt = None,
-    chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = 0.9,
+    chunked: Annotated[Optional[bool], typer.Option("--chunked/--no-chunked", help="Chunked prefill. Default: from the engine.")] = None,
+    block_size: BlockOpt = None, kv_fraction: KvFracOpt = None,
     runtime_gb: RuntimeOpt = None,
     replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
-    reserve: ReserveOpt = "prompt", disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
+    reserve: Annotated[Optional[str], typer.Option("--reserve", help="KV blocks reserved at admission: prompt (vLLM; decodes may preempt) or full (prompt + output: TensorRT-LLM guaranteed-no-evict). Default: from the engine.")] = None,
+    disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="SLO for goodput: TTFT limit (1s, 500ms).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="SLO for goodput: TPOT limit (50ms).")] = None,
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False, tp: TpOpt = 1, pp: PpOpt = 1,
-    ep: EpOpt = 1,
-    gpus_per_node: NodeOpt = 8, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
-    offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
-    profile: ProfileOpt = "default",
     csv_out: Annotated[Optional[str], typer.Option("--csv", help="Write per-request results to this CSV.")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Draw batch size and KV use over time and the TTFT/TPOT distributions (.png or .svg).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Simulate serving a stream of requests: continuous batching, paged KV cache, SLOs."""
+    from dataclasses import replace
     from ..serving import make_workload, simulate
-    from ..serving.config import preset_limits
-    lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size,
-                        runtime_gb=runtime_gb)
+    eng, lim = _engine_limits(setup["engine"], setup["profile"], preset, max_batch=max_batch,
+                              max_tokens=max_tokens,
+                              block_size=block_size, runtime_gb=runtime_gb,
+                              kv_fraction=kv_fraction)
     max_batch, max_tokens, block_size = lim["max_batch"], lim["max_tokens"], lim["block_size"]
+    kv_fraction = lim["kv_fraction"]
+    chunked = eng.batching.chunked if chunked is None else chunked
+    reserve = eng.batching.reserve if reserve is None else reserve
     if plot:
         from ..serving.plots import check_plot_path
         check_plot_path(plot)
     pd = _parse_pd(disaggregate)
     link = _gb_s("kv_link_bw", kv_link_bw)
     slo_ttft, slo_tpot = _parse_seconds("max_ttft", max_ttft), _parse_seconds("max_tpot", max_tpot)
-    cfg, cost = _sim_setup(model, hardware, quant, wbits, abits, kvbits, flash, tp, pp, ep,
-                           gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
-                           host_bw, profile, policy, max_batch, max_tokens, chunked, block_size,
-                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs,
-                           lim["runtime_gb"])
+    cfg = _scheduler_config(policy, max_batch, max_tokens, chunked, block_size, kv_fraction,
+                            preemption, swap_gb, swap_bw, reserve, lim["runtime_gb"],
+                            lim["kv_rule"])
+    cfg = replace(cfg, mix_prefill=eng.batching.mix_prefill,
+                  cuda_graph_sizes=tuple(eng.batching.cuda_graph_sizes),
+                  request_fixed_s=eng.request_overhead_s, step_cpu_s=eng.iteration_overhead_s)
+    cost = _sim_cost(model, hardware, setup, eng, cfg)
+    tp = setup["tp"]
     wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
                        output_dist=output_dist, trace=trace, concurrency=concurrency,
                        burstiness=burstiness, seed=seed,
-                       max_context=cost.model.max_position_embeddings)
+                       max_context=cost.model.max_position_embeddings, ramp_s=ramp,
+                       warmup=warmup)
     r = simulate(workload=wl, config=cfg, replicas=replicas, router=router, disaggregate=pd,
                  kv_link_bytes_s=link, cost=cost)
     s = r.summary(slo_ttft, slo_tpot)
@@ -183,11 +212,14 @@ def simulate_cmd(
     s["config"] = {"model": cost.model.name, "hardware": cost.roof.hw.id, "tp": tp,
                    "replicas": r.n_replicas, "router": router,
                    "disaggregate": list(pd) if pd else None, "policy": policy,
-                   "preset": preset, "max_batch": max_batch, "max_tokens": max_tokens, "chunked": chunked,
-                   "block_size": block_size, "kv_fraction": kv_fraction,
+                   "engine": eng.name, "preset": preset, "max_batch": max_batch,
+                   "max_tokens": max_tokens, "chunked": chunked,
+                   "block_size": block_size, "kv_fraction": kv_fraction, "kv_rule": lim["kv_rule"],
                    "runtime_gb": lim["runtime_gb"],
                    "preemption": preemption, "swap_gb": swap_gb, "reserve": reserve,
-                   "profile": profile}
+                   "profile": eng.profile.name, "mix_prefill": cfg.mix_prefill,
+                   "step_cpu_s": cfg.step_cpu_s, "request_fixed_s": cfg.request_fixed_s,
+                   "cuda_graph_sizes": list(cfg.cuda_graph_sizes)}
     if csv_out:
         r.to_csv(csv_out)
     where = cost.roof.hw.id if tp == 1 else f"{tp} x {cost.roof.hw.id}"
@@ -211,6 +243,7 @@ def simulate_cmd(
 
 
 @app.command("capacity")
+@deployment_options(*(f for f in _SIM_FIELDS if f != "tp"))
 def capacity_cmd(
     model: ModelOpt = "meta-llama/Llama-3.1-8B",
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Device id or .toml/.yaml device file; a comma-separated list searches over devices.")] = "h100-sxm",
@@ -223,10 +256,10 @@ def capacity_cmd(
     trace: TraceOpt = None,
     arrival: Annotated[str, typer.Option("--arrival", help="poisson, gamma or fixed.")] = "poisson",
     burstiness: BurstOpt = 1.0, seed: SeedOpt = 0,
-    policy: PolicyOpt = "continuous", preset: PresetOpt = "vllm",
+    policy: PolicyOpt = "continuous", preset: PresetOpt = None,
     max_batch: Annotated[Optional[str], typer.Option("--max-batch", help="Running requests per iteration (vLLM max_num_seqs); a list (64,128,256) searches. Default: from --preset.")] = None,
     max_tokens: Annotated[Optional[str], typer.Option("--max-tokens", help="Tokens per iteration = prefill chunk budget (vLLM max_num_batched_tokens); a list searches. Default: from --preset.")] = None,
-    chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = 0.9,
+    chunked: ChunkOpt = True, block_size: BlockOpt = None, kv_fraction: KvFracOpt = None,
     runtime_gb: RuntimeOpt = None,
     replicas: ReplicasOpt = 1, router: RouterOpt = "round-robin",
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
@@ -235,24 +268,20 @@ def capacity_cmd(
     prices: Annotated[Optional[str], typer.Option("--prices", help="Search: USD per device-hour (.toml 'h100-sxm = 2.49' or .csv device,usd_per_hour); cheapest = lowest USD/h instead of fewest devices.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Search: parallel processes (default: CPU count).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Search: the Pareto front (throughput per device vs TPOT); single configuration: the run at capacity (.png/.svg).")] = None,
-    quant: QuantOpt = None, wbits: WbitsOpt = None, abits: AbitsOpt = None, kvbits: KvbitsOpt = None,
-    flash: FlashOpt = True, cuda_graphs: GraphsOpt = False,
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel devices per replica; a list (1,2,4,8) searches.")] = "1",
-    pp: PpOpt = 1, ep: EpOpt = 1,
-    gpus_per_node: NodeOpt = 8, overlap: OverlapOpt = False, allreduce: AllreduceOpt = "auto",
-    offload_weights: OffWOpt = 0.0, offload_kv: OffKvOpt = 0.0, host_bw: HostBwOpt = None,
-    profile: ProfileOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result and every trial as JSON.")] = False,
+    setup: dict = None,
 ) -> None:
     """Highest request rate meeting latency SLOs (bisection over the rate); with lists of
     devices / --tp / --max-batch / --max-tokens or a --rate-target, a search for the cheapest
     configuration and the Pareto front."""
     from ..serving import capacity
-    from ..serving.config import preset_limits
-    lim = preset_limits(preset, max_batch=max_batch, max_tokens=max_tokens, block_size=block_size,
-                        runtime_gb=runtime_gb)
+    eng, lim = _engine_limits(setup["engine"], setup["profile"], preset, max_batch=max_batch,
+                              max_tokens=max_tokens,
+                              block_size=block_size, runtime_gb=runtime_gb,
+                              kv_fraction=kv_fraction)
     max_batch, max_tokens = str(lim["max_batch"]), str(lim["max_tokens"])   # lists allowed
-    block_size = lim["block_size"]
+    block_size, kv_fraction = lim["block_size"], lim["kv_fraction"]
     slo = dict(max_ttft_s=_parse_seconds("max_ttft_p99", max_ttft_p99),
                max_tpot_s=_parse_seconds("max_tpot_p99", max_tpot_p99),
                max_e2e_s=_parse_seconds("max_e2e_p99", max_e2e_p99))
@@ -270,16 +299,14 @@ def capacity_cmd(
         _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input_dist,
                          output_dist, arrival, burstiness, seed, policy, chunked, block_size,
                          kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
-                         prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
-                         gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                         profile, as_json, cuda_graphs, lim["runtime_gb"])
+                         prices, workers, plot, setup, eng, as_json, lim["runtime_gb"],
+                         lim["kv_rule"])
         return
     pd = _parse_pd(disaggregate)
-    cfg, cost = _sim_setup(model, hws[0], quant, wbits, abits, kvbits, flash, tps[0], pp, ep,
-                           gpus_per_node, overlap, allreduce, offload_weights, offload_kv,
-                           host_bw, profile, policy, mbs[0], mts[0], chunked, block_size,
-                           kv_fraction, preemption, swap_gb, swap_bw, reserve, cuda_graphs,
-                           lim["runtime_gb"])
+    cfg = _scheduler_config(policy, mbs[0], mts[0], chunked, block_size, kv_fraction,
+                            preemption, swap_gb, swap_bw, reserve, lim["runtime_gb"],
+                            lim["kv_rule"])
+    cost = _sim_cost(model, hws[0], {**setup, "tp": tps[0]}, eng, cfg)
     c = capacity(max_ttft_s=slo["max_ttft_s"], max_tpot_s=slo["max_tpot_s"],
                  max_e2e_s=slo["max_e2e_s"], percentile=percentile, requests=requests,
                  input_dist=input_dist, output_dist=output_dist, trace=trace, seed=seed,
@@ -336,18 +363,16 @@ def _int_list(field: str, text: str) -> list[int]:
 def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input_dist,
                      output_dist, arrival, burstiness, seed, policy, chunked, block_size,
                      kv_fraction, preemption, swap_gb, swap_bw, reserve, router, rate_target,
-                     prices, workers, plot, quant, wbits, abits, kvbits, flash, pp, ep,
-                     gpus_per_node, overlap, allreduce, offload_weights, offload_kv, host_bw,
-                     profile, as_json, cuda_graphs=False, runtime_gb=0.0) -> None:
+                     prices, workers, plot, setup, eng, as_json, runtime_gb=0.0,
+                     kv_rule="free_fraction") -> None:
     from ..serving.search import search
     if workers is not None and workers < 1:
         raise InputError(f"workers: must be >= 1, got {workers}")
-    kw = engine_kwargs(quant, wbits, abits, kvbits, flash, 1, pp, ep, 1, gpus_per_node, None,
-                       overlap, allreduce, offload_weights, offload_kv, host_bw, profile,
-                       cuda_graphs=cuda_graphs)
+    kw = engine_kwargs({**setup, "tp": 1, "engine": eng, "profile": None})
     layout = kw.pop("layout")
     cfg = _scheduler_config(policy, mbs[0], max(mts[0], mbs[0]), chunked, block_size,
-                            kv_fraction, preemption, swap_gb, swap_bw, reserve, runtime_gb)
+                            kv_fraction, preemption, swap_gb, swap_bw, reserve, runtime_gb,
+                            kv_rule)
     s = search(model, hws, tp=tps, max_batch=mbs, max_tokens=mts, rate_target=rate_target,
                prices=prices, percentile=percentile, requests=requests, input_dist=input_dist,
                output_dist=output_dist, seed=seed, arrival=arrival, burstiness=burstiness,

@@ -34,21 +34,20 @@ FLOPs; with ``overlap`` the collectives' exposure is computed within the token o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import numpy as np
 
-from ..cost import Roofline, combine
-from ..phases import exposed_fraction
+from ..cost import Roofline, combine, exposed_comm_s
 from ..errors import InputError
 from ..graph import build_ops, causal_pairs, keys_touched
 from ..memory import (activation_peak_bytes, kv_cache_bytes_per_seq, state_bytes_per_seq,
                       weight_bytes_total)
 from ..parallel import Layout
-from ..specs.catalog import load_model
-from ..specs.hardware import load_hardware
+from ..deployment import Deployment, resolve
 from ..specs.model import ModelSpec
-from ..specs.precision import Precision, parse_quant
-from ..specs.profile import Efficiency, load_profile, resolve_efficiency, with_cuda_graphs
+from ..specs.precision import Precision
+from ..specs.engine import KVMemoryRule
+from ..specs.profile import Efficiency
 
 # (q, L) sample points at batch 1 for reading the attention coefficients off the engine.
 _SAMPLE_Q = np.array([1, 1, 1, 1, 2, 3, 7, 16, 16, 64, 100, 257, 1000, 5000, 1, 33])
@@ -93,27 +92,23 @@ class IterationCost:
     _extra: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, model, hardware, *, quant=None, wbits=None, abits=None, kvbits=None,
-           flash: bool = True, layout: Layout | None = None, profile=None,
-           max_tokens: int = 8192, max_batch: int = 256, cuda_graphs: bool = False,
+    def of(cls, model, hardware=None, *, quant=None, wbits=None, abits=None, kvbits=None,
+           flash: bool = True, layout: Layout | None = None, engine=None, profile=None,
+           max_tokens: int = 8192, max_batch: int = 256, cuda_graphs: bool | None = None,
            _efficiency: Efficiency | None = None) -> "IterationCost":
-        """``cuda_graphs``: pure-decode iterations replay CUDA graphs (launch overhead x
-        ``CUDA_GRAPH_LAUNCH_FACTOR``, as ``analyze(cuda_graphs=True)`` prices decode steps);
-        iterations with prefill tokens run eagerly, as in vLLM."""
-        m = load_model(model)
-        hw = load_hardware(hardware)
-        if isinstance(quant, Precision):
-            prec = quant
-        else:
-            prec = parse_quant(quant, wbits=wbits, abits=abits, kvbits=kvbits)
-        lay = layout or Layout()
-        lay.check(m)
+        """The iteration cost of a deployment: ``model`` with the setup keywords (resolved
+        by :func:`deployment.resolve`, as ``analyze`` does) or a resolved Deployment alone.
+        ``cuda_graphs``: pure-decode iterations replay CUDA graphs (launch overhead x the
+        engine's ``cuda_graph_launch_factor``, as ``analyze(cuda_graphs=True)`` prices decode
+        steps); iterations with prefill tokens run eagerly, as in vLLM."""
+        dep = resolve(model, hardware, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
+                      layout=layout, engine=engine, profile=profile, flash=flash,
+                      cuda_graphs=cuda_graphs)
+        m, hw, prec, lay, flash = dep.model, dep.hardware, dep.precision, dep.layout, dep.flash
         if lay.pp > 1:
             raise InputError("pp: the serving simulator does not model pipeline parallelism "
                              "yet; use --tp (or --pp 1)")
-        # looked up by activation bits, as analyze does (W4A16 runs 16-bit kernels)
-        eff = _efficiency or resolve_efficiency(hw.efficiency, hw.family, load_profile(profile),
-                                                prec.abits)
+        eff = _efficiency or dep.efficiency
         roof = Roofline.of(hw, prec, lay, eff)
         kw = dict(flash=flash, layout=lay, mla_absorb=True if m.mla else None)
 
@@ -128,12 +123,17 @@ class IterationCost:
 
         # Token ops on N = 1..max_tokens (batch 1, q = L = N; attention/row ops dropped).
         n = np.arange(1, max_tokens + 1, dtype=float)
-        token_table = np.zeros(max_tokens + 1)
-        token_table[1:] = _sum_time(build_ops(m, prec, 1, n, n, **kw), roof,
-                                    [not (a or r) for a, r in zip(attn, row)])
+        # With overlap the step's visible collective time max(C - G, 0) couples the token
+        # and row ops (lm_head is a matmul), so their collective (C) and matmul (G) seconds
+        # are tabulated apart and joined per iteration in _exposed.
+        tok_keep = [not (a or r) for a, r in zip(attn, row)]
+        token_table, tok_c, tok_g = (np.zeros(max_tokens + 1) for _ in range(3))
+        token_table[1:], tok_c[1:], tok_g[1:] = _sum_parts(build_ops(m, prec, 1, n, n, **kw),
+                                                           roof, tok_keep)
         b = np.arange(1, max_batch + 1, dtype=float)
-        row_table = np.zeros(max_batch + 1)
-        row_table[1:] = _sum_time(build_ops(m, prec, b, 1, 1, **kw), roof, row)
+        row_table, row_c, row_g = (np.zeros(max_batch + 1) for _ in range(3))
+        row_table[1:], row_c[1:], row_g[1:] = _sum_parts(build_ops(m, prec, b, 1, 1, **kw),
+                                                         roof, row)
 
         # Attention coefficients: compute_s and memory_s are linear in the features.
         sample = build_ops(m, prec, 1, _SAMPLE_Q, _SAMPLE_L, **kw)
@@ -165,13 +165,21 @@ class IterationCost:
                                      "raw_step_s": float(eff.step_overhead_s),
                                      "finite_windows": any(np.isfinite(w) for w in windows),
                                      "attn_oh": float(np.sum(oh)),
+                                     "overlap": bool(lay.overlap),
+                                     "comm": (tok_c.tolist(), tok_g.tolist(), row_c.tolist(),
+                                              row_g.tolist()),
                                      # recurrent state (hybrid models), reserved per row
                                      "state_bytes": max_batch * state_bytes_per_seq(m, lay)})
-        if cuda_graphs:
-            cost._extra["graphs"] = cls.of(m, hw, quant=prec, flash=flash, layout=lay,
+        cost._extra["deployment"] = dep
+        if dep.cuda_graphs and _efficiency is None:
+            cost._extra["graphs"] = cls.of(replace(dep, cuda_graphs=False),
                                            max_tokens=max_batch, max_batch=max_batch,
-                                           _efficiency=with_cuda_graphs(eff))
+                                           _efficiency=dep.engine.graphed(eff))
         return cost
+
+    @property
+    def deployment(self) -> Deployment:
+        return self._extra["deployment"]
 
     def __post_init__(self) -> None:
         # the simulator prices thousands of iterations one at a time: read the tables as
@@ -206,8 +214,28 @@ class IterationCost:
             else:
                 ops = build_ops(self.model, self.prec, float(n), 1, 1, **self._extra["kw"])
                 keep = row
-            cache[(kind, n)] = float(_sum_time(ops, self.roof, keep))
-        return cache[(kind, n)]
+            cache[(kind, n)] = tuple(float(x) for x in _sum_parts(ops, self.roof, keep))
+        return cache[(kind, n)][0]
+
+    def _exposed(self, n_tokens, n_rows) -> float:
+        """Visible collective seconds of an iteration under overlap (0 without: the tables
+        then hold the collectives): ``cost.exposed_comm_s`` over its token and row ops."""
+        if not self._extra.get("overlap"):
+            return 0.0
+        tc, tg, rc, rg = self._extra["comm"]
+        n, b = int(n_tokens), int(n_rows)
+        big = self._extra["big"]
+        if n < len(tc):
+            c1, g1 = tc[n], tg[n]
+        else:
+            self._big("token", n)
+            _, c1, g1 = big[("token", n)]
+        if b < len(rc):
+            c2, g2 = rc[b], rg[b]
+        else:
+            self._big("row", b)
+            _, c2, g2 = big[("row", b)]
+        return float(exposed_comm_s(c1 + c2, g1 + g2))
 
     def feature_sums(self, q: np.ndarray, L: np.ndarray) -> np.ndarray:
         """Summed features over the rows: [N, (pairs, keys, q*keys) per window]."""
@@ -256,26 +284,35 @@ class IterationCost:
         """No sliding-window attention: a row's features are (q, pairs, L, q x L)."""
         return not self._extra.get("finite_windows", True)
 
-    def time_of_sums(self, n_tokens, n_rows: int, feats: np.ndarray, prefill: bool) -> float:
-        """:meth:`time` from the rows' token count, row count and :meth:`feature_sums`."""
-        if not prefill and "graphs" in self._extra:
+    def time_of_sums(self, n_tokens, n_rows: int, feats: np.ndarray, prefill: bool,
+                     pad_rows: int | None = None, eager: bool = False) -> float:
+        """:meth:`time` from the rows' token count, row count and :meth:`feature_sums`.
+        ``pad_rows`` (pure decode): token and row ops priced at this many rows (a CUDA
+        graph captured for a larger batch; the padding rows attend to nothing);
+        ``eager``: no graph replay even with ``cuda_graphs``."""
+        if pad_rows is not None and not prefill:
+            n_tokens = n_rows = pad_rows
+        if not prefill and not eager and "graphs" in self._extra:
             return self._extra["graphs"].time_of_sums(n_tokens, n_rows, feats, False)
-        t = self.token_s(n_tokens) + self.row_s(n_rows) + float(self.attention_s(feats))
+        t = (self.token_s(n_tokens) + self.row_s(n_rows) + float(self.attention_s(feats))
+             + self._exposed(n_tokens, n_rows))
         if prefill:   # as phases._prefill: the sum is dropped when numerically zero
             extra = self._extra.get("raw_step_s", self.step_overhead_s) + self.prefill_overhead_s
             return t + (extra if extra > 1e-9 else 0.0)
         return t + self.step_overhead_s
 
-    def decode_run(self, L0: np.ndarray, k: int) -> np.ndarray:
+    def decode_run(self, L0: np.ndarray, k: int, pad_rows: int | None = None,
+                   eager: bool = False) -> np.ndarray:
         """Seconds of ``k`` consecutive pure-decode iterations of the rows whose first
-        iteration attends to ``L0`` tokens (``L0 + j`` in iteration j)."""
-        if "graphs" in self._extra:
-            return self._extra["graphs"].decode_run(L0, k)
+        iteration attends to ``L0`` tokens (``L0 + j`` in iteration j); ``pad_rows``,
+        ``eager``: as in :meth:`time_of_sums`."""
+        if not eager and "graphs" in self._extra:
+            return self._extra["graphs"].decode_run(L0, k, pad_rows)
         L0 = np.asarray(L0, dtype=float)
         B = L0.size
         if self.windowless:
             # the summed L0 is an exact integer: equal to the sorted cumulative sum below
-            return self.decode_run_of_sum(B, float(L0.sum()), k)
+            return self.decode_run_of_sum(B, float(L0.sum()), k, pad_rows, eager=True)
         j = np.arange(k, dtype=float)
         feats = np.empty((k, 1 + 3 * len(self.windows)))
         feats[:, 0] = float(B)
@@ -288,45 +325,60 @@ class IterationCost:
             else:
                 s = csum[-1] + j * B
             feats[:, 1 + 3 * i:4 + 3 * i] = s[:, None]   # q = 1: pairs = keys = q x keys
-        fixed = self.token_s(B) + self.row_s(B) + self.step_overhead_s
+        priced = B if pad_rows is None else pad_rows
+        fixed = (self.token_s(priced) + self.row_s(priced) + self.step_overhead_s
+                 + self._exposed(priced, priced))
         return fixed + self.attention_s(feats)
 
-    def decode_run_of_sum(self, rows: int, sum_L0, k: int) -> np.ndarray:
+    def decode_run_of_sum(self, rows: int, sum_L0, k: int, pad_rows: int | None = None,
+                          eager: bool = False) -> np.ndarray:
         """:meth:`decode_run` without sliding windows, where only the row count and the
-        summed ``L0`` (an exact integer) matter."""
-        if "graphs" in self._extra:
-            return self._extra["graphs"].decode_run_of_sum(rows, sum_L0, k)
+        summed ``L0`` (an exact integer) matter (``pad_rows``, ``eager``: as in
+        :meth:`time_of_sums`)."""
+        if not eager and "graphs" in self._extra:
+            return self._extra["graphs"].decode_run_of_sum(rows, sum_L0, k, pad_rows)
         j = np.arange(k, dtype=float)
         feats = np.empty((k, 1 + 3 * len(self.windows)))
         feats[:, 0] = float(rows)
         feats[:, 1:] = (float(sum_L0) + j * rows)[:, None]
-        fixed = self.token_s(rows) + self.row_s(rows) + self.step_overhead_s
+        priced = rows if pad_rows is None else pad_rows
+        fixed = (self.token_s(priced) + self.row_s(priced) + self.step_overhead_s
+                 + self._exposed(priced, priced))
         return fixed + self.attention_s(feats)
 
     def kv_capacity_tokens(self, max_tokens: int, kv_fraction: float = 0.9,
-                           runtime_bytes: float = 0.0) -> int:
-        """Tokens of KV cache that fit: kv_fraction x (memory - weights - activation
-        reserve of a max_tokens iteration - the engine's runtime memory - the recurrent
-        state of max_batch sequences, for hybrid models), per device."""
+                           runtime_bytes: float = 0.0, rule: str = "free_fraction",
+                           capacity: str = "marketed") -> int:
+        """Tokens of KV cache that fit on a device: the engine's KV-memory ``rule``
+        (:class:`~llmroofline.specs.engine.KVMemoryRule`) at ``kv_fraction``, with the
+        activation reserve of a ``max_tokens`` iteration and the engine's runtime memory,
+        from the device's ``visible`` (driver-reported) or ``marketed`` capacity, less the
+        recurrent state of max_batch sequences (hybrid models)."""
         ops = build_ops(self.model, self.prec, 1, float(max_tokens), float(max_tokens),
                         **self._extra["kw"])
         act = float(activation_peak_bytes(self.model, self.prec, 1, max_tokens, ops))
-        free = (self.memory_bytes - self.weights_bytes - act - runtime_bytes
-                - self._extra.get("state_bytes", 0.0)) * kv_fraction
-        return int(max(free, 0) // self.kv_bytes_per_token)
+        mem = self.roof.hw.visible_memory_bytes if capacity == "visible" else self.memory_bytes
+        pool = KVMemoryRule(rule, kv_fraction, capacity).pool_bytes(mem, self.weights_bytes,
+                                                                     act, runtime_bytes
+                                                                     + self._extra.get("state_bytes", 0.0))
+        return int(pool // self.kv_bytes_per_token)
 
 
-def _sum_time(ops, roof: Roofline, keep) -> np.ndarray:
-    """Per-operator roofline time summed over the kept ops (collectives exposed as in
-    ``phases._prefill``)."""
+def _sum_parts(ops, roof: Roofline, keep):
+    """Seconds of the kept ops: (kernels + launch overheads [+ collectives when the layout
+    does not overlap them], collective seconds, matmul kernel seconds), each an array;
+    the last two are what ``cost.exposed_comm_s`` needs to join ops of one step."""
     kept = [o for o, k in zip(ops, keep) if k]
-    terms = [(o, *roof.terms(o)) for o in kept]
-    exposed = exposed_fraction(terms) if roof.layout.overlap and terms else 1.0
-    total = 0.0
-    for o, c, mem, comm, oh in terms:
-        t, _ = combine(c, mem, comm * exposed, oh, roof.overlap(o))
-        total = total + t
-    return np.asarray(total, dtype=float)
+    base = comm = gemm = 0.0
+    for o in kept:
+        c, mem, k, oh = roof.terms(o)
+        t, _ = combine(c, mem, 0.0 * k, oh, roof.overlap(o))
+        base, comm = base + t, comm + k
+        if o.kind == "matmul":
+            gemm = gemm + np.maximum(c, mem)
+    if not roof.layout.overlap:
+        base, comm, gemm = base + comm, 0.0 * comm, 0.0 * comm
+    return tuple(np.asarray(x, dtype=float) for x in (base, comm, gemm))
 
 
 def _exact_lstsq(X: np.ndarray, y: np.ndarray, name: str) -> np.ndarray:

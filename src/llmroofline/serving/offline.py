@@ -21,12 +21,14 @@ from importlib import resources
 import numpy as np
 
 from ..parallel import Layout
-from .config import PRESETS
+from ..specs.engine import load_engine
+from .config import scheduler_config
 from .cost import IterationCost
 from .sim import SchedulerConfig, simulate
 from .workload import Workload
 
-TRTLLM_CONFIG = SchedulerConfig(**PRESETS["trtllm"], chunked=True, kv_fraction=0.9)
+# the scheduler facts of the TensorRT-LLM 0.8-0.10 engine file (its max-throughput builds)
+TRTLLM_CONFIG = scheduler_config(load_engine("trtllm-0.8"))
 
 
 def shipped_serving_rows() -> list[dict]:
@@ -37,10 +39,10 @@ def shipped_serving_rows() -> list[dict]:
 
 def offline_throughput(model, hardware, input_len: int, output_len: int, *, tp: int = 1,
                        requests: int = 2000, config: SchedulerConfig = TRTLLM_CONFIG,
-                       profile=None, **precision):
+                       engine=None, profile=None, **precision):
     """Output tokens/s of ``requests`` identical requests queued at t = 0 (the offline,
     max-throughput mode; module docstring), and the simulation result."""
-    cost = IterationCost.of(model, hardware, layout=Layout(tp=tp), profile=profile,
+    cost = IterationCost.of(model, hardware, layout=Layout(tp=tp), engine=engine, profile=profile,
                             max_tokens=config.max_tokens, max_batch=512, **precision)
     wl = Workload(np.zeros(requests), np.full(requests, input_len), np.full(requests, output_len),
                   "offline")

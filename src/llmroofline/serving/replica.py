@@ -26,8 +26,16 @@ iteration:
    budget has tokens left, and the KV blocks of the request's whole prompt (``reserve=
    "full"``: prompt + output, TensorRT-LLM's guaranteed-no-evict) are free (keeping a
    ``watermark`` share of the blocks spare);
-4. the iteration's time is ``IterationCost.time`` of its rows plus the swap time; tokens
-   are emitted at its end.
+4. the iteration's time is ``IterationCost.time`` of its rows plus the swap time plus
+   ``step_cpu_s``; tokens are emitted at its end. A pure-decode iteration of B rows with
+   ``cuda_graph_sizes`` is priced with its token and row ops at the next captured size
+   (``SchedulerConfig.padded_rows``), eagerly above the largest.
+
+Without mixing (``mix_prefill=False``, SGLang): when prefill work is waiting (a running
+prompt with more than one token to compute, or a request that can be admitted), the
+iteration runs only prefill rows with the whole ``max_tokens`` budget; the lockstep decode
+rows do not advance (their iteration counter ``_it`` stands still, so their stored bases
+stay valid) and their next inter-token gap includes the prefill iterations.
 
 Static batching (``policy="static"``): when idle, the engine takes up to ``max_batch``
 queued requests whose full KV cache (``input + output - 1`` tokens each) fits, prefills
@@ -59,7 +67,7 @@ blocks than exist); within them the iteration times come from
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections import deque
 from heapq import heappop, heappush
 
@@ -134,6 +142,13 @@ class Replica:
         # sliding windows (their per-row attention features make a stepped one dearer)
         self._min_stretch = 8 if cost.windowless else 2
         self.log = IterationLog()
+        # engine behaviours (SchedulerConfig): CPU seconds per iteration, seconds before a
+        # request reaches the scheduler, CUDA-graph padding, prefill batches run alone
+        self.step_cpu = float(cfg.step_cpu_s)
+        self.fixed = float(cfg.request_fixed_s)
+        self.graph_sizes = bool(cfg.cuda_graph_sizes)
+        self.mix = cfg.mix_prefill
+        self._stall = 0.0                       # prefill-only seconds since the last decode
 
     # -- requests -------------------------------------------------------------------------
     def _too_big(self, gid: int, inp: int, out: int) -> InputError:
@@ -195,13 +210,18 @@ class Replica:
             self.pending += range(self.n, self.n + m)
         self.n += m
 
-    def set_closed_loop(self, concurrency: int) -> None:
+    def set_closed_loop(self, concurrency: int, starts_s=None, think_s=None) -> None:
         """Closed loop over the requests added with ``release=False``: the first
-        ``concurrency`` arrive at t = 0, each finish releases the next."""
+        ``concurrency`` are sent at ``starts_s`` (nondecreasing; default: all at t = 0),
+        each finish sends the next at once. A request reaches the scheduler
+        ``request_fixed_s`` after it is sent (``arr`` holds that time here). ``think_s``
+        (per local request): seconds from the previous finish (the start) to the send."""
         n = self.n
         self.concurrency = min(concurrency, n)
+        self.think = [0.0] * n if think_s is None else [float(x) for x in think_s]
         for r in range(self.concurrency):
-            self.arr[r] = 0.0
+            self.arr[r] = ((0.0 if starts_s is None else float(starts_s[r])) + self.fixed
+                           + self.think[r])
             self.pending.append(r)
         self.next_release = self.concurrency
 
@@ -246,8 +266,12 @@ class Replica:
         self.finish_times.append(self.now)
         if self.concurrency and self.next_release < self.n:
             k = self.next_release
-            self.arr[k] = self.now
-            self.pending.append(k)
+            self.arr[k] = self.now + self.fixed + self.think[k]
+            # staggered starts may still be pending: keep ``pending`` sorted by arrival
+            if self.pi < len(self.pending) and self.arr[self.pending[-1]] > self.arr[k]:
+                insort(self.pending, k, lo=self.pi, key=self.arr.__getitem__)
+            else:
+                self.pending.append(k)
             self.next_release += 1
 
     def _admissible(self) -> bool:
@@ -357,25 +381,52 @@ class Replica:
             k = min(k, self._fits(self.free))    # blocks run out first
         if k < self._min_stretch:
             return False
-        if cost.windowless:
-            dts = cost.decode_run_of_sum(B, self._sum_base + B * (it + 1), k)
-        else:
-            L0 = np.fromiter(self._lock.values(), np.int64, B) + (it + 1)
-            dts = cost.decode_run(L0, k)
-        starts = self.now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
-        if B < self.cfg.max_batch and not self.waiting and not self.swapped:
+        pad, eager = None, False
+        if self.graph_sizes:
+            pad, eager = self.cfg.padded_rows(B), not self.cfg.graph_replay(B)
+        L0 = None if cost.windowless else np.fromiter(self._lock.values(), np.int64, B) + (it + 1)
+        S0 = self._sum_base + B * (it + 1)
+
+        def run(m):
+            if cost.windowless:
+                d = cost.decode_run_of_sum(B, S0, m, pad, eager)
+            else:
+                d = cost.decode_run(L0, m, pad, eager)
+            return d + self.step_cpu if self.step_cpu else d
+
+        admit = B < self.cfg.max_batch and not self.waiting and not self.swapped
+        t_next = math.inf
+        if admit:
             # an arrival could be admitted: stop before the next one (or before ``until``,
             # where the router may send one)
             t_next = until
             if self.pi < len(self.pending):
                 t_next = min(t_next, self.arr[self.pending[self.pi]])
+            if t_next < math.inf and k > 64:
+                # every iteration lasts at least its token and row ops (attention and
+                # overheads >= 0; graph replay is the cheaper of the two prices), so at
+                # most (t_next - now) / that + 1 of them start before t_next: price those
+                g = cost if eager else cost._extra.get("graphs", cost)
+                n = B if pad is None else pad
+                lb = g.token_s(n) + g.row_s(n) + self.step_cpu
+                if lb > 0:
+                    k = min(k, int((t_next - self.now) / lb) + 2)
+        dts = run(k)
+        starts = self.now + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
+        if admit:
             if t_next < starts[-1] + dts[-1]:
                 k = int(max(1, np.searchsorted(starts, t_next, side="left")))
                 dts, starts = dts[:k], starts[:k]
         if k < 2:
             return False
         self.log.add_run(starts, dts, B, B, self.kv_tokens + B * np.arange(1, k + 1))
-        self.log.itl.append((dts, B))
+        if self._stall:     # the first gap also spans the prefill-only iterations before it
+            gaps = dts.copy()
+            gaps[0] += self._stall
+            self._stall = 0.0
+            self.log.itl.append((gaps, B))
+        else:
+            self.log.itl.append((dts, B))
         self.now = float(starts[-1] + dts[-1])
         self.kv_tokens += B * k
         if self._grows:
@@ -451,15 +502,19 @@ class Replica:
         it = self._it
         free = self.free
         swap_tokens = 0
+        # no mixing (SGLang): when prefill work is waiting (a prompt in progress, or a request
+        # that can be admitted) the iteration runs it alone and the decode rows wait
+        alone = not self.mix and (self._admissible() or any(
+            inp[r] + gen[r] - comp[r] > 1 for r in pre))
         # 1. a lockstep row takes a block when its context reaches a block boundary (other
         # rows hold the blocks of their whole target); preempt when blocks run out
-        tot = self._grow[(-it) % bs] if self._grows else 0
+        tot = self._grow[(-it) % bs] if self._grows and not alone else 0
         if tot <= free:                          # no preemption (the common case)
             free -= tot
         else:
             free, swap_tokens = self._preempt(free)
             run, pre = self._run, self._pre
-        n_lock = len(self._lock)
+        n_lock = 0 if alone else len(self._lock)
         budget = cfg.max_tokens - n_lock
         # rows besides the lockstep ones: (request, tokens computed, new tokens, target)
         extra: list[tuple[int, int, int, int]] = []
@@ -472,6 +527,8 @@ class Replica:
                 c = comp[r]
                 t = inp[r] + gen[r]
                 if t - c == 1:
+                    if alone:
+                        continue                 # a decode row: waits for the prefills
                     extra.append((r, c, 1, t))
                     budget -= 1
                 else:
@@ -536,7 +593,7 @@ class Replica:
         if cost.windowless:
             # features (q, pairs, L, q x L) summed exactly over the rows, in integers (so
             # in any order); a q = 1 row has (1, L, L, L)
-            s_L = s_pairs = s_qL = self._sum_base + n_lock * (it + 1)
+            s_L = s_pairs = s_qL = self._sum_base + n_lock * (it + 1) if n_lock else 0
             for _, c, q, _ in extra:
                 n_tok += q
                 L = c + q
@@ -545,23 +602,34 @@ class Replica:
                 s_qL += q * L
                 if q > 1 or c == 0:
                     prefill = True
-            dt = cost.time_of_sums(n_tok, n_rows, np.array([float(n_tok), float(s_pairs),
-                                                            float(s_L), float(s_qL)]), prefill)
+            feats = np.array([float(n_tok), float(s_pairs), float(s_L), float(s_qL)])
+            if self.graph_sizes and not prefill:
+                dt = cost.time_of_sums(n_tok, n_rows, feats, False, self.cfg.padded_rows(
+                    n_rows), not self.cfg.graph_replay(n_rows))
+            else:
+                dt = cost.time_of_sums(n_tok, n_rows, feats, prefill)
         else:
             q_arr = np.ones(n_rows)
             L_arr = np.empty(n_rows)
-            L_arr[:n_lock] = np.fromiter(self._lock.values(), np.int64, n_lock) + (it + 1)
+            if n_lock:
+                L_arr[:n_lock] = np.fromiter(self._lock.values(), np.int64, n_lock) + (it + 1)
             for i, (_, c, q, _) in enumerate(extra, n_lock):
                 n_tok += q
                 q_arr[i] = q
                 L_arr[i] = c + q
                 if q > 1 or c == 0:
                     prefill = True
-            dt = cost.time(q_arr, L_arr, prefill=prefill)
-        dt += swap_tokens * self.swap_s
+            if self.graph_sizes and not prefill:
+                dt = cost.time_of_sums(n_tok, n_rows, cost.feature_sums(q_arr, L_arr), False,
+                                       self.cfg.padded_rows(n_rows),
+                                       not self.cfg.graph_replay(n_rows))
+            else:
+                dt = cost.time(q_arr, L_arr, prefill=prefill)
+        dt += swap_tokens * self.swap_s + self.step_cpu
         start = self.now
         now = self.now = start + dt
-        self._it = it + 1
+        if not alone:                            # alone: the lockstep rows did not run
+            self._it = it + 1
         # every lockstep row emits one token one decode step after its previous one (the
         # iteration's ITL); so does a q = 1 row that emitted at ``start``, unless it is
         # its first token
@@ -587,7 +655,11 @@ class Replica:
             else:
                 self._lock_row(r)
         if n_plain:
-            itl.append((dt, n_plain))
+            itl.append((dt + self._stall, n_plain))
+        if alone:
+            self._stall += dt
+        else:
+            self._stall = 0.0
         self.kv_tokens += n_tok
         self.log.add(start, dt, n_rows, n_tok, self.kv_tokens)
         for r in done:

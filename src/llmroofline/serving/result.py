@@ -36,6 +36,8 @@ class SimResult:
     replica_kv_tokens: tuple[int, ...] = ()  # KV capacity of each replica (tokens)
     swaps: np.ndarray | None = None          # preemptions by swap, per request
     kv_transfer_s: np.ndarray | None = None  # disaggregated: KV transfer time per request
+    measured: np.ndarray | None = None       # closed loop: requests in the measured window
+    concurrency: int | None = None           # closed loop: clients
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -115,7 +117,30 @@ class SimResult:
         }
         if self.kv_transfer_s is not None:
             s["kv_transfer_s"] = _pct(self.kv_transfer_s)
+        if self.measured is not None:
+            s["benchmark"] = self.benchmark()
         return s
+
+    def benchmark(self) -> dict:
+        """A closed-loop benchmark's report over the measured window (``measured``): TTFT
+        and TPOT mean and percentiles in seconds, TPOT per request = (e2e - TTFT) /
+        (output - 1) (the first token excluded, as vLLM's and genai-perf's benchmarks
+        report it), and throughput both over the window (output tokens of the measured
+        requests / (last finish - first send) among them) and as the concurrency law
+        ``c x mean O / (mean TTFT + mean TPOT x (mean O - 1))`` tokens/s (what the measured
+        rows' throughput is computed from)."""
+        m = self.measured if self.measured is not None else np.ones(self.arrival_s.size, bool)
+        ttft, tpot = self.ttft_s[m], self.tpot_s[m]
+        span = float(self.finish_s[m].max() - self.arrival_s[m].min()) if m.any() else float("nan")
+        O = float(self.output_len[m].mean()) if m.any() else float("nan")
+        c = self.concurrency or 1
+        t1 = float(np.nanmean(ttft)) if m.any() else float("nan")
+        t2 = float(np.nanmean(tpot)) if np.isfinite(tpot).any() else 0.0
+        return {"concurrency": self.concurrency, "measured_requests": int(m.sum()),
+                "excluded_requests": int(m.size - m.sum()), "window_s": span,
+                "ttft_s": _pct(ttft), "tpot_s": _pct(tpot), "e2e_s": _pct(self.e2e_s[m]),
+                "output_tok_s": float(self.output_len[m].sum() / span) if span > 0 else float("nan"),
+                "output_tok_s_law": c * O / (t1 + t2 * (O - 1)) if m.any() else float("nan")}
 
     def _iter_capacity(self) -> np.ndarray | float:
         if self.iter_replica is None or not self.replica_kv_tokens:

@@ -22,7 +22,8 @@ ROUTERS = ("round-robin", "least-loaded", "least-requests")
 
 
 def route(reps: list[Replica], router: str, arrival: np.ndarray, inp, out, comp=None,
-          gen=None, last_emit=None, concurrency: int | None = None) -> np.ndarray:
+          gen=None, last_emit=None, concurrency: int | None = None,
+          starts_s=None, think_s=None) -> np.ndarray:
     """Send requests (global ids 0..n-1) to replicas and run them all to the end; returns
     the replica of each request. ``comp``, ``gen``, ``last_emit``: per-request state on
     arrival (see :meth:`Replica.add`), ``None`` for fresh requests."""
@@ -41,7 +42,10 @@ def route(reps: list[Replica], router: str, arrival: np.ndarray, inp, out, comp=
             idx = np.flatnonzero(rep == j)
             add_all(rp, idx, np.full(idx.size, math.nan), release=False)
             if idx.size:
-                rp.set_closed_loop(len(range(j, concurrency, R)) or 1)
+                st = None if starts_s is None else starts_s[j::R]
+                rp.set_closed_loop(len(range(j, concurrency, R)) or 1,
+                                   st if st is not None and len(st) else None,
+                                   None if think_s is None else think_s[idx])
                 rp.advance()
         return rep
     order = np.argsort(arrival, kind="stable")

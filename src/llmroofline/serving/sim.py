@@ -8,6 +8,17 @@ prefill, paged KV with preemption by recompute or swap; the semantics and how it
 fast are in its docstring); ``router.py`` the routers; ``result.py`` the per-request
 results and the iteration log.
 
+**Engine behaviours** (``SchedulerConfig``): a request reaches the scheduler
+``request_fixed_s`` after it is sent (tokenize, schedule; its TTFT and end-to-end latency
+include it; the GPU keeps running other requests meanwhile); every iteration costs
+``step_cpu_s`` more; decode batches are padded to ``cuda_graph_sizes``; with
+``mix_prefill=False`` prefill batches run alone (replica.py).
+
+**Closed loop** (``workload.concurrency``): clients start staggered
+(``workload.closed_loop_starts_s``) and ``SimResult.measured`` marks the requests a
+benchmark reports: not the first ``warmup`` of each client, and finished by the time the
+last request is sent (``SimResult.benchmark`` summarizes them).
+
 **Disaggregation** (``disaggregate=(P, D)``): P prefill replicas compute the prompts (a
 request leaves them with its first token), the KV cache is sent to one of D decode
 replicas (``kv bytes / link bandwidth`` later), which decode to the end.
@@ -17,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cost import kv_transfer_link
 from ..errors import InputError
 from .config import SchedulerConfig, kv_blocks_of, swap_seconds_per_token
 from .cost import IterationCost
@@ -29,14 +41,12 @@ __all__ = ["SchedulerConfig", "SimResult", "simulate", "default_kv_link_bytes_s"
            "kv_blocks_of", "swap_seconds_per_token"]
 
 
-def default_kv_link_bytes_s(cost: IterationCost, devices: int, gpus_per_node: int = 8) -> float:
+def default_kv_link_bytes_s(cost: IterationCost, devices: int,
+                            gpus_per_node: int | None = None) -> float:
     """Per-device bandwidth (one direction) of the link a prefill -> decode KV transfer
     crosses: the scale-up link (NVLink, else PCIe) when all ``devices`` fit in one node,
     else the network."""
-    hw = cost.roof.hw
-    if devices <= gpus_per_node and hw.scaleup_bytes_s():
-        return float(hw.scaleup_bytes_s())
-    return float(hw.scaleout_bytes_s)
+    return float(kv_transfer_link(cost.roof.hw, devices, gpus_per_node).bytes_s)
 
 
 def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | None = None, *,
@@ -88,16 +98,23 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
     inp, outl = wl.input_len, wl.output_len
     notes = list(wl.notes)
     transfer = None
+    fixed = float(cfg.request_fixed_s)
+    ready = wl.arrival_s + fixed if fixed else wl.arrival_s   # reaching the scheduler
     if disaggregate is None:
         roles = ("mixed",) * replicas
         reps = new(replicas)
-        rep = route(reps, router, wl.arrival_s, inp, outl, concurrency=wl.concurrency)
+        starts = None
+        if wl.concurrency and (wl.ramp_s is None or wl.ramp_s > 0):
+            from .workload import closed_loop_starts_s
+            starts = closed_loop_starts_s(cost, cfg, wl)
+        rep = route(reps, router, ready, inp, outl, concurrency=wl.concurrency,
+                    starts_s=starts, think_s=wl.think_s)
         merged = _merge(reps, n)
     else:
         P, D = _check_disaggregate(disaggregate, replicas, wl, cfg)
         roles = ("prefill",) * P + ("decode",) * D
         pre = new(P)
-        route(pre, router, wl.arrival_s, inp, np.ones(n, dtype=np.int64))
+        route(pre, router, ready, inp, np.ones(n, dtype=np.int64))
         m1 = _merge(pre, n)
         link = kv_link_bytes_s if kv_link_bytes_s is not None else \
             default_kv_link_bytes_s(cost, (P + D) * cost.layout.tp, cost.layout.gpus_per_node)
@@ -126,6 +143,16 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
                 merged[key] = m1[key] + m2[key]
         transfer = np.where(outl > 1, transfer, np.nan)
         reps = pre + dec
+    if fixed:
+        merged["arrival"] = merged["arrival"] - fixed         # sent by the client
+    measured = None
+    if wl.concurrency:
+        measured = _measured_window(merged["arrival"], merged["finish"], wl)
+        if not measured.any():
+            notes.append(f"closed loop: no request in the measured window (the first "
+                         f"{wl.warmup} of each client are warm-up; the drain after the last "
+                         f"request is sent is excluded): send more requests")
+            measured = None
     logs, log_rep = merged["logs"], merged["log_rep"]
     cols = [lg.arrays() for lg in logs]
     it = [np.concatenate([c[i] for c in cols]) for i in range(5)]
@@ -142,7 +169,20 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
                      np.concatenate([v for v, _ in itl]), np.concatenate([w for _, w in itl]),
                      *it, kv_capacity_tokens=int(sum(caps)), config=cfg, replica=rep,
                      notes=tuple(notes), iter_replica=it_rep.astype(np.int64), roles=roles,
-                     replica_kv_tokens=caps, swaps=merged["nswap"], kv_transfer_s=transfer)
+                     replica_kv_tokens=caps, swaps=merged["nswap"], kv_transfer_s=transfer,
+                     measured=measured, concurrency=wl.concurrency)
+
+
+def _measured_window(arrival: np.ndarray, finish: np.ndarray, wl: Workload) -> np.ndarray:
+    """Requests a closed-loop benchmark reports: index >= warmup x concurrency (requests are
+    numbered in the order they are sent, so the first ``warmup`` of every client are out)
+    and finished no later than the last request is sent (the drain runs at falling
+    concurrency)."""
+    n = arrival.size
+    k0 = min(wl.warmup * int(wl.concurrency), n)
+    ok = np.zeros(n, dtype=bool)
+    ok[k0:] = True
+    return ok & (finish <= np.nanmax(arrival))
 
 
 def _check_disaggregate(dis, replicas, wl, cfg) -> tuple[int, int]:

@@ -7,11 +7,23 @@ Arrivals (``arrival``):
 - ``fixed``: one request every 1 / rate seconds;
 - ``offline``: every request at t = 0 (a max-throughput benchmark);
 - ``closed``: ``concurrency`` clients, each sending its next request the moment its
-  previous one finishes (arrival times are decided during the simulation);
+  previous one finishes (arrival times are decided during the simulation), as benchmark
+  clients do (vLLM ``--max-concurrency``, genai-perf/aiperf ``--concurrency``). The clients
+  start staggered: client k sends its first request at ``k x ramp_s / concurrency``.
+  ``ramp_s`` None (default) is one request cycle estimated at this concurrency
+  (:func:`closed_loop_ramp_s`), so the clients start where the desynchronized steady state
+  puts them, as real clients drift apart within a few requests (jitter in tokenization,
+  HTTP, scheduling); ``ramp_s = 0`` starts them all at t = 0 (synchronized waves with
+  equal lengths). The first ``warmup`` requests of each client (the first
+  ``warmup x concurrency`` requests) and those finishing after the last request is sent
+  (the drain, at falling concurrency) are outside the measured window
+  (``SimResult.measured``);
 - a trace CSV with columns ``arrival_s,input_len,output_len`` (lengths then come from it).
 
 Lengths (``--input-dist`` / ``--output-dist``): ``N`` or ``fixed:N``; ``uniform:a,b``
-(integers, both ends included); ``lognormal:mean,sigma`` (``mean`` is the mean of the
+(integers, both ends included); ``range:N,r`` (vLLM's random dataset with
+``--random-range-ratio r``: uniform integers in [int(N x (1 - r)), int(N x (1 + r))],
+r in [0, 1));  ``lognormal:mean,sigma`` (``mean`` is the mean of the
 distribution, ``sigma`` the standard deviation of the underlying normal, so
 ``mu = ln(mean) - sigma^2 / 2``); ``empirical:FILE.csv[:column]`` (draws with replacement
 from a CSV column; default column ``input_len`` / ``output_len``). Draws are rounded to
@@ -44,6 +56,10 @@ class Workload:
     rate: float | None = None
     concurrency: int | None = None
     notes: tuple[str, ...] = field(default=())
+    ramp_s: float | None = None   # closed loop: clients start over this span (None: auto)
+    warmup: int = 0               # closed loop: requests per client outside the measurement
+    think_s: np.ndarray | None = None  # closed loop: per request, seconds between the
+                                  # previous finish (or the client's start) and its send
 
     @property
     def n(self) -> int:
@@ -65,8 +81,8 @@ def sample_lengths(field_name: str, spec: str | int, n: int, rng: np.random.Gene
     kind = kind.lower()
     if kind.replace(".", "", 1).isdigit() and not args:
         kind, args = "fixed", text
-    usage = (f"{field_name}: expected N, fixed:N, uniform:a,b, lognormal:mean,sigma or "
-             f"empirical:FILE.csv[:column], got '{text}'")
+    usage = (f"{field_name}: expected N, fixed:N, uniform:a,b, range:N,ratio, "
+             f"lognormal:mean,sigma or empirical:FILE.csv[:column], got '{text}'")
     if kind == "fixed":
         v = _num(field_name, args)
         if v < 1 or v != int(v):
@@ -80,6 +96,16 @@ def sample_lengths(field_name: str, spec: str | int, n: int, rng: np.random.Gene
         if not (1 <= lo <= hi) or lo != int(lo) or hi != int(hi):
             raise InputError(f"{field_name}: uniform:a,b needs integers 1 <= a <= b, got {args}")
         return rng.integers(int(lo), int(hi) + 1, size=n)
+    if kind == "range":
+        parts = args.split(",")
+        if len(parts) != 2:
+            raise InputError(usage)
+        mid, ratio = (_num(field_name, p) for p in parts)
+        if not (mid >= 1 and mid == int(mid) and 0 <= ratio < 1):
+            raise InputError(f"{field_name}: range:N,ratio needs an integer N >= 1 and ratio "
+                             f"in [0, 1), got {args}")
+        lo, hi = max(int(mid * (1 - ratio)), 1), int(mid * (1 + ratio))
+        return rng.integers(lo, hi + 1, size=n)
     if kind == "lognormal":
         parts = args.split(",")
         if len(parts) != 2:
@@ -172,9 +198,20 @@ def make_workload(n: int = 1000, *, rate: float | None = None, arrival: str | No
                   input_dist: str | int = "lognormal:1024,0.6",
                   output_dist: str | int = "lognormal:256,0.8", trace: str | Path | None = None,
                   concurrency: int | None = None, burstiness: float = 1.0, seed: int = 0,
-                  max_context: int | None = None) -> Workload:
+                  max_context: int | None = None, ramp_s: float | None = None,
+                  warmup: int = 1, jitter_s: float = 0.0) -> Workload:
     """Build the request list (see module docstring). ``arrival`` defaults to ``poisson``
-    with a rate, ``closed`` with a concurrency, ``offline`` with neither."""
+    with a rate, ``closed`` with a concurrency, ``offline`` with neither. ``ramp_s``,
+    ``warmup``: closed loop only (staggered start, warm-up requests per client);
+    ``jitter_s``: closed loop, each request is sent a uniform random 0 .. jitter_s seconds
+    after the previous one of its client finishes (client-side timing noise)."""
+    if not (np.isfinite(jitter_s) and 0 <= jitter_s <= 60):
+        raise InputError(f"jitter_s: must be a number of seconds in [0, 60], got {jitter_s!r}")
+    if ramp_s is not None and not (np.isfinite(ramp_s) and 0 <= ramp_s <= 1e6):
+        raise InputError(f"ramp_s: must be a number of seconds in [0, 1e6], got {ramp_s!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or not 0 <= warmup <= 1000:
+        raise InputError(f"warmup: must be an integer number of requests per client in "
+                         f"[0, 1000], got {warmup!r}")
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     if trace is not None:
@@ -203,6 +240,33 @@ def make_workload(n: int = 1000, *, rate: float | None = None, arrival: str | No
             o = np.minimum(o, max_context - i)
             notes.append(f"{int(too_long.sum())} of {i.size} requests clipped to the model's "
                          f"context of {max_context} tokens")
+    closed = arr == "closed"
+    think = rng.uniform(0, jitter_s, size=i.size) if closed and jitter_s > 0 else None
     return Workload(np.asarray(a, dtype=float), np.asarray(i, dtype=np.int64),
                     np.asarray(o, dtype=np.int64), arr, rate,
-                    concurrency if arr == "closed" else None, tuple(notes))
+                    concurrency if closed else None, tuple(notes),
+                    ramp_s if closed else None, int(warmup) if closed else 0, think)
+
+
+def closed_loop_ramp_s(cost, cfg, wl: Workload) -> float:
+    """One request cycle of a client at concurrency c, estimated before simulating: the
+    span over which the clients start by default. With I, O the mean prompt and output
+    lengths, ``t_pre(I)`` one unloaded prefill of I tokens, ``t_dec(c, L)`` a decode step
+    of c rows attending to L tokens (``IterationCost``) and f the per-request fixed cost:
+    ``cycle = f + c x t_pre(I) + (O - 1) x t_dec(c, I + O / 2)`` seconds: every client
+    prefills once per cycle and decodes O - 1 tokens alongside the others (c = 1: exactly
+    one unloaded request)."""
+    c = int(wl.concurrency or 1)
+    I = max(int(round(float(wl.input_len.mean()))), 1)
+    O = float(wl.output_len.mean())
+    t_pre = cost.time([I], [I], prefill=True)
+    L = I + int(O // 2)
+    t_dec = cost.time(np.ones(c), np.full(c, L), prefill=False)
+    return float(cfg.request_fixed_s + c * t_pre + max(O - 1, 0) * t_dec)
+
+
+def closed_loop_starts_s(cost, cfg, wl: Workload) -> np.ndarray:
+    """First-request times of the ``concurrency`` clients: ``k x ramp / c`` (seconds)."""
+    c = int(wl.concurrency)
+    ramp = wl.ramp_s if wl.ramp_s is not None else closed_loop_ramp_s(cost, cfg, wl)
+    return np.arange(c) * (ramp / c)

@@ -13,6 +13,10 @@ from ..errors import InputError, suggest
 from .model import ModelSpec, from_hf_config
 
 DEFAULT_MODEL = "meta-llama/Llama-2-7b-hf"
+# ModelOpt writes hf_quant_config.json beside config.json; a file X.json may carry its
+# sidecar as X.hf_quant_config.json.
+SIDECAR = "hf_quant_config.json"
+SIDECAR_SUFFIX = "." + SIDECAR
 
 
 @lru_cache(maxsize=1)
@@ -21,7 +25,7 @@ def builtin_model_files() -> dict[str, str]:
     root = resources.files("llmroofline") / "data" / "models"
     out = {}
     for entry in root.iterdir():
-        if entry.name.endswith(".json"):
+        if entry.name.endswith(".json") and not entry.name.endswith(SIDECAR_SUFFIX):
             out[entry.name[:-5].replace("__", "/", 1)] = entry.name
     return dict(sorted(out.items(), key=lambda kv: kv[0].lower()))
 
@@ -110,6 +114,16 @@ def load_config_file(path: str | os.PathLike) -> dict:
     return cfg
 
 
+def load_quant_sidecar(path: str | os.PathLike) -> dict | None:
+    """The ``hf_quant_config.json`` beside a config file (``X.json`` -> ``X.hf_quant_config.json``,
+    a ``config.json`` or a directory -> ``hf_quant_config.json`` there), or None."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    side = p.parent / SIDECAR if p.name == "config.json" else p.with_name(p.stem + SIDECAR_SUFFIX)
+    return load_config_file(side) if side.is_file() else None
+
+
 def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> ModelSpec:
     """Resolve a model by built-in id/alias, local config path, a variant of a built-in
     model (``-Instruct``, ``-chat``, ``-it``, ``-hf``, ``-base``, ``-FP8``, ``Meta-`` naming:
@@ -126,7 +140,8 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
         p = Path(name)
         if not p.exists():
             raise InputError(f"model: file {name} does not exist")
-        return from_hf_config(load_config_file(p), name=p.stem if p.name != "config.json" else p.parent.name or name)
+        return from_hf_config(load_config_file(p), name=p.stem if p.name != "config.json" else p.parent.name or name,
+                              hf_quant_config=load_quant_sidecar(p))
     base = _variants().get(_variant_key(name))
     if base:
         return from_hf_config(_builtin_config(base), name=name)

@@ -23,6 +23,8 @@ from ..errors import InputError, suggest
 from .profile import Efficiency, efficiency_from_dict, efficiency_to_dict
 
 DEFAULT_HARDWARE = "a100-sxm-80gb"
+DEFAULT_NVLINK_DOMAIN = 8   # devices per node when the catalog says nothing (HGX, 8-GPU server)
+MIB = 2 ** 20
 
 # Compute dtypes with a tensor/vector peak in the data file (TFLOPS or TOPS, dense).
 DTYPE_FIELDS = {
@@ -54,6 +56,11 @@ class HardwareSpec:
     scaleout_bytes_s: float = 50e9        # per-GPU network bandwidth per direction (400 Gb/s NIC)
     link_latency_s: float | None = None   # per-hop latency of the scale-up link (None: by link type)
     scaleout_latency_s: float = 10e-6
+    # Devices of one system that reach each other over the scale-up link: 8 on an HGX
+    # board or a PCIe server, 72 in a GB200/GB300 NVL72 rack, 1 for a standalone GH200.
+    nvlink_domain: int = DEFAULT_NVLINK_DOMAIN
+    memory_mib: float | None = None       # capacity as the driver reports it (nvidia-smi MiB)
+    host_bytes_s_bidir: float | None = None  # host link when it is not PCIe (NVLink-C2C)
     tdp_w: float | None = None
     source: str = ""
     confidence: str = ""
@@ -64,15 +71,15 @@ class HardwareSpec:
         return self.peak_flops.get(dtype)
 
     @property
-    def ridge_point(self) -> float:
-        """FLOPs per byte where the 16-bit compute roof meets the bandwidth roof."""
-        p = self.peak("bf16") or self.peak("fp16") or self.peak("fp32") or 0.0
-        return p / self.mem_bw_bytes_s
-
-    @property
     def has_nvlink(self) -> bool:
         """An all-to-all scale-up fabric (NVLink/NVSwitch, Infinity Fabric, ICI, RoCE)."""
         return bool(self.scaleup_bytes_s_bidir)
+
+    @property
+    def visible_memory_bytes(self) -> float:
+        """Capacity the driver exposes (``memory_mib`` x 2^20 bytes) where the catalog
+        records it, else the marketed ``memory_bytes``."""
+        return self.memory_mib * MIB if self.memory_mib else self.memory_bytes
 
     def scaleup_bytes_s(self) -> float | None:
         """Per-direction bandwidth between devices of one node: scale-up link, else PCIe."""
@@ -92,7 +99,9 @@ class HardwareSpec:
 _REQUIRED = ("name", "memory_gb", "mem_bw_gb_s")
 _NUMERIC = ("memory_gb", "mem_bw_gb_s", "l2_mb", "sm_count", "boost_clock_mhz",
             "scaleup_gb_s_bidir", "pcie_gb_s_bidir", "scaleout_gb_s", "link_latency_us",
-            "scaleout_latency_us", "tdp_w", *DTYPE_FIELDS.values())
+            "scaleout_latency_us", "tdp_w", "memory_mib", "host_gb_s_bidir", "nvlink_domain",
+            *DTYPE_FIELDS.values())
+NVLINK_DOMAIN_MAX = 1024
 _TEXT = ("name", "vendor", "architecture", "family", "form_factor", "memory_type",
          "scaleup_link", "source", "confidence", "notes")
 
@@ -114,6 +123,10 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
             v = d[k]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
                 raise InputError(f"{where}: field '{k}' must be a positive finite number, got {v!r}")
+    dom = d.get("nvlink_domain", DEFAULT_NVLINK_DOMAIN)
+    if not isinstance(dom, int) or not 1 <= dom <= NVLINK_DOMAIN_MAX:
+        raise InputError(f"{where}: field 'nvlink_domain' must be an integer in "
+                         f"[1, {NVLINK_DOMAIN_MAX}], got {dom!r}")
     peaks = {dt: float(d[f]) * 1e12 for dt, f in DTYPE_FIELDS.items() if f in d}
     if not peaks:
         raise InputError(f"{where}: needs at least one compute peak field "
@@ -136,6 +149,9 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
         scaleout_bytes_s=opt("scaleout_gb_s", 1e9) or 50e9,
         link_latency_s=opt("link_latency_us", 1e-6),
         scaleout_latency_s=opt("scaleout_latency_us", 1e-6) or 10e-6,
+        nvlink_domain=dom,
+        memory_mib=opt("memory_mib"),
+        host_bytes_s_bidir=opt("host_gb_s_bidir", 1e9),
         tdp_w=opt("tdp_w"),
         efficiency=efficiency,
         **{k: str(d.get(k, "")) for k in _TEXT},
@@ -159,11 +175,15 @@ def to_dict(hw: HardwareSpec) -> dict[str, Any]:
                            ("pcie_gb_s_bidir", "pcie_bytes_s_bidir", 1e9), ("tdp_w", "tdp_w", 1),
                            ("scaleout_gb_s", "scaleout_bytes_s", 1e9),
                            ("link_latency_us", "link_latency_s", 1e-6),
-                           ("scaleout_latency_us", "scaleout_latency_s", 1e-6)):
+                           ("scaleout_latency_us", "scaleout_latency_s", 1e-6),
+                           ("memory_mib", "memory_mib", 1),
+                           ("host_gb_s_bidir", "host_bytes_s_bidir", 1e9)):
         v = getattr(hw, attr)
         if v is not None:
             # 12 significant digits drop the binary noise of the unit round trip (1e-5 / 1e-6)
             out[k] = float(f"{v / scale:.12g}") if scale != 1 else v
+    if hw.nvlink_domain != DEFAULT_NVLINK_DOMAIN:
+        out["nvlink_domain"] = hw.nvlink_domain
     if not hw.efficiency.is_ideal:
         out["efficiency"] = efficiency_to_dict(hw.efficiency)
     return out

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .quant_config import NativeQuant
 
 SUPPORTED_MODEL_TYPES = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2",
@@ -257,6 +260,8 @@ class ModelSpec:
     qk_norm_full: bool = False      # minimax-m2: q/k RMSNorm over all heads (not head_dim)
     mtp_layers: int = 0             # multi-token-prediction modules (not in transformers' count)
     notes: tuple[str, ...] = field(default=(), compare=False)
+    # The release's own weight formats (quantization_config / hf_quant_config.json).
+    native_quant: NativeQuant | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -420,6 +425,48 @@ def _attention_params(m: ModelSpec, sl: Slice, i: int = -1) -> tuple[int, int]:
         small += (q + kv) if m.qk_norm_full else 2 * m.head_dim
     small += sl.heads if m.attention_sinks else 0
     return linear, small
+
+
+def linear_by_class(m: ModelSpec, sl: Slice | None = None,
+                    layers: range | None = None) -> dict[str, int]:
+    """The decoder matmul weights of :func:`param_groups` (``linear``) split by weight
+    class (``precision.WEIGHT_CLASSES``): routed experts (with the latent projections of a
+    latent MoE), shared experts and dense MLPs by :func:`_mlp_split`; the token mixer is the
+    rest of each layer, ``attn_out`` its output projection (attention o_proj, DeepSeek-V4's
+    o_a + o_b, the linear-attention / Mamba out_proj) and ``attn_qkv`` everything else."""
+    sl = sl or full_slice(m)
+    h = m.hidden_size
+    out = dict.fromkeys(("attn_qkv", "attn_out", "dense_mlp", "shared_experts", "experts"), 0)
+    for i in (layers if layers is not None else range(m.num_layers)):
+        lin, _ = layer_params(m, i, sl)
+        ffn, mixer = m.layer_ffns[i], m.layer_mixers[i]
+        mlp = 0
+        if ffn == "moe":
+            e = m.moe
+            experts = sl.experts * _mlp_split(m, sl.expert_ffn, e.expert_bias,
+                                              width=e.latent or None)[0] + 2 * h * e.latent
+            shared = _mlp_split(m, sl.shared_ffn, False)[0] if e.shared_ffn else 0
+            out["experts"] += experts
+            out["shared_experts"] += shared
+            mlp = experts + shared
+        elif ffn == "dense":
+            mlp = _mlp_split(m, sl.ffn, m.mlp_bias)[0]
+            out["dense_mlp"] += mlp
+        if mixer == "attention" and m.v4:
+            v = m.v4
+            o = v.o_lora_rank * sl.heads * v.head_dim \
+                + (v.o_groups * sl.heads // m.num_heads) * v.o_lora_rank * h
+        elif mixer == "attention":
+            o = sl.heads * (m.mla.v_head_dim if m.mla else m.head_dim) * h
+        elif mixer == "linear":
+            o = sl.lin_v_heads * m.linear_attn.head_v_dim * h
+        elif mixer == "mamba":
+            o = sl.mamba_heads * m.mamba.head_dim * h
+        else:
+            o = 0
+        out["attn_out"] += o
+        out["attn_qkv"] += lin - mlp - o
+    return out
 
 
 def _v4_attention_params(m: ModelSpec, sl: Slice, i: int) -> tuple[int, int]:
@@ -643,13 +690,26 @@ KNOWN_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention",
                      "chunked_attention", "deepseek_sparse_attention")
 
 
-def from_hf_config(cfg: Mapping[str, Any], name: str = "custom") -> ModelSpec:
-    """Normalize a Hugging Face ``config.json`` dict into a :class:`ModelSpec`.
+def from_hf_config(cfg: Mapping[str, Any], name: str = "custom",
+                   hf_quant_config: Mapping[str, Any] | None = None) -> ModelSpec:
+    """Normalize a Hugging Face ``config.json`` dict into a :class:`ModelSpec`;
+    ``hf_quant_config``: ModelOpt's ``hf_quant_config.json`` found beside it, if any.
 
     Multimodal releases (``text_config``) model their text decoder; the vision/audio
     encoder is not priced and a note on the spec says so. Architectures and keys that
     cannot be modelled are refused with one line naming the key and why.
     """
+    spec = _from_hf_config(cfg, name)
+    qc = cfg.get("quantization_config")
+    if qc is not None or hf_quant_config is not None:
+        from .quant_config import parse_native_quant
+        nq = parse_native_quant(spec, qc, hf_quant_config, name)
+        if nq is not None:
+            spec = replace(spec, native_quant=nq)
+    return spec
+
+
+def _from_hf_config(cfg: Mapping[str, Any], name: str) -> ModelSpec:
     if not isinstance(cfg, Mapping):
         raise InputError(f"config.json of {name}: expected a JSON object")
     notes: tuple[str, ...] = ()

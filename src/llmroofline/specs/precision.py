@@ -8,6 +8,11 @@ from ..errors import InputError
 from .hardware import HardwareSpec
 
 ALLOWED_BITS = (4, 8, 16, 32)
+# Weight classes a release can store in different formats (specs/quant_config.py); the
+# operator graph and memory.py price each matmul weight by its class.
+WEIGHT_CLASSES = ("attn_qkv", "attn_out", "dense_mlp", "shared_experts", "experts",
+                  "lm_head", "embedding")
+_BASE_CLASSES = ("lm_head", "embedding")
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,10 @@ class Precision:
     group_size: int = 0      # weights sharing one scale (0: per-channel/per-tensor, negligible)
     scale_bits: int = 16     # bits of scale (+ zero point) stored per group
     int8: bool = False       # 8-bit matmuls in INT8 (SmoothQuant) rather than FP8
+    # A release's own formats (specs/quant_config.NativeQuant): (class, bytes per weight
+    # with its scales, bits) per weight class; empty: every class follows wbits/base_bytes.
+    native: tuple[tuple[str, float, int], ...] = ()
+    native_label: str = ""
 
     def __post_init__(self) -> None:
         for f in ("wbits", "abits", "kvbits"):
@@ -39,6 +48,28 @@ class Precision:
         if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) \
                 or not 0 <= self.group_size <= 65536:
             raise InputError(f"group_size must be an integer in [0, 65536], got {self.group_size!r}")
+        for entry in self.native:
+            if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] in WEIGHT_CLASSES
+                    and 0 < entry[1] <= 4 and entry[2] in (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)):
+                raise InputError(f"native: each entry must be (class in {', '.join(WEIGHT_CLASSES)}, "
+                                 f"bytes per weight in (0, 4], bits), got {entry!r}")
+
+    def class_weight_bytes(self, cls: str) -> float:
+        """Bytes per weight of a weight class (``WEIGHT_CLASSES``), scales included: the
+        release's own format when ``native`` has it, else ``weight_bytes`` for decoder
+        matmuls and ``base_bytes`` for lm_head and the embedding."""
+        for c, b, _ in self.native:
+            if c == cls:
+                return b
+        return self.base_bytes if cls in _BASE_CLASSES else self.weight_bytes
+
+    def class_compute(self, cls: str, default: str = "gemm") -> str:
+        """Compute class of a matmul of weight class ``cls``: a class a release keeps in
+        16 bits runs 16-bit GEMMs (``gemm16``) even when the rest runs at ``abits``."""
+        for c, _, bits in self.native:
+            if c == cls and bits >= 16 and self.abits < 16:
+                return "gemm16"
+        return default
 
     @property
     def weight_bytes(self) -> float:
@@ -68,7 +99,8 @@ class Precision:
     @property
     def label(self) -> str:
         g = f"g{self.group_size}" if self.group_size else ""
-        return f"W{self.wbits}{g}A{self.abits}KV{self.kvbits}" + (" INT8" if self.int8 else "")
+        return f"W{self.wbits}{g}A{self.abits}KV{self.kvbits}" + (" INT8" if self.int8 else "") \
+            + (f" ({self.native_label} as released)" if self.native_label else "")
 
 
 # Named schemes: shortcuts for the bit widths (comma-combine a weight scheme and a KV one).

@@ -3,7 +3,7 @@
 A profile maps a device family (``ampere``, ``ada``, ``hopper``, ...) to an
 :class:`Efficiency`. ``ideal`` is the bare roofline (100 % of every peak, no overhead);
 ``default`` is fitted to published measurements of real engines
-(``data/profiles/default.toml`` records the fit and its error); ``trtllm-0.8`` and
+(``data/engines/default.toml`` records the fit and its error); ``trtllm-0.8`` and
 ``lmdeploy-0.1`` are fitted to one engine's rows each; a user profile is a TOML file of
 the same shape written by ``llmroofline calibrate``.
 
@@ -39,8 +39,8 @@ Each term has a physical reason:
   Default: yes; the shipped Hopper entries: no.
 - ``launch_overhead_s``: fixed cost per kernel (launch latency, prologue/epilogue, the
   tail of each kernel when the next cannot start). CUDA graphs shrink it: with
-  ``cuda_graphs=True`` decode steps pay ``CUDA_GRAPH_LAUNCH_FACTOR`` of it per kernel
-  (see :func:`with_cuda_graphs`).
+  ``cuda_graphs=True`` decode steps pay the engine's ``cuda_graph_launch_factor`` of it
+  per kernel (``specs.engine.Engine.graphed``).
 - ``step_overhead_s``: fixed cost per forward step outside kernels (scheduling, sampling,
   host synchronisation).
 - ``prefill_overhead_s``: extra fixed cost of the first step of a request (tokenization,
@@ -52,27 +52,13 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, suggest
 
-# default: all shipped measurements; trtllm-0.8 / lmdeploy-0.1: one engine's rows each.
-BUILTIN_PROFILES = ("ideal", "default", "trtllm-0.8", "lmdeploy-0.1")
-DEFAULT_PROFILE = "default"
-
-
-# Share of the per-kernel launch cost left when a decode step replays a captured CUDA
-# graph: the CPU launch path disappears, the GPU-side gap between dependent kernels
-# (~1-2 us on recent parts, against 5-10 us launched one by one) stays. An assumption,
-# not a fit: the shipped measurements come from engines without graph capture.
-CUDA_GRAPH_LAUNCH_FACTOR = 0.2
 
 
 @dataclass(frozen=True)
@@ -139,11 +125,6 @@ class Efficiency:
         return self == Efficiency()
 
 
-def with_cuda_graphs(e: Efficiency) -> Efficiency:
-    """``e`` for steps replayed from a CUDA graph: launch overhead x CUDA_GRAPH_LAUNCH_FACTOR."""
-    return replace(e, launch_overhead_s=e.launch_overhead_s * CUDA_GRAPH_LAUNCH_FACTOR)
-
-
 def without_wave_quantization(p: "Profile") -> "Profile":
     """``p`` with GEMMs that lose nothing to a partial last wave (stream-K style kernels)."""
     return Profile(f"{p.name}, stream-K",
@@ -202,13 +183,23 @@ def efficiency_to_dict(e: Efficiency) -> dict[str, float | bool]:
     return out
 
 
+# Device family -> the fitted family whose kernels it runs (used when a profile has no entry
+# of its own for the family): Blackwell datacenter parts run the CUTLASS / FlashAttention /
+# TensorRT-LLM kernels that were tuned on Hopper (TMA, warp-specialised GEMMs), so they keep
+# Hopper's achievable fractions and fixed per-kernel and per-step costs, and get their own
+# peaks, bandwidth and SM count from the catalog. Acyclic by construction.
+FAMILY_LINEAGE: dict[str, str] = {"blackwell": "hopper"}
+
+
 @dataclass(frozen=True)
 class Profile:
     """Efficiency per device family and weight precision, with fallbacks.
 
     Keys of ``families``: ``"<family>-a<bits>"`` (e.g. ``hopper-a8``: FP8/INT8 matmuls),
     ``"a<bits>"`` (any family computing at that activation width), or ``"<family>"``.
-    Lookup takes the first present of ``family-aN``, ``aN``, ``family``, then ``fallback``:
+    Lookup takes the first present of ``family-aN``, ``aN``, ``family``, then ``fallback``
+    (a family with no entry of its own and a parent in :data:`FAMILY_LINEAGE` looks up as
+    the parent):
     kernels of one compute format behave alike across GPU generations more than one
     generation behaves alike across formats. Weight-only quantization (W4A16, W8A16) runs
     16-bit kernels that stream narrower weights, so it looks up ``a16``.
@@ -223,11 +214,22 @@ class Profile:
         keys = [f"{family}-a{abits}", f"a{abits}"] if abits else []
         return keys + [family]
 
+    def entry_key(self, family: str, abits: int | None = None) -> str:
+        """The key of the entry a device family resolves to, or ``"fallback"``.
+
+        A family with no entry of its own (neither ``family`` nor ``family-aN``) that has a
+        parent in :data:`FAMILY_LINEAGE` resolves exactly as its parent does: the same
+        kernels' fractions and fixed overheads, while peaks, bandwidth and SM count come
+        from the device itself (``cost.Roofline``)."""
+        own = {f"{family}-a{abits}", family} if abits else {family}
+        if not own & set(self.families) and family in FAMILY_LINEAGE:
+            return self.entry_key(FAMILY_LINEAGE[family], abits)
+        return next((k for k in self.lookup_keys(family, abits) if k in self.families),
+                    "fallback")
+
     def for_family(self, family: str, abits: int | None = None) -> Efficiency:
-        for k in self.lookup_keys(family, abits):
-            if k in self.families:
-                return self.families[k]
-        return self.fallback
+        k = self.entry_key(family, abits)
+        return self.fallback if k == "fallback" else self.families[k]
 
 
 IDEAL = Profile("ideal", provenance={"description": "100 % of datasheet peaks, no overhead"})
@@ -270,47 +272,14 @@ def _toml_value(v: Any) -> str:
     return f'"{s}"'
 
 
-@lru_cache(maxsize=None)
-def _builtin(name: str) -> Profile:
-    if name == "ideal":
-        return IDEAL
-    path = resources.files("llmroofline") / "data" / "profiles" / f"{name}.toml"
-    return profile_from_dict(name, tomllib.loads(path.read_text()), f"profile {name}")
-
-
 def load_profile(name_or_path: str | os.PathLike | Profile | None = None) -> Profile:
-    """A built-in profile (``ideal``, ``default``) or a profile TOML file."""
+    """The efficiency entries of a built-in engine (``default``, ``ideal``, ...) or of a
+    profile / engine TOML file (``specs.engine.load_engine`` reads them)."""
     if isinstance(name_or_path, Profile):
         return name_or_path
-    name = str(name_or_path or DEFAULT_PROFILE)
-    if name in BUILTIN_PROFILES:
-        return _builtin(name)
-    p = Path(name)
-    if p.suffix.lower() == ".toml" or p.exists():
-        if not p.is_file():
-            raise InputError(f"profile: file {p} does not exist")
-        try:
-            data = tomllib.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"profile: cannot parse {p}: {str(e).splitlines()[0]}") from None
-        return profile_from_dict(p.stem, data, f"profile file {p}")
-    raise InputError(f"profile: unknown profile '{name}'" + suggest(name, BUILTIN_PROFILES)
-                     + f"; use {', '.join(BUILTIN_PROFILES)}, or a .toml file from "
-                     "`llmroofline calibrate`")
+    from .engine import load_engine     # engine files hold the profiles; engine imports us
+    return load_engine(name_or_path).profile
 
 
-def resolve_efficiency(hw_efficiency: Efficiency, family: str, profile: Profile,
-                       abits: int | None = None) -> Efficiency:
-    """The efficiency to use: a device file's own block wins over the profile's family.
-
-    A device file with an explicit ``[efficiency]`` block (e.g. written by ``probe``)
-    describes that device; otherwise the profile's entry for the device family applies.
-    The ``ideal`` profile always gives the bare roofline.
-    """
-    if profile.name == "ideal":
-        return Efficiency()
-    if not hw_efficiency.is_ideal:
-        return hw_efficiency
-    return profile.for_family(family, abits)
 
 

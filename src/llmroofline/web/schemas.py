@@ -7,8 +7,8 @@ silently ignored value). Numbers are strict: ``16`` is a batch, ``"16"``, ``16.5
 ``true`` are not.
 
 Nothing in a request names a file: ``model`` is a catalog id or alias (or only the display
-name of an uploaded ``config``), ``hardware`` a catalog device id, ``profile`` a built-in
-profile name, ``prices`` an object of device id -> USD per device-hour.
+name of an uploaded ``config``), ``hardware`` a catalog device id, ``engine`` and ``profile`` built-in
+engine names, ``prices`` an object of device id -> USD per device-hour.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..deployment import SETUP_FIELDS
 from ..errors import InputError
 from ..gridspec import parse_grid
+from ..specs.engine import builtin_engines
 
 # -- caps (documented in docs/web.md) ----------------------------------------------------
 MAX_BATCH = 65_536              # batch per replica (analyze, roofline, rank, mesh values)
@@ -102,22 +104,27 @@ class ModelFields(_Body):
         return None if v is None else check_config(v)
 
 
+# built-in engines only (never a path): the names of data/engines/*.toml
+EngineName = Literal[builtin_engines()]
+
+
+def _setup(name: str):
+    """A request field declared once in ``deployment.SETUP_FIELDS``: its default and help."""
+    f = SETUP_FIELDS[name]
+    return Field(f.default, description=f.help)
+
+
 class PrecisionFields(_Body):
-    quant: Optional[str] = Field(
-        None, max_length=64,
-        description="Scheme: fp16, bf16, fp8, int8-sq, w8a16, w4a16, fp4; KV: kv-fp8, kv-int8, "
-                    "kv-int4; combine with commas (e.g. \"w4a16,kv-fp8\").")
-    wbits: Bits = Field(None, description="Weight bits (overrides quant).")
-    abits: Bits = Field(None, description="Activation bits.")
-    kvbits: Bits = Field(None, description="KV cache bits.")
-    flash: Annotated[bool, Field(strict=True)] = Field(True, description="Fused attention.")
-    cuda_graphs: Annotated[bool, Field(strict=True)] = Field(
-        False, description="Decode steps replay CUDA graphs (launch overhead x 0.2 per kernel).")
-    prefill_chunk: Optional[Length] = Field(
-        None, description="Chunked prefill: tokens per chunk (one forward step each).")
-    profile: Literal["default", "ideal", "trtllm-0.8", "lmdeploy-0.1"] = Field(
-        "default", description="Efficiency profile: default (calibrated on all shipped "
-        "measurements), ideal (bare roofline), or one engine's fit (trtllm-0.8, lmdeploy-0.1).")
+    quant: Optional[str] = Field(SETUP_FIELDS["quant"].default, max_length=64,
+                                 description=SETUP_FIELDS["quant"].help)
+    wbits: Bits = _setup("wbits")
+    abits: Bits = _setup("abits")
+    kvbits: Bits = _setup("kvbits")
+    flash: Annotated[bool, Field(strict=True)] = _setup("flash")
+    cuda_graphs: Annotated[bool, Field(strict=True)] = _setup("cuda_graphs")
+    prefill_chunk: Optional[Length] = _setup("prefill_chunk")
+    engine: Optional[EngineName] = _setup("engine")
+    profile: Optional[EngineName] = _setup("profile")
 
 
 class AnalyzeRequest(ModelFields, PrecisionFields):
@@ -127,10 +134,10 @@ class AnalyzeRequest(ModelFields, PrecisionFields):
     batch: Batch = 1
     input_len: Length = 128
     output_len: Length = 128
-    tp: Par = 1
-    pp: Par = 1
-    ep: Par = 1
-    dp: Par = 1
+    tp: Par = _setup("tp")
+    pp: Par = _setup("pp")
+    ep: Par = _setup("ep")
+    dp: Par = _setup("dp")
     beams: Annotated[int, Field(strict=True, ge=1, le=MAX_ROWS)] = 1
     samples: Annotated[int, Field(strict=True, ge=1, le=MAX_ROWS)] = 1
 
@@ -143,8 +150,8 @@ class RooflineRequest(ModelFields, PrecisionFields):
     input_len: Length = 512
     output_len: Length = 128
     phase: Literal["prefill", "decode", "both"] = "both"
-    tp: Par = 1
-    ep: Par = 1
+    tp: Par = _setup("tp")
+    ep: Par = _setup("ep")
 
 
 def _mesh_axis(name: str, v, hi: int) -> list[int]:
@@ -177,9 +184,9 @@ class CompareRequest(ModelFields, PrecisionFields):
                                     f"most {MAX_MESH_AXIS} values.")
     output_len: Annotated[int, Field(strict=True, ge=2, le=MAX_LEN, multiple_of=2)] = 128
     method: Literal["ops", "global", "both"] = "ops"
-    tp: Par = 1
-    ep: Par = 1
-    dp: Par = 1
+    tp: Par = _setup("tp")
+    ep: Par = _setup("ep")
+    dp: Par = _setup("dp")
     ignore_context: Annotated[bool, Field(strict=True)] = False
 
     @field_validator("batch")

@@ -126,8 +126,8 @@ def engine_guard(from_config: bool):
 
 def _precision_kw(req) -> dict:
     return dict(quant=req.quant, wbits=req.wbits, abits=req.abits, kvbits=req.kvbits,
-                flash=req.flash, profile=req.profile, cuda_graphs=req.cuda_graphs,
-                prefill_chunk=req.prefill_chunk)
+                flash=req.flash, engine=req.engine, profile=req.profile,
+                cuda_graphs=req.cuda_graphs, prefill_chunk=req.prefill_chunk)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -149,14 +149,11 @@ def hardware_one(dev: str) -> dict:
 
 def analyze(req: AnalyzeRequest) -> dict:
     """One workload: exactly ``llmroofline analyze --json`` for the same inputs."""
-    from ..cli.common import engine_kwargs
     m = resolve_model(req.model, req.config)
     hw = resolve_hardware(req.hardware)
     axes = cartesian(batch=np.asarray([req.batch], float), input_len=np.asarray([req.input_len], float),
                      output_len=np.asarray([req.output_len], float))
-    kw = engine_kwargs(req.quant, req.wbits, req.abits, req.kvbits, req.flash, req.tp, req.pp,
-                       req.ep, req.dp, profile=req.profile, cuda_graphs=req.cuda_graphs,
-                       prefill_chunk=req.prefill_chunk)
+    kw = dict(_precision_kw(req), tp=req.tp, pp=req.pp, ep=req.ep, dp=req.dp)
     with engine_guard(req.config is not None):
         a = phases.analyze(m, hw, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                            beams=req.beams, samples=req.samples)
@@ -165,17 +162,15 @@ def analyze(req: AnalyzeRequest) -> dict:
 
 def roofline(req: RooflineRequest) -> dict:
     """Ridge points and operator points: ``llmroofline roofline --json`` (+ ``warnings``)."""
-    from .. import plots
     m = resolve_model(req.model, req.config)
     hws = resolve_devices(req.hardware)
     phs = {"both": ("prefill", "decode"), "prefill": ("prefill",), "decode": ("decode",)}[req.phase]
     with engine_guard(req.config is not None):
         analyses = [phases.analyze(m, h, req.batch, req.input_len, req.output_len, tp=req.tp,
                                    ep=req.ep, **_precision_kw(req)) for h in hws]
-        pts = plots.roofline_points(analyses, phs)
-        ridges = {a.hardware.id: plots.ridge(a) for a in analyses}
+        data = report.roofline_payload(analyses, phs)
     warnings = list(dict.fromkeys(w for a in analyses for w in a.warnings))
-    return clean({"ridges": ridges, "points": pts, "model": m.name,
+    return clean({**data, "model": m.name,
                   "precision": analyses[0].precision.label, "warnings": warnings})
 
 
@@ -191,10 +186,7 @@ def compare(req: CompareRequest) -> dict:
             req.output_len, ignore_context=req.ignore_context, tp=req.tp, ep=req.ep, dp=req.dp,
             **_precision_kw(req))
         ms = [meshes[k] for k in methods]
-        data: dict[str, Any] = {"meshes": [x.to_json() for x in ms]}
-        if len(ms) == 2 and len(ms[0].hardware) == 2:
-            agree = cmpmod.sign_agreement(*ms)
-            data["sign_agreement_ops_global"] = None if np.isnan(agree) else agree
+        data: dict[str, Any] = cmpmod.compare_payload(ms)
     data["warnings"] = list(ms[0].warnings)
     return clean(data)
 
