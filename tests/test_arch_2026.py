@@ -623,3 +623,10 @@ def test_deepseek_v4_projection_flops_equal_torch():
               if k.endswith(("layers.2.self_attn.compressor.kv_proj",
                              "layers.2.self_attn.compressor.gate_proj")))
     assert ops["hca_compressor"] == hca == 2 * B * T * 64 * 2 * 32
+
+
+def test_builtin_sidecar_is_read():
+    """Nemotron-3-Super-FP8 ships its ModelOpt hf_quant_config.json beside the built-in
+    config: the weights are priced as released (FP8), not at 16 bits."""
+    m = load_model("nemotron-3-super")
+    assert m.native_quant is not None

@@ -97,6 +97,13 @@ def _builtin_config(hf_id: str) -> dict:
     return json.loads((root / builtin_model_files()[hf_id]).read_text())
 
 
+def _builtin_sidecar(hf_id: str) -> dict | None:
+    """The packaged ``org__name.hf_quant_config.json`` of a built-in model, if shipped."""
+    root = resources.files("llmroofline") / "data" / "models"
+    f = root / (builtin_model_files()[hf_id][:-5] + SIDECAR_SUFFIX)
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def load_config_file(path: str | os.PathLike) -> dict:
     p = Path(path)
     if p.is_dir():
@@ -134,7 +141,7 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
     files = builtin_model_files()
     hf = files.get(name) and name or model_aliases().get(name.lower())
     if hf:
-        return from_hf_config(_builtin_config(hf), name=hf)
+        return from_hf_config(_builtin_config(hf), name=hf, hf_quant_config=_builtin_sidecar(hf))
     hub_like = bool(re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name))  # org/name, never a local path
     if name.endswith(".json") or (os.path.sep in name and not hub_like) or Path(name).exists():
         p = Path(name)
@@ -144,7 +151,8 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
                               hf_quant_config=load_quant_sidecar(p))
     base = _variants().get(_variant_key(name))
     if base:
-        return from_hf_config(_builtin_config(base), name=name)
+        return from_hf_config(_builtin_config(base), name=name,
+                              hf_quant_config=_builtin_sidecar(base))
     if hub_like:
         return from_hf_config(_fetch_hub_config(name), name=name)
     raise InputError(f"model: unknown model '{name}'"
