@@ -62,9 +62,20 @@ def hf_config_from_json(cfg: dict):
       ``model_type``): built as the ``OPTConfig`` below; vocab 50272 is OPT's vocabulary
       (the same GPT-2 BPE + padding OPT-125m..66b ship with), which the engine assumes.
     """
+    if isinstance(cfg.get("text_config"), dict):
+        # Multimodal releases (Qwen3.5, Llama-4, Kimi-K2.5): the engine models the text
+        # decoder, so the reference is transformers' text-only causal LM of text_config.
+        text = dict(cfg["text_config"])
+        if "tie_word_embeddings" in cfg:
+            text.setdefault("tie_word_embeddings", cfg["tie_word_embeddings"])
+        text.setdefault("model_type", {"qwen3_5_moe": "qwen3_5_moe_text",
+                                       "qwen3_5": "qwen3_5_text"}.get(cfg["model_type"]))
+        cfg = text
     cfg = {k: v for k, v in cfg.items()
            if k not in ("quantization_config", "auto_map", "_comment")}
     mt = cfg.pop("model_type", None)
+    if mt == "kimi_k2":   # Kimi-K2's decoder is DeepSeek-V3 (its architectures say so)
+        mt = "deepseek_v3"
     if mt is None:
         return OPTConfig(num_hidden_layers=96, hidden_size=12288, num_attention_heads=96,
                          ffn_dim=49152, word_embed_proj_dim=12288,
@@ -86,7 +97,7 @@ def build_meta(hf_cfg):
 
 
 def _decoder_layers(model):
-    base = model.base_model
+    base = getattr(model, "model", None) or model.base_model   # Llama4ForCausalLM: .model
     for attr in ("layers", "h", "decoder"):
         sub = getattr(base, attr, None)
         if sub is not None:
@@ -127,9 +138,11 @@ def test_param_count_matches_transformers(hf_id, file):
         assert hf_cfg.num_key_value_heads == spec.num_kv_heads
     # parameters() is the complete set of stored weights: the state_dict holds nothing
     # else, except DeepSeek-V3's router bias buffer (see test_deepseek_v3_extra_state).
-    if hf_id != "deepseek-ai/DeepSeek-V3":
-        params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-        assert [k for k in model.state_dict() if k not in params] == []
+    # Routers with an aux-loss-free balancing bias (DeepSeek-V3 layout, GLM-5, Nemotron-H)
+    # keep it as a buffer, checked in test_deepseek_v3_extra_state.
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    assert [k for k in model.state_dict() if k not in params
+            and not k.endswith("e_score_correction_bias")] == []
 
 
 def test_falcon_7b_refinedweb_shapes():

@@ -32,6 +32,12 @@ round, each accepted with probability ``a`` independently (Leviathan et al. 2023
   ``input_len + output_len + k`` tokens (k lookahead slots for the unverified drafts);
   the activation peak is the larger of the two prefills' (they run one after another).
 
+MTP (``analyze --mtp N``): the model's own multi-token-prediction module is the draft
+(:func:`specs.model.mtp_draft`): each of the N draft steps runs one MTP module (eh_proj +
+one decoder layer like the last + the shared lm_head); its extra weights are
+:func:`specs.model.mtp_param_count` (at ``wbits``, split over the TP group), its KV cache
+one layer per module; its prefill is the module over the prompt.
+
 Not modelled: the final round's overshoot (up to k drafted tokens past ``output_len``:
 at most ``k / tau`` extra rounds per request), the draft re-processing the bonus token,
 the rejection-sampling arithmetic, tree (multi-candidate) speculation and pipelines
@@ -53,7 +59,7 @@ from .graph import build_ops
 from .memory import Memory, kv_cache_bytes_per_seq, largest_batch
 from .parallel import Layout
 from .specs.catalog import load_model
-from .specs.model import ModelSpec
+from .specs.model import ModelSpec, mtp_param_count
 
 MAX_DRAFT_K = 16
 _ROUND_CHUNK = 65536   # draft-step evaluations per build_ops call (bounds memory)
@@ -207,7 +213,7 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
         raise InputError(f"draft_tp must be an integer in [1, 1024], got {draft_tp!r}")
     dlay = Layout(tp=lay.tp if draft_tp is None else draft_tp, dp=lay.dp,
                   gpus_per_node=lay.gpus_per_node, overlap=lay.overlap, allreduce=lay.allreduce)
-    dm = load_model(draft)
+    dm = draft if isinstance(draft, ModelSpec) else load_model(draft)
     dengine = {k_: v for k_, v in engine.items()
                if k_ in ("flash", "engine", "profile", "cuda_graphs", "prefill_chunk")}
     try:
@@ -236,10 +242,15 @@ def speculative(model, hardware, batch=1, input_len=128, output_len=128, *, draf
             tm, dm, prec, flash, lay, dlay, roof, droof, float(B[idx]), float(I[idx]),
             float(O[idx]), k, tau)
     reserve = I + O + k
+    modules = dm.extra.get("mtp_modules", 1)   # MTP: every module keeps its own cache
     kv = B * (kv_cache_bytes_per_seq(tm, prec, reserve, lay) * (1 - lay.offload_kv)
-              + kv_cache_bytes_per_seq(dm, prec, reserve, dlay))
-    weights = plain.memory.weights_bytes + dplain.memory.weights_bytes
+              + modules * kv_cache_bytes_per_seq(dm, prec, reserve, dlay))
+    draft_w = dplain.memory.weights_bytes
+    if dm.extra.get("mtp_of"):   # MTP modules share the target's embedding and lm_head
+        draft_w = mtp_param_count(tm) * prec.weight_bytes / dlay.tp
+    weights = plain.memory.weights_bytes + draft_w
     act = np.maximum(plain.memory.activation_bytes, dplain.memory.activation_bytes)
     cap = plain.memory.capacity_bytes
-    mem = Memory(weights, kv, act, cap, largest_batch(cap, weights, (kv + act) / B))
+    state = plain.memory.state_bytes   # the target's recurrent state (hybrid models)
+    mem = Memory(weights, kv, act, cap, largest_batch(cap, weights, (kv + state + act) / B), state)
     return Speculative(plain, dplain, k, a, tau, rounds, dsum, vsum, mem, tuple(warnings))

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .parallel import Layout, expert_load_imbalance, experts_hit_on_busiest_device, shard
+from .parallel import (Layout, alltoall_copies_per_token, expert_load_imbalance,
+                       experts_hit_on_busiest_device, shard)
 from .specs.model import Slice
-from .specs.model import ModelSpec
+from .specs.model import ModelSpec, conv_state_bytes
 from .specs.precision import Precision
 
 # Elementwise FLOPs per element; they never decide a bound but keep intensities honest.
@@ -75,6 +76,23 @@ def causal_pairs(q_len, kv_len, window=np.inf):
         else tri(hi) - tri(lo - 1)
 
 
+def chunked_pairs(q_len, kv_len, chunk):
+    """(query, key) pairs of chunked local attention (Llama-4), per sequence, per head.
+
+    Positions are cut into chunks of ``chunk`` tokens; the query at 0-based position p sees
+    the keys of its own chunk up to itself, ``(p mod chunk) + 1`` of them. With
+    ``S(n) = sum_{p < n} ((p mod C) + 1) = q C (C + 1) / 2 + r (r + 1) / 2`` (n = q C + r),
+    the new tokens at ``kv_len - q_len .. kv_len - 1`` keep ``S(kv_len) - S(kv_len - q_len)``.
+    """
+    C = float(chunk)
+
+    def S(n):
+        q, r = np.floor(n / C), np.mod(n, C)
+        return q * C * (C + 1) / 2 + r * (r + 1) / 2
+
+    return S(kv_len) - S(kv_len - q_len)
+
+
 def keys_touched(q_len, kv_len, window=np.inf):
     """Distinct keys any of the ``q_len`` queries attends to: min(kv_len, q_len + window - 1)."""
     return np.minimum(kv_len, q_len + window - 1)
@@ -99,6 +117,8 @@ class _Step:
     def op(self, name, kind, compute, count, flops=0.0, w=0.0, a=0.0, kv=0.0, window=np.inf,
            comm=0.0, collective="", group=1, rows=np.inf, reread=0.0, cols=np.inf,
            kv_group=1.0):
+        if not count:   # no layer of this kind (e.g. no mixer in an MoE-only block)
+            return
         z = self.zero
         self.ops.append(Op(name, kind, compute, count, z + count * flops, z + count * w,
                            z + count * a, z + count * kv, float(window), z + count * comm,
@@ -168,42 +188,61 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     s.op("embedding", "embedding", "vector", 1, w=rows * h * prec.class_weight_bytes("embedding"),
          a=N * h * ab)
     s.allreduce("embedding_allreduce", 1)
+    if m.extra.get("mtp_of"):   # MTP draft step: enorm, hnorm, eh_proj(concat) -> hidden
+        s.norm("mtp_input_norms", 2)
+        s.linear("mtp_eh_proj", 2 * h, h, 1)
 
-    # -- attention block -------------------------------------------------------------------
-    s.norm("attn_norm", nl)
-    if m.mla:
+    # -- token mixers (attention, linear attention, Mamba-2) ---------------------------------
+    mixers, ffns = m.layer_mixers, m.layer_ffns
+    n_attn, n_mix = mixers.count("attention"), nl - mixers.count("none")
+    n_ffn = nl - ffns.count("none")
+    s.norm("attn_norm", n_mix)
+    if m.v4:
+        _v4_ops(s)
+    elif m.mla:
         _mla_ops(s, mla_absorb)
-    else:
+    elif n_attn:
         d = m.head_dim
         q_dim, kv_dim = sh.heads * d, sh.kv_heads * d
-        s.linear("qkv_proj", h, q_dim + 2 * kv_dim, nl, bias=m.qkv_bias, wclass="attn_qkv")
+        gate = q_dim if m.attn_output_gate else 0
+        s.linear("qkv_proj", h, q_dim + gate + 2 * kv_dim, n_attn, bias=m.qkv_bias,
+                 wclass="attn_qkv")
         if m.qk_norm:
-            s.norm("qk_norm", nl, tokens=N * (sh.heads + sh.kv_heads), width=d)
-        if not m.learned_positions:
-            rope_width = (sh.heads + sh.kv_heads) * min(d, m.extra.get("rotary_dim") or d)
-            s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * rope_width,
+            s.norm("qk_norm", n_attn, tokens=N * (sh.heads + sh.kv_heads), width=d)
+        rot = m.extra.get("rotary_dim")
+        if not m.learned_positions and rot != 0:
+            rope_width = (sh.heads + sh.kv_heads) * min(d, rot or d)
+            s.op("rope", "elementwise", "vector", n_attn, flops=ROPE_FLOPS * N * rope_width,
                  a=2 * N * rope_width * ab)
-        for window, count in _window_groups(m):
+        for (window, chunked), count in _window_groups(m):
             _attention(s, count, window, heads=sh.heads, d_qk=d, d_v=d,
                        kv_read_width=2 * kv_dim, kv_write_width=2 * kv_dim,
-                       suffix=_suffix(m, window), kv_group=sh.heads / sh.kv_heads)
-        s.linear("o_proj", q_dim, h, nl, bias=m.o_bias, wclass="attn_out")
+                       suffix=_suffix(m, window, chunked), kv_group=sh.heads / sh.kv_heads,
+                       chunked=chunked)
+        if gate:   # o = attn x sigmoid(gate): read both, write one
+            s.op("attn_output_gate", "elementwise", "vector", n_attn, flops=5 * N * q_dim,
+                 a=3 * N * q_dim * ab)
+        s.linear("o_proj", q_dim, h, n_attn, bias=m.o_bias, wclass="attn_out")
+    if mixers.count("linear"):
+        _linear_attn_ops(s, mixers.count("linear"))
+    if mixers.count("mamba"):
+        _mamba_ops(s, mixers.count("mamba"))
 
     # -- MLP block ---------------------------------------------------------------------------
     n_moe = m.num_moe_layers
-    n_dense = nl - n_moe
+    n_dense = m.num_dense_layers
     if m.parallel_block:
         # Attention and MLP partial sums are added before one all-reduce per layer.
         if m.norms_per_layer == 2:
             s.norm("mlp_norm", nl)
     else:
-        s.allreduce("attn_allreduce", nl)
-        s.op("attn_residual_add", "elementwise", "vector", nl, flops=N * h, a=3 * N * h * ab)
+        s.allreduce("attn_allreduce", n_mix)
+        s.op("attn_residual_add", "elementwise", "vector", n_mix, flops=N * h, a=3 * N * h * ab)
         if m.norms_per_layer == 4:
             s.norm("post_attn_norm", nl)
             s.norm("pre_mlp_norm", nl)
         else:
-            s.norm("mlp_norm", nl)
+            s.norm("mlp_norm", n_ffn)
     if n_dense:
         _mlp(s, "", sh.ffn, n_dense, bias=m.mlp_bias)
     if n_moe:
@@ -215,7 +254,7 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
         if m.norms_per_layer == 4:
             s.norm("post_mlp_norm", nl)
         s.allreduce("mlp_allreduce", n_dense + (n_moe if layout.ep == 1 else 0))
-        s.op("mlp_residual_add", "elementwise", "vector", nl, flops=N * h, a=3 * N * h * ab)
+        s.op("mlp_residual_add", "elementwise", "vector", n_ffn, flops=N * h, a=3 * N * h * ab)
 
     # -- head ---------------------------------------------------------------------------------
     if m.final_norm:
@@ -230,21 +269,25 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     return s.ops
 
 
-def _suffix(m: ModelSpec, window) -> str:
-    if len(set(m.layer_windows)) == 1:
+def _suffix(m: ModelSpec, window, chunked=False) -> str:
+    if len({m.layer_windows[i] for i in m.attention_layers}) == 1:
         return ""
+    if chunked:
+        return " (chunked)"
     return " (local)" if window is not None else " (global)"
 
 
-def _window_groups(m: ModelSpec) -> list[tuple[int | None, int]]:
-    groups: dict[int | None, int] = {}
-    for w in m.layer_windows:
-        groups[w] = groups.get(w, 0) + 1
+def _window_groups(m: ModelSpec) -> list[tuple[tuple[int | None, bool], int]]:
+    """((window, chunked), layer count) over the softmax-attention layers."""
+    groups: dict[tuple[int | None, bool], int] = {}
+    for i in m.attention_layers:
+        k = (m.layer_windows[i], m.layer_chunked[i])
+        groups[k] = groups.get(k, 0) + 1
     return list(groups.items())
 
 
 def _attention(s: _Step, count, window, *, heads, d_qk, d_v, kv_read_width, kv_write_width,
-               suffix="", kv_bytes=None, kv_group=1.0):
+               suffix="", kv_bytes=None, kv_group=1.0, chunked=False, name="attention"):
     """Attention core of ``count`` layers on one rank.
 
     Fused: one kernel reading Q, the touched keys/values from the cache, writing O and the
@@ -254,6 +297,11 @@ def _attention(s: _Step, count, window, *, heads, d_qk, d_v, kv_read_width, kv_w
     ``kv_group``: query heads per cached KV head (GQA/MQA); a kernel that lets each query
     head read its KV head itself reads the cache ``kv_group`` times (``Op.kv_reread``).
     MLA kernels read the shared latent once by design, so MLA passes 1.
+    ``chunked``: ``window`` is a Llama-4 attention chunk; a multi-token step keeps the
+    pairs of :func:`chunked_pairs`, a decode step reads ``min(L, chunk)`` keys (the upper
+    bound of the sawtooth ``((L - 1) mod chunk) + 1``, so the decode sum stays affine).
+    DSA sparse attention passes ``window = index_topk``: each query attends to at most
+    top-k keys (the cache itself is not bounded).
     """
     B, T, L, N = s.B, s.T, s.L, s.N
     ab = s.prec.act_bytes
@@ -265,19 +313,22 @@ def _attention(s: _Step, count, window, *, heads, d_qk, d_v, kv_read_width, kv_w
     reread = kv_read * (kv_group - 1)
     kv_write = N * kv_write_width * kb
     if s.flash:
-        pairs = B * heads * causal_pairs(T, L, W)
-        s.op("attention" + suffix, "attention", "gemm16", count,
+        per_head = causal_pairs(T, L, W)
+        if chunked:
+            per_head = np.where(T > 1, chunked_pairs(T, L, W), per_head)
+        pairs = B * heads * per_head
+        s.op(name + suffix, "attention", "gemm16", count,
              flops=2 * pairs * (d_qk + d_v), a=N * (q_width + out_width) * ab,
              kv=kv_read + kv_write, window=W, reread=reread, kv_group=kv_group)
         return
     scores = B * heads * T * keys
     k_frac = d_qk / (d_qk + d_v)
-    s.op("attn_score" + suffix, "attention", "gemm16", count, flops=2 * scores * d_qk,
+    s.op(name.replace("attention", "attn") + "_score" + suffix, "attention", "gemm16", count, flops=2 * scores * d_qk,
          a=N * q_width * ab + scores * ab, kv=kv_read * k_frac + kv_write, window=W,
          reread=reread * k_frac, kv_group=kv_group)
     s.op("softmax" + suffix, "elementwise", "vector", count, flops=SOFTMAX_FLOPS * scores,
          a=2 * scores * ab, window=W)
-    s.op("attn_av" + suffix, "attention", "gemm16", count, flops=2 * scores * d_v,
+    s.op(name.replace("attention", "attn") + "_av" + suffix, "attention", "gemm16", count, flops=2 * scores * d_v,
          a=scores * ab + N * out_width * ab, kv=kv_read * (1 - k_frac), window=W,
          reread=reread * (1 - k_frac), kv_group=kv_group)
 
@@ -305,23 +356,205 @@ def _mla_ops(s: _Step, mla_absorb):
          a=2 * N * (H + 1) * a.qk_rope_head_dim * ab)
     absorb = bool(np.all(T == 1)) if mla_absorb is None else mla_absorb
     kv_up = H * (a.qk_nope_head_dim + a.v_head_dim)
+    topk = None
+    if m.sparse:
+        _indexer_ops(s)
+        topk = m.sparse.index_topk
     if absorb:
         # Scores and values live in the latent space; heads share one latent "KV head".
         s.linear("q_absorb", a.qk_nope_head_dim, a.kv_lora_rank, nl, tokens=N * H,
                  weight_rows=H * a.qk_nope_head_dim, wclass="attn_qkv")
-        _attention(s, nl, None, heads=H, d_qk=latent, d_v=a.kv_lora_rank,
-                   kv_read_width=latent, kv_write_width=latent)
+        _attention(s, nl, topk, heads=H, d_qk=latent, d_v=a.kv_lora_rank,
+                   kv_read_width=latent, kv_write_width=latent,
+                   suffix=" (top-k)" if topk else "")
         s.linear("o_absorb", a.kv_lora_rank, a.v_head_dim, nl, tokens=N * H,
                  weight_rows=H * a.kv_lora_rank, wclass="attn_qkv")
     else:
         # Up-projection: decompress every cached latent (W_UKV over B x L tokens), then
         # plain multi-head attention; the cache traffic is the latent read and write.
         s.linear("kv_b_proj", a.kv_lora_rank, kv_up, nl, tokens=B * L, wclass="attn_qkv")
-        _attention(s, nl, None, heads=H, d_qk=a.qk_head_dim, d_v=a.v_head_dim,
-                   kv_read_width=0, kv_write_width=0)
+        _attention(s, nl, topk, heads=H, d_qk=a.qk_head_dim, d_v=a.v_head_dim,
+                   kv_read_width=0, kv_write_width=0, suffix=" (top-k)" if topk else "")
         s.op("latent_cache_io", "elementwise", "vector", nl,
              kv=B * (L - T) * latent * kb + N * latent * kb)
     s.linear("o_proj", H * a.v_head_dim, h, nl, bias=m.o_bias, wclass="attn_out")
+
+
+def _v4_ops(s: _Step):
+    """DeepSeek-V4 compressed attention + hyper-connections (see ``CompressedAttnSpec`` and
+    docs/conventions.md "DeepSeek-V4"). Per layer on one rank (H = heads / tp, D = head_dim):
+
+    - q_a (h -> q_lora, replicated), q_b (q_lora -> H D), kv_proj (h -> D, the single
+      shared K = V head, replicated), grouped o_a (H D -> groups x o_lora, block-diagonal:
+      2 H D o_lora FLOPs per token), o_b (groups x o_lora -> h);
+    - every layer: sliding-window attention over ``window`` tokens, the K = V head read
+      once (D elements per cached token);
+    - CSA layers (ratio m): compressor GEMM h -> 4 D (kv and gate of two overlapping
+      series), indexer (q_b q_lora -> Hi Di, kv/gate h -> 4 Di, weights h -> Hi) scoring
+      each query against the L / m compressed index keys it may see (Hi (2 Di + 2) FLOPs
+      per pair), attention over min(L / m, index_topk) compressed entries;
+    - HCA layers (ratio m'): compressor GEMM h -> 2 D, attention over all L / m'
+      compressed entries;
+    - two hyper-connections: fn GEMM (N h -> (2 + N) N) and the stream mixing
+      (2 N (N + 2) h FLOPs, (2 N + 2) h activations read/written per token).
+    Compressed entries are counted as ``L / m`` (not floor), the softmax-gated pooling of
+    the compressors as elementwise work over the compressed widths.
+    """
+    m, v, sh = s.m, s.m.v4, s.shard
+    h, N, B, T, L = m.hidden_size, s.N, s.B, s.T, s.L
+    ab, kb = s.prec.act_bytes, s.prec.kv_bytes
+    D, H, ql = v.head_dim, sh.heads, v.q_lora_rank
+    g = v.o_groups * H // m.num_heads
+    nl = m.num_layers
+    kinds = [v.kind(i) for i in range(nl)]
+    n_csa, n_hca = kinds.count("csa"), kinds.count("hca")
+    s.linear("q_a_proj", h, ql, nl, wclass="attn_qkv")
+    s.norm("q_a_norm", nl, width=ql)
+    s.linear("q_b_proj", ql, H * D, nl, wclass="attn_qkv")
+    s.linear("kv_proj", h, D, nl, wclass="attn_qkv")
+    s.norm("kv_norm", nl, width=D)
+    s.op("rope", "elementwise", "vector", nl, flops=ROPE_FLOPS * N * (H + 1) * v.rope_dim,
+         a=2 * N * (H + 1) * v.rope_dim * ab)
+    _attention(s, nl, v.window, heads=H, d_qk=D, d_v=D, kv_read_width=D, kv_write_width=D,
+               suffix=" (sliding)")
+    Di, Hi, r = v.index_head_dim, v.index_n_heads, v.csa_rate
+    if n_csa:
+        s.linear("csa_compressor", h, 4 * D, n_csa, wclass="attn_qkv")
+        s.op("csa_pool", "elementwise", "vector", n_csa, flops=6 * N * 2 * D, a=N * 2 * D * ab)
+        s.linear("indexer_q_proj", ql, Hi * Di, n_csa, wclass="attn_qkv")
+        s.linear("indexer_k_proj", h, 4 * Di + Hi, n_csa, wclass="attn_qkv")
+        idx_pairs = B * causal_pairs(T, L) / r
+        s.op("indexer_scores", "attention", "gemm16", n_csa,
+             flops=idx_pairs * Hi * (2 * Di + 2), a=N * (Hi * Di + Hi) * ab,
+             kv=B * L / r * Di * kb + N / r * Di * kb)
+        s.op("indexer_topk", "elementwise", "vector", n_csa, flops=idx_pairs, a=2 * 4 * idx_pairs)
+        # min(p / r, topk) = min(p, r topk) / r: a window of r x topk tokens in L's terms
+        W = float(r * v.index_topk)
+        pairs = B * H * causal_pairs(T, L, W) / r
+        s.op("attention (compressed sparse)", "attention", "gemm16", n_csa,
+             flops=2 * pairs * 2 * D, a=N * 2 * H * D * ab,
+             kv=B * keys_touched(T, L, W) / r * D * kb + N / r * D * kb, window=W)
+    if n_hca:
+        rh = v.hca_rate
+        s.linear("hca_compressor", h, 2 * D, n_hca, wclass="attn_qkv")
+        s.op("hca_pool", "elementwise", "vector", n_hca, flops=6 * N * D, a=N * D * ab)
+        pairs = B * H * causal_pairs(T, L) / rh
+        s.op("attention (heavily compressed)", "attention", "gemm16", n_hca,
+             flops=2 * pairs * 2 * D, a=N * 2 * H * D * ab,
+             kv=B * L / rh * D * kb + N / rh * D * kb)
+    s.linear("o_a_proj", H * D // g, g * v.o_lora_rank, nl, wclass="attn_out")
+    s.linear("o_b_proj", g * v.o_lora_rank, h, nl, wclass="attn_out")
+    hc = v.hc_mult
+    s.linear("hc_fn", hc * h, (2 + hc) * hc, 2 * nl, wbytes=s.prec.base_bytes, compute="gemm16")
+    s.op("hc_mix", "elementwise", "vector", 2 * nl, flops=2 * hc * (hc + 2) * h * N,
+         a=(2 * hc + 2) * h * N * ab)
+
+
+def _indexer_ops(s: _Step):
+    """DSA lightning indexer of every layer that has one (replicated on each TP rank).
+
+    Projections: ``wq_b`` (q_lora_rank -> index_heads x index_dim, from the MLA query
+    latent), ``wk`` (hidden -> index_dim) and ``weights_proj`` (hidden -> index_heads) as one
+    GEMM. Scoring: every query against every cached index key it may see (causal, no
+    window; unfused: the whole T x L block, as transformers' eager path): ``(2 x index_dim + 2) x index_heads`` FLOPs per (query, key) pair (dot
+    products, ReLU, head-weighted sum); reads the index-key cache (``index_dim`` elements
+    per token, at ``kvbits``) and writes the new keys. Top-k selection: the fp32 scores are
+    written and read once (8 bytes and ~1 FLOP per pair).
+    """
+    m, x = s.m, s.m.sparse
+    count = sum(x.has_indexer(i) for i in range(m.num_layers))
+    if not count:
+        return
+    h, N, B, T, L = m.hidden_size, s.N, s.B, s.T, s.L
+    ab, kb = s.prec.act_bytes, s.prec.kv_bytes
+    q_in = m.mla.q_lora_rank or h
+    s.linear("indexer_q_proj", q_in, x.index_n_heads * x.index_head_dim, count,
+             wclass="attn_qkv")
+    s.linear("indexer_k_proj", h, x.index_head_dim + x.index_n_heads, count, wclass="attn_qkv")
+    keys = keys_touched(T, L)
+    # Fused kernels skip masked tiles (causal pairs); unfused ones score the whole block.
+    pairs = B * (causal_pairs(T, L) if s.flash else T * keys)
+    s.op("indexer_scores", "attention", "gemm16", count,
+         flops=pairs * x.index_n_heads * (2 * x.index_head_dim + 2),
+         a=N * (x.index_n_heads * x.index_head_dim + x.index_n_heads) * ab,
+         kv=B * keys * x.index_head_dim * kb + N * x.index_head_dim * kb)
+    s.op("indexer_topk", "elementwise", "vector", count, flops=pairs, a=2 * 4 * pairs)
+
+
+def _short_conv(s: _Step, name, channels, kernel, count):
+    """Depthwise causal conv1d (+ SiLU) over ``channels``: ``(2 x kernel + 4)`` FLOPs per
+    element; reads/writes the activations once; the conv state (the last ``kernel - 1``
+    inputs per channel per sequence, 16-bit) is read and written once per step (kv column)."""
+    N, B, ab, sb = s.N, s.B, s.prec.act_bytes, s.prec.base_bytes
+    s.op(name, "elementwise", "vector", count, flops=(2 * kernel + 4) * N * channels,
+         w=channels * kernel * sb, a=2 * N * channels * ab,
+         kv=2 * B * conv_state_bytes(channels, kernel))
+
+
+def _linear_attn_ops(s: _Step, count):
+    """Gated DeltaNet layers (Qwen3-Next / Qwen3.5) on one rank (heads split by TP).
+
+    in_proj (q, k, v, z, b, a as one GEMM: hidden -> 2 kd + 2 vd + 2 nv), short conv over
+    q, k, v, the gated delta rule, the gated RMSNorm (x silu(z)), out_proj (vd -> hidden).
+    Delta rule per value head (dk = head_k_dim, dv = head_v_dim), FLOPs per token:
+    - decode (q_len 1, recurrent): ``7 dk dv``: decay ``g S`` (dk dv), ``S^T k`` (2 dk dv),
+      rank-1 update (2 dk dv), read-out ``S^T q`` (2 dk dv);
+    - multi-token (chunked scan, chunk c = min(q_len, 64)): ``c (4 dk + 2 dv) + (c - 1)
+      (dk + dv) + 6 dk dv``: per chunk the (beta K) K^T and Q K^T blocks (2 c^2 dk each), the
+      two unit-triangular solves for U (values) and W (decayed keys) (c (c - 1) per
+      right-hand column: c (c - 1) (dk + dv)), the intra-chunk output (2 c^2 dv) and the
+      three state products W S, Q S, K^T (U - W S) (2 c dk dv each); transformers'
+      ``torch_chunk_gated_delta_rule`` runs the same products.
+    The recurrent state (nv x dk x dv at the config's ``mamba_ssm_dtype``) is read and
+    written once per step (kv column): it does not grow with the context.
+    """
+    m, g, sh = s.m, s.m.linear_attn, s.shard
+    h, N, B, T = m.hidden_size, s.N, s.B, s.T
+    ab = s.prec.act_bytes
+    nk, nv, dk, dv = sh.lin_k_heads, sh.lin_v_heads, g.head_k_dim, g.head_v_dim
+    kd, vd = nk * dk, nv * dv
+    s.linear("linear_attn_in_proj", h, 2 * kd + 2 * vd + 2 * nv, count, wclass="attn_qkv")
+    _short_conv(s, "linear_attn_conv", 2 * kd + vd, g.conv_kernel, count)
+    c = np.minimum(T, g.chunk)
+    per_token = np.where(T > 1, c * (4 * dk + 2 * dv) + (c - 1) * (dk + dv) + 6 * dk * dv,
+                         7 * dk * dv)
+    s.op("gated_delta_rule", "attention", "gemm16", count, flops=N * nv * per_token,
+         a=N * (2 * kd + vd + 2 * nv + vd) * ab,
+         kv=2 * B * g.recurrent_state_bytes(nv))
+    s.op("linear_attn_gated_norm", "norm", "vector", count, flops=(NORM_FLOPS["rms"] + 5) * N * vd,
+         w=dv * s.prec.base_bytes, a=3 * N * vd * ab)
+    s.linear("linear_attn_out_proj", vd, h, count, wclass="attn_out")
+
+
+def _mamba_ops(s: _Step, count):
+    """Mamba-2 (SSD) layers (Nemotron-H) on one rank (heads and groups split by TP).
+
+    in_proj (hidden -> 2 d_inner + 2 G N + H: z, x, B, C, dt), short conv over x, B, C, the
+    selective scan, the gated RMSNorm, out_proj (d_inner -> hidden). With H heads of P =
+    head_dim, state N, G groups, FLOPs per token:
+    - decode (recurrent): ``5 N P`` per head: decay (N P), ``dt B x^T`` rank-1 update
+      (2 N P), read-out ``C h`` (2 N P);
+    - multi-token (SSD chunks of c = min(q_len, chunk_size)): ``2 c N`` per group (C B^T
+      block) + ``2 c P + 4 N P + N P / c`` per head (the masked block times x, chunk states
+      B^T x, state read-out C h, the inter-chunk recurrence).
+    The SSM state (H x P x N at ``mamba_ssm_cache_dtype``) is read and written once per
+    step (kv column).
+    """
+    m, x, sh = s.m, s.m.mamba, s.shard
+    h, N, B, T = m.hidden_size, s.N, s.B, s.T
+    ab = s.prec.act_bytes
+    H, G, P, S = sh.mamba_heads, sh.mamba_groups, x.head_dim, x.state_size
+    di, gn = H * P, G * S
+    s.linear("mamba_in_proj", h, 2 * di + 2 * gn + H, count, bias=x.bias, wclass="attn_qkv")
+    _short_conv(s, "mamba_conv", di + 2 * gn, x.conv_kernel, count)
+    c = np.minimum(T, x.chunk)
+    per_token = np.where(T > 1, G * 2 * c * S + H * (2 * c * P + 4 * S * P + S * P / c),
+                         H * 5 * S * P)
+    s.op("ssm_scan", "attention", "gemm16", count, flops=N * per_token,
+         a=N * (di + 2 * gn + H + di) * ab, kv=2 * B * x.recurrent_state_bytes(H))
+    s.op("mamba_gated_norm", "norm", "vector", count, flops=(NORM_FLOPS["rms"] + 5) * N * di,
+         w=di * s.prec.base_bytes, a=3 * N * di * ab)
+    s.linear("mamba_out_proj", di, h, count, bias=x.bias, wclass="attn_out")
 
 
 def _mlp(s: _Step, prefix, ffn, count, bias):
@@ -342,15 +575,19 @@ def _moe(s: _Step, count):
     routed token-expert pairs are N x k / ep times the expected load imbalance.
     """
     m, e, lay = s.m, s.m.moe, s.layout
-    h, N = m.hidden_size, s.N
+    N = s.N
     wb, ab, sb = s.prec.class_weight_bytes("experts"), s.prec.act_bytes, s.prec.base_bytes
     ex = s.prec.class_compute("experts")
     # Router and qwen2_moe's shared-expert gate are small 16-bit matmuls (replicated).
-    s.linear("router", h, e.num_experts + (1 if e.shared_gate else 0), count,
+    s.linear("router", m.hidden_size, e.num_experts + (1 if e.shared_gate else 0), count,
              bias=e.router_bias, wbytes=sb, compute="gemm16")
+    h = e.latent or m.hidden_size   # nemotron-h latent MoE: experts (and dispatch) in latent
+    if e.latent:
+        s.linear("moe_latent_down", m.hidden_size, e.latent, count)
+    copies = alltoall_copies_per_token(e, lay.ep)
     if lay.ep > 1:
         s.op("moe_dispatch", "communication", "comm", count,
-             comm=N / lay.ep * e.top_k * h * ab, collective="alltoall", group=lay.ep)
+             comm=N / lay.ep * copies * h * ab, collective="alltoall", group=lay.ep)
     pairs = N * e.top_k / lay.ep * expert_load_imbalance(N, e.top_k, lay.ep)
     hit = experts_hit_on_busiest_device(N, e.num_experts, e.top_k, lay.ep)
     f = s.shard.expert_ffn
@@ -368,6 +605,8 @@ def _moe(s: _Step, count):
          w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab, rows=rows, cols=hit * h)
     if lay.ep > 1:
         s.op("moe_combine", "communication", "comm", count,
-             comm=N / lay.ep * e.top_k * h * ab, collective="alltoall", group=lay.ep)
+             comm=N / lay.ep * copies * h * ab, collective="alltoall", group=lay.ep)
+    if e.latent:
+        s.linear("moe_latent_up", e.latent, m.hidden_size, count)
     if e.shared_ffn:
         _mlp(s, "shared_", s.shard.shared_ffn, count, bias=False)

@@ -1,6 +1,6 @@
 """Device memory footprint and the largest batch that fits, per device.
 
-    total_bytes = weights_bytes + kv_cache_bytes + activation_bytes
+    total_bytes = weights_bytes + kv_cache_bytes + state_bytes + activation_bytes
 
 - weights: the parameters the most loaded device holds (its tensor-parallel slice of its
   pipeline stage); matmul weights at ``wbits``, the rest 16-bit; a release with native
@@ -15,6 +15,8 @@
   Per token per layer: ``2 x kv_heads x head_dim`` elements (kv heads of this device;
   MLA: the ``kv_lora_rank + qk_rope_head_dim`` latent, replicated on every TP rank), at
   ``kvbits``.
+- recurrent state (Gated DeltaNet, Mamba-2 layers): a fixed number of bytes per decode
+  row (:func:`state_bytes_per_seq`), not growing with the context; never offloaded.
 - offloaded fractions of weights / KV cache live in host memory and are not counted.
 - activations: the prefill's transient peak, i.e. the largest per-layer operator's
   input + output activations, plus the residual stream (``batch x input_len x hidden``);
@@ -33,7 +35,7 @@ import numpy as np
 from .graph import Op
 from .parallel import Layout, device_param_groups, shard, stages
 from .specs.hardware import HardwareSpec
-from .specs.model import ModelSpec, linear_by_class, param_groups
+from .specs.model import ModelSpec, conv_state_bytes, linear_by_class, param_groups
 from .specs.precision import Precision
 
 
@@ -46,10 +48,11 @@ class Memory:
     activation_bytes: np.ndarray
     capacity_bytes: float
     max_batch: np.ndarray
+    state_bytes: np.ndarray | float = 0.0   # recurrent state of linear-attention/SSM layers
 
     @property
     def total_bytes(self) -> np.ndarray:
-        return self.weights_bytes + self.kv_cache_bytes + self.activation_bytes
+        return self.weights_bytes + self.kv_cache_bytes + self.state_bytes + self.activation_bytes
 
     @property
     def fits(self) -> np.ndarray:
@@ -85,26 +88,88 @@ def weight_bytes_total(m: ModelSpec, prec: Precision, layout: Layout | None = No
     return best
 
 
-def kv_width_per_device(m: ModelSpec, layout: Layout) -> int:
-    """Cached elements per token per layer on one tensor-parallel rank."""
+def kv_width_per_device(m: ModelSpec, layout: Layout, layer: int | None = None) -> int:
+    """Cached elements per token of one layer on one tensor-parallel rank (``layer`` None:
+    a softmax-attention layer of the model).
+
+    0 for layers without softmax attention (linear attention, Mamba-2, MLP-only blocks);
+    MLA: the latent, plus the DSA indexer's ``index_head_dim`` key in layers with an
+    indexer; otherwise ``2 x kv_heads x head_dim``.
+    """
+    if layer is not None and m.layer_mixers[layer] != "attention":
+        return 0
     if m.mla:
-        return m.kv_cache_width()
+        extra = m.sparse.index_head_dim if m.sparse and (layer is None or
+                                                         m.sparse.has_indexer(layer)) else 0
+        return m.kv_cache_width() + extra
     return 2 * shard(m, layout).kv_heads * m.head_dim
 
 
 def kv_cache_bytes_per_seq(m: ModelSpec, prec: Precision, tokens, layout: Layout | None = None):
-    """KV cache of one sequence holding ``tokens`` tokens on the most loaded device."""
+    """KV cache of one sequence holding ``tokens`` tokens on the most loaded device
+    (sum over the stage's attention layers of ``min(tokens, window) x width``, at
+    ``kvbits``). Recurrent state is separate: :func:`state_bytes_per_seq`."""
     layout = layout or Layout()
     t = np.asarray(tokens, dtype=float)
-    width = kv_width_per_device(m, layout)
     best = 0.0
     for layers in stages(m, layout):
         total = 0.0
         for i in layers:
-            w = m.layer_windows[i]
-            total = total + (t if w is None else np.minimum(t, w))
+            if m.v4:
+                total = total + _v4_layer_kv_elements(m, i, t)
+                continue
+            width = kv_width_per_device(m, layout, i)
+            if width:
+                w = m.layer_windows[i]
+                total = total + (t if w is None else np.minimum(t, w)) * width
         best = np.maximum(best, total)
-    return best * width * prec.kv_bytes
+    return best * prec.kv_bytes
+
+
+def _v4_layer_kv_elements(m: ModelSpec, i: int, t):
+    """DeepSeek-V4 cache of layer ``i`` for ``t`` tokens, in elements (replicated on every
+    TP rank): the sliding window's ``min(t, window)`` K = V entries of head_dim, plus
+    ``t / ratio`` compressed entries of head_dim (CSA also ``t / ratio`` index keys of
+    index_head_dim; HCA none)."""
+    v = m.v4
+    out = np.minimum(t, v.window) * v.head_dim
+    kind = v.kind(i)
+    if kind == "csa":
+        out = out + t / v.csa_rate * (v.head_dim + v.index_head_dim)
+    elif kind == "hca":
+        out = out + t / v.hca_rate * v.head_dim
+    return out
+
+
+def state_layer_bytes(m: ModelSpec, layout: Layout, layer: int) -> float:
+    """Recurrent state of one sequence in one layer on one TP rank (bytes; independent of
+    the context length).
+
+    Gated DeltaNet: ``nv x dk x dv`` state elements at ``state_bytes`` + conv state
+    ``(2 kd + vd) x (kernel - 1)`` at 16 bits; Mamba-2: ``H x P x N`` at ``state_bytes`` +
+    conv state ``(d_inner + 2 G N) x (kernel - 1)`` at 16 bits; 0 for other layers.
+    """
+    kind = m.layer_mixers[layer]
+    sh = shard(m, layout)
+    if kind == "linear":
+        g = m.linear_attn
+        conv = 2 * sh.lin_k_heads * g.head_k_dim + sh.lin_v_heads * g.head_v_dim
+        return g.recurrent_state_bytes(sh.lin_v_heads) + conv_state_bytes(conv, g.conv_kernel)
+    if kind == "mamba":
+        x = m.mamba
+        conv = sh.mamba_heads * x.head_dim + 2 * sh.mamba_groups * x.state_size
+        return x.recurrent_state_bytes(sh.mamba_heads) + conv_state_bytes(conv, x.conv_kernel)
+    return 0.0
+
+
+def state_bytes_per_seq(m: ModelSpec, layout: Layout | None = None) -> float:
+    """Recurrent state (linear attention, Mamba-2) of one sequence on the most loaded
+    device: it does not grow with the context (0 for pure-attention models)."""
+    layout = layout or Layout()
+    if not m.is_hybrid:
+        return 0.0
+    return max(sum(state_layer_bytes(m, layout, i) for i in layers)
+               for layers in stages(m, layout))
 
 
 def activation_peak_bytes(m: ModelSpec, prec: Precision, batch, input_len, prefill_ops: list[Op]):
@@ -129,7 +194,8 @@ def memory_footprint(m: ModelSpec, prec: Precision, hw: HardwareSpec, batch, inp
     if rows > 1:   # prompt part shared by the rows, generated part per row
         kv_seq = kv_seq + (rows - 1) * (kv_seq - kv_cache_bytes_per_seq(m, prec, input_len, layout))
     kv = B * kv_seq * (1 - layout.offload_kv)
+    state = B * rows * state_bytes_per_seq(m, layout)   # one state per decode row
     act = activation_peak_bytes(m, prec, b, input_len if act_len is None else act_len, prefill_ops)
-    per_seq = (kv + act) / B   # act of a micro-batch B/mb also grows with B
+    per_seq = (kv + state + act) / B   # act of a micro-batch B/mb also grows with B
     return Memory(weights, kv, act, hw.memory_bytes,
-                  largest_batch(hw.memory_bytes, weights, per_seq))
+                  largest_batch(hw.memory_bytes, weights, per_seq), state)

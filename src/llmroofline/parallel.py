@@ -104,7 +104,16 @@ class Layout:
         if not m.mla and m.num_kv_heads % tp and tp % m.num_kv_heads:
             raise InputError(f"tp: {tp} and num_key_value_heads = {m.num_kv_heads} of {m.name} "
                              "must divide one another")
-        if m.num_moe_layers < m.num_layers and m.intermediate_size % tp:
+        if m.v4 and m.v4.o_groups % tp:
+            raise InputError(f"tp: {tp} does not divide o_groups = {m.v4.o_groups} of {m.name}")
+        g = m.linear_attn
+        if g and (g.num_k_heads % tp or g.num_v_heads % tp):
+            raise InputError(f"tp: {tp} must divide linear_num_key_heads = {g.num_k_heads} and "
+                             f"linear_num_value_heads = {g.num_v_heads} of {m.name}")
+        if m.mamba and (m.mamba.num_heads % tp or (m.mamba.n_groups % tp and tp % m.mamba.n_groups)):
+            raise InputError(f"tp: {tp} must divide mamba_num_heads = {m.mamba.num_heads}, and tp "
+                             f"and n_groups = {m.mamba.n_groups} must divide one another ({m.name})")
+        if m.num_dense_layers and m.intermediate_size % tp:
             raise InputError(f"tp: {tp} does not divide intermediate_size = "
                              f"{m.intermediate_size} of {m.name}")
         if self.pp > m.num_layers:
@@ -128,7 +137,7 @@ def shard(m: ModelSpec, layout: Layout) -> Slice:
     """Sizes held by one tensor-parallel rank (KV heads replicated when fewer than tp)."""
     tp = layout.tp
     kv = m.num_heads // tp if m.mla else max(m.num_kv_heads // tp, 1)
-    e = m.moe
+    e, g, x = m.moe, m.linear_attn, m.mamba
     return Slice(
         heads=m.num_heads // tp,
         kv_heads=kv,
@@ -137,6 +146,11 @@ def shard(m: ModelSpec, layout: Layout) -> Slice:
         experts=e.num_experts // layout.ep if e else 0,
         expert_ffn=e.expert_ffn // (tp // layout.ep) if e else 0,
         shared_ffn=e.shared_ffn // tp if e else 0,
+        lin_k_heads=g.num_k_heads // tp if g else 0,
+        lin_v_heads=g.num_v_heads // tp if g else 0,
+        mamba_heads=x.num_heads // tp if x else 0,
+        # B/C groups replicated when there are fewer than tp (like KV heads)
+        mamba_groups=max(x.n_groups // tp, 1) if x else 0,
     )
 
 
@@ -207,3 +221,41 @@ def experts_hit_on_busiest_device(tokens, num_experts: int, top_k: int, ep: int)
         return n * p
     z = NormalDist().inv_cdf((ep - 0.375) / (ep + 0.25))
     return np.minimum(n * p + z * np.sqrt(n * p * (1 - p)), n)
+
+
+def alltoall_copies_per_token(moe, ep: int) -> float:
+    """Copies of a token's hidden state the MoE all-to-all sends (dispatch, and combine back).
+
+    Default: one per routed expert, ``top_k`` (a per-pair dispatch). Group-limited routing
+    (``n_group`` > 1, ``topk_group`` < ``n_group``: DeepSeek-V3's node-limited routing) lets
+    an engine send one copy per destination rank, and bounds the ranks a token reaches.
+    With routing uniform over the experts of the chosen groups (the token's k experts are
+    k distinct ones among the ``M = topk_group x E / n_group`` experts of its groups), a
+    set of ``e`` of those experts is missed with probability ``C(M - e, k) / C(M, k)``:
+
+    - ``ep`` a multiple of ``n_group`` (each group spans ``r = ep / n_group`` ranks of
+      ``E / ep`` experts): copies = ``topk_group x r x (1 - C(M - E/ep, k) / C(M, k))``;
+    - ``n_group`` a multiple of ``ep`` (each rank holds ``g = n_group / ep`` groups): the
+      number j of the token's groups on a rank is hypergeometric, P(j) = C(g, j)
+      C(n_group - g, topk_group - j) / C(n_group, topk_group), and copies =
+      ``ep x sum_j P(j) (1 - C(M - j E / n_group, k) / C(M, k))``;
+    - otherwise ``top_k``. The result never exceeds ``top_k``.
+
+    DeepSeek-V3 at EP 8 (E 256, k 8, 8 groups, top 4): 4 x (1 - C(96, 8) / C(128, 8)) =
+    3.63 copies instead of 8.
+    """
+    k, E = moe.top_k, moe.num_experts
+    G, tg = getattr(moe, "n_group", 1), getattr(moe, "topk_group", 1)
+    if ep <= 1 or G <= 1 or tg >= G:
+        return float(k)
+    M = tg * E // G
+    miss = lambda e: math.comb(M - e, k) / math.comb(M, k)   # noqa: E731
+    if ep % G == 0:
+        copies = tg * (ep // G) * (1 - miss(E // ep))
+    elif G % ep == 0:
+        g = G // ep
+        copies = ep * sum(math.comb(g, j) * math.comb(G - g, tg - j) / math.comb(G, tg)
+                          * (1 - miss(j * E // G)) for j in range(0, min(g, tg) + 1))
+    else:
+        return float(k)
+    return float(min(copies, k))

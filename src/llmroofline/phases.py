@@ -490,7 +490,7 @@ def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
     I = _as_int_array("input_len", input_len)
     O = _as_int_array("output_len", output_len)
     longest = float(np.max(I + O))
-    notes: list[str] = list(dep.notes)
+    notes: list[str] = list(dep.notes) + [n for n in m.notes if n not in dep.notes]
     if longest > m.max_position_embeddings:
         msg = (f"input_len + output_len = {longest:g} exceeds the context of {m.name} "
                f"(max_position_embeddings = {m.max_position_embeddings})")

@@ -41,6 +41,7 @@ def _memory_dict(mem, idx) -> dict[str, Any]:
     return {
         "weights_bytes": float(mem.weights_bytes),
         "kv_cache_bytes": float(mem.kv_cache_bytes[idx]),
+        "state_bytes": float(np.broadcast_to(mem.state_bytes, np.shape(mem.kv_cache_bytes))[idx]),
         "activation_bytes": float(mem.activation_bytes[idx]),
         "total_bytes": float(mem.total_bytes[idx]),
         "capacity_bytes": float(mem.capacity_bytes),

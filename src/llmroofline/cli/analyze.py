@@ -10,7 +10,9 @@ from rich.table import Table
 
 from .. import decoding, phases, report
 from ..gridspec import cartesian, parse_grid
+from ..errors import InputError
 from ..specs.catalog import DEFAULT_MODEL
+from ..specs.model import mtp_draft
 from ..specs.hardware import DEFAULT_HARDWARE
 from .common import (
     _engine_label, app, BOUND_STYLE, deployment_options, engine_kwargs, err, gb, ModelOpt, out,
@@ -32,6 +34,7 @@ def analyze(
     draft_k: Annotated[int, typer.Option("--draft-k", help="Draft tokens per speculative round [1, 16].")] = 4,
     accept: Annotated[float, typer.Option("--accept", help="Acceptance rate per draft token [0, 1].")] = 0.7,
     draft_tp: Annotated[Optional[int], typer.Option("--draft-tp", help="Tensor-parallel devices of the draft (default: --tp).")] = None,
+    mtp: Annotated[Optional[int], typer.Option("--mtp", help="Speculative decoding with the model's own MTP module as draft: N draft tokens per round (with --accept).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (an array for a grid).")] = False,
     setup: dict = None,
 ) -> None:
@@ -44,6 +47,10 @@ def analyze(
     a = phases.analyze(model, hardware, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                        beams=beams, samples=samples)
     spec = None
+    if mtp is not None:
+        if draft is not None:
+            raise InputError("mtp: give either --mtp or --draft, not both")
+        draft, draft_k = mtp_draft(a.model), decoding.check_draft_k(mtp)
     if draft is not None:
         spec = decoding.speculative(model, hardware, axes["batch"], axes["input_len"],
                                     axes["output_len"], draft=draft, draft_k=draft_k,
@@ -169,6 +176,8 @@ def _print_single(d: dict) -> None:
     mt.add_row(f"KV cache ({d['input_len'] + d['output_len']} tokens x {d['batch']})" if rows == 1 else
                f"KV cache ({d['input_len']} x {d['batch']} prompt + {d['output_len']} x {d['batch']} x {rows} rows)",
                gb(m["kv_cache_bytes"]))
+    if m.get("state_bytes"):
+        mt.add_row("recurrent state (linear attention / SSM)", gb(m["state_bytes"]))
     mt.add_row("activation peak (prefill)", gb(m["activation_bytes"]))
     fits = "[green]fits[/]" if m["fits"] else "[red]does not fit[/]"
     mt.add_row("total / capacity", f"{gb(m['total_bytes'])} / {gb(m['capacity_bytes'])}  {fits}")

@@ -40,7 +40,8 @@ import numpy as np
 from ..cost import Roofline, combine, exposed_comm_s
 from ..errors import InputError
 from ..graph import build_ops, causal_pairs, keys_touched
-from ..memory import activation_peak_bytes, kv_cache_bytes_per_seq, weight_bytes_total
+from ..memory import (activation_peak_bytes, kv_cache_bytes_per_seq, state_bytes_per_seq,
+                      weight_bytes_total)
 from ..parallel import Layout
 from ..deployment import Deployment, resolve
 from ..specs.model import ModelSpec
@@ -166,7 +167,9 @@ class IterationCost:
                                      "attn_oh": float(np.sum(oh)),
                                      "overlap": bool(lay.overlap),
                                      "comm": (tok_c.tolist(), tok_g.tolist(), row_c.tolist(),
-                                              row_g.tolist())})
+                                              row_g.tolist()),
+                                     # recurrent state (hybrid models), reserved per row
+                                     "state_bytes": max_batch * state_bytes_per_seq(m, lay)})
         cost._extra["deployment"] = dep
         if dep.cuda_graphs and _efficiency is None:
             cost._extra["graphs"] = cls.of(replace(dep, cuda_graphs=False),
@@ -349,13 +352,15 @@ class IterationCost:
         """Tokens of KV cache that fit on a device: the engine's KV-memory ``rule``
         (:class:`~llmroofline.specs.engine.KVMemoryRule`) at ``kv_fraction``, with the
         activation reserve of a ``max_tokens`` iteration and the engine's runtime memory,
-        from the device's ``visible`` (driver-reported) or ``marketed`` capacity."""
+        from the device's ``visible`` (driver-reported) or ``marketed`` capacity, less the
+        recurrent state of max_batch sequences (hybrid models)."""
         ops = build_ops(self.model, self.prec, 1, float(max_tokens), float(max_tokens),
                         **self._extra["kw"])
         act = float(activation_peak_bytes(self.model, self.prec, 1, max_tokens, ops))
         mem = self.roof.hw.visible_memory_bytes if capacity == "visible" else self.memory_bytes
         pool = KVMemoryRule(rule, kv_fraction, capacity).pool_bytes(mem, self.weights_bytes,
-                                                                     act, runtime_bytes)
+                                                                     act, runtime_bytes
+                                                                     + self._extra.get("state_bytes", 0.0))
         return int(pool // self.kv_bytes_per_token)
 
 

@@ -46,11 +46,29 @@ def model_aliases() -> dict[str, str]:
         out.setdefault(hf.lower(), hf)
     for hf in ids:
         base = hf.split("/", 1)[1].lower()
-        short = re.sub(r"(-hf|-instruct|-it|-v0\.1|-chat)+$", "", base)
+        short = re.sub(r"(-hf|-instruct|-it|-v0\.1|-chat|-bf16|-fp8)+$", "", base)
         short = re.sub(r"^meta-", "", short) if short.startswith("meta-llama") else short
         if short != base and short not in out:
             out[short] = hf
+    for al, hf in _EXTRA_ALIASES.items():
+        if hf in builtin_model_files():
+            out.setdefault(al, hf)
     return out
+
+
+# Short names people use for the 2025-26 releases (and the hub org GLM-5 was published
+# under first): alias -> built-in id.
+_EXTRA_ALIASES = {
+    "zhipuai/glm-5": "zai-org/GLM-5-FP8",
+    "zai-org/glm-5": "zai-org/GLM-5-FP8",
+    "glm-5": "zai-org/GLM-5-FP8",
+    "llama-4-scout": "meta-llama/Llama-4-Scout-17B-16E-Instruct",
+    "llama-4-maverick": "meta-llama/Llama-4-Maverick-17B-128E-Instruct",
+    "nemotron-3-nano": "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+    "nemotron-3-super": "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-FP8",
+    "qwen3.5-397b": "Qwen/Qwen3.5-397B-A17B",
+    "kimi-k2.5": "moonshotai/Kimi-K2.5",
+}
 
 
 # Fine-tuned or re-packaged variants keep the base model's architecture (config.json differs
@@ -77,6 +95,13 @@ def _variants() -> dict[str, str]:
 def _builtin_config(hf_id: str) -> dict:
     root = resources.files("llmroofline") / "data" / "models"
     return json.loads((root / builtin_model_files()[hf_id]).read_text())
+
+
+def _builtin_sidecar(hf_id: str) -> dict | None:
+    """The packaged ``org__name.hf_quant_config.json`` of a built-in model, if shipped."""
+    root = resources.files("llmroofline") / "data" / "models"
+    f = root / (builtin_model_files()[hf_id][:-5] + SIDECAR_SUFFIX)
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def load_config_file(path: str | os.PathLike) -> dict:
@@ -116,7 +141,7 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
     files = builtin_model_files()
     hf = files.get(name) and name or model_aliases().get(name.lower())
     if hf:
-        return from_hf_config(_builtin_config(hf), name=hf)
+        return from_hf_config(_builtin_config(hf), name=hf, hf_quant_config=_builtin_sidecar(hf))
     hub_like = bool(re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name))  # org/name, never a local path
     if name.endswith(".json") or (os.path.sep in name and not hub_like) or Path(name).exists():
         p = Path(name)
@@ -126,7 +151,8 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
                               hf_quant_config=load_quant_sidecar(p))
     base = _variants().get(_variant_key(name))
     if base:
-        return from_hf_config(_builtin_config(base), name=name)
+        return from_hf_config(_builtin_config(base), name=name,
+                              hf_quant_config=_builtin_sidecar(base))
     if hub_like:
         return from_hf_config(_fetch_hub_config(name), name=name)
     raise InputError(f"model: unknown model '{name}'"
