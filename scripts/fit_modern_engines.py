@@ -57,7 +57,10 @@ def main() -> None:
     a = ap.parse_args()
     runs, skipped = read_concurrency_csv(a.csv)
     print(f"{len(runs)} rows simulated, {len(skipped)} skipped")
-    bs = ef.baselines(runs)
+    refused: list = []
+    bs = ef.baselines(runs, skipped=refused)
+    for r, why in refused:
+        print(f"  not simulated: {r.id}: {why}")
     for backend, engine in ENGINE_PRESETS.items():
         rows = [b for b in bs if b.run.backend == backend]
         if not rows:

@@ -60,12 +60,20 @@ def _zero_costs(run: MeasuredRun):
     return replace(run_config(run), request_fixed_s=0.0, step_cpu_s=0.0)
 
 
-def baselines(runs: list[MeasuredRun], progress=None, **sim) -> list[Baseline]:
+def baselines(runs: list[MeasuredRun], progress=None, skipped: list | None = None,
+              **sim) -> list[Baseline]:
     """Simulate every run with its engine's fixed costs at zero (``sim``: simulate_run's
-    keywords, e.g. ``rounds``)."""
+    keywords, e.g. ``rounds``). A run the engine refuses (a layout the model cannot take,
+    e.g. tp 64 over 32 heads without attention data-parallelism) is left out and, when
+    ``skipped`` is a list, appended to it with the reason."""
     out = []
     for i, r in enumerate(runs):
-        p = simulate_run(r, config=_zero_costs(r), **sim)
+        try:
+            p = simulate_run(r, config=_zero_costs(r), **sim)
+        except InputError as e:
+            if skipped is not None:
+                skipped.append((r, str(e)))
+            continue
         out.append(Baseline(r, p["ttft_ms"], p["tpot_ms"]))
         if progress:
             progress(i + 1, len(runs))
