@@ -4,7 +4,9 @@ The fits use the engine's own cost formulas (``cost.py``), so a device file writ
 ``probe`` reproduces the measured kernels when the engine prices the same shapes:
 
 - GEMM of M token rows, ``F`` FLOPs and ``Q`` bytes (weights + activations):
-  ``t = max(F / (peak x compute x M / (M + gemm_half_rows)), Q / (mem_bw x bandwidth))``.
+  ``t = max(F / (peak x compute x M / (M + gemm_half_rows)), Q / (mem_bw x bandwidth))``
+  (with no tiles, wave quantization or overlap set). The time is computed by ``cost.py``
+  itself (:func:`engine_gemm_terms`), never re-derived here.
   :func:`fit_gemm` takes ``bandwidth`` from the GEMV-like points and fits ``compute`` and
   ``gemm_half_rows`` to the whole M-curve and the large square GEMMs.
 - Framework overhead: a forward step of a tiny model (all work negligible) with ``n``
@@ -18,18 +20,49 @@ The fits use the engine's own cost formulas (``cost.py``), so a device file writ
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Upper bounds of the Efficiency fields (specs/profile.py validates them).
 _MAX_LAUNCH_S, _MAX_STEP_S, _MAX_PREFILL_S = 1e-2, 1.0, 10.0
 
 
-def gemm_model_s(rows, flops, bytes_, peak_flops_s, mem_bytes_s, compute, half_rows, bandwidth):
-    """Engine time of a GEMM (module docstring), vectorized."""
-    m = np.asarray(rows, dtype=float)
-    comp = np.asarray(flops, dtype=float) * (m + half_rows) / (peak_flops_s * compute * m)
-    mem = np.asarray(bytes_, dtype=float) / (mem_bytes_s * bandwidth)
-    return np.maximum(comp, mem)
+def engine_gemm_terms(rows, cols, flops, bytes_, peak_flops_s: float, mem_bytes_s: float,
+                      eff, sm_count: int | None = None, dtype: str = "bf16"):
+    """(compute_s, memory_s, kernel_s) of GEMM rows exactly as the engine prices them.
+
+    Builds one ``graph.Op`` (kind ``matmul``, M = ``rows``, N = ``cols``, F = ``flops``,
+    Q = ``bytes_`` all counted as weight bytes) and prices it with ``cost.Roofline.terms``
+    and ``cost.kernel_s`` on a device of ``peak_flops_s`` / ``mem_bytes_s`` with efficiency
+    ``eff`` (an ``Efficiency`` or a dict of its fields): tiles, half rows, wave quantization
+    (needs ``sm_count``) and ``gemm_overlap`` included. Vectorized over the arrays.
+    """
+    from ..cost import Roofline, kernel_s
+    from ..graph import Op
+    from ..parallel import Layout
+    from ..specs.hardware import HardwareSpec
+    from ..specs.profile import Efficiency
+    e = eff if isinstance(eff, Efficiency) else Efficiency(**eff)
+    hw = HardwareSpec(id="probe-fit", name="probe-fit", memory_bytes=1.0,
+                      mem_bw_bytes_s=float(mem_bytes_s), peak_flops={dtype: float(peak_flops_s)},
+                      sm_count=sm_count, efficiency=e)
+    roof = Roofline(hw=hw, layout=Layout(), eff=e, peaks={"gemm": float(peak_flops_s)},
+                    dtypes={"gemm": dtype}, host_bytes_s=math.inf)
+    f = np.asarray(flops, dtype=float)
+    op = Op("gemm", "matmul", "gemm", 1, f, np.asarray(bytes_, dtype=float) + 0 * f,
+            np.zeros_like(f), np.zeros_like(f), rows=np.asarray(rows, dtype=float),
+            cols=np.asarray(cols, dtype=float))
+    comp, mem, _, _ = roof.terms(op)
+    return comp, mem, kernel_s(comp, mem, roof.overlap(op))
+
+
+def gemm_model_s(rows, flops, bytes_, peak_flops_s, mem_bytes_s, compute, half_rows, bandwidth,
+                 cols=np.inf):
+    """Engine time of a GEMM (module docstring), vectorized: :func:`engine_gemm_terms`."""
+    return engine_gemm_terms(rows, cols, flops, bytes_, peak_flops_s, mem_bytes_s,
+                             {"compute": float(compute), "gemm_half_rows": float(half_rows),
+                              "bandwidth": float(bandwidth)})[2]
 
 
 def fit_gemm(rows, flops, bytes_, time_s, peak_flops_s: float, mem_bytes_s: float,

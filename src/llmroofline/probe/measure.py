@@ -43,10 +43,11 @@ from .timing import Clock, check_device, check_threads, median, require_torch, t
 DTYPES = ("bf16", "fp16", "fp32")
 
 SIZES = {
-    "quick": dict(pool_mb=384, squares=(1024, 2048), rows=(1, 4, 16, 64, 256), repeats=3,
+    "quick": dict(pool_mb=384, squares=(256, 512, 1024, 2048), rows=(1, 4, 16, 64, 256), repeats=3,
                   dispatch_calls=300, attn_batch=2, attn_kv=(1024, 4096), attn_prefill=(512, 1024),
                   tiny_layers=(1, 2, 4), tiny_steps=16),
-    "full": dict(pool_mb=1024, squares=(1024, 2048, 4096), rows=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    "full": dict(pool_mb=1024, squares=(256, 512, 1024, 2048, 4096),
+                 rows=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                  repeats=5, dispatch_calls=2000, attn_batch=4, attn_kv=(512, 2048, 8192),
                  attn_prefill=(512, 1024, 2048), tiny_layers=(1, 2, 4, 8), tiny_steps=16),
 }
@@ -90,6 +91,12 @@ class ProbeResult:
     efficiency: dict = field(default_factory=dict)        # data-file fields (us for times)
     gemm_fit: dict = field(default_factory=dict)
     date: str = ""
+    budget_s: float = float("inf")
+    elapsed_s: float = float("nan")
+    driver: str = ""
+    skipped: list[str] = field(default_factory=list)      # what was left out, and why
+    kernels: list[dict] = field(default_factory=list)     # kernel-table rows (kernels.py)
+    rates_flops_s: dict[str, float] = field(default_factory=dict)   # step 1 of probe()
 
     @property
     def mem_bw_bytes_s(self) -> float:
@@ -161,6 +168,19 @@ class ProbeResult:
         lines += [f"{k} = {_toml(v)}" for k, v in d.items()]
         lines += ["", "[efficiency]"] + [f"{k} = {_toml(v)}" for k, v in eff.items()]
         return "\n".join(lines) + "\n"
+
+    def provenance(self) -> dict:
+        """Provenance columns of the kernel table."""
+        return {"device_name": self.name, "driver": self.driver or "-",
+                "torch": self.torch_version, "date": self.date}
+
+    def write_kernels(self, path):
+        """Write :attr:`kernels` as a kernel table (``kernels.py``)."""
+        from .kernels import write_table
+        where = f"{self.device}, {self.threads} thread(s)" if self.device == "cpu" else self.device
+        return write_table(self.kernels, path, self.provenance(),
+                           comment=f"llmroofline probe {self.date} on {self.name} ({where}); "
+                                   f"medians of {self.repeats}" + (" (quick)" if self.quick else ""))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -234,7 +254,12 @@ def _cuda_facts(device: str) -> dict:
     import torch
     p = torch.cuda.get_device_properties(device)
     fam = _CUDA_FAMILY.get(p.major, {}).get(p.minor, f"sm{p.major}{p.minor}")
+    try:
+        driver = f"cuda {torch.version.cuda or torch.version.hip}, sm_{p.major}{p.minor}"
+    except AttributeError:  # pragma: no cover
+        driver = ""
     return {"name": p.name, "vendor": "NVIDIA" if torch.version.cuda else "AMD", "family": fam,
+            "driver": driver,
             "memory_bytes": float(p.total_memory),
             "llc_bytes": float(getattr(p, "L2_cache_size", 0) or 0) or None,
             "cores": int(p.multi_processor_count)}
@@ -265,24 +290,42 @@ def match_catalog(name: str) -> str | None:
 
 
 # -- measurements --------------------------------------------------------------------------
+BUDGET_S = {("cpu", True): 4.0, ("cpu", False): 42.0, ("cuda", True): 60.0, ("cuda", False): 240.0}
+MIN_ROUNDS = 3
+SLOW_DTYPE_FRACTION = 0.05   # a 16-bit dtype below this share of the fp32 rate is skipped
+RATE_SIZE = {"cpu": {"fp32": 512, "bf16": 256, "fp16": 256}, "cuda": 4096}
+FRAMEWORK_RESERVE_S = {"decoder": 1.5, "transformers": 5.0, "transformers+import": 15.0}
+
+
 def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
-          dtype: str = "bf16", progress: Callable[[str], None] | None = None) -> ProbeResult:
+          dtype: str = "bf16", progress=None, budget_s: float | None = None) -> ProbeResult:
     """Measure this device's ceilings and fit an efficiency block (module docstring).
 
     ``dtype``: the precision whose GEMM curve the efficiency block is fitted to (bench and
     analyze then should use the same). ``threads``: CPU threads (default: torch's).
+    ``device``: cpu, cuda, cuda:N or auto. ``budget_s``: wall-clock seconds for the whole
+    probe (default ``BUDGET_S``: CPU 4 quick / 42 full); see :func:`_plan` for how the
+    sizes are capped to it. ``progress``: None, a ``say(str)`` callable or a
+    :class:`.progress.Progress`.
 
-    Every kernel is warmed up once, then the whole list is timed in ``repeats`` rounds
-    (each kernel once per round) and each kernel's median is kept: a neighbour that
-    slows a shared machine for a few seconds then spoils one sample of many kernels
-    instead of all samples of one.
+    Steps: (1) the rate of each dtype from one mid-size square GEMM; a 16-bit dtype other
+    than ``dtype`` running below ``SLOW_DTYPE_FRACTION`` of fp32 is skipped (stated in
+    ``skipped``); (2) every kernel is warmed up once in order of priority, while the budget
+    allows (:func:`_plan`); (3) the kept kernels are timed in ``repeats`` rounds (each
+    kernel once per round) and each kernel's median is kept: a neighbour that slows a
+    shared machine for a few seconds then spoils one sample of many kernels instead of
+    all samples of one; (4) dispatch and framework overhead; (5) the fits.
     """
+    from .progress import as_progress
+    from .timing import Budget
     torch = require_torch()
     device = check_device(device)
     threads = check_threads(threads)
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    say = progress or (lambda s: None)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    budget = Budget(BUDGET_S[(kind, bool(quick))] if budget_s is None else budget_s)
+    prog = as_progress(progress)
     cfg = SIZES["quick" if quick else "full"]
     clock = Clock(device)
     reps = cfg["repeats"]
@@ -293,48 +336,229 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
                           torch_version=torch.__version__.split("+")[0], quick=quick,
                           fit_dtype=dtype, repeats=reps, memory_bytes=facts["memory_bytes"],
                           llc_bytes=facts["llc_bytes"], cores=facts.get("cores"),
-                          date=datetime.date.today().isoformat())
-        pool = torch.empty(cfg["pool_mb"] * 1_000_000 // 4, dtype=torch.float32, device=device)
+                          date=datetime.date.today().isoformat(), budget_s=budget.total_s,
+                          driver=facts.get("driver", ""))
+        pool_mb = cfg["pool_mb"] if clock.cuda else min(cfg["pool_mb"], _pool_cap_mb(budget))
+        pool = torch.empty(pool_mb * 1_000_000 // 4, dtype=torch.float32, device=device)
         pool.fill_(0.5)          # touch every page once; fp32 0.5 reads as 0.5/0 in 16 bits
-        dtypes = ["fp32", "bf16"] + ([dtype] if dtype not in ("fp32", "bf16") else [])
-        if not quick and "fp16" not in dtypes:
-            dtypes.append("fp16")
         tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        wanted = ["fp32", "bf16"] + ([dtype] if dtype not in ("fp32", "bf16") else [])
+        if not quick and "fp16" not in wanted:
+            wanted.append("fp16")
+        rates, bw = _rates(torch, clock, tdt, wanted, pool, device)
+        res.rates_flops_s = dict(rates)
+        dtypes = []
+        for dt in wanted:
+            frac = rates[dt] / rates["fp32"]
+            if dt not in ("fp32", dtype) and frac < SLOW_DTYPE_FRACTION:
+                res.skipped.append(f"{dt} matmuls skipped: {rates[dt] / 1e9:.2f} GFLOP/s = "
+                                   f"{frac:.1%} of fp32 on this {kind.upper()} "
+                                   f"(< {SLOW_DTYPE_FRACTION:.0%})")
+            else:
+                dtypes.append(dt)
         jobs = _stream(torch, pool, clock)
-        for dt in dtypes:
-            jobs += _squares(torch, tdt[dt], dt, cfg["squares"], device)
+        for dt in sorted(dtypes, key=lambda d: d != dtype):       # fit dtype first
             if dt in ("fp32", "bf16", dtype):
                 jobs += _decode_curve(torch, pool, tdt[dt], dt, cfg)
+            jobs += _squares(torch, tdt[dt], dt, cfg["squares"], device)
         jobs += _attention(torch, pool, tdt[dtype], dtype, cfg)
-        say(f"{len(jobs)} kernels: stream, GEMMs ({', '.join(dtypes)}), attention; "
-            f"{reps} rounds")
-        for j in jobs:
-            j["fn"]()
-        samples: list[list[float]] = [[] for _ in jobs]
-        for r in range(reps):
-            for j, out in zip(jobs, samples):
-                out.append(clock.once(j["fn"])[0])
-            say(f"round {r + 1}/{reps} done")
-        for j, out in zip(jobs, samples):
+        if clock.cuda:
+            jobs += _cuda_sweep(torch, tdt, dtypes, dtype, device, res, facts)
+        jobs = _by_rank(jobs)
+        fw = _framework_kind(quick, budget)
+        reserve = FRAMEWORK_RESERVE_S[fw] + 0.5          # + dispatch and the fits
+        allowance = max(budget.left_s - reserve, 0.0)
+        with prog.step(f"warm-up of up to {len(jobs)} kernels (stream, GEMMs "
+                       f"{', '.join(dtypes)}, attention)", len(jobs), allowance / (1 + reps)) as adv:
+            kept, dropped = _plan(jobs, clock, reps, allowance, rates, bw, adv)
+        if dropped:
+            res.skipped.append(f"{len(dropped)} kernel(s) left out by the {budget.total_s:g} s "
+                               f"budget: " + ", ".join(_label(j) for j in dropped[:8])
+                               + (" ..." if len(dropped) > 8 else ""))
+        samples: list[list[float]] = [[] for _ in kept]
+        est = sum(j["warm_s"] for j in kept) * reps
+        with prog.step(f"timing {len(kept)} kernels in {reps} rounds", reps * len(kept), est) as adv:
+            for r in range(reps):
+                t_round = budget.used_s
+                for j, out in zip(kept, samples):
+                    out.append(clock.once(j["fn"])[0])
+                    adv()
+                # a loaded machine runs slower than the warm-up said: stop after MIN_ROUNDS
+                # rounds rather than overrun the budget (the medians then use fewer samples)
+                took = budget.used_s - t_round
+                if r + 1 >= MIN_ROUNDS and r + 1 < reps and budget.left_s - reserve < took:
+                    res.skipped.append(f"rounds cut to {r + 1} of {reps} by the budget")
+                    break
+        for j, out in zip(kept, samples):
             j.pop("fn")
             j["time_s"] = median(out)
-            kind = j.pop("job")
-            if kind == "stream":
-                res.stream_bytes_s[j["name"]] = j["bytes"] / j["time_s"]
-            elif kind == "square":
-                j["flops_s"] = j["flops"] / j["time_s"]
-                res.square.append(j)
-            elif kind == "curve":
-                res.weight_set_bytes[j["dtype"]] = j.pop("weight_bytes")
-                res.gemm_curve.append(j)
+            j["repeats"] = len(out)
+            _store(res, j)
+        del jobs, kept, dropped, pool
+        with prog.step("dispatch and framework overhead", 1, FRAMEWORK_RESERVE_S[fw]):
+            res.dispatch_s = _dispatch(torch, clock, cfg["dispatch_calls"], device)
+            if fw == "decoder":
+                res.overhead = _framework_decoder(cfg, tdt[dtype], dtype, device, reps, clock, res)
             else:
-                res.attention.append(j)
-        del jobs, pool
-        say("dispatch and framework overhead (tiny transformers model)")
-        res.dispatch_s = _dispatch(torch, clock, cfg["dispatch_calls"], device)
-        res.overhead = _framework(cfg, dtype, device, reps)
+                res.overhead = _framework(cfg, dtype, device, reps)
+                _decode_rows(cfg, tdt[dtype], dtype, device, clock, res, rounds=3)
     _fit(res)
+    res.elapsed_s = budget.used_s
     return res
+
+
+def _pool_cap_mb(budget) -> int:
+    """CPU pool in MB: 24 MB per second of budget, within [64, 1024] (64 MB is past the
+    last-level cache of the CPUs in the catalog's range; the full pool takes seconds of
+    16-bit GEMM work per round on CPUs without 16-bit matrix units)."""
+    return int(max(64, min(1024, 24 * budget.total_s)))
+
+
+def _rates(torch, clock: Clock, tdt: dict, dtypes, pool, device) -> tuple[dict, float]:
+    """FLOP/s of one square GEMM per dtype (CPU: 512 fp32 / 256 16-bit; CUDA: 4096) and the
+    bytes/s of one copy of a third of the pool (read + write)."""
+    rates = {}
+    for dt in dtypes:
+        s = RATE_SIZE["cuda"] if clock.cuda else RATE_SIZE["cpu"][dt]
+        a = torch.randn(s, s, device=device).to(tdt[dt])
+        t = clock.measure(lambda: torch.mm(a, a), 1, 1).median_s
+        rates[dt] = 2.0 * s ** 3 / t
+    n = pool.numel() // 3
+    src, dst = pool[:n], pool[n:2 * n]
+    t = clock.measure(lambda: dst.copy_(src), 1, 1).median_s
+    return rates, 8.0 * n / t
+
+
+def _by_rank(jobs: list[dict]) -> list[dict]:
+    """Jobs ordered by their rank within their family (the i-th size of each kernel),
+    keeping the given family order within a rank: the budget then buys the small sizes of
+    every kernel before the large sizes of any."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for i, j in enumerate(jobs):
+        fam = j.get("family", str(i))
+        ranked.append((seen.get(fam, 0), i, j))
+        seen[fam] = seen.get(fam, 0) + 1
+    return [j for _, _, j in sorted(ranked, key=lambda t: (t[0], t[1]))]
+
+
+def _framework_kind(quick: bool, budget) -> str:
+    """decoder (plain torch) for quick runs unless transformers is loaded already; else
+    transformers when the budget leaves room for its import."""
+    import sys
+    loaded = "transformers.models.llama.modeling_llama" in sys.modules
+    if loaded:
+        return "transformers"
+    if quick or budget.left_s < 2 * FRAMEWORK_RESERVE_S["transformers+import"]:
+        return "decoder"
+    return "transformers+import"
+
+
+def _est(j: dict, rates: dict, bw: float) -> float:
+    """Time bound of a job from the dtype's square-GEMM rate and the copy bandwidth."""
+    dt = j.get("dtype", "fp32")
+    r = rates.get(dt) or rates.get("bf16") or max(rates.values())
+    return max(j.get("flops", 0.0) / r, j.get("bytes", 0.0) / bw)
+
+
+def _plan(jobs, clock: Clock, reps: int, allowance_s: float, rates, bw, advance):
+    """Warm up jobs in order while ``(1 + reps)`` x the spent warm-up fits the allowance.
+
+    A job starts only if its estimate fits what is left: the larger of the rate bound
+    (:func:`_est`) and, within a family (same kernel at growing sizes), the last warm-up
+    time scaled by the ratio of the bounds. Jobs marked ``required`` always run (stream
+    kernels, the smallest decode-shaped GEMM of the fit dtype). Returns (kept, dropped);
+    each kept job gets ``warm_s``.
+    """
+    kept, dropped, last = [], [], {}
+    spent = 0.0
+    closed = set()
+    for j in jobs:
+        fam = j.get("family", _label(j))
+        bound = _est(j, rates, bw)
+        est = bound
+        if fam in last:
+            t0, b0 = last[fam]
+            est = max(bound, t0 * bound / b0)
+        if not j.get("required") and (fam in closed or spent + est * (1 + reps) > allowance_s):
+            closed.add(fam)
+            dropped.append(j)
+            advance()
+            continue
+        t = clock.once(j["fn"])[0]
+        j["warm_s"] = t
+        spent += t * (1 + reps)
+        last[fam] = (t, max(bound, 1e-12))
+        kept.append(j)
+        advance()
+    return kept, dropped
+
+
+def _label(j: dict) -> str:
+    if j["job"] == "stream":
+        return f"stream {j['name']}"
+    if j["job"] == "square":
+        return f"{j['dtype']} square {j['size']}"
+    if j["job"] == "curve":
+        return f"{j['dtype']} M={j['rows']}"
+    if j.get("op") == "gemm":
+        return f"{j['dtype']} gemm {j['m']}x{j['n']}x{j['k']}"
+    return f"{j.get('op', j.get('kind'))} {j.get('kv_len', j.get('length'))}"
+
+
+def _store(res: ProbeResult, j: dict) -> None:
+    kind = j.pop("job")
+    j.pop("family", None)
+    j.pop("required", None)
+    if kind == "stream":
+        res.stream_bytes_s[j["name"]] = j["bytes"] / j["time_s"]
+        return
+    if kind == "square":
+        j["flops_s"] = j["flops"] / j["time_s"]
+        res.square.append(j)
+    elif kind == "curve":
+        res.weight_set_bytes[j["dtype"]] = j.pop("weight_bytes")
+        res.gemm_curve.append(j)
+    elif kind == "attention":
+        res.attention.append(j)
+    res.kernels.append(_kernel_row(kind, j))
+
+
+def _kernel_row(kind: str, j: dict) -> dict:
+    """The kernel-table row (``kernels.py``) of a stored measurement."""
+    keys = ("op", "dtype", "m", "n", "k", "matrices", "heads", "kv_heads", "head_dim", "kv_len",
+            "layers", "hidden", "ffn", "vocab", "flops", "bytes", "time_s", "repeats")
+    if kind == "square":
+        s = j["size"]
+        return {"op": "gemm", "dtype": j["dtype"], "m": s, "n": s, "k": s, "matrices": f"{s}x{s}*1",
+                "flops": j["flops"], "bytes": j["bytes"], "time_s": j["time_s"], "repeats": j["repeats"]}
+    if kind == "curve":
+        return {"op": "gemm", "dtype": j["dtype"], "m": j["rows"], "matrices": j["shapes"],
+                "flops": j["flops"], "bytes": j["bytes"], "time_s": j["time_s"], "repeats": j["repeats"]}
+    if kind == "attention":
+        return {"op": f"attn_{j['kind']}", "dtype": j["dtype"], "m": j["batch"],
+                "heads": ATTN_HEADS, "kv_heads": ATTN_HEADS, "head_dim": ATTN_HEAD_DIM,
+                "kv_len": j["length"], "flops": j["flops"], "bytes": j["bytes"],
+                "time_s": j["time_s"], "repeats": j["repeats"]}
+    return {k: j[k] for k in keys if k in j}
+
+
+def _cuda_sweep(torch, tdt, dtypes, fit_dtype, device, res: ProbeResult, facts) -> list[dict]:
+    """GEMM sweeps (16-bit dtypes and fp8 where supported) and GQA attention (sweep.py)."""
+    from .sweep import SWEEP, attention_jobs, fp8_support, gemm_jobs
+    cfg = SWEEP["cuda"]
+    cache = max(4 * (facts.get("llc_bytes") or 0), 64e6)
+    jobs = []
+    for dt in [d for d in dtypes if d in ("bf16", "fp16")]:
+        jobs += gemm_jobs(torch, tdt[dt], dt, device, cfg, cache)
+    ok, why = fp8_support(torch, device)
+    if ok:
+        jobs += gemm_jobs(torch, torch.float8_e4m3fn, "fp8", device, cfg, cache)
+    else:
+        res.skipped.append(why)
+    jobs += attention_jobs(torch, tdt[fit_dtype if fit_dtype != "fp32" else "bf16"],
+                           fit_dtype if fit_dtype != "fp32" else "bf16", device, cfg)
+    return jobs
 
 
 def _stream(torch, pool, clock: Clock) -> list[dict]:
@@ -349,6 +573,8 @@ def _stream(torch, pool, clock: Clock) -> list[dict]:
         x, y = a.numpy(), b.numpy()
         jobs.append({"job": "stream", "name": "numpy_copy", "bytes": 2 * eb,
                      "fn": lambda: np.copyto(y, x)})
+    for j in jobs:
+        j.update(required=True, family=f"stream-{j['name']}")
     return jobs
 
 
@@ -358,6 +584,7 @@ def _squares(torch, tdt, dt: str, sizes, device: str) -> list[dict]:
         a = torch.randn(s, s, device=device).to(tdt)
         b = torch.randn(s, s, device=device).to(tdt)
         jobs.append({"job": "square", "dtype": dt, "size": s, "rows": s, "flops": 2.0 * s ** 3,
+                     "family": f"square-{dt}",
                      "bytes": 3.0 * s * s * a.element_size(),
                      "fn": (lambda a=a, b=b: torch.mm(a, b))})
     return jobs
@@ -395,9 +622,11 @@ def _decode_curve(torch, pool, tdt, dt: str, cfg: dict) -> list[dict]:
     w_elems = sum(n * k for n, k in shapes)
     io_elems = sum(n + k for n, k in shapes)
     jobs = []
-    for m in cfg["rows"]:
+    from .kernels import matrices_str
+    for i, m in enumerate(cfg["rows"]):
         xs = {k: torch.randn(m, k, device=pool.device).to(tdt) * 0.01 for k in ks}
         jobs.append({"job": "curve", "dtype": dt, "rows": m, "flops": 2.0 * m * w_elems,
+                     "family": f"curve-{dt}", "required": i == 0, "shapes": matrices_str(shapes),
                      "bytes": float((w_elems + m * io_elems) * elt), "matrices": len(mats),
                      "weight_bytes": float(w_elems * elt),
                      "fn": (lambda xs=xs: [lin(xs[w.shape[1]], w) for w in mats])})
@@ -447,7 +676,88 @@ def _framework(cfg: dict, dtype: str, device: str, reps: int) -> dict:
     per_layer = launches[1] - launches[0]
     fit = fit_overhead(layers, dec, pre, per_layer, launches[0] - per_layer)
     fit.update(layers=layers, decode_s=dec, prefill_s=pre, engine_launches_per_layer=per_layer,
-               engine_fixed_launches=launches[0] - per_layer)
+               engine_fixed_launches=launches[0] - per_layer, source="transformers (as bench runs)")
+    return fit
+
+
+DECODER_1B = dict(hidden=2048, heads=32, kv_heads=8, ffn=8192, vocab=128256)   # Llama-3.2-1B
+
+
+def _decode_specs(cuda: bool, tiny_layers) -> list[tuple]:
+    """(DecoderShape, batch, max_len, start, steps, graphs) of the decode loops to time:
+    the tiny model at each depth (overheads) everywhere; on CUDA also a 1B-class width at
+    2 and 4 layers, eager and as CUDA graphs."""
+    from .decoder import DecoderShape, TINY
+    from dataclasses import replace
+    out = [(replace(TINY, layers=n), 1, 64, 16, 16, False) for n in tiny_layers]
+    if cuda:
+        out += [(replace(TINY, layers=n), 1, 64, 16, 16, True) for n in tiny_layers]
+        for n in (2, 4):
+            sh = DecoderShape(layers=n, **DECODER_1B)
+            out += [(sh, 1, 1024, 512, 32, False), (sh, 1, 1024, 512, 32, True)]
+    return out
+
+
+def _decode_rows(cfg: dict, tdt, dtype: str, device: str, clock: Clock, res: ProbeResult,
+                 rounds: int = 5) -> list[list[float]]:
+    """Time the decode loops of :func:`_decode_specs` in turns (``rounds`` rounds, median
+    per step position, mean over positions) and add them as kernel rows; returns the
+    per-loop step samples."""
+    from .decoder import Decoder, time_steps
+    specs = _decode_specs(clock.cuda, cfg["tiny_layers"])
+    decs = []
+    for sh, b, max_len, start, steps, graphs in specs:
+        d = Decoder(sh, b, max_len, tdt, device)
+        if graphs:
+            d.capture()
+        time_steps(d, clock, 2, start, graphs)          # warm-up
+        decs.append(d)
+    samples = [[] for _ in specs]
+    for _ in range(rounds):
+        for (sh, b, max_len, start, steps, graphs), d, out in zip(specs, decs, samples):
+            out.append(time_steps(d, clock, steps, start, graphs))
+    for (sh, b, max_len, start, steps, graphs), out in zip(specs, samples):
+        step_s = float(np.mean([median(col) for col in zip(*out)]))
+        res.kernels.append({"op": "decode_graph" if graphs else "decode_eager", "dtype": dtype,
+                            "m": b, "heads": sh.heads, "kv_heads": sh.kv_heads,
+                            "head_dim": sh.d, "kv_len": max_len, "layers": sh.layers,
+                            "hidden": sh.hidden, "ffn": sh.ffn, "vocab": sh.vocab,
+                            "flops": 0.0, "bytes": float(_decoder_bytes(sh, b, max_len, tdt)),
+                            "time_s": step_s, "repeats": rounds})
+    return samples
+
+
+def _decoder_bytes(sh, batch: int, max_len: int, tdt) -> float:
+    """Weights + KV cache read by one step of the plain-torch decoder (bytes)."""
+    import torch
+    elt = torch.empty((), dtype=tdt).element_size()
+    d = sh.d
+    per_layer = ((sh.heads + 2 * sh.kv_heads) * d * sh.hidden + sh.hidden * sh.heads * d
+                 + 3 * sh.ffn * sh.hidden + 2 * batch * sh.kv_heads * max_len * d)
+    return float((sh.layers * per_layer + sh.vocab * sh.hidden) * elt)
+
+
+def _framework_decoder(cfg: dict, tdt, dtype: str, device: str, reps: int, clock: Clock,
+                       res: ProbeResult) -> dict:
+    """Framework overhead from the plain-torch decoder (``decoder.py``) at each depth of
+    ``tiny_layers``: the same line fit as :func:`_framework`, with the engine's operator
+    rows of the equivalent Llama config. Prefill is not run: ``prefill_overhead`` = 0."""
+    from ..graph import build_ops
+    from ..specs.model import from_hf_config
+    from ..specs.precision import Precision
+    from .decoder import TINY
+    from dataclasses import replace
+    layers = list(cfg["tiny_layers"])
+    _decode_rows(cfg, tdt, dtype, device, clock, res, rounds=max(reps, 5))
+    eager = [r for r in res.kernels if r["op"] == "decode_eager" and r["hidden"] == TINY.hidden]
+    dec = [r["time_s"] for r in eager]
+    launches = [sum(o.count for o in build_ops(from_hf_config(replace(TINY, layers=n).hf_config(64)),
+                                                Precision(), 1, 1, 2)) for n in (1, 2)]
+    per_layer = launches[1] - launches[0]
+    fit = fit_overhead(layers, dec, dec, per_layer, launches[0] - per_layer)
+    fit.update(layers=layers, decode_s=dec, prefill_s=[], engine_launches_per_layer=per_layer,
+               engine_fixed_launches=launches[0] - per_layer, source="torch decoder (decoder.py)",
+               prefill_per_layer_s=0.0)
     return fit
 
 
@@ -465,11 +775,13 @@ def _attention(torch, pool, tdt, dt: str, cfg: dict) -> list[dict]:
         v = flat[n:2 * n].view(b, h, L, d)
         q = torch.randn(b, h, 1, d, device=pool.device).to(tdt)
         jobs.append({"job": "attention", "kind": "decode", "batch": b, "length": L,
+                     "family": "attn-decode", "dtype": dt,
                      "bytes": float((2 * n + 2 * b * h * d) * elt), "flops": 4.0 * b * h * L * d,
                      "fn": (lambda q=q, k=k, v=v: sdpa(q, k, v))})
     for s in cfg["attn_prefill"]:
         q, k, v = (torch.randn(1, h, s, d, device=pool.device).to(tdt) for _ in range(3))
         jobs.append({"job": "attention", "kind": "prefill", "batch": 1, "length": s,
+                     "family": "attn-prefill", "dtype": dt,
                      "bytes": float(4 * h * s * d * elt),
                      "flops": 2.0 * h * s * (s + 1) / 2 * 2 * d,
                      "fn": (lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True))})
