@@ -268,16 +268,19 @@ def fit_kernels(rows: list[dict], hw, base=None, dtype: str = "bf16") -> dict:
     ``base``: the entry to start from (default: ``hw.efficiency``); its other fields
     (tile rows, wave quantization, overlap, GQA) are held fixed.
 
-    1. ``bandwidth``: median of ``bytes / time / mem_bw`` over the ``dtype`` GEMM rows whose
-       arithmetic intensity is below a quarter of the ridge point (GEMV-like), capped at 1.
-    2. ``compute`` in [0.01, 1] and ``gemm_half_rows`` in [0, 4096]: least squares of
-       ``log(engine kernel_s / measured)`` over all ``dtype`` GEMM rows.
+    1-2. ``compute`` in [0.01, 1], ``gemm_half_rows`` in [0, 4096] and ``bandwidth`` in
+       [0.01, 1] together: least squares of ``log(engine kernel_s / measured)`` over all
+       ``dtype`` GEMM rows, starting from the median achieved ``bytes / time / mem_bw`` of
+       the GEMV-like rows (arithmetic intensity below a quarter of the ridge point). Joint,
+       because with tile rows and wave quantization a small-M GEMM need not be
+       memory-bound in the engine.
     3. ``attention_bandwidth``: median achieved bytes/s / mem_bw of the decode attention rows
        (GQA groups whose KV reads the engine counts once); ``attention_compute``: best causal
        prefill FLOP/s / peak.
     4. ``launch_overhead_s``: slope of the eager decode-loop step time over layers /
-       the engine's operator rows per layer (``fit.fit_overhead``), when rows of two or
-       more depths exist.
+       the engine's operator rows per layer, and ``step_overhead_s``: the intercept less
+       the engine's fixed rows x launch (``fit.fit_overhead``), when rows of two or more
+       depths exist (the plain-torch decoder: an engine's own loop costs differ).
 
     Returns ``{"efficiency": Efficiency, "fp8_compute": float | None, "stats": {...}}``.
     """
@@ -297,20 +300,21 @@ def fit_kernels(rows: list[dict], hw, base=None, dtype: str = "bf16") -> dict:
         memb = inten < 0.25 * peak / bw
         if not memb.any():
             memb = inten == inten.min()
-        fields["bandwidth"] = float(np.clip(np.median(
-            np.array([r["bytes"] for r in g])[memb] / t[memb]) / bw, 0.01, 1.0))
+        bw0 = float(np.clip(np.median(np.array([r["bytes"] for r in g])[memb] / t[memb]) / bw,
+                            0.01, 1.0))
 
         def resid(p):
             e = replace(base, compute=float(p[0]), gemm_half_rows=float(p[1]),
-                        bandwidth=fields["bandwidth"])
+                        bandwidth=float(p[2]))
             return np.log([gemm_row_terms(r, peak, bw, e, hw.sm_count)[2] for r in g]) - np.log(t)
         c0 = float(np.clip(max(r["flops"] / r["time_s"] for r in g) / peak, 0.02, 1.0))
         best = None
         for h0 in (0.0, 16.0, 128.0):
-            sol = least_squares(resid, x0=[c0, h0], bounds=([0.01, 0.0], [1.0, 4096.0]))
+            sol = least_squares(resid, x0=[c0, h0, bw0], bounds=([0.01, 0.0, 0.01], [1.0, 4096.0, 1.0]))
             if best is None or sol.cost < best.cost:
                 best = sol
-        fields["compute"], fields["gemm_half_rows"] = (float(v) for v in best.x)
+        fields["bandwidth"] = float(best.x[2])
+        fields["compute"], fields["gemm_half_rows"] = float(best.x[0]), float(best.x[1])
         err = resid(best.x)
         stats["gemm"] = {"points": len(g), "memory_bound_points": int(memb.sum()),
                          "rms_log_error": float(np.sqrt(np.mean(err ** 2)))}
@@ -329,6 +333,7 @@ def fit_kernels(rows: list[dict], hw, base=None, dtype: str = "bf16") -> dict:
         oh = fit_overhead([r["layers"] for r in loop], [r["time_s"] for r in loop],
                           [r["time_s"] for r in loop], per, fixed)
         fields["launch_overhead_s"] = oh["launch_overhead_s"]
+        fields["step_overhead_s"] = oh["step_overhead_s"]
         stats["decode_loop"] = {"per_layer_s": oh["per_layer_s"], "rows": len(loop)}
     f8 = [r for r in rows if r["op"] == "gemm" and r["dtype"] == "fp8"]
     fp8 = None
