@@ -221,9 +221,13 @@ def test_probe_writes_a_loadable_device_file(probed):
     assert not e.is_ideal and 0 < e.bandwidth <= 1 and e.launch_overhead_s > 0
     assert probe_header(path) == {"device": "cpu", "threads": str(THREADS), "dtype": "bf16",
                                   "quick": "true", "torch": r.torch_version}
-    # the measured decode-GEMM curve is a curve: more rows, more FLOP/s
+    # the decode-GEMM curve of the fit dtype is measured from M = 1 on (the budget may cut
+    # the larger M on a CPU without 16-bit matrix units), and the cut is stated
     cur = r.curve("bf16")
-    assert cur[-1]["flops_s"] > 4 * cur[0]["flops_s"]
+    assert cur and cur[0]["rows"] == 1 and [c["rows"] for c in cur] == sorted(c["rows"] for c in cur)
+    if len(cur) < 5:
+        assert any("budget" in s for s in r.skipped)
+    assert r.elapsed_s < r.budget_s + 3.0
     # the tables render (what the CLI prints), with a datasheet column when asked
     from rich.console import Console
     buf = io.StringIO()
@@ -287,16 +291,30 @@ WIDE = {**TINY, "hidden_size": 2048, "intermediate_size": 5632, "num_attention_h
         "num_key_value_heads": 4, "vocab_size": 1024}
 
 
+# Eight heads of 8 (4 KV heads), so the width test's narrow twin is a quarter of the width
+# (2 heads, 1 KV head, hidden 16) and its work ratio R_w is large (engine: ~8): an
+# overhead-bound model then has e_w = log(t / t_narrow) / log(R_w) < 0.5 unless a
+# neighbour slows one variant's median by ~2.8x. The old TINY (4 heads, kv 2) could only
+# halve (R_w ~3: a 1.76x blip flipped the verdict; it failed 3 of 11 runs).
+TINY_OVERHEAD = {**TINY, "num_attention_heads": 8, "num_key_value_heads": 4}
+
+
 @needs_torch
 def test_tiny_model_is_overhead_bound(probed):
     from llmroofline.bench import bench
     _, path = probed
-    r = bench(TINY, name="tiny", batch=1, input_len=32, output_len=9, hardware=str(path),
-              threads=THREADS, repeats=5, profile=False, diagnose_phases=("decode",))
+    r = bench(TINY_OVERHEAD, name="tiny", batch=1, input_len=32, output_len=9, hardware=str(path),
+              threads=THREADS, repeats=7, profile=False, diagnose_phases=("decode",))
     d = r.diagnosis["decode"]
+    assert d.width == pytest.approx(0.25)
+    assert d.width_work_ratio > 6, d          # the test's power comes from a large R_w
     assert d.verdict == "overhead", d
     assert d.width_elasticity < 0.5
     assert d.engine_verdict == "overhead"
+    # physically: streaming the step's weights (0.36 MB) at the probed bandwidth takes a
+    # small part of the measured step (the rest is 25+ operator calls through Python)
+    r_probe, _ = probed
+    assert r.weight_bytes / r_probe.mem_bw_bytes_s < 0.2 * r.measured["tpot_s"]
 
 
 @needs_torch

@@ -130,8 +130,8 @@ class ProbeResult:
              "memory_gb": round(self.memory_bytes / 1e9, 3),
              "mem_bw_gb_s": round(self.mem_bw_bytes_s / 1e9, 3)}
         for dt, f in (("fp32", "fp32_tflops"), ("fp16", "fp16_tflops"), ("bf16", "bf16_tflops")):
-            if dt in self.peaks_flops_s:
-                d[f] = round(self.peaks_flops_s[dt] / 1e12, 5)
+            if dt in self.peaks_flops_s:       # 6 significant digits: CPUs run at GFLOP/s
+                d[f] = float(f"{self.peaks_flops_s[dt] / 1e12:.6g}")
         if self.llc_bytes:
             d["l2_mb"] = round(self.llc_bytes / 1e6, 3)
         if self.cores:
@@ -196,7 +196,7 @@ def _toml(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return repr(round(v, 6))
+        return repr(float(f"{v:.7g}"))     # significant digits: CPU peaks are ~1e-3 TFLOP/s
     s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
     return f'"{s}"'
 
@@ -318,11 +318,13 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
     """
     from .progress import as_progress
     from .timing import Budget
-    torch = require_torch()
-    device = check_device(device)
+    from .timing import parse_device
+    parse_device(device)                   # bad input fails before torch is imported
     threads = check_threads(threads)
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    torch = require_torch()
+    device = check_device(device)
     kind = "cuda" if device.startswith("cuda") else "cpu"
     budget = Budget(BUDGET_S[(kind, bool(quick))] if budget_s is None else budget_s)
     prog = as_progress(progress)
