@@ -294,7 +294,7 @@ BUDGET_S = {("cpu", True): 4.0, ("cpu", False): 42.0, ("cuda", True): 60.0, ("cu
 MIN_ROUNDS = 3
 SLOW_DTYPE_FRACTION = 0.05   # a 16-bit dtype below this share of the fp32 rate is skipped
 RATE_SIZE = {"cpu": {"fp32": 512, "bf16": 256, "fp16": 256}, "cuda": 4096}
-FRAMEWORK_RESERVE_S = {"decoder": 1.5, "transformers": 5.0, "transformers+import": 15.0}
+FRAMEWORK_RESERVE_S = {"decoder": 1.5, "transformers": 2.5, "transformers+import": 15.0}
 
 
 def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
