@@ -28,6 +28,7 @@ data exceeds the last-level cache where that matters:
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import re
@@ -41,6 +42,7 @@ from .fit import fit_gemm, fit_overhead, gemm_model_s
 from .timing import Clock, check_device, check_threads, median, require_torch, torch_threads
 
 DTYPES = ("bf16", "fp16", "fp32")
+clock_s = __import__("time").perf_counter
 
 SIZES = {
     "quick": dict(pool_mb=384, squares=(256, 512, 1024, 2048), rows=(1, 4, 16, 64, 256), repeats=3,
@@ -399,11 +401,14 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
         del jobs, kept, dropped, pool
         with prog.step("dispatch and framework overhead", 1, FRAMEWORK_RESERVE_S[fw]):
             res.dispatch_s = _dispatch(torch, clock, cfg["dispatch_calls"], device)
+            allowed = max(budget.left_s - 0.6, 0.3)       # the fits take ~0.5 s
             if fw == "decoder":
-                res.overhead = _framework_decoder(cfg, tdt[dtype], dtype, device, reps, clock, res)
+                res.overhead = _framework_decoder(cfg, tdt[dtype], dtype, device, reps, clock, res,
+                                                  allowed)
             else:
-                res.overhead = _framework(cfg, dtype, device, reps)
-                _decode_rows(cfg, tdt[dtype], dtype, device, clock, res, rounds=3)
+                res.overhead = _framework(cfg, dtype, device, reps, 0.8 * allowed, res)
+                _decode_rows(cfg, tdt[dtype], dtype, device, clock, res, rounds=3,
+                             allowed_s=max(budget.left_s - 0.6, 0.2))
     _fit(res)
     res.elapsed_s = budget.used_s
     return res
@@ -645,7 +650,8 @@ def _dispatch(torch, clock: Clock, calls: int, device: str) -> float:
     return clock.median(loop, 5) / calls
 
 
-def _framework(cfg: dict, dtype: str, device: str, reps: int) -> dict:
+def _framework(cfg: dict, dtype: str, device: str, reps: int, allowed_s: float = math.inf,
+               res: ProbeResult | None = None) -> dict:
     """Per-layer and per-step time of tiny models run like ``bench`` runs models.
 
     The models with 1..8 layers are timed in turns (one generation each per round) so a
@@ -662,10 +668,21 @@ def _framework(cfg: dict, dtype: str, device: str, reps: int) -> dict:
     gens = [Generator(build_model(tiny_config(n), dtype, device), 1, TINY_PREFILL_TOKENS,
                       steps + 1, device) for n in layers]
     timings = [Timings() for _ in gens]
+    t0 = clock_s()
     for g in gens:
         g.generation(steps=4)
+    t1 = clock_s()
+    for g in gens:
         g.generation(steps=4)
-    for _ in range(max(reps, 7)):       # ~1 ms steps: cheap
+    # one round = each model's full generation (~(steps + 1) / 5 of a 4-step warm-up)
+    per_round = (clock_s() - t1) * (steps + 1) / 5
+    n = max(reps, 7)                    # ~1 ms steps: cheap on an idle machine
+    left = allowed_s - (clock_s() - t0)
+    if per_round * n > left:
+        n = max(2, int(left // max(per_round, 1e-9)))
+        if res is not None:
+            res.skipped.append(f"framework overhead: {n} generation(s) per tiny model (budget)")
+    for _ in range(n):
         for g, t in zip(gens, timings):
             pre, times = g.generation()
             t.prefill_s.append(pre)
@@ -700,22 +717,44 @@ def _decode_specs(cuda: bool, tiny_layers) -> list[tuple]:
     return out
 
 
+def _fit_rounds(step_s: list[float], steps: list[int], rounds: int, allowed_s: float):
+    """(rounds, steps per loop) whose cost ``rounds x sum(steps_i x step_s_i)`` fits
+    ``allowed_s``: fewer rounds first (down to 1), then fewer steps (down to 2)."""
+    per_round = sum(n * t for n, t in zip(steps, step_s))
+    if per_round * rounds <= allowed_s:
+        return rounds, steps
+    r = int(allowed_s // per_round) if per_round > 0 else rounds
+    if r >= 1:
+        return r, steps
+    scale = allowed_s / per_round
+    return 1, [max(2, int(n * scale)) for n in steps]
+
+
 def _decode_rows(cfg: dict, tdt, dtype: str, device: str, clock: Clock, res: ProbeResult,
-                 rounds: int = 5) -> list[list[float]]:
+                 rounds: int = 5, allowed_s: float = math.inf) -> list[list[float]]:
     """Time the decode loops of :func:`_decode_specs` in turns (``rounds`` rounds, median
     per step position, mean over positions) and add them as kernel rows; returns the
-    per-loop step samples."""
+    per-loop step samples. The 2-step warm-ups give each loop's step time, and rounds and
+    steps are cut to fit ``allowed_s`` (a CPU shared with busy neighbours can run these
+    tiny steps 30x slower with 2 threads than with 1)."""
     from .decoder import Decoder, time_steps
+    t0 = clock_s()
     specs = _decode_specs(clock.cuda, cfg["tiny_layers"])
-    decs = []
+    decs, warm = [], []
     for sh, b, max_len, start, steps, graphs in specs:
         d = Decoder(sh, b, max_len, tdt, device)
         if graphs:
             d.capture()
-        time_steps(d, clock, 2, start, graphs)          # warm-up
+        warm.append(median(time_steps(d, clock, 2, start, graphs)))     # warm-up
         decs.append(d)
+    n_rounds, n_steps = _fit_rounds(warm, [s[4] for s in specs], rounds,
+                                    allowed_s - (clock_s() - t0))
+    if n_rounds < rounds or n_steps != [s[4] for s in specs]:
+        res.skipped.append(f"decode loops cut to {n_rounds} round(s) of {min(n_steps)}+ steps "
+                           "by the budget")
+    specs = [s[:4] + (n,) + s[5:] for s, n in zip(specs, n_steps)]
     samples = [[] for _ in specs]
-    for _ in range(rounds):
+    for _ in range(n_rounds):
         for (sh, b, max_len, start, steps, graphs), d, out in zip(specs, decs, samples):
             out.append(time_steps(d, clock, steps, start, graphs))
     for (sh, b, max_len, start, steps, graphs), out in zip(specs, samples):
@@ -725,7 +764,7 @@ def _decode_rows(cfg: dict, tdt, dtype: str, device: str, clock: Clock, res: Pro
                             "head_dim": sh.d, "kv_len": max_len, "layers": sh.layers,
                             "hidden": sh.hidden, "ffn": sh.ffn, "vocab": sh.vocab,
                             "flops": 0.0, "bytes": float(_decoder_bytes(sh, b, max_len, tdt)),
-                            "time_s": step_s, "repeats": rounds})
+                            "time_s": step_s, "repeats": len(out)})
     return samples
 
 
@@ -740,7 +779,7 @@ def _decoder_bytes(sh, batch: int, max_len: int, tdt) -> float:
 
 
 def _framework_decoder(cfg: dict, tdt, dtype: str, device: str, reps: int, clock: Clock,
-                       res: ProbeResult) -> dict:
+                       res: ProbeResult, allowed_s: float = math.inf) -> dict:
     """Framework overhead from the plain-torch decoder (``decoder.py``) at each depth of
     ``tiny_layers``: the same line fit as :func:`_framework`, with the engine's operator
     rows of the equivalent Llama config. Prefill is not run: ``prefill_overhead`` = 0."""
@@ -750,7 +789,7 @@ def _framework_decoder(cfg: dict, tdt, dtype: str, device: str, reps: int, clock
     from .decoder import TINY
     from dataclasses import replace
     layers = list(cfg["tiny_layers"])
-    _decode_rows(cfg, tdt, dtype, device, clock, res, rounds=max(reps, 5))
+    _decode_rows(cfg, tdt, dtype, device, clock, res, rounds=max(reps, 5), allowed_s=allowed_s)
     eager = [r for r in res.kernels if r["op"] == "decode_eager" and r["hidden"] == TINY.hidden]
     dec = [r["time_s"] for r in eager]
     launches = [sum(o.count for o in build_ops(from_hf_config(replace(TINY, layers=n).hf_config(64)),
