@@ -327,6 +327,9 @@ def fit_kernels(rows: list[dict], hw, base=None, dtype: str = "bf16") -> dict:
         fields["attention_compute"] = float(np.clip(max(r["flops"] / r["time_s"] for r in pre)
                                                     / peak, 0.01, 1.0))
     loop = [r for r in rows if r["op"] == "decode_eager"]
+    if loop:                      # the overhead line: the narrowest model's depths only
+        hmin = min(r["hidden"] for r in loop)
+        loop = [r for r in loop if r["hidden"] == hmin]
     if len({r["layers"] for r in loop}) > 1:
         from .fit import fit_overhead
         per, fixed = _launches(loop[0])
