@@ -162,6 +162,9 @@ def test_datasheet_matched_by_device_name(name, dev):
     (["probe", "--out", "/no/such/dir/p.toml"], "out"),
     (["probe", "--device", "tpu"], "device"),
     (["probe", "--dtype", "int3"], "dtype"),
+    (["probe", "--budget-s", "0"], "budget-s"),
+    (["probe", "--kernels-out", "k.txt"], "kernels-out"),
+    (["calibrate", "--kernels", "/no/such/k.csv"], "kernels"),
     (["bench", "--model", "no-such-model-xyz"], "model"),
     (["bench", "--model", "llama-3.2-1b", "--csv", "x.txt"], "csv"),
 ])

@@ -336,3 +336,58 @@ def test_probe_respects_budget_and_skips_slow_dtypes(monkeypatch, tmp_path):
     text = buf.getvalue()
     assert "Measured kernels beside the engine" in text and "decode_eager" in text
     assert "overhead" in text and "gemm fp32" in text
+
+
+# -- the planner, with a fake clock (pure) --------------------------------------------------------
+class _FakeClock:
+    """once(fn) -> (fn(), None): each job's fn returns the seconds it 'takes'."""
+    cuda = False
+
+    def once(self, fn):
+        return fn(), None
+
+
+def _job(fam, t, flops, required=False):
+    return {"job": "curve", "family": fam, "dtype": "bf16", "rows": 1, "flops": flops,
+            "bytes": 0.0, "required": required, "fn": lambda: t}
+
+
+def test_plan_keeps_warmup_times_reps_within_allowance():
+    """rate 1 GFLOP/s: a job's bound is flops / 1e9 s. Allowance 10 s, 3 repeats: each kept
+    job costs 4 x its warm-up. a0 (required, 1 s) -> 4; b0 (0.5 s) -> 6; a1 bound 1 s but
+    a0 took 1 s for a bound of 0.1 s, so a1 is estimated 10 s -> dropped, and a2 with it
+    (a family stops at its first miss); b1 (bound 0.5, b0 took 0.5 for 0.5) -> 8; b2 (1 s)
+    would reach 12 -> dropped."""
+    from llmroofline.probe.measure import _by_rank, _plan
+    jobs = _by_rank([_job("a", 1.0, 1e8, required=True), _job("a", 2.0, 1e9), _job("a", 0.1, 1e7),
+                     _job("b", 0.5, 5e8), _job("b", 0.5, 5e8), _job("b", 1.0, 1e9)])
+    assert [j["family"] for j in jobs] == ["a", "b", "a", "b", "a", "b"]
+    kept, dropped = _plan(jobs, _FakeClock(), 3, 10.0, {"bf16": 1e9}, 1e12, lambda n=1: None)
+    assert [(j["family"], j["warm_s"]) for j in kept] == [("a", 1.0), ("b", 0.5), ("b", 0.5)]
+    assert len(dropped) == 3
+    assert sum(4 * j["warm_s"] for j in kept) <= 10.0
+    # a required job runs even with no allowance at all
+    k2, _ = _plan([_job("a", 1.0, 1e8, required=True)], _FakeClock(), 3, 0.0, {"bf16": 1e9},
+                  1e12, lambda n=1: None)
+    assert len(k2) == 1
+
+
+def test_fit_rounds_cuts_rounds_then_steps():
+    from llmroofline.probe.overhead import _fit_rounds
+    # one round = 16 x 1 ms + 16 x 2 ms = 48 ms
+    assert _fit_rounds([1e-3, 2e-3], [16, 16], 5, 1.0) == (5, [16, 16])
+    assert _fit_rounds([1e-3, 2e-3], [16, 16], 5, 0.1) == (2, [16, 16])
+    assert _fit_rounds([1e-3, 2e-3], [16, 16], 5, 0.024) == (1, [8, 8])
+    assert _fit_rounds([1e-3, 2e-3], [16, 16], 5, 0.0) == (1, [2, 2])
+
+
+@needs_torch
+def test_cuda_without_gpu_is_one_line(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    from llmroofline.cli import main
+    for argv in (["probe", "--device", "cuda"], ["bench", "--model", "llama-3.2-1b", "--device", "cuda"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "device: cuda requested" in err
