@@ -20,7 +20,7 @@ def probe_cmd(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda (cuda:N) or auto (cuda when PyTorch sees a GPU).")] = "auto",
     out_file: Annotated[Optional[str], typer.Option("--out", help="Write the device file (TOML) here; use it as --hardware FILE.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="CI-sized run (<10 s on a CPU): smaller buffers, fewer shapes and repeats.")] = False,
-    budget_s: Annotated[Optional[float], typer.Option("--budget-s", help="Wall-clock seconds for the measurements (default: CPU 4 quick / 42 full; CUDA 60 / 240); larger shapes are left out to fit.")] = None,
+    budget_s: Annotated[Optional[float], typer.Option("--budget-s", help="Wall-clock seconds for the measurements (default: CPU 4 quick / 40 full; CUDA 60 / 240); larger shapes are left out to fit.")] = None,
     kernels_out: Annotated[Optional[str], typer.Option("--kernels-out", help="Write the measured-kernel table (CSV) here; fit it with `calibrate --kernels FILE`.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: PyTorch's); bench with the same.")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="Precision the efficiency block is fitted for: bf16, fp16, fp32.")] = "bf16",

@@ -284,7 +284,7 @@ BUDGET_S = {("cpu", True): 4.0, ("cpu", False): 40.0, ("cuda", True): 60.0, ("cu
 MIN_ROUNDS = 3
 SLOW_DTYPE_FRACTION = 0.05   # a 16-bit dtype below this share of the fp32 rate is skipped
 RATE_SIZE = {"cpu": {"fp32": 512, "bf16": 256, "fp16": 256}, "cuda": 4096}
-FRAMEWORK_RESERVE_S = {"decoder": 1.5, "transformers": 2.5, "transformers+import": 15.0}
+FRAMEWORK_RESERVE_S = {"decoder": 1.0, "transformers": 2.5, "transformers+import": 15.0}
 
 
 def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
@@ -356,7 +356,10 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
         jobs += _attention(torch, pool, tdt[dtype], dtype, cfg)
         if clock.cuda:
             jobs += _cuda_sweep(torch, tdt, dtypes, dtype, device, res, facts)
-        jobs = _by_rank(jobs)
+        # within a rank: the fitted dtype's decode-shaped curve first, then its other kernels
+        # (they make the efficiency block), then the cheapest
+        jobs = _by_rank(jobs, lambda j: (j.get("dtype", dtype) != dtype, j["job"] != "curve",
+                                         _est(j, rates, bw)))
         fw = _framework_kind(quick, budget)
         reserve = FRAMEWORK_RESERVE_S[fw] + 0.5          # + dispatch and the fits
         allowance = max(budget.left_s - reserve, 0.0)
@@ -424,17 +427,17 @@ def _rates(torch, clock: Clock, tdt: dict, dtypes, pool, device) -> tuple[dict, 
     return rates, 8.0 * n / t
 
 
-def _by_rank(jobs: list[dict]) -> list[dict]:
-    """Jobs ordered by their rank within their family (the i-th size of each kernel),
-    keeping the given family order within a rank: the budget then buys the small sizes of
-    every kernel before the large sizes of any."""
+def _by_rank(jobs: list[dict], cost=None) -> list[dict]:
+    """Jobs ordered by their rank within their family (the i-th size of each kernel); within
+    a rank required jobs first, then by ``cost(job)`` (default: the given order). The budget
+    then buys the small sizes of every kernel, cheapest first, before the large sizes of any."""
     seen: dict[str, int] = {}
     ranked = []
     for i, j in enumerate(jobs):
         fam = j.get("family", str(i))
-        ranked.append((seen.get(fam, 0), i, j))
+        ranked.append((seen.get(fam, 0), not j.get("required"), cost(j) if cost else i, i, j))
         seen[fam] = seen.get(fam, 0) + 1
-    return [j for _, _, j in sorted(ranked, key=lambda t: (t[0], t[1]))]
+    return [t[-1] for t in sorted(ranked, key=lambda t: t[:4])]
 
 
 def _framework_kind(quick: bool, budget) -> str:
