@@ -244,10 +244,14 @@ def _cuda_facts(device: str) -> dict:
     import torch
     p = torch.cuda.get_device_properties(device)
     fam = _CUDA_FAMILY.get(p.major, {}).get(p.minor, f"sm{p.major}{p.minor}")
-    try:
-        driver = f"cuda {torch.version.cuda or torch.version.hip}, sm_{p.major}{p.minor}"
-    except AttributeError:  # pragma: no cover
-        driver = ""
+    driver = f"cuda {torch.version.cuda or torch.version.hip}, sm_{p.major}{p.minor}"
+    try:                                  # the kernel driver's version, where readable
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as f:
+            m = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b", f.readline())
+        if m:
+            driver = f"driver {m.group(1)}, " + driver
+    except OSError:
+        pass
     return {"name": p.name, "vendor": "NVIDIA" if torch.version.cuda else "AMD", "family": fam,
             "driver": driver,
             "memory_bytes": float(p.total_memory),
