@@ -264,14 +264,21 @@ def _in_band(r) -> bool:
     return all(RATIO_BAND[0] <= r.ratios[k] <= RATIO_BAND[1] for k in ("ttft_s", "tpot_s"))
 
 
-@needs_torch
-def test_bench_ratio_within_band(probed, tmp_path_factory, tmp_path):
+@pytest.fixture(scope="module")
+def probed_native(probed, tmp_path_factory):
+    """(dtype, probe, device file) in the dtype the real-run tests use here (_ratio_dtype)."""
     r0, path = probed
     dt = _ratio_dtype(r0)
-    if dt != "bf16":
-        print(f"bf16 runs at {r0.rates_flops_s['bf16'] / r0.rates_flops_s['fp32']:.1%} of fp32 "
-              "here: ratio test in fp32")
-        _, path = _probe_file(tmp_path_factory, dt)
+    if dt == "bf16":
+        return dt, r0, path
+    print(f"bf16 runs at {r0.rates_flops_s['bf16'] / r0.rates_flops_s['fp32']:.1%} of fp32 "
+          "here: the bench tests run in fp32")
+    return (dt,) + _probe_file(tmp_path_factory, dt)
+
+
+@needs_torch
+def test_bench_ratio_within_band(probed_native, tmp_path_factory, tmp_path):
+    dt, _, path = probed_native
     r = _ratio_run(path, dt)
     if not _in_band(r):   # shared machine: re-probe and re-bench once before failing
         print(f"first attempt out of band: {r.ratios}; retrying")
@@ -337,12 +344,12 @@ def test_tiny_model_is_overhead_bound(probed):
 
 
 @needs_torch
-def test_wide_prefill_is_compute_bound(probed):
+def test_wide_prefill_is_compute_bound(probed_native):
     from llmroofline.bench import bench
-    _, path = probed
+    dt, _, path = probed_native
     r = bench(WIDE, name="wide", batch=1, input_len=256, output_len=1, phases=("prefill",),
               hardware=str(path), threads=THREADS, repeats=3, profile=False,
-              diagnose_phases=("prefill",))
+              diagnose_phases=("prefill",), dtype=dt)
     d = r.diagnosis["prefill"]
     assert d.verdict == "compute", d
     assert d.width_elasticity > 0.5 and d.token_elasticity >= 0.5

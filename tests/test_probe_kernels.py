@@ -321,7 +321,8 @@ def test_probe_respects_budget_and_skips_slow_dtypes(monkeypatch, tmp_path):
     assert r.elapsed_s <= wall
     assert any(s.startswith("bf16 matmuls skipped") and "1.0% of fp32" in s for s in r.skipped)
     assert "bf16" not in r.peaks_flops_s and "fp32" in r.peaks_flops_s
-    assert r.overhead["source"].startswith("torch decoder")
+    # plain-torch decoder unless an earlier test loaded transformers (then as bench runs)
+    assert r.overhead["source"].startswith(("torch decoder", "transformers"))
     ops = {k["op"] for k in r.kernels}
     assert {"gemm", "decode_eager"} <= ops
     path = r.write_kernels(tmp_path / "cpu.csv")
