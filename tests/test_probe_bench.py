@@ -15,10 +15,12 @@ Everything runs on 1 thread (steadier on a shared 2-core VM), bf16, static KV ca
   machine is shared, the probe is CI-sized, and the engine misses real effects that
   docs/bench.md lists (shape-dependent GEMV bandwidth, the static cache's attention over
   all slots). One retry (re-probe and re-bench) before failing;
-- the overhead test: a hidden-64 model is overhead-bound (halving the width does not change
-  its time), a hidden-2048 prefill of 256 tokens is compute-bound (halving the width cuts
-  the time ~4x, doubling the batch doubles it). Both verdicts are checked for the engine
-  with the probed file too.
+- the overhead test: a hidden-64 model with 8 heads is overhead-bound (a quarter of the
+  width, R_w > 6, does not change its time), a hidden-2048 prefill of 256 tokens is
+  compute-bound (halving the width cuts the time ~4x, doubling the batch doubles it). Both
+  verdicts are checked for the engine with the probed file too.
+- on a CPU whose bf16 matmuls run below 5 % of fp32 (no 16-bit matrix units) the bench
+  tests run in fp32 with an fp32 probe (``probed_native``).
 
 Speed claims are not tested here; docs/bench.md records real runs.
 """
