@@ -334,7 +334,8 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
                           llc_bytes=facts["llc_bytes"], cores=facts.get("cores"),
                           date=datetime.date.today().isoformat(), budget_s=budget.total_s,
                           driver=facts.get("driver", ""))
-        pool_mb = cfg["pool_mb"] if clock.cuda else min(cfg["pool_mb"], _pool_cap_mb(budget))
+        pool_mb = cfg["pool_mb"] if clock.cuda else min(cfg["pool_mb"],
+                                                        _pool_cap_mb(budget, facts["llc_bytes"]))
         pool = torch.empty(pool_mb * 1_000_000 // 4, dtype=torch.float32, device=device)
         pool.fill_(0.5)          # touch every page once; fp32 0.5 reads as 0.5/0 in 16 bits
         tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -409,11 +410,13 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
     return res
 
 
-def _pool_cap_mb(budget) -> int:
-    """CPU pool in MB: 24 MB per second of budget, within [64, 1024] (64 MB is past the
-    last-level cache of the CPUs in the catalog's range; the full pool takes seconds of
-    16-bit GEMM work per round on CPUs without 16-bit matrix units)."""
-    return int(max(64, min(1024, 24 * budget.total_s)))
+def _pool_cap_mb(budget, llc_bytes: float | None = None) -> int:
+    """CPU pool in MB: 24 MB per second of budget, at least 6x the last-level cache (each
+    stream array, a third of the pool, then spans 2x the cache) and 64 MB, at most 1024 MB
+    (the full pool takes seconds of 16-bit GEMM work per round on CPUs without 16-bit
+    matrix units)."""
+    floor = max(64.0, 6 * (llc_bytes or 0) / 1e6)
+    return int(min(1024, max(floor, 24 * budget.total_s)))
 
 
 def _rates(torch, clock: Clock, tdt: dict, dtypes, pool, device) -> tuple[dict, float]:
