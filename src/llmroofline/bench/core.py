@@ -286,7 +286,7 @@ def _resolve_hardware(hardware, device, threads, dtype, warnings, say) -> tuple[
     from ..probe import probe, probe_header
     if hardware is None:
         say("no --hardware: running a quick probe first")
-        r = probe(device=device, quick=True, threads=threads, dtype=dtype)
+        r = probe(device=device, quick=True, threads=threads, dtype=dtype, budget_s=10.0)
         import tomllib
         from ..specs.hardware import from_dict
         return "quick probe", from_dict("probed", tomllib.loads(r.to_toml()))

@@ -82,18 +82,23 @@ def validate_cmd(
 
 @app.command("calibrate")
 def calibrate_cmd(
-    csv_file: Annotated[str, typer.Argument(help="Measurements CSV (schema of the shipped calibration.csv).")],
+    csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (schema of the shipped calibration.csv); omit with --kernels.", show_default=False)] = None,
     out_file: Annotated[str, typer.Option("--out", help="Profile TOML to write (use it as --profile FILE).")] = "calibrated.toml",
     params: Annotated[Optional[str], typer.Option("--params", help="Comma-separated parameters to fit (default: all but gemm_half_rows, as for the default profile).")] = None,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Also report leave-one-group-out error: device, model or source.")] = None,
     fit_serving: Annotated[bool, typer.Option("--fit-serving", help="Also fit max_throughput rows (each a serving simulation per evaluation: minutes) in the entries of their devices; by default they are only validated.")] = False,
     gqa_max_group: Annotated[Optional[int], typer.Option("--gqa-max-group", help="Largest GQA group (query heads per KV head per device) your engine's decode kernel shares KV reads for; larger groups re-read KV per query head. Held fixed in the fit. Default: no limit.")] = None,
+    kernels: Annotated[Optional[str], typer.Option("--kernels", help="Fit the device's entry to a measured-kernel table (`probe --kernels-out`) instead of a measurements CSV.")] = None,
+    hardware: Annotated[Optional[str], typer.Option("--hardware", "-H", help="With --kernels: the device (default: matched by the table's device name).")] = None,
 ) -> None:
     """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU)."""
     from .. import fit, validate as val
     from ..specs.profile import profile_to_toml
     if not out_file.endswith(".toml"):
         raise InputError(f"out: the profile file must end in .toml, got {out_file!r}")
+    if kernels is not None or csv_file is None:
+        from ..probe.report import calibrate_kernels_cli
+        return calibrate_kernels_cli(csv_file, kernels, hardware, out_file, out)
     chosen = tuple(p.strip() for p in params.split(",")) if params else fit.DEFAULT_FIT
     if gqa_max_group is not None and gqa_max_group < 1:
         raise InputError(f"gqa-max-group: must be an integer >= 1, got {gqa_max_group}")

@@ -37,33 +37,24 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from .fit import fit_gemm, fit_overhead, gemm_model_s
+from .fit import fit_gemm, gemm_model_s
+from .overhead import TINY_PREFILL_TOKENS, _decode_rows, _framework, _framework_decoder, tiny_config  # noqa: F401
 from .timing import Clock, check_device, check_threads, median, require_torch, torch_threads
 
 DTYPES = ("bf16", "fp16", "fp32")
 
 SIZES = {
-    "quick": dict(pool_mb=384, squares=(1024, 2048), rows=(1, 4, 16, 64, 256), repeats=3,
+    "quick": dict(pool_mb=384, squares=(256, 512, 1024, 2048), rows=(1, 4, 16, 64, 256), repeats=3,
                   dispatch_calls=300, attn_batch=2, attn_kv=(1024, 4096), attn_prefill=(512, 1024),
                   tiny_layers=(1, 2, 4), tiny_steps=16),
-    "full": dict(pool_mb=1024, squares=(1024, 2048, 4096), rows=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    "full": dict(pool_mb=1024, squares=(256, 512, 1024, 2048, 4096),
+                 rows=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                  repeats=5, dispatch_calls=2000, attn_batch=4, attn_kv=(512, 2048, 8192),
                  attn_prefill=(512, 1024, 2048), tiny_layers=(1, 2, 4, 8), tiny_steps=16),
 }
 ATTN_HEADS, ATTN_HEAD_DIM = 16, 128
 _H, _KV, _F, _V = 2048, 512, 8192, 32000
 WEIGHT_SET = [(_H, _H), (_KV, _H), (_KV, _H), (_H, _H), (_F, _H), (_F, _H), (_H, _F)] * 2 + [(_V, _H)]
-TINY_PREFILL_TOKENS = 16
-
-
-def tiny_config(layers: int) -> dict:
-    """A Llama whose kernels do negligible work: what remains is framework overhead."""
-    return {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": layers,
-            "vocab_size": 256, "max_position_embeddings": 512, "tie_word_embeddings": False,
-            "rms_norm_eps": 1e-5, "bos_token_id": 0, "eos_token_id": 1}
-
-
 @dataclass
 class ProbeResult:
     """Raw measurements, the fitted efficiency and machine facts (SI units)."""
@@ -90,6 +81,12 @@ class ProbeResult:
     efficiency: dict = field(default_factory=dict)        # data-file fields (us for times)
     gemm_fit: dict = field(default_factory=dict)
     date: str = ""
+    budget_s: float = float("inf")
+    elapsed_s: float = float("nan")
+    driver: str = ""
+    skipped: list[str] = field(default_factory=list)      # what was left out, and why
+    kernels: list[dict] = field(default_factory=list)     # kernel-table rows (kernels.py)
+    rates_flops_s: dict[str, float] = field(default_factory=dict)   # step 1 of probe()
 
     @property
     def mem_bw_bytes_s(self) -> float:
@@ -123,8 +120,8 @@ class ProbeResult:
              "memory_gb": round(self.memory_bytes / 1e9, 3),
              "mem_bw_gb_s": round(self.mem_bw_bytes_s / 1e9, 3)}
         for dt, f in (("fp32", "fp32_tflops"), ("fp16", "fp16_tflops"), ("bf16", "bf16_tflops")):
-            if dt in self.peaks_flops_s:
-                d[f] = round(self.peaks_flops_s[dt] / 1e12, 5)
+            if dt in self.peaks_flops_s:       # 6 significant digits: CPUs run at GFLOP/s
+                d[f] = float(f"{self.peaks_flops_s[dt] / 1e12:.6g}")
         if self.llc_bytes:
             d["l2_mb"] = round(self.llc_bytes / 1e6, 3)
         if self.cores:
@@ -162,6 +159,19 @@ class ProbeResult:
         lines += ["", "[efficiency]"] + [f"{k} = {_toml(v)}" for k, v in eff.items()]
         return "\n".join(lines) + "\n"
 
+    def provenance(self) -> dict:
+        """Provenance columns of the kernel table."""
+        return {"device_name": self.name, "driver": self.driver or "-",
+                "torch": self.torch_version, "date": self.date}
+
+    def write_kernels(self, path):
+        """Write :attr:`kernels` as a kernel table (``kernels.py``)."""
+        from .kernels import write_table
+        where = f"{self.device}, {self.threads} thread(s)" if self.device == "cpu" else self.device
+        return write_table(self.kernels, path, self.provenance(),
+                           comment=f"llmroofline probe {self.date} on {self.name} ({where}); "
+                                   f"medians of {self.repeats}" + (" (quick)" if self.quick else ""))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mem_bw_bytes_s"] = self.mem_bw_bytes_s
@@ -176,7 +186,7 @@ def _toml(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return repr(round(v, 6))
+        return repr(float(f"{v:.7g}"))     # significant digits: CPU peaks are ~1e-3 TFLOP/s
     s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
     return f'"{s}"'
 
@@ -234,7 +244,16 @@ def _cuda_facts(device: str) -> dict:
     import torch
     p = torch.cuda.get_device_properties(device)
     fam = _CUDA_FAMILY.get(p.major, {}).get(p.minor, f"sm{p.major}{p.minor}")
+    driver = f"cuda {torch.version.cuda or torch.version.hip}, sm_{p.major}{p.minor}"
+    try:                                  # the kernel driver's version, where readable
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as f:
+            m = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b", f.readline())
+        if m:
+            driver = f"driver {m.group(1)}, " + driver
+    except OSError:
+        pass
     return {"name": p.name, "vendor": "NVIDIA" if torch.version.cuda else "AMD", "family": fam,
+            "driver": driver,
             "memory_bytes": float(p.total_memory),
             "llc_bytes": float(getattr(p, "L2_cache_size", 0) or 0) or None,
             "cores": int(p.multi_processor_count)}
@@ -265,24 +284,44 @@ def match_catalog(name: str) -> str | None:
 
 
 # -- measurements --------------------------------------------------------------------------
+BUDGET_S = {("cpu", True): 4.0, ("cpu", False): 40.0, ("cuda", True): 60.0, ("cuda", False): 240.0}
+MIN_ROUNDS = 3
+SLOW_DTYPE_FRACTION = 0.05   # a 16-bit dtype below this share of the fp32 rate is skipped
+RATE_SIZE = {"cpu": {"fp32": 512, "bf16": 256, "fp16": 256}, "cuda": 4096}
+FRAMEWORK_RESERVE_S = {"decoder": 1.0, "transformers": 2.5, "transformers+import": 15.0}
+
+
 def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
-          dtype: str = "bf16", progress: Callable[[str], None] | None = None) -> ProbeResult:
+          dtype: str = "bf16", progress=None, budget_s: float | None = None) -> ProbeResult:
     """Measure this device's ceilings and fit an efficiency block (module docstring).
 
     ``dtype``: the precision whose GEMM curve the efficiency block is fitted to (bench and
     analyze then should use the same). ``threads``: CPU threads (default: torch's).
+    ``device``: cpu, cuda, cuda:N or auto. ``budget_s``: wall-clock seconds for the whole
+    probe (default ``BUDGET_S``: CPU 4 quick / 40 full); see :func:`_plan` for how the
+    sizes are capped to it. ``progress``: None, a ``say(str)`` callable or a
+    :class:`.progress.Progress`.
 
-    Every kernel is warmed up once, then the whole list is timed in ``repeats`` rounds
-    (each kernel once per round) and each kernel's median is kept: a neighbour that
-    slows a shared machine for a few seconds then spoils one sample of many kernels
-    instead of all samples of one.
+    Steps: (1) the rate of each dtype from one mid-size square GEMM; a 16-bit dtype other
+    than ``dtype`` running below ``SLOW_DTYPE_FRACTION`` of fp32 is skipped (stated in
+    ``skipped``); (2) every kernel is warmed up once in order of priority, while the budget
+    allows (:func:`_plan`); (3) the kept kernels are timed in ``repeats`` rounds (each
+    kernel once per round) and each kernel's median is kept: a neighbour that slows a
+    shared machine for a few seconds then spoils one sample of many kernels instead of
+    all samples of one; (4) dispatch and framework overhead; (5) the fits.
     """
-    torch = require_torch()
-    device = check_device(device)
+    from .progress import as_progress
+    from .timing import Budget
+    from .timing import parse_device
+    parse_device(device)                   # bad input fails before torch is imported
     threads = check_threads(threads)
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    say = progress or (lambda s: None)
+    torch = require_torch()
+    device = check_device(device)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    budget = Budget(BUDGET_S[(kind, bool(quick))] if budget_s is None else budget_s)
+    prog = as_progress(progress)
     cfg = SIZES["quick" if quick else "full"]
     clock = Clock(device)
     reps = cfg["repeats"]
@@ -293,48 +332,238 @@ def probe(device: str = "cpu", quick: bool = False, threads: int | None = None,
                           torch_version=torch.__version__.split("+")[0], quick=quick,
                           fit_dtype=dtype, repeats=reps, memory_bytes=facts["memory_bytes"],
                           llc_bytes=facts["llc_bytes"], cores=facts.get("cores"),
-                          date=datetime.date.today().isoformat())
-        pool = torch.empty(cfg["pool_mb"] * 1_000_000 // 4, dtype=torch.float32, device=device)
+                          date=datetime.date.today().isoformat(), budget_s=budget.total_s,
+                          driver=facts.get("driver", ""))
+        pool_mb = cfg["pool_mb"] if clock.cuda else min(cfg["pool_mb"],
+                                                        _pool_cap_mb(budget, facts["llc_bytes"]))
+        pool = torch.empty(pool_mb * 1_000_000 // 4, dtype=torch.float32, device=device)
         pool.fill_(0.5)          # touch every page once; fp32 0.5 reads as 0.5/0 in 16 bits
-        dtypes = ["fp32", "bf16"] + ([dtype] if dtype not in ("fp32", "bf16") else [])
-        if not quick and "fp16" not in dtypes:
-            dtypes.append("fp16")
         tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        wanted = ["fp32", "bf16"] + ([dtype] if dtype not in ("fp32", "bf16") else [])
+        if not quick and "fp16" not in wanted:
+            wanted.append("fp16")
+        rates, bw = _rates(torch, clock, tdt, wanted, pool, device)
+        res.rates_flops_s = dict(rates)
+        dtypes = []
+        for dt in wanted:
+            frac = rates[dt] / rates["fp32"]
+            if dt not in ("fp32", dtype) and frac < SLOW_DTYPE_FRACTION:
+                res.skipped.append(f"{dt} matmuls skipped: {rates[dt] / 1e9:.2f} GFLOP/s = "
+                                   f"{frac:.1%} of fp32 on this {kind.upper()} "
+                                   f"(< {SLOW_DTYPE_FRACTION:.0%})")
+            else:
+                dtypes.append(dt)
         jobs = _stream(torch, pool, clock)
-        for dt in dtypes:
-            jobs += _squares(torch, tdt[dt], dt, cfg["squares"], device)
+        for dt in sorted(dtypes, key=lambda d: d != dtype):       # fit dtype first
             if dt in ("fp32", "bf16", dtype):
                 jobs += _decode_curve(torch, pool, tdt[dt], dt, cfg)
+            jobs += _squares(torch, tdt[dt], dt, cfg["squares"], device)
         jobs += _attention(torch, pool, tdt[dtype], dtype, cfg)
-        say(f"{len(jobs)} kernels: stream, GEMMs ({', '.join(dtypes)}), attention; "
-            f"{reps} rounds")
-        for j in jobs:
-            j["fn"]()
-        samples: list[list[float]] = [[] for _ in jobs]
-        for r in range(reps):
-            for j, out in zip(jobs, samples):
-                out.append(clock.once(j["fn"])[0])
-            say(f"round {r + 1}/{reps} done")
-        for j, out in zip(jobs, samples):
+        if clock.cuda:
+            jobs += _cuda_sweep(torch, tdt, dtypes, dtype, device, res, facts)
+        # within a rank: the fitted dtype's decode-shaped curve first, then its other kernels
+        # (they make the efficiency block), then the cheapest
+        jobs = _by_rank(jobs, lambda j: (j.get("dtype", dtype) != dtype, j["job"] != "curve",
+                                         _est(j, rates, bw)))
+        fw = _framework_kind(quick, budget)
+        reserve = FRAMEWORK_RESERVE_S[fw] + 0.5          # + dispatch and the fits
+        allowance = max(budget.left_s - reserve, 0.0)
+        with prog.step(f"warm-up of up to {len(jobs)} kernels (stream, GEMMs "
+                       f"{', '.join(dtypes)}, attention)", len(jobs), allowance / (1 + reps)) as adv:
+            kept, dropped = _plan(jobs, clock, reps, allowance, rates, bw, adv)
+        if dropped:
+            res.skipped.append(f"{len(dropped)} kernel(s) left out by the {budget.total_s:g} s "
+                               f"budget: " + ", ".join(_label(j) for j in dropped[:8])
+                               + (" ..." if len(dropped) > 8 else ""))
+        samples: list[list[float]] = [[] for _ in kept]
+        est = sum(j["warm_s"] for j in kept) * reps
+        with prog.step(f"timing {len(kept)} kernels in {reps} rounds", reps * len(kept), est) as adv:
+            for r in range(reps):
+                t_round = budget.used_s
+                for j, out in zip(kept, samples):
+                    out.append(clock.once(j["fn"])[0])
+                    adv()
+                # a loaded machine runs slower than the warm-up said: stop after MIN_ROUNDS
+                # rounds rather than overrun the budget (the medians then use fewer samples)
+                took = budget.used_s - t_round
+                if r + 1 >= MIN_ROUNDS and r + 1 < reps and budget.left_s - reserve < took:
+                    res.skipped.append(f"rounds cut to {r + 1} of {reps} by the budget")
+                    break
+        for j, out in zip(kept, samples):
             j.pop("fn")
             j["time_s"] = median(out)
-            kind = j.pop("job")
-            if kind == "stream":
-                res.stream_bytes_s[j["name"]] = j["bytes"] / j["time_s"]
-            elif kind == "square":
-                j["flops_s"] = j["flops"] / j["time_s"]
-                res.square.append(j)
-            elif kind == "curve":
-                res.weight_set_bytes[j["dtype"]] = j.pop("weight_bytes")
-                res.gemm_curve.append(j)
+            j["repeats"] = len(out)
+            _store(res, j)
+        del jobs, kept, dropped, pool
+        with prog.step("dispatch and framework overhead", 1, FRAMEWORK_RESERVE_S[fw]):
+            res.dispatch_s = _dispatch(torch, clock, cfg["dispatch_calls"], device)
+            allowed = max(budget.left_s - 0.6, 0.3)       # the fits take ~0.5 s
+            if fw == "decoder":
+                res.overhead = _framework_decoder(cfg, tdt[dtype], dtype, device, reps, clock, res,
+                                                  allowed)
             else:
-                res.attention.append(j)
-        del jobs, pool
-        say("dispatch and framework overhead (tiny transformers model)")
-        res.dispatch_s = _dispatch(torch, clock, cfg["dispatch_calls"], device)
-        res.overhead = _framework(cfg, dtype, device, reps)
+                res.overhead = _framework(cfg, dtype, device, reps, 0.85 * allowed, res)
+                _decode_rows(cfg, tdt[dtype], dtype, device, clock, res, rounds=3,
+                             allowed_s=max(budget.left_s - 0.6, 0.2))
     _fit(res)
+    res.elapsed_s = budget.used_s
     return res
+
+
+def _pool_cap_mb(budget, llc_bytes: float | None = None) -> int:
+    """CPU pool in MB: 24 MB per second of budget, at least 6x the last-level cache (each
+    stream array, a third of the pool, then spans 2x the cache) and 64 MB, at most 1024 MB
+    (the full pool takes seconds of 16-bit GEMM work per round on CPUs without 16-bit
+    matrix units)."""
+    floor = max(64.0, 6 * (llc_bytes or 0) / 1e6)
+    return int(min(1024, max(floor, 24 * budget.total_s)))
+
+
+def _rates(torch, clock: Clock, tdt: dict, dtypes, pool, device) -> tuple[dict, float]:
+    """FLOP/s of one square GEMM per dtype (CPU: 512 fp32 / 256 16-bit; CUDA: 4096) and the
+    bytes/s of one copy of a third of the pool (read + write)."""
+    rates = {}
+    for dt in dtypes:
+        s = RATE_SIZE["cuda"] if clock.cuda else RATE_SIZE["cpu"][dt]
+        a = torch.randn(s, s, device=device).to(tdt[dt])
+        t = clock.measure(lambda: torch.mm(a, a), 1, 1).median_s
+        rates[dt] = 2.0 * s ** 3 / t
+    n = pool.numel() // 3
+    src, dst = pool[:n], pool[n:2 * n]
+    t = clock.measure(lambda: dst.copy_(src), 1, 1).median_s
+    return rates, 8.0 * n / t
+
+
+def _by_rank(jobs: list[dict], cost=None) -> list[dict]:
+    """Jobs ordered by their rank within their family (the i-th size of each kernel); within
+    a rank required jobs first, then by ``cost(job)`` (default: the given order). The budget
+    then buys the small sizes of every kernel, cheapest first, before the large sizes of any."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for i, j in enumerate(jobs):
+        fam = j.get("family", str(i))
+        ranked.append((seen.get(fam, 0), not j.get("required"), cost(j) if cost else i, i, j))
+        seen[fam] = seen.get(fam, 0) + 1
+    return [t[-1] for t in sorted(ranked, key=lambda t: t[:4])]
+
+
+def _framework_kind(quick: bool, budget) -> str:
+    """decoder (plain torch) for quick runs unless transformers is loaded already; else
+    transformers when the budget leaves room for its import."""
+    import sys
+    loaded = "transformers.models.llama.modeling_llama" in sys.modules
+    if loaded:
+        return "transformers"
+    if quick or budget.left_s < 2 * FRAMEWORK_RESERVE_S["transformers+import"]:
+        return "decoder"
+    return "transformers+import"
+
+
+def _est(j: dict, rates: dict, bw: float) -> float:
+    """Time bound of a job from the dtype's square-GEMM rate and the copy bandwidth."""
+    dt = j.get("dtype", "fp32")
+    r = rates.get(dt) or rates.get("bf16") or max(rates.values())
+    return max(j.get("flops", 0.0) / r, j.get("bytes", 0.0) / bw)
+
+
+def _plan(jobs, clock: Clock, reps: int, allowance_s: float, rates, bw, advance):
+    """Warm up jobs in order while ``(1 + reps)`` x the spent warm-up fits the allowance.
+
+    A job starts only if its estimate fits what is left: the larger of the rate bound
+    (:func:`_est`) and, within a family (same kernel at growing sizes), the last warm-up
+    time scaled by the ratio of the bounds. Jobs marked ``required`` always run (stream
+    kernels, the smallest decode-shaped GEMM of the fit dtype). Returns (kept, dropped);
+    each kept job gets ``warm_s``.
+    """
+    kept, dropped, last = [], [], {}
+    spent = 0.0
+    closed = set()
+    for j in jobs:
+        fam = j.get("family", _label(j))
+        bound = _est(j, rates, bw)
+        est = bound
+        if fam in last:
+            t0, b0 = last[fam]
+            est = max(bound, t0 * bound / b0)
+        if not j.get("required") and (fam in closed or spent + est * (1 + reps) > allowance_s):
+            closed.add(fam)
+            dropped.append(j)
+            advance()
+            continue
+        t = clock.once(j["fn"])[0]
+        j["warm_s"] = t
+        spent += t * (1 + reps)
+        last[fam] = (t, max(bound, 1e-12))
+        kept.append(j)
+        advance()
+    return kept, dropped
+
+
+def _label(j: dict) -> str:
+    if j["job"] == "stream":
+        return f"stream {j['name']}"
+    if j["job"] == "square":
+        return f"{j['dtype']} square {j['size']}"
+    if j["job"] == "curve":
+        return f"{j['dtype']} M={j['rows']}"
+    if j.get("op") == "gemm":
+        return f"{j['dtype']} gemm {j['m']}x{j['n']}x{j['k']}"
+    return f"{j.get('op', j.get('kind'))} {j.get('kv_len', j.get('length'))}"
+
+
+def _store(res: ProbeResult, j: dict) -> None:
+    kind = j.pop("job")
+    j.pop("family", None)
+    j.pop("required", None)
+    if kind == "stream":
+        res.stream_bytes_s[j["name"]] = j["bytes"] / j["time_s"]
+        return
+    if kind == "square":
+        j["flops_s"] = j["flops"] / j["time_s"]
+        res.square.append(j)
+    elif kind == "curve":
+        res.weight_set_bytes[j["dtype"]] = j.pop("weight_bytes")
+        res.gemm_curve.append(j)
+    elif kind == "attention":
+        res.attention.append(j)
+    res.kernels.append(_kernel_row(kind, j))
+
+
+def _kernel_row(kind: str, j: dict) -> dict:
+    """The kernel-table row (``kernels.py``) of a stored measurement."""
+    keys = ("op", "dtype", "m", "n", "k", "matrices", "heads", "kv_heads", "head_dim", "kv_len",
+            "layers", "hidden", "ffn", "vocab", "flops", "bytes", "time_s", "repeats")
+    if kind == "square":
+        s = j["size"]
+        return {"op": "gemm", "dtype": j["dtype"], "m": s, "n": s, "k": s, "matrices": f"{s}x{s}*1",
+                "flops": j["flops"], "bytes": j["bytes"], "time_s": j["time_s"], "repeats": j["repeats"]}
+    if kind == "curve":
+        return {"op": "gemm", "dtype": j["dtype"], "m": j["rows"], "matrices": j["shapes"],
+                "flops": j["flops"], "bytes": j["bytes"], "time_s": j["time_s"], "repeats": j["repeats"]}
+    if kind == "attention":
+        return {"op": f"attn_{j['kind']}", "dtype": j["dtype"], "m": j["batch"],
+                "heads": ATTN_HEADS, "kv_heads": ATTN_HEADS, "head_dim": ATTN_HEAD_DIM,
+                "kv_len": j["length"], "flops": j["flops"], "bytes": j["bytes"],
+                "time_s": j["time_s"], "repeats": j["repeats"]}
+    return {k: j[k] for k in keys if k in j}
+
+
+def _cuda_sweep(torch, tdt, dtypes, fit_dtype, device, res: ProbeResult, facts) -> list[dict]:
+    """GEMM sweeps (16-bit dtypes and fp8 where supported) and GQA attention (sweep.py)."""
+    from .sweep import SWEEP, attention_jobs, fp8_support, gemm_jobs
+    cfg = SWEEP["cuda"]
+    cache = max(4 * (facts.get("llc_bytes") or 0), 64e6)
+    jobs = []
+    for dt in [d for d in dtypes if d in ("bf16", "fp16")]:
+        jobs += gemm_jobs(torch, tdt[dt], dt, device, cfg, cache)
+    ok, why = fp8_support(torch, device)
+    if ok:
+        jobs += gemm_jobs(torch, torch.float8_e4m3fn, "fp8", device, cfg, cache)
+    else:
+        res.skipped.append(why)
+    jobs += attention_jobs(torch, tdt[fit_dtype if fit_dtype != "fp32" else "bf16"],
+                           fit_dtype if fit_dtype != "fp32" else "bf16", device, cfg)
+    return jobs
 
 
 def _stream(torch, pool, clock: Clock) -> list[dict]:
@@ -349,6 +578,8 @@ def _stream(torch, pool, clock: Clock) -> list[dict]:
         x, y = a.numpy(), b.numpy()
         jobs.append({"job": "stream", "name": "numpy_copy", "bytes": 2 * eb,
                      "fn": lambda: np.copyto(y, x)})
+    for j in jobs:
+        j.update(required=True, family=f"stream-{j['name']}")
     return jobs
 
 
@@ -358,6 +589,7 @@ def _squares(torch, tdt, dt: str, sizes, device: str) -> list[dict]:
         a = torch.randn(s, s, device=device).to(tdt)
         b = torch.randn(s, s, device=device).to(tdt)
         jobs.append({"job": "square", "dtype": dt, "size": s, "rows": s, "flops": 2.0 * s ** 3,
+                     "family": f"square-{dt}",
                      "bytes": 3.0 * s * s * a.element_size(),
                      "fn": (lambda a=a, b=b: torch.mm(a, b))})
     return jobs
@@ -395,9 +627,11 @@ def _decode_curve(torch, pool, tdt, dt: str, cfg: dict) -> list[dict]:
     w_elems = sum(n * k for n, k in shapes)
     io_elems = sum(n + k for n, k in shapes)
     jobs = []
-    for m in cfg["rows"]:
+    from .kernels import matrices_str
+    for i, m in enumerate(cfg["rows"]):
         xs = {k: torch.randn(m, k, device=pool.device).to(tdt) * 0.01 for k in ks}
         jobs.append({"job": "curve", "dtype": dt, "rows": m, "flops": 2.0 * m * w_elems,
+                     "family": f"curve-{dt}", "required": i == 0, "shapes": matrices_str(shapes),
                      "bytes": float((w_elems + m * io_elems) * elt), "matrices": len(mats),
                      "weight_bytes": float(w_elems * elt),
                      "fn": (lambda xs=xs: [lin(xs[w.shape[1]], w) for w in mats])})
@@ -414,43 +648,6 @@ def _dispatch(torch, clock: Clock, calls: int, device: str) -> float:
     return clock.median(loop, 5) / calls
 
 
-def _framework(cfg: dict, dtype: str, device: str, reps: int) -> dict:
-    """Per-layer and per-step time of tiny models run like ``bench`` runs models.
-
-    The models with 1..8 layers are timed in turns (one generation each per round) so a
-    slow spell of a shared machine does not bend the fitted line.
-    """
-    require_torch(transformers=True)
-    from ..bench.model import build_model
-    from ..bench.run import Generator, Timings
-    from ..graph import build_ops
-    from ..specs.model import from_hf_config
-    from ..specs.precision import Precision
-    steps = cfg["tiny_steps"]
-    layers = list(cfg["tiny_layers"])
-    gens = [Generator(build_model(tiny_config(n), dtype, device), 1, TINY_PREFILL_TOKENS,
-                      steps + 1, device) for n in layers]
-    timings = [Timings() for _ in gens]
-    for g in gens:
-        g.generation(steps=4)
-        g.generation(steps=4)
-    for _ in range(max(reps, 7)):       # ~1 ms steps: cheap
-        for g, t in zip(gens, timings):
-            pre, times = g.generation()
-            t.prefill_s.append(pre)
-            t.step_s.append(times)
-            t.steps = len(times)
-    dec = [t.tpot_s for t in timings]
-    pre = [t.ttft_s for t in timings]
-    launches = [sum(o.count for o in build_ops(from_hf_config(tiny_config(n)), Precision(), 1, 1, 2))
-                for n in (1, 2)]
-    per_layer = launches[1] - launches[0]
-    fit = fit_overhead(layers, dec, pre, per_layer, launches[0] - per_layer)
-    fit.update(layers=layers, decode_s=dec, prefill_s=pre, engine_launches_per_layer=per_layer,
-               engine_fixed_launches=launches[0] - per_layer)
-    return fit
-
-
 def _attention(torch, pool, tdt, dt: str, cfg: dict) -> list[dict]:
     sdpa = torch.nn.functional.scaled_dot_product_attention
     h, d, b = ATTN_HEADS, ATTN_HEAD_DIM, cfg["attn_batch"]
@@ -465,11 +662,13 @@ def _attention(torch, pool, tdt, dt: str, cfg: dict) -> list[dict]:
         v = flat[n:2 * n].view(b, h, L, d)
         q = torch.randn(b, h, 1, d, device=pool.device).to(tdt)
         jobs.append({"job": "attention", "kind": "decode", "batch": b, "length": L,
+                     "family": "attn-decode", "dtype": dt,
                      "bytes": float((2 * n + 2 * b * h * d) * elt), "flops": 4.0 * b * h * L * d,
                      "fn": (lambda q=q, k=k, v=v: sdpa(q, k, v))})
     for s in cfg["attn_prefill"]:
         q, k, v = (torch.randn(1, h, s, d, device=pool.device).to(tdt) for _ in range(3))
         jobs.append({"job": "attention", "kind": "prefill", "batch": 1, "length": s,
+                     "family": "attn-prefill", "dtype": dt,
                      "bytes": float(4 * h * s * d * elt),
                      "flops": 2.0 * h * s * (s + 1) / 2 * 2 * d,
                      "fn": (lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True))})

@@ -111,3 +111,109 @@ def tables(r: ProbeResult, sheet: dict | None = None) -> list:
         e.caption_justify = "left"
     out.append(e)
     return out
+
+
+# -- measured kernels beside the engine ------------------------------------------------------
+def _shape(r: dict) -> str:
+    if r["op"] == "gemm":
+        if r.get("n") and r.get("k"):
+            return f"M={r['m']} N={r['n']} K={r['k']}"
+        return f"M={r['m']} x set ({r.get('matrices', '')[:28]})"
+    if r["op"].startswith("attn"):
+        return (f"B={r['m']} H={r['heads']}/{r['kv_heads']} d={r['head_dim']} "
+                f"{'KV' if r['op'] == 'attn_decode' else 'S'}={r['kv_len']:,}")
+    return f"{r['layers']} layers x {r['hidden']}, B={r['m']}, {r['kv_len']} slots"
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def kernel_tables(pred: list[dict], hw_label: str, detail: bool = True) -> list:
+    """Per operator class (GEMM per dtype, attention decode/prefill, decode loop eager /
+    CUDA graphs): rows, median predicted / measured, median and worst |error|, the engine's
+    regimes; then every row (measured, predicted, ratio, regime)."""
+    from .kernels import class_of, summarize
+    s = summarize(pred)
+    t = Table(title=f"Measured kernels beside the engine ({hw_label})", title_justify="left",
+              caption="ratio = predicted / measured; regime = the engine's (compute, memory, "
+                      "overhead); decode_* rows are whole decode steps (end to end)",
+              caption_justify="left")
+    for col in ("operator class", "rows", "median ratio", "median |err|", "worst |err|", "regime"):
+        t.add_column(col, justify="left" if col in ("operator class", "regime") else "right")
+    for k, v in s.items():
+        t.add_row(k, str(v["n"]), f"{v['median_ratio']:.2f}", f"{v['median_abs_err']:.0%}",
+                  f"{v['max_abs_err']:.0%}", ", ".join(v["regimes"]))
+    out = [t]
+    if detail:
+        d = Table(title="Kernel rows", title_justify="left")
+        for col in ("class", "shape", "measured", "predicted", "ratio", "regime"):
+            d.add_column(col, justify="left" if col in ("class", "shape", "regime") else "right")
+        for r in pred:
+            d.add_row(class_of(r), _shape(r), _ms(r["time_s"]), _ms(r["predicted_s"]),
+                      f"{r['ratio']:.2f}", r["regime"])
+        out.append(d)
+    return out
+
+
+def calibrate_kernels_cli(csv_file, kernels, hardware, out_file: str, console) -> None:
+    """``calibrate --kernels FILE``: fit, write the profile, print before / after."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..specs.profile import profile_to_toml
+    from .kernels import calibrate_kernels
+    if kernels is None:
+        raise InputError("csv_file: give a measurements CSV or --kernels FILE (a kernel table)")
+    if csv_file is not None:
+        raise InputError("kernels: give either a measurements CSV or --kernels FILE, not both")
+    prof, hw, before, after = calibrate_kernels(kernels, hardware, name=Path(out_file).stem)
+    Path(out_file).write_text(profile_to_toml(prof))
+    t = Table(title=f"Kernel table {Path(kernels).name} on {hw.id}: engine before / after the fit",
+              title_justify="left", caption="ratio = predicted / measured (median per class)",
+              caption_justify="left")
+    for col in ("operator class", "rows", "ratio before", "|err| before", "ratio after",
+                "|err| after", "regime"):
+        t.add_column(col, justify="left" if col in ("operator class", "regime") else "right")
+    for k, b in before.items():
+        a = after[k]
+        t.add_row(k, str(b["n"]), f"{b['median_ratio']:.2f}", f"{b['median_abs_err']:.0%}",
+                  f"{a['median_ratio']:.2f}", f"{a['median_abs_err']:.0%}", ", ".join(a["regimes"]))
+    console.print(t)
+    key = next(k for k in prof.families if k == f"{hw.family or 'fallback'}-a16")
+    e = prof.families[key]
+    console.print(f"fitted \\[families.{key}]: " + ", ".join(
+        f"{k} = {getattr(e, k):.4g}" for k in ("bandwidth", "compute", "gemm_half_rows",
+                                               "attention_bandwidth", "attention_compute",
+                                               "launch_overhead_s")
+        if getattr(e, k) is not None))
+    console.print(f"wrote {out_file}: use it as --profile {out_file} (with --hardware {hw.id})")
+
+
+def probe_kernel_report(r: ProbeResult, sheet_id: str | None, detail: bool = False) -> list:
+    """Kernel rows of a probe priced by the engine: with the probed device file, and with
+    the catalog entry and the default profile when the device is in the catalog."""
+    import tomllib
+
+    from ..specs.hardware import from_dict, load_hardware
+    from ..specs.profile import load_profile, resolve_efficiency
+    from .kernels import predict_rows
+    if not r.kernels:
+        return []
+    rows = [dict(k, shapes=_shapes(k)) if k["op"] == "gemm" else dict(k) for k in r.kernels]
+    out = []
+    probed = from_dict("probed", tomllib.loads(r.to_toml()))
+    out += kernel_tables(predict_rows(rows, probed), "probed device file", detail)
+    if sheet_id and r.device != "cpu":
+        hw = load_hardware(sheet_id)
+        eff = resolve_efficiency(hw.efficiency, hw.family, load_profile("default"), 16)
+        out += kernel_tables(predict_rows(rows, hw, eff), f"catalog {hw.id}, default profile",
+                             detail)
+    return out
+
+
+def _shapes(k: dict):
+    from .kernels import parse_matrices
+    if k.get("matrices"):
+        return parse_matrices(k["matrices"])
+    return [(k["n"], k["k"], 1)]
