@@ -109,3 +109,204 @@ def test_host_policy_for_other_bindings():
     assert allowed_host("10.0.0.6:8000", "0.0.0.0")          # any interface: IP literals
     assert not allowed_host("rebind.example", "0.0.0.0")
     assert allowed_host("llm.internal:443", "127.0.0.1", ("llm.internal",))
+
+
+# -- 3. CLI: one line, non-zero exit, for every signature of the issue -------------------
+def run(capsys, *argv) -> tuple[int, str, str]:
+    from llmroofline import cli
+    capsys.readouterr()
+    rc = cli.main([str(a) for a in argv])
+    o = capsys.readouterr()
+    return rc, o.out, o.err
+
+
+def one_line_error(capsys, *argv, needles=()) -> str:
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2, (rc, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for n in needles:
+        assert n.lower() in lines[0].lower(), (n, lines[0])
+    return lines[0]
+
+
+LONG = "x" * 300
+
+
+@pytest.mark.parametrize("dist", ["fixed:inf", "fixed:nan", "fixed:1e300", "uniform:1,inf",
+                                  "lognormal:inf,1", "uniform:nan,4", "lognormal:100,nan"])
+def test_simulate_non_finite_distributions(capsys, dist):
+    one_line_error(capsys, "simulate", "-n", 5, "--input-dist", dist, needles=["input_dist"])
+    one_line_error(capsys, "simulate", "-n", 5, "--output-dist", dist, needles=["output_dist"])
+
+
+def test_simulate_seed_and_rate_bounds(capsys):
+    one_line_error(capsys, "simulate", "-n", 5, "--seed", -1, needles=["seed", "[0"])
+    one_line_error(capsys, "capacity", "-n", 5, "--seed", -1, "--max-ttft-p99", "1s",
+                   needles=["seed"])
+    for r in ("1e-300", "1e300", "0"):
+        one_line_error(capsys, "simulate", "-n", 5, "-r", r, needles=["rate", "requests/s"])
+
+
+def test_long_names_without_a_file_suffix_are_unknown_names(capsys):
+    one_line_error(capsys, "analyze", "-m", LONG, needles=["model: unknown model"])
+    one_line_error(capsys, "analyze", "-H", LONG, needles=["hardware: unknown device"])
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["analyze", "-m", LONG + ".json"], "model"), (["analyze", "-m", "/tmp/" + LONG], "model"),
+    (["analyze", "-H", LONG + ".toml"], "hardware"),
+    (["analyze", "-p", LONG + ".toml"], "profile"),
+    (["compare", "-H", "h100-sxm", "h20", "--out", LONG + ".png"], "out"),
+    (["roofline", "-H", "h100-sxm", "--out", LONG + ".html"], "out"),
+    (["simulate", "-n", "5", "--plot", LONG + ".png"], "plot"),
+    (["simulate", "-n", "5", "--csv", LONG + ".csv"], "csv"),
+    (["calibrate", "x.csv", "--out", LONG + ".toml"], "out"),
+])
+def test_file_names_longer_than_the_file_system_allows(capsys, argv, field):
+    one_line_error(capsys, *argv, needles=[field, "longer than the file system allows"])
+
+
+@pytest.mark.parametrize("opt", ["--csv", "--plot"])
+def test_outputs_at_a_missing_folder_or_a_folder(capsys, tmp_path, opt):
+    field = opt[2:]
+    suffix = ".csv" if opt == "--csv" else ".png"
+    one_line_error(capsys, "simulate", "-n", 5, opt, f"/nonexistent/x{suffix}",
+                   needles=[field, "does not exist"])
+    d = tmp_path / f"folder{suffix}"
+    d.mkdir()
+    one_line_error(capsys, "simulate", "-n", 5, opt, d, needles=[field, "folder"])
+
+
+def test_validate_plot_and_compare_out_at_a_folder(capsys, tmp_path):
+    d = tmp_path / "pic.png"
+    d.mkdir()
+    one_line_error(capsys, "compare", "-H", "h100-sxm", "h20", "--out", d, needles=["out", "folder"])
+    one_line_error(capsys, "validate", "--plot", d, needles=["plot", "folder"])
+    one_line_error(capsys, "validate", "--plot", "/nonexistent/v.png", needles=["plot", "does not exist"])
+
+
+def test_model_file_must_be_a_regular_bounded_file(capsys, tmp_path):
+    import os
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    one_line_error(capsys, "analyze", "-m", fifo, needles=["model", "not a regular file"])
+    one_line_error(capsys, "analyze", "-m", "/dev/zero", needles=["model", "not a regular file"])
+    one_line_error(capsys, "analyze", "-H", "/dev/zero", needles=["hardware", "not a regular file"])
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(17_000_000)              # sparse: no disk used
+    one_line_error(capsys, "analyze", "-m", big, needles=["model", "at most 16,000,000"])
+
+
+def test_model_cell_of_a_measurements_csv_is_read_safely(capsys, tmp_path):
+    from llmroofline import validate as val
+    text = val.shipped_measurements().read_text().splitlines()
+    head = text[0].split(",")
+    row = text[1].split(",")
+    row[head.index("model")] = "/dev/zero"
+    f = tmp_path / "m.csv"
+    f.write_text(text[0] + "\n" + ",".join(row) + "\n")
+    rc, out, err = run(capsys, "validate", f, "--json")
+    assert "Traceback" not in err
+    if rc == 0:                            # the row is skipped with its reason
+        assert "not a regular file" in json.dumps(json.loads(out)["skipped"])
+    else:
+        assert rc == 2 and "not a regular file" in err
+
+
+def test_bench_config_with_a_string_layer_count(capsys, tmp_path):
+    from importlib import resources
+    cfg = json.loads((resources.files("llmroofline") / "data" / "models"
+                      / "meta-llama__Llama-3.2-1B.json").read_text())
+    for key in ("num_hidden_layers", "num_attention_heads"):
+        bad = dict(cfg, **{key: str(cfg[key])})
+        f = tmp_path / f"{key}.json"
+        f.write_text(json.dumps(bad))
+        from llmroofline.specs.catalog import load_config_file
+        with pytest.raises(InputError, match=key):
+            load_config_file(f)            # what bench reads before it shrinks the config
+
+
+def test_no_silent_infinities(capsys, tmp_path):
+    one_line_error(capsys, "analyze", "--host-bw", "1e-300", "--offload-weights", "0.5",
+                   needles=["host_bw", "bytes/s"])
+    dev = tmp_path / "dev.toml"
+    dev.write_text('name = "x"\nmemory_gb = 1e308\nmem_bw_gb_s = 2000\nbf16_tflops = 100\n')
+    one_line_error(capsys, "analyze", "-H", dev, needles=["memory_gb", "1e+07"])
+    rc, out, err = run(capsys, "analyze", "--host-bw", "1e6", "--offload-weights", "0.5", "--json")
+    assert rc == 0
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+
+def test_calibrate_out_is_checked_before_the_fit(capsys, monkeypatch):
+    from llmroofline import fit
+    monkeypatch.setattr(fit, "calibrate", lambda *a, **k: pytest.fail("fit ran"))
+    from llmroofline import validate as val
+    csv = val.shipped_measurements()
+    one_line_error(capsys, "calibrate", csv, "--out", "/nonexistent/x.toml",
+                   needles=["out", "does not exist"])
+
+
+# -- 4. calibrate writes atomically, never over its input; profiles carry a checksum -------
+def test_calibrate_refuses_to_overwrite_its_input(capsys, tmp_path):
+    f = tmp_path / "m.toml"
+    f.write_text("id,x\n")
+    before = f.read_bytes()
+    one_line_error(capsys, "calibrate", f, "--out", f, needles=["out", "measurements file itself"])
+    assert f.read_bytes() == before
+
+
+def test_profile_checksum_detects_truncation_and_edits(tmp_path):
+    from llmroofline.specs.profile import load_profile, profile_to_toml
+    prof = load_profile("trtllm-0.8")
+    text = profile_to_toml(prof)
+    ok = tmp_path / "ok.toml"
+    ok.write_text(text)
+    back = load_profile(ok)
+    assert set(back.families) == set(prof.families)
+    assert back.fallback.bandwidth == pytest.approx(prof.fallback.bandwidth, rel=1e-12)
+    cut = tmp_path / "cut.toml"
+    cut.write_text(text[: len(text) // 2])            # a failed write: half a file
+    with pytest.raises(InputError, match=r"^profile: .*incomplete"):
+        load_profile(cut)
+    edited = tmp_path / "edited.toml"
+    edited.write_text(text.replace("[fallback]\n", "[fallback]\n# a comment\n"))
+    with pytest.raises(InputError, match=r"^profile: .*sha256"):
+        load_profile(edited)
+    hand = tmp_path / "hand.toml"                     # written by hand: no checked header
+    hand.write_text("[fallback]\nbandwidth = 0.8\n")
+    assert load_profile(hand).fallback.bandwidth == 0.8
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    import os
+    from llmroofline import safeio
+    f = tmp_path / "p.toml"
+    f.write_text("old")
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(InputError, match="out: cannot write .*No space left"):
+        safeio.atomic_write_text(f, "new", "out")
+    assert f.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.toml"]     # no temporary file left
+
+
+@pytest.mark.parametrize("rows, needle", [
+    (["a", "a"], "already the id of row 2"),
+    (['"a\nb"'], "one non-empty line"),
+    ([" a"], "one non-empty line"),
+])
+def test_measurement_ids_unique_and_one_line(tmp_path, rows, needle):
+    from llmroofline import validate as val
+    text = val.shipped_measurements().read_text().splitlines()
+    head = text[0].split(",")
+    base = text[1].split(",")
+    lines = [text[0]]
+    for rid in rows:
+        r = list(base)
+        r[head.index("id")] = rid
+        lines.append(",".join(r))
+    f = tmp_path / "m.csv"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=needle):
+        val.read_measurements(f)

@@ -123,11 +123,12 @@ def _predict_offline(r: Row, prof: Profile) -> tuple[dict | None, str | None]:
 def read_measurements(path: str | Path) -> list[Row]:
     """Parse and check a measurement CSV; errors name the row and the column."""
     import pandas as pd
+    import io
+    from .safeio import read_text
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"measurements: file {p} does not exist")
+    text = read_text(p, "measurements", what="measurements CSV")
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except Exception as e:  # pandas raises several parser error types
         raise InputError(f"measurements: cannot parse {p}: {str(e).splitlines()[0]}") from None
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -136,6 +137,15 @@ def read_measurements(path: str | Path) -> list[Row]:
                          f"(required: {', '.join(REQUIRED)})")
     if not any(m in df.columns for m in METRICS):
         raise InputError(f"measurements {p.name}: no metric column (one of {', '.join(METRICS)})")
+    seen: dict[str, int] = {}
+    for i, rid in enumerate(df["id"]):
+        if any(c in rid for c in "\r\n") or rid != rid.strip() or not rid:
+            raise InputError(f"measurements {p.name} row {i + 2}: column 'id' must be one "
+                             f"non-empty line without surrounding spaces, got {rid!r}")
+        if rid in seen:
+            raise InputError(f"measurements {p.name} row {i + 2}: id {rid!r} is already the "
+                             f"id of row {seen[rid] + 2}; every id must be unique")
+        seen[rid] = i
     rows = []
     for i, rec in enumerate(df.to_dict("records")):
         where = f"measurements {p.name} row {i + 2} (id {rec.get('id', '?')})"

@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return _error(e.format_message())
     except typer.Abort:
         return 130
+    except OSError as e:  # a file the user named: one line, never a traceback
+        from ..safeio import short
+        name = f"{short(e.filename)}: " if e.filename else ""
+        return _error(f"{name}{e.strerror or e}")
     except typer.Exit as e:
         return e.exit_code
     return rc if isinstance(rc, int) else 0

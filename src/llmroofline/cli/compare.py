@@ -22,13 +22,9 @@ from .common import (
 
 # -- compare, roofline, rank (issue 4) --------------------------------------------------------
 def _check_out(paths: Optional[list[str]], allowed: tuple[str, ...]) -> list[str]:
-    from pathlib import Path
+    from ..safeio import check_out_path
     for p in paths or []:
-        if Path(p).suffix.lower() not in allowed:
-            raise InputError(f"out: file suffix must be one of {', '.join(allowed)}, got "
-                             f"'{Path(p).name}'")
-        if not Path(p).resolve().parent.is_dir():
-            raise InputError(f"out: directory {Path(p).parent} does not exist")
+        check_out_path("out", p, allowed)
     return list(paths or [])
 
 

@@ -86,6 +86,20 @@ def _gb_s(field: str, v: Optional[float]) -> Optional[float]:
     return None if v is None else v * 1e9
 
 
+MAX_RATE = 1e6     # requests/s: 1 per microsecond
+MIN_RATE = 1e-6    # requests/s: 1 per 11.6 days; slower rates lose TTFT to float rounding
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise InputError(f"seed must be an integer in [0, 2^63), got {seed}")
+
+
+def _check_rate(rate) -> None:
+    if rate is not None and not MIN_RATE <= rate <= MAX_RATE:
+        raise InputError(f"rate must be in [{MIN_RATE:g}, {MAX_RATE:g}] requests/s, got {rate!r}")
+
+
 def _pct_row(t: Table, label: str, d: dict, fmt=None) -> None:
     fmt = fmt or secs
     t.add_row(label, *(fmt(d[k]) if d[k] is not None else "-" for k in ("mean", "p50", "p90", "p99")))
@@ -160,6 +174,11 @@ def simulate_cmd(
     if plot:
         from ..serving.plots import check_plot_path
         check_plot_path(plot)
+    if csv_out:
+        from ..safeio import check_out_path
+        check_out_path("csv", csv_out)
+    _check_seed(seed)
+    _check_rate(rate)
     pd = _parse_pd(disaggregate)
     link = _gb_s("kv_link_bw", kv_link_bw)
     slo_ttft, slo_tpot = _parse_seconds("max_ttft", max_ttft), _parse_seconds("max_tpot", max_tpot)
@@ -256,6 +275,7 @@ def capacity_cmd(
     slo = dict(max_ttft_s=_parse_seconds("max_ttft_p99", max_ttft_p99),
                max_tpot_s=_parse_seconds("max_tpot_p99", max_tpot_p99),
                max_e2e_s=_parse_seconds("max_e2e_p99", max_e2e_p99))
+    _check_seed(seed)
     hws = _device_list([hardware], None)
     tps = _int_list("tp", tp)
     mbs = _int_list("max_batch", max_batch)
