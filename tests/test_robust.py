@@ -310,3 +310,70 @@ def test_measurement_ids_unique_and_one_line(tmp_path, rows, needle):
     f.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=needle):
         val.read_measurements(f)
+
+
+# -- 5. answers a user could misread ---------------------------------------------------------
+def test_a_configuration_that_does_not_fit_says_so_and_what_would(capsys):
+    argv = ["analyze", "--model", "meta-llama/Llama-2-70b-hf", "--hardware", "h100-sxm",
+            "--batch", "16", "--input", "2048", "--output", "256"]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0 and "does not fit" in err and "would fit" in err
+    rc, out, err = run(capsys, *argv, "--json")
+    d = json.loads(out)
+    assert d["fit"]["fits"] is False and d["memory"]["fits"] is False
+    # independently: 69e9 FP16 parameters alone are 138 GB against 80 GB
+    assert lr.param_count(lr.load_model("meta-llama/Llama-2-70b-hf")) * 2 > 80e9
+    opts = d["fit"]["would_fit"]
+    assert "--tp 2" in opts and any(o.startswith("--offload-weights") for o in opts)
+    assert any(o.startswith("--quant") for o in opts)
+    for o in opts:                         # every suggestion really fits, per the CLI itself
+        rc, out, err = run(capsys, *argv, *o.split(), "--json")
+        assert rc == 0 and json.loads(out)["fit"]["fits"] is True, o
+    rc, out, err = run(capsys, "analyze", "--json")
+    assert json.loads(out)["fit"] == {"fits": True, "message": None, "would_fit": []}
+
+
+def test_grid_points_that_do_not_fit_are_counted_on_stderr(capsys):
+    rc, out, err = run(capsys, "analyze", "-m", "llama-2-7b", "-b", "1,4096", "-i", "4096")
+    assert rc == 0 and "1 of 2 grid points do not fit" in err
+
+
+def test_fp8_on_an_a100_warns_that_it_is_costed_at_int8(capsys):
+    rc, out, err = run(capsys, "analyze", "-H", "a100-sxm-80gb", "--quant", "fp8")
+    assert rc == 0 and "no fp8 tensor units" in err and "int8 peak" in err
+
+
+def test_max_batch_is_an_int_for_a_scalar_query():
+    a = lr.analyze("llama-2-7b", "a100-sxm-80gb", 16, 2048, 256)
+    assert type(a.max_batch) is int and a.max_batch == int(a.memory.max_batch)
+    g = lr.analyze("llama-2-7b", "a100-sxm-80gb", np.array([1, 8]), 2048, 256)
+    assert g.max_batch.shape == (2,)
+
+
+def test_simulate_above_capacity_is_overloaded_with_its_saturation_rate(capsys):
+    rc, out, err = run(capsys, "simulate", "-r", "60", "-n", "400", "--json")
+    assert rc == 0 and "overloaded" in err and "saturation rate" in err
+    s = json.loads(out)["steady"]
+    assert s["overloaded"] and s["saturation_requests_s"] < 0.95 * s["offered_requests_s"]
+    # the saturation rate is what the deployment serves: a run at that rate keeps up
+    sat = s["saturation_requests_s"]
+    rc, out, err = run(capsys, "simulate", "-r", f"{0.5 * sat:.3f}", "-n", "400", "--json")
+    calm = json.loads(out)["steady"]
+    assert "overloaded" not in err and not calm["overloaded"]
+    assert calm["requests_s"] == pytest.approx(calm["offered_requests_s"], rel=0.1)
+
+
+def test_steady_state_throughput_is_separate_from_the_makespan_total():
+    from llmroofline.serving.result import SimResult
+    n = 100                                  # arrivals 1/s; 10 s each; an idle tail
+    arr = np.arange(n, dtype=float)
+    fin = arr + 10.0
+    fin[-1] += 1000.0                        # one straggler stretches the makespan
+    z = np.zeros(n)
+    r = SimResult(arr, np.ones(n, int), np.full(n, 5), arr, arr + 1, fin, z, np.zeros(1),
+                  np.ones(1), np.zeros(1), np.ones(1), np.ones(1), np.ones(1), np.ones(1), 10,
+                  None)
+    st = r.steady_state()
+    assert st["requests_s"] == pytest.approx(1.0) and not st["overloaded"]
+    assert st["offered_requests_s"] == pytest.approx(1.0)
+    assert r.arrival_s.size / r.makespan_s < 0.1

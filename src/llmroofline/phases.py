@@ -148,8 +148,10 @@ class Analysis:
         return self.layout.dp * self.batch * self.samples * self.output_len / self.e2e_s
 
     @property
-    def max_batch(self) -> np.ndarray:
-        return self.memory.max_batch
+    def max_batch(self) -> np.ndarray | int:
+        """Largest batch that fits: an int for a scalar query, else an integer-valued array."""
+        mb = self.memory.max_batch
+        return int(mb) if np.ndim(mb) == 0 and np.isfinite(mb) else mb
 
     @property
     def params(self) -> int:

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from .. import jsonout
 from ..errors import InputError
 from .common import (
     app, err, out, ProfileOpt,
@@ -67,7 +68,7 @@ def validate_cmd(
         from ..plots import validation_scatter
         validation_scatter(result, plot)
     if as_json:
-        print(json.dumps(data, indent=1))
+        print(jsonout.dumps(data))
         return
     if rows:
         t = Table(title="Rows", title_justify="left")

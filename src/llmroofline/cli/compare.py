@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .. import phases
+from .. import jsonout
 from ..errors import InputError
 from ..gridspec import parse_grid
 from ..specs.catalog import DEFAULT_MODEL
@@ -95,7 +96,7 @@ def compare_cmd(
         data = {"meshes": [m.to_json() for m in ms]}
         if agree is not None:
             data["sign_agreement_ops_global"] = None if np.isnan(agree) else agree
-        print(json.dumps(data, indent=1))
+        print(jsonout.dumps(data))
         return
     m0 = ms[0]
     lay = "" if m0.layout == "1 device" else f", {m0.layout}"
@@ -168,7 +169,7 @@ def roofline_cmd(
     pts = plots.roofline_points(analyses, phs)
     ridges = {a.hardware.id: plots.ridge(a) for a in analyses}
     if as_json:
-        print(json.dumps({"ridges": ridges, "points": pts}, indent=1))
+        print(jsonout.dumps({"ridges": ridges, "points": pts}))
         return
     a0 = analyses[0]
     out.print(f"[bold]{a0.model.name}[/] ({a0.precision.label}): batch {batch}, input "
@@ -236,7 +237,7 @@ def rank_cmd(
                 json.dump(r.to_json_data(), f, indent=1)
         err.print(f"wrote {p}")
     if as_json:
-        print(json.dumps(r.to_json_data(), indent=1))
+        print(jsonout.dumps(r.to_json_data()))
         return
     lim = [f"{k} {secs(v)}" for k, v in (("TTFT <=", r.constraints["max_ttft_s"]),
                                           ("TPOT <=", r.constraints["max_tpot_s"])) if v]

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from .. import jsonout
 from ..errors import InputError
 from .common import (
     _device_list, _parse_seconds, AbitsOpt, AllreduceOpt, app, engine_kwargs, EpOpt, err,
@@ -121,8 +122,13 @@ def _print_sim(s: dict, title: str) -> None:
     u.add_column(justify="left")
     u.add_column(justify="right")
     u.add_row("requests / duration", f"{s['requests']} in {s['duration_s']:.1f} s ({s['iterations']} iterations)")
-    u.add_row("throughput: requests/s", f"{th['requests_s']:.2f}")
-    u.add_row("throughput: input / output tokens/s", f"{th['input_tok_s']:,.0f} / {th['output_tok_s']:,.0f}")
+    u.add_row("throughput over the makespan: requests/s", f"{th['requests_s']:.2f}")
+    u.add_row("  input / output tokens/s", f"{th['input_tok_s']:,.0f} / {th['output_tok_s']:,.0f}")
+    st = s.get("steady") or {}
+    if st.get("requests_s") is not None:
+        u.add_row("steady state (10-90 % of finishes): req/s", f"{st['requests_s']:.2f}"
+                  + (" [red](saturated)[/]" if st.get("overloaded") else ""))
+        u.add_row("  output tokens/s", f"{st['output_tok_s']:,.0f}")
     if any(slo[k] is not None for k in ("max_ttft_s", "max_tpot_s", "max_e2e_s")):
         u.add_row("SLO attained / goodput", f"{100 * slo['attained']:.1f} % / {slo['goodput_requests_s']:.2f} req/s")
     u.add_row("batch: mean / max", f"{s['batch']['mean']:.1f} / {s['batch']['max']}")
@@ -221,8 +227,14 @@ def simulate_cmd(
         plot_simulation(r, plot, title, max_ttft_s=slo_ttft, max_tpot_s=slo_tpot)
     for note in r.notes:
         err.print(f"[yellow]note:[/] {note}")
+    st = s["steady"]
+    if st["overloaded"] and wl.arrival not in ("offline", "closed"):
+        err.print(f"[yellow]warning:[/] overloaded: requests arrive at "
+                  f"{st['offered_requests_s']:.2f} req/s but this deployment completes at "
+                  f"most {st['saturation_requests_s']:.2f} req/s (saturation rate); the queue "
+                  "grows for the whole run, so latencies depend on its length", soft_wrap=True)
     if as_json:
-        print(json.dumps(s, indent=1))
+        print(jsonout.dumps(s))
         return
     _print_sim(s, title)
     if plot:
@@ -316,7 +328,7 @@ def capacity_cmd(
                         f"{c.rate:.2f} req/s ({lim})", max_ttft_s=slo["max_ttft_s"],
                         max_tpot_s=slo["max_tpot_s"])
     if as_json:
-        print(json.dumps(d, indent=1))
+        print(jsonout.dumps(d))
         return
     out.print(f"[bold]{cost.model.name} on {where}[/]{group}"
               + f": highest rate with {lim}: [bold]{c.rate:.2f} req/s[/] "
@@ -376,7 +388,7 @@ def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input
         from ..serving.plots import plot_pareto
         plot_pareto(s, plot)
     if as_json:
-        print(json.dumps(s.to_dict(), indent=1))
+        print(jsonout.dumps(s.to_dict()))
         return
     pct = f"p{percentile:g}"
     lim = ", ".join(f"{k[4:-2]} {pct} <= {secs(v)}" for k, v in slo.items() if v is not None)
