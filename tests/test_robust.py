@@ -377,3 +377,46 @@ def test_steady_state_throughput_is_separate_from_the_makespan_total():
     assert st["requests_s"] == pytest.approx(1.0) and not st["overloaded"]
     assert st["offered_requests_s"] == pytest.approx(1.0)
     assert r.arrival_s.size / r.makespan_s < 0.1
+
+
+# -- 6. the quick-start install draws pictures; tables stay readable at 80 columns ---------
+def test_plotting_libraries_are_core_dependencies():
+    import tomllib
+    from pathlib import Path
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split(";")[0].strip() for d in deps}
+    assert {"matplotlib", "plotly"} <= names
+
+
+def test_a_missing_plotting_library_is_one_line_with_the_install_hint(capsys, monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import fails as if absent
+    one_line_error(capsys, "compare", "-H", "h100-sxm", "h20", "--out", tmp_path / "x.png",
+                   needles=["matplotlib is not installed", "pip install"])
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    monkeypatch.delitem(sys.modules, "plotly.graph_objects", raising=False)
+    one_line_error(capsys, "roofline", "-H", "h100-sxm", "--out", tmp_path / "x.html",
+                   needles=["plotly is not installed", "pip install"])
+
+
+@pytest.mark.parametrize("argv", [["analyze"], ["analyze", "--tp", "2", "--pp", "2", "-H", "h100-sxm"],
+                                  ["analyze", "-b", "1,8", "-i", "128,4096"], ["models"],
+                                  ["hardware"], ["rank", "--vendor", "NVIDIA"]])
+def test_tables_keep_every_number_at_80_columns(capsys, monkeypatch, argv):
+    import importlib
+    import io
+    from llmroofline.cli.common import _Out
+    buf = io.StringIO()
+    con = _Out(width=80, file=buf, force_terminal=False, color_system=None)
+    for m in ("analyze", "catalog", "compare", "accuracy", "common"):
+        monkeypatch.setattr(importlib.import_module(f"llmroofline.cli.{m}"), "out", con)
+    rc, _, _ = run(capsys, *argv)
+    text = buf.getvalue()
+    assert rc == 0 and text
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    if argv == ["analyze"]:          # the decode time of qkv_proj, whole, as at 132 columns
+        a = lr.analyze()
+        qkv = next(o for o in a.decode.ops if o.name == "qkv_proj")
+        from llmroofline.cli.common import secs
+        assert secs(float(qkv.time_s)) in text
