@@ -69,10 +69,12 @@ def _family(hw_id: str) -> str:
 
 def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
                    start: Efficiency | None = None, prior_weight: float = PRIOR_WEIGHT,
-                   max_nfev: int = 200, gqa_max_group: float = math.inf
-                   ) -> tuple[Efficiency, dict]:
+                   max_nfev: int = 200, gqa_max_group: float = math.inf,
+                   tol: float = 1e-10) -> tuple[Efficiency, dict]:
     """Fit one :class:`Efficiency` to ``rows``; returns it and fit statistics.
-    ``gqa_max_group`` is held fixed (an engine's kernel coverage, not a fitted number)."""
+    ``gqa_max_group`` is held fixed (an engine's kernel coverage, not a fitted number).
+    ``max_nfev`` (iterations; each also estimates the Jacobian, one evaluation per
+    parameter) and ``tol`` (scipy's ftol/xtol/gtol) bound the work of the fit."""
     from scipy.optimize import least_squares
     for p in params:
         if p not in PARAMS:
@@ -106,7 +108,7 @@ def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
                          "nothing fits in memory); see `llmroofline validate`")
     res = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1",
                         f_scale=0.1, x_scale=1.0, max_nfev=max_nfev, diff_step=1e-4,
-                        ftol=1e-10, xtol=1e-10, gtol=1e-10)
+                        ftol=tol, xtol=tol, gtol=tol)
     eff = eff_of(res.x)
     preds = predict_rows(rows, Profile("fit", fallback=eff)).predictions
     return eff, {"rows": len(rows), "metrics": len(preds), "summary": summarize(preds),
@@ -118,7 +120,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
               prior_weight: float = PRIOR_WEIGHT, fit_serving: bool = False,
               serving_max_nfev: int = 30,
               gqa_max_group: float = math.inf,
-              coverage: dict[str, dict] | None = None) -> tuple[Profile, dict]:
+              coverage: dict[str, dict] | None = None, max_nfev: int = 200,
+              tol: float = 1e-10) -> tuple[Profile, dict]:
     """Fit a profile: an :class:`Efficiency` per (family, activation bits), per activation
     bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup).
 
@@ -131,7 +134,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     KV-sharing decode kernel serves groups up to that size only (see
     :class:`~llmroofline.specs.profile.Efficiency`). ``coverage`` maps a device family to
     kernel-coverage fields (``gqa_max_group``, ``gqa_covers_sliding_window``) held fixed in
-    that family's entries, e.g. ``{"hopper": {"gqa_max_group": 8}}``."""
+    that family's entries, e.g. ``{"hopper": {"gqa_max_group": 8}}``. ``max_nfev`` and
+    ``tol`` bound each entry's fit (:func:`fit_efficiency`; a cheaper fit for tests)."""
     coverage = coverage or {}
     for fam, fields in coverage.items():
         bad = set(fields) - set(COVERAGE_FIELDS)
@@ -146,7 +150,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
                             "the fallback needs static rows)" if fit_serving else
                             "(max_throughput rows are validated, not fitted)"))
     fallback, stats_all = fit_efficiency(rows, params, prior_weight=prior_weight,
-                                         gqa_max_group=gqa_max_group)
+                                         gqa_max_group=gqa_max_group, max_nfev=max_nfev,
+                                         tol=tol)
     families: dict[str, Efficiency] = {}
     stats = {"all": stats_all}
     if per_family:
@@ -169,18 +174,19 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
                 families[key] = fallback
                 continue
             if ids not in fitted:           # e.g. "hopper" and "hopper-a8" with the same rows
-                start, nfev = replace(fallback, **cov), 200
+                start, nfev = replace(fallback, **cov), max_nfev
                 static = [r for r in rs if r.mode != "max_throughput"]
                 if len(static) < len(rs):
                     # serving rows: start from the static fit of the same entry, and stop
                     # after serving_max_nfev evaluations (each simulates every serving row)
-                    nfev = serving_max_nfev
+                    nfev = min(serving_max_nfev, max_nfev)
                     if static:
                         start, _ = fit_efficiency(static, params, start=start,
-                                                  prior_weight=prior_weight)
+                                                  prior_weight=prior_weight,
+                                                  max_nfev=max_nfev, tol=tol)
                 fitted[ids], stats[key] = fit_efficiency(rs, params, start=start,
                                                          prior_weight=prior_weight,
-                                                         max_nfev=nfev)
+                                                         max_nfev=nfev, tol=tol)
             families[key] = fitted[ids]
     prof = Profile(name, families, fallback, provenance={
         "fitted": _dt.date.today().isoformat(),
@@ -196,7 +202,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
 
 
 def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT, gqa_max_group: float = math.inf,
-                 coverage: dict[str, dict] | None = None):
+                 coverage: dict[str, dict] | None = None, max_nfev: int = 200,
+                 tol: float = 1e-10):
     """A ``rows -> Profile`` function for :func:`validate.cross_validate`."""
     return lambda rows: calibrate(rows, params, gqa_max_group=gqa_max_group,
-                                  coverage=coverage)[0]
+                                  coverage=coverage, max_nfev=max_nfev, tol=tol)[0]

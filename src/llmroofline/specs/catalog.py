@@ -75,6 +75,13 @@ def _builtin_config(hf_id: str) -> dict:
     return json.loads((root / builtin_model_files()[hf_id]).read_text())
 
 
+@lru_cache(maxsize=None)
+def _builtin_spec(hf_id: str) -> ModelSpec:
+    """A built-in model's spec, built once (specs are frozen; validate and calibrate load
+    the same few models thousands of times)."""
+    return from_hf_config(_builtin_config(hf_id), name=hf_id)
+
+
 def load_config_file(path: str | os.PathLike) -> dict:
     from ..safeio import read_text
     p = Path(path)
@@ -103,7 +110,7 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
     files = builtin_model_files()
     hf = files.get(name) and name or model_aliases().get(name.lower())
     if hf:
-        return from_hf_config(_builtin_config(hf), name=hf)
+        return _builtin_spec(hf)
     hub_like = bool(re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name))  # org/name, never a local path
     from ..safeio import exists
     if name.endswith(".json") or (os.path.sep in name and not hub_like) or exists(name):
