@@ -460,10 +460,13 @@ def test_cross_validate_never_scores_a_group_with_a_fit_that_saw_it():
 def test_leave_one_device_out_meets_the_issue_target():
     # Issue target: leave-one-device-out median <= 15 % (throughput and TTFT); each device
     # is predicted by a profile refitted without it, as the shipped profile is fitted
-    # (four fits, a few minutes).
+    # (same parameters, entries and coverage), with a cheaper stopping rule: each fit
+    # stops when an iteration improves the loss by less than 0.1 % (tol 1e-3; the shipped
+    # fit uses 1e-10). That is about 1,400 evaluations of the rows instead of several
+    # thousand; the medians move by under 0.5 points (README: 7.5 % / 14.1 % fully fitted).
     from llmroofline.fit import SHIPPED_COVERAGE, calibrate_fn
     s = summarize(cross_validate(read_measurements(str(SHIPPED)), "device",
-                                 calibrate_fn(coverage=SHIPPED_COVERAGE)))
+                                 calibrate_fn(coverage=SHIPPED_COVERAGE, tol=1e-3)))
     for metric in ("throughput_tok_s", "ttft_ms"):
         assert s["overall"][metric]["median_ape"] <= 0.15, (metric, s["overall"][metric])
 
