@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -17,9 +18,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from llmroofline import cli  # noqa: E402
 
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True, database=None,
+# LLMROOFLINE_FUZZ_EXAMPLES=500 (and LLMROOFLINE_FUZZ_RANDOM=1 for new examples each run)
+# fuzzes longer than the suite's few seconds.
+EXAMPLES = int(os.environ.get("LLMROOFLINE_FUZZ_EXAMPLES", "15"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                derandomize=not os.environ.get("LLMROOFLINE_FUZZ_RANDOM"),
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-FUZZ_API = settings(FUZZ, max_examples=40)
+FUZZ_API = settings(FUZZ, max_examples=max(EXAMPLES, 40))
 
 NASTY = ["nan", "inf", "-inf", "1e400", "1e-300", "-1", "0", "1e308", "", " ", "abc", "1.5",
          "\udcff", "4:1", "1:1e9", "1,,2", "9" * 40, "0x10", "1e6", "65536"]
