@@ -6,7 +6,9 @@ validate (FastAPI's field-level ``detail`` list plus a one-line ``message``); 40
 (:class:`InputError`); 404 for an unknown device in ``/api/hardware/{id}``; 411/413 for a
 body without a length or longer than ``MAX_BODY_BYTES``. The interactive OpenAPI viewers
 (``/docs``, ``/redoc``) are off because they load their scripts from a CDN; the schema is
-at ``/openapi.json``.
+at ``/openapi.json``. 421 when the ``Host`` header names another server (DNS rebinding:
+:func:`~llmroofline.web.allowed_host`). Every answer is strict JSON: a body's NaN,
+Infinity or lone surrogate is echoed as text in the 422 answer, never rendered raw.
 """
 
 from __future__ import annotations
