@@ -121,7 +121,7 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
               serving_max_nfev: int = 30,
               gqa_max_group: float = math.inf,
               coverage: dict[str, dict] | None = None, max_nfev: int = 200,
-              tol: float = 1e-10) -> tuple[Profile, dict]:
+              tol: float = 1e-10, entries=None) -> tuple[Profile, dict]:
     """Fit a profile: an :class:`Efficiency` per (family, activation bits), per activation
     bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup).
 
@@ -135,7 +135,10 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     :class:`~llmroofline.specs.profile.Efficiency`). ``coverage`` maps a device family to
     kernel-coverage fields (``gqa_max_group``, ``gqa_covers_sliding_window``) held fixed in
     that family's entries, e.g. ``{"hopper": {"gqa_max_group": 8}}``. ``max_nfev`` and
-    ``tol`` bound each entry's fit (:func:`fit_efficiency`; a cheaper fit for tests)."""
+    ``tol`` bound each entry's fit (:func:`fit_efficiency`; a cheaper fit for tests).
+    ``entries``: fit only these family entries (keys such as ``hopper-a8``, ``a16``);
+    ``None`` fits all. Each entry's fit depends on its rows and the fallback only, so the
+    entries that are fitted come out exactly as in the full profile."""
     coverage = coverage or {}
     for fam, fields in coverage.items():
         bad = set(fields) - set(COVERAGE_FIELDS)
@@ -166,6 +169,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
             groups.setdefault(w, []).append(r)
         fitted: dict[tuple, Efficiency] = {}
         for key, rs in sorted(groups.items()):
+            if entries is not None and key not in entries:
+                continue
             # Kernel coverage belongs to a family's entries; a width entry (``a8``) prices
             # devices of other families, whose kernels default to full coverage.
             cov = coverage.get(family_of.get(key, ""), {})
@@ -203,7 +208,19 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
 
 def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT, gqa_max_group: float = math.inf,
                  coverage: dict[str, dict] | None = None, max_nfev: int = 200,
-                 tol: float = 1e-10):
-    """A ``rows -> Profile`` function for :func:`validate.cross_validate`."""
-    return lambda rows: calibrate(rows, params, gqa_max_group=gqa_max_group,
-                                  coverage=coverage, max_nfev=max_nfev, tol=tol)[0]
+                 tol: float = 1e-10, held_out_entries_only: bool = False):
+    """A ``rows -> Profile`` function for :func:`validate.cross_validate`.
+
+    ``held_out_entries_only``: fit only the entries the held-out rows are looked up in
+    (their family and activation width, :meth:`Profile.lookup_keys`) and the fallback.
+    The held-out predictions are exactly those of the full profile (the other entries
+    price other devices only), at a fraction of the fits."""
+    def fn(rows, held_out=None):
+        keys = None
+        if held_out_entries_only and held_out is not None:
+            keys = {k for r in held_out
+                    for k in Profile("k").lookup_keys(_family(r.hardware), DTYPE_BITS[r.act_dtype])}
+        return calibrate(rows, params, gqa_max_group=gqa_max_group, coverage=coverage,
+                         max_nfev=max_nfev, tol=tol, entries=keys)[0]
+    fn.uses_held_out_rows = held_out_entries_only
+    return fn

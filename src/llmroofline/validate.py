@@ -346,6 +346,8 @@ def cross_validate(rows: list[Row], by: str, fit_fn) -> list[Prediction]:
     """Leave-one-group-out: for each group, fit on the other rows, predict the held-out ones.
 
     ``fit_fn(train_rows) -> Profile``; ``by`` is ``hardware``, ``model`` or ``source_id``.
+    A ``fit_fn`` with ``uses_held_out_rows`` set is called as ``fit_fn(train, held_out)``
+    (to fit only what the held-out rows need; it must not use their measurements).
     """
     if by not in ("hardware", "model", "source_id", "device", "source"):
         raise InputError(f"cv must be one of device, model, source; got {by!r}")
@@ -356,7 +358,7 @@ def cross_validate(rows: list[Row], by: str, fit_fn) -> list[Prediction]:
         test = [r for r in rows if getattr(r, attr) == g]
         if not train:
             continue
-        prof = fit_fn(train)
+        prof = fit_fn(train, test) if getattr(fit_fn, "uses_held_out_rows", False) else fit_fn(train)
         out += predict_rows(test, prof).predictions
     return out
 
