@@ -38,9 +38,8 @@ from llmroofline.parallel import Layout, alltoall_copies_per_token
 from llmroofline.specs.catalog import load_model
 from llmroofline.specs.model import mtp_param_count
 
-REF = Path(__file__).resolve().parents[1] / ".." / ".." / "shared" / "reference" / "model_configs_2026"
-if not REF.is_dir():
-    REF = Path("/work/shared/reference/model_configs_2026")
+# ../shared beside the repository (in CI too)
+REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "model_configs_2026"
 FILES = sorted(p for p in REF.glob("*.json") if not p.name.endswith(".hf_quant_config.json")) \
     if REF.is_dir() else []
 needs_ref = pytest.mark.skipif(not FILES, reason="shared/reference/model_configs_2026 not present")

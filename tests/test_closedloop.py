@@ -306,10 +306,8 @@ def test_parse_row_errors_and_skips():
 
 def test_read_and_simulate_the_shared_file():
     from pathlib import Path
-    p = Path(__file__).resolve().parents[1] / ".." / ".." / "shared" / "reference" / \
-        "measured_modern" / "serving_h200_concurrency.csv"
-    if not p.is_file():
-        p = Path("/work/shared/reference/measured_modern/serving_h200_concurrency.csv")
+    p = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / \
+        "measured_modern" / "serving_h200_concurrency.csv"       # ../shared beside the repo
     if not p.is_file():
         pytest.skip("shared measurements not available")
     ok, skipped = read_concurrency_csv(p)

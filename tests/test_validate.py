@@ -460,12 +460,38 @@ def test_cross_validate_never_scores_a_group_with_a_fit_that_saw_it():
 def test_leave_one_device_out_meets_the_issue_target():
     # Issue target: leave-one-device-out median <= 15 % (throughput and TTFT); each device
     # is predicted by a profile refitted without it, as the shipped profile is fitted
-    # (four fits, a few minutes).
+    # (same parameters and coverage). Cheaper than the full refit in two ways: only the
+    # entries the held-out device is looked up in are fitted (its family and activation
+    # width, and the fallback: exactly the held-out predictions of the full profile,
+    # test_held_out_entries_give_the_full_profiles_predictions), and each fit stops when an
+    # iteration improves the loss by less than 0.1 % (tol 1e-3; the shipped fit uses
+    # 1e-10; the medians move by under 0.5 points: README 7.5 % / 14.1 % fully fitted).
     from llmroofline.fit import calibrate_fn, shipped_coverage
     s = summarize(cross_validate(read_measurements(str(SHIPPED)), "device",
-                                 calibrate_fn(coverage=shipped_coverage())))
+                                 calibrate_fn(coverage=shipped_coverage(), tol=1e-3,
+                                              held_out_entries_only=True)))
     for metric in ("throughput_tok_s", "ttft_ms"):
         assert s["overall"][metric]["median_ape"] <= 0.15, (metric, s["overall"][metric])
+
+
+def test_held_out_entries_give_the_full_profiles_predictions(monkeypatch):
+    # the restriction the leave-one-device-out test uses is exact: with and without it every
+    # held-out row is predicted identically (the other entries price other devices only).
+    # A stand-in fit (a distinct efficiency per set of rows) keeps this instant.
+    from llmroofline import fit
+    from llmroofline.fit import SHIPPED_COVERAGE, calibrate_fn
+
+    def fake_fit(rows, params=(), start=None, **kw):
+        h = sum(int(r.id) for r in rows) % 97
+        return replace(start or Efficiency(), bandwidth=0.5 + h / 200, compute=0.4 + len(rows) / 400), {}
+    monkeypatch.setattr(fit, "fit_efficiency", fake_fit)
+    rows = [r for r in read_measurements(str(SHIPPED)) if r.mode != "max_throughput"]
+    full = cross_validate(rows, "device", calibrate_fn(coverage=SHIPPED_COVERAGE))
+    some = cross_validate(rows, "device", calibrate_fn(coverage=SHIPPED_COVERAGE,
+                                                       held_out_entries_only=True))
+    assert len(full) > 100
+    assert [(p.row.id, p.metric, p.predicted) for p in full] == \
+        [(p.row.id, p.metric, p.predicted) for p in some]
 
 
 def test_calibrate_fits_serving_rows_into_their_devices_entries(tmp_path):

@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.fixture(scope="module")
 def client():
-    return TestClient(create_app(), raise_server_exceptions=False)
+    return TestClient(create_app(), base_url="http://127.0.0.1", raise_server_exceptions=False)
 
 
 def cli_json(capsys, *args) -> object:
@@ -103,7 +103,8 @@ def test_roofline_equals_cli(client, capsys):
                    "-b", "64", "--phase", "decode", "--quant", "fp8", "--json")
     data = r.json()
     assert {k: data[k] for k in ref} == ref
-    assert data["precision"] == "W8A8KV8" and data["warnings"] == []
+    assert data["precision"] == "W8A8KV8"
+    assert len(data["warnings"]) == 1 and "a100-sxm-80gb has no fp8" in data["warnings"][0]
 
 
 def test_compare_equals_cli(client, capsys):

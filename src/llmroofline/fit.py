@@ -70,10 +70,12 @@ def _family(hw_id: str) -> str:
 
 def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
                    start: Efficiency | None = None, prior_weight: float = PRIOR_WEIGHT,
-                   max_nfev: int = 200, gqa_max_group: float = math.inf
-                   ) -> tuple[Efficiency, dict]:
+                   max_nfev: int = 200, gqa_max_group: float = math.inf,
+                   tol: float = 1e-10) -> tuple[Efficiency, dict]:
     """Fit one :class:`Efficiency` to ``rows``; returns it and fit statistics.
-    ``gqa_max_group`` is held fixed (an engine's kernel coverage, not a fitted number)."""
+    ``gqa_max_group`` is held fixed (an engine's kernel coverage, not a fitted number).
+    ``max_nfev`` (iterations; each also estimates the Jacobian, one evaluation per
+    parameter) and ``tol`` (scipy's ftol/xtol/gtol) bound the work of the fit."""
     from scipy.optimize import least_squares
     for p in params:
         if p not in PARAMS:
@@ -107,7 +109,7 @@ def fit_efficiency(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT,
                          "nothing fits in memory); see `llmroofline validate`")
     res = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1",
                         f_scale=0.1, x_scale=1.0, max_nfev=max_nfev, diff_step=1e-4,
-                        ftol=1e-10, xtol=1e-10, gtol=1e-10)
+                        ftol=tol, xtol=tol, gtol=tol)
     eff = eff_of(res.x)
     preds = predict_rows(rows, Profile("fit", fallback=eff)).predictions
     return eff, {"rows": len(rows), "metrics": len(preds), "summary": summarize(preds),
@@ -119,7 +121,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
               prior_weight: float = PRIOR_WEIGHT, fit_serving: bool = False,
               serving_max_nfev: int = 30,
               gqa_max_group: float = math.inf,
-              coverage: dict[str, dict] | None = None) -> tuple[Profile, dict]:
+              coverage: dict[str, dict] | None = None, max_nfev: int = 200,
+              tol: float = 1e-10, entries=None) -> tuple[Profile, dict]:
     """Fit a profile: an :class:`Efficiency` per (family, activation bits), per activation
     bits, per family, and a fallback on all rows (see :class:`Profile` for the lookup).
 
@@ -132,7 +135,11 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     KV-sharing decode kernel serves groups up to that size only (see
     :class:`~llmroofline.specs.profile.Efficiency`). ``coverage`` maps a device family to
     kernel-coverage fields (``gqa_max_group``, ``gqa_covers_sliding_window``) held fixed in
-    that family's entries, e.g. ``{"hopper": {"gqa_max_group": 8}}``."""
+    that family's entries, e.g. ``{"hopper": {"gqa_max_group": 8}}``. ``max_nfev`` and
+    ``tol`` bound each entry's fit (:func:`fit_efficiency`; a cheaper fit for tests).
+    ``entries``: fit only these family entries (keys such as ``hopper-a8``, ``a16``);
+    ``None`` fits all. Each entry's fit depends on its rows and the fallback only, so the
+    entries that are fitted come out exactly as in the full profile."""
     coverage = coverage or {}
     for fam, fields in coverage.items():
         bad = set(fields) - set(COVERAGE_FIELDS)
@@ -147,7 +154,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
                             "the fallback needs static rows)" if fit_serving else
                             "(max_throughput rows are validated, not fitted)"))
     fallback, stats_all = fit_efficiency(rows, params, prior_weight=prior_weight,
-                                         gqa_max_group=gqa_max_group)
+                                         gqa_max_group=gqa_max_group, max_nfev=max_nfev,
+                                         tol=tol)
     families: dict[str, Efficiency] = {}
     stats = {"all": stats_all}
     if per_family:
@@ -162,6 +170,8 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
             groups.setdefault(w, []).append(r)
         fitted: dict[tuple, Efficiency] = {}
         for key, rs in sorted(groups.items()):
+            if entries is not None and key not in entries:
+                continue
             # Kernel coverage belongs to a family's entries; a width entry (``a8``) prices
             # devices of other families, whose kernels default to full coverage.
             cov = coverage.get(family_of.get(key, ""), {})
@@ -170,18 +180,19 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
                 families[key] = fallback
                 continue
             if ids not in fitted:           # e.g. "hopper" and "hopper-a8" with the same rows
-                start, nfev = replace(fallback, **cov), 200
+                start, nfev = replace(fallback, **cov), max_nfev
                 static = [r for r in rs if r.mode != "max_throughput"]
                 if len(static) < len(rs):
                     # serving rows: start from the static fit of the same entry, and stop
                     # after serving_max_nfev evaluations (each simulates every serving row)
-                    nfev = serving_max_nfev
+                    nfev = min(serving_max_nfev, max_nfev)
                     if static:
                         start, _ = fit_efficiency(static, params, start=start,
-                                                  prior_weight=prior_weight)
+                                                  prior_weight=prior_weight,
+                                                  max_nfev=max_nfev, tol=tol)
                 fitted[ids], stats[key] = fit_efficiency(rs, params, start=start,
                                                          prior_weight=prior_weight,
-                                                         max_nfev=nfev)
+                                                         max_nfev=nfev, tol=tol)
             families[key] = fitted[ids]
     prof = Profile(name, families, fallback, provenance={
         "fitted": _dt.date.today().isoformat(),
@@ -197,7 +208,20 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
 
 
 def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT, gqa_max_group: float = math.inf,
-                 coverage: dict[str, dict] | None = None):
-    """A ``rows -> Profile`` function for :func:`validate.cross_validate`."""
-    return lambda rows: calibrate(rows, params, gqa_max_group=gqa_max_group,
-                                  coverage=coverage)[0]
+                 coverage: dict[str, dict] | None = None, max_nfev: int = 200,
+                 tol: float = 1e-10, held_out_entries_only: bool = False):
+    """A ``rows -> Profile`` function for :func:`validate.cross_validate`.
+
+    ``held_out_entries_only``: fit only the entries the held-out rows are looked up in
+    (their family and activation width, :meth:`Profile.lookup_keys`) and the fallback.
+    The held-out predictions are exactly those of the full profile (the other entries
+    price other devices only), at a fraction of the fits."""
+    def fn(rows, held_out=None):
+        keys = None
+        if held_out_entries_only and held_out is not None:
+            keys = {k for r in held_out
+                    for k in Profile("k").lookup_keys(_family(r.hardware), DTYPE_BITS[r.act_dtype])}
+        return calibrate(rows, params, gqa_max_group=gqa_max_group, coverage=coverage,
+                         max_nfev=max_nfev, tol=tol, entries=keys)[0]
+    fn.uses_held_out_rows = held_out_entries_only
+    return fn

@@ -63,8 +63,9 @@ class Layout:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise InputError(f"{f} must be a fraction in [0, 1], got {v!r}")
-        if self.host_bw_bytes_s is not None and not 0 < self.host_bw_bytes_s < 1e15:
-            raise InputError(f"host_bw must be a positive bandwidth in bytes/s, got {self.host_bw_bytes_s!r}")
+        if self.host_bw_bytes_s is not None and not 1e6 <= self.host_bw_bytes_s <= 1e15:
+            raise InputError(f"host_bw must be a bandwidth in [1e6, 1e15] bytes/s, got "
+                             f"{self.host_bw_bytes_s!r}")
         if self.tp % self.ep:
             raise InputError(f"ep ({self.ep}) must divide tp ({self.tp}): experts are split "
                              "inside the tensor-parallel group")

@@ -155,8 +155,10 @@ class Analysis:
         return self.layout.dp * self.batch * self.samples * self.output_len / self.e2e_s
 
     @property
-    def max_batch(self) -> np.ndarray:
-        return self.memory.max_batch
+    def max_batch(self) -> np.ndarray | int:
+        """Largest batch that fits: an int for a scalar query, else an integer-valued array."""
+        mb = self.memory.max_batch
+        return int(mb) if np.ndim(mb) == 0 and np.isfinite(mb) else mb
 
     @property
     def params(self) -> int:
@@ -276,6 +278,20 @@ _SUMMED = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "compute_s", "memor
            "overhead_s", "time_s")   # OpResult fields that add up over prefill chunks
 
 
+# Work bound of a chunked prefill: every chunk is one column of one vectorized operator
+# table (no Python loop over chunks), so its size is capped (docs/conventions.md).
+MAX_PREFILL_CHUNKS = 4096            # chunks of one prompt: ceil(input_len / prefill_chunk)
+MAX_CHUNK_CELLS = 1 << 16            # query grid points x chunks
+
+
+def _chunk_slice(o: Op, j: int) -> Op:
+    """Operator row of chunk ``j`` from a table whose last axis is the chunk index."""
+    kw = {f: np.asarray(getattr(o, f))[..., j] for f in
+          ("flops", "weight_bytes", "act_bytes", "kv_bytes", "comm_bytes", "rows", "cols",
+           "kv_reread") if np.ndim(getattr(o, f))}
+    return replace(o, **kw)
+
+
 def _chunked_prefill(m: ModelSpec, prec: Precision, b, I, chunk: int, roof: Roofline,
                      pipe: _Pipe, flash: bool, lay: Layout) -> tuple[PhaseResult, list[Op]]:
     """Prefill in chunks of ``chunk`` tokens (vLLM / TensorRT-LLM chunked prefill): chunk j
@@ -284,34 +300,38 @@ def _chunked_prefill(m: ModelSpec, prec: Precision, b, I, chunk: int, roof: Roof
     step overhead and, as an iteration carrying prompt tokens (the serving simulator's
     rule), the prefill overhead, and reads the cache of the earlier chunks; causal pairs,
     and so attention FLOPs, add up to the unchunked prefill's.
+    All chunks are costed at once: the chunk index is a trailing axis of one operator
+    table (constant Python work; numpy work grows with the number of chunks, which is
+    capped at ``MAX_PREFILL_CHUNKS`` per prompt and ``MAX_CHUNK_CELLS`` with the grid).
     Rows are totals over the chunks; returns the phase and the first chunk's operators
     (the activation peak)."""
     n_chunks = int(np.ceil(np.max(I) / chunk))
-    acc: dict[str, list] = {}
-    first_ops: list[Op] = []
-    total = 0.0
-    for j in range(n_chunks):
-        q = np.clip(I - j * chunk, 0, chunk)
-        live = q > 0
-        # absorbed MLA is a decode form; chunks always use the prefill form
-        ops = build_ops(m, prec, b, np.maximum(q, 1), np.maximum(np.minimum(I, (j + 1) * chunk), 1),
-                        flash=flash, layout=lay, mla_absorb=False if m.mla else None)
-        fixed = prefill_fixed_s(roof.eff, q)
-        ph = _prefill(ops, roof, pipe, fixed)
-        first_ops = first_ops or ops
-        total = total + np.where(live, ph.total_time_s, 0.0)
-        for r in ph.ops:
-            vals = [np.where(live, getattr(r, f), 0.0) for f in _SUMMED]
-            if r.name in acc:
-                acc[r.name][1] = [a + v for a, v in zip(acc[r.name][1], vals)]
-            else:
-                acc[r.name] = [r, vals]
+    cells = n_chunks * int(np.size(np.broadcast(b, I)))
+    if n_chunks > MAX_PREFILL_CHUNKS or cells > MAX_CHUNK_CELLS:
+        need = int(np.ceil(np.max(I) / min(MAX_PREFILL_CHUNKS,
+                                           max(MAX_CHUNK_CELLS // max(cells // n_chunks, 1), 1))))
+        raise InputError(f"prefill_chunk: {chunk} tokens cut input_len {int(np.max(I))} into "
+                         f"{n_chunks} chunks (x {cells // n_chunks} grid points); at most "
+                         f"{MAX_PREFILL_CHUNKS} chunks and {MAX_CHUNK_CELLS} chunk x grid "
+                         f"cells are costed, so use prefill_chunk >= {need}")
+    j = np.arange(n_chunks, dtype=float)
+    bj, Ij = np.asarray(b, dtype=float)[..., None], np.asarray(I, dtype=float)[..., None]
+    q = np.clip(Ij - j * chunk, 0, chunk)
+    live = q > 0
+    # absorbed MLA is a decode form; chunks always use the prefill form
+    ops = build_ops(m, prec, bj, np.maximum(q, 1), np.maximum(np.minimum(Ij, (j + 1) * chunk), 1),
+                    flash=flash, layout=lay, mla_absorb=False if m.mla else None)
+    ph = _prefill(ops, roof, pipe, prefill_fixed_s(roof.eff, q))
+    total = np.sum(np.where(live, ph.total_time_s, 0.0), axis=-1)
     rows = []
-    for r, vals in acc.values():
-        d = dict(zip(_SUMMED, vals))
+    for r in ph.ops:
+        d = {f: np.sum(np.where(live, getattr(r, f), 0.0), axis=-1) for f in _SUMMED}
         _, bound = combine(d["compute_s"], d["memory_s"], d["comm_s"], d["overhead_s"])
-        rows.append(replace(r, **d, bound=bound))
+        rows.append(replace(r, **d, bound=bound,
+                            comm_bytes=np.asarray(r.comm_bytes)[..., 0] if np.ndim(r.comm_bytes)
+                            else r.comm_bytes))
     total = np.asarray(total, dtype=float)
+    first_ops = [_chunk_slice(o, 0) for o in ops]
     return PhaseResult("prefill", rows, total, total, np.ones_like(total)), first_ops
 
 

@@ -111,13 +111,9 @@ def load_prices(path: str | Path) -> dict[str, float]:
     TOML: ``h100-sxm = 2.49`` lines (optionally inside a ``[usd_per_hour]`` table).
     CSV: two columns ``device,usd_per_hour`` (a header row is optional).
     """
+    from .safeio import read_text
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"prices: file {p} does not exist")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError):
-        raise InputError(f"prices: cannot read {p} as UTF-8 text") from None
+    text = read_text(p, "prices", what="prices .toml or .csv file")
     raw: dict[str, object] = {}
     if p.suffix.lower() == ".toml":
         try:

@@ -82,7 +82,7 @@ def to_dict(a: Analysis, idx: tuple = ()) -> dict[str, Any]:
         "e2e_s": float(a.e2e_s[idx]),
         "throughput_tok_s": float(a.throughput_tok_s[idx]),
         "memory": _memory_dict(mem, idx),
-        "max_batch": int(a.max_batch[idx]),
+        "max_batch": int(np.asarray(a.max_batch)[idx]),
         "params": a.params,
         "active_params": a.active_params,
         "prefill": _phase_dict(a.prefill, idx),
@@ -159,3 +159,22 @@ def roofline_payload(analyses: list[Analysis], phases=("prefill", "decode")) -> 
     """``{"ridges": {device: ridge}, "points": [...]}``: what roofline --json prints."""
     return {"ridges": {a.hardware.id: ridge(a) for a in analyses},
             "points": roofline_points(analyses, phases)}
+def add_fit(d: dict, a, idx) -> dict:
+    """Add ``"fit"``: whether the point fits in device memory and, when it does not, the
+    one-line statement and the configurations that would fit (``fitadvice``)."""
+    from .fitadvice import fit_report
+    d["fit"] = fit_report(a, idx)
+    return d
+
+
+def fit_warning(a, points) -> str | None:
+    """The stderr line for a query whose memory does not fit (None when it fits)."""
+    from .fitadvice import fit_report
+    bad = [i for i in points if not bool(a.memory.fits[i])]
+    if not bad:
+        return None
+    if len(points) == 1:
+        return fit_report(a, points[0])["message"]
+    return (f"{len(bad)} of {len(points)} grid points do not fit in the memory of "
+            f"{a.hardware.id} (the 'fits' column; memory.fits in --json): their times assume "
+            "they did")

@@ -124,11 +124,12 @@ def _predict_offline(r: Row, eng: Engine) -> tuple[dict | None, str | None]:
 def read_measurements(path: str | Path) -> list[Row]:
     """Parse and check a measurement CSV; errors name the row and the column."""
     import pandas as pd
+    import io
+    from .safeio import read_text
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"measurements: file {p} does not exist")
+    text = read_text(p, "measurements", what="measurements CSV")
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except Exception as e:  # pandas raises several parser error types
         raise InputError(f"measurements: cannot parse {p}: {str(e).splitlines()[0]}") from None
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -137,6 +138,15 @@ def read_measurements(path: str | Path) -> list[Row]:
                          f"(required: {', '.join(REQUIRED)})")
     if not any(m in df.columns for m in METRICS):
         raise InputError(f"measurements {p.name}: no metric column (one of {', '.join(METRICS)})")
+    seen: dict[str, int] = {}
+    for i, rid in enumerate(df["id"]):
+        if any(c in rid for c in "\r\n") or rid != rid.strip() or not rid:
+            raise InputError(f"measurements {p.name} row {i + 2}: column 'id' must be one "
+                             f"non-empty line without surrounding spaces, got {rid!r}")
+        if rid in seen:
+            raise InputError(f"measurements {p.name} row {i + 2}: id {rid!r} is already the "
+                             f"id of row {seen[rid] + 2}; every id must be unique")
+        seen[rid] = i
     rows = []
     for i, rec in enumerate(df.to_dict("records")):
         where = f"measurements {p.name} row {i + 2} (id {rec.get('id', '?')})"
@@ -342,6 +352,8 @@ def cross_validate(rows: list[Row], by: str, fit_fn) -> list[Prediction]:
     """Leave-one-group-out: for each group, fit on the other rows, predict the held-out ones.
 
     ``fit_fn(train_rows) -> Profile``; ``by`` is ``hardware``, ``model`` or ``source_id``.
+    A ``fit_fn`` with ``uses_held_out_rows`` set is called as ``fit_fn(train, held_out)``
+    (to fit only what the held-out rows need; it must not use their measurements).
     """
     if by not in ("hardware", "model", "source_id", "device", "source"):
         raise InputError(f"cv must be one of device, model, source; got {by!r}")
@@ -352,7 +364,7 @@ def cross_validate(rows: list[Row], by: str, fit_fn) -> list[Prediction]:
         test = [r for r in rows if getattr(r, attr) == g]
         if not train:
             continue
-        prof = fit_fn(train)
+        prof = fit_fn(train, test) if getattr(fit_fn, "uses_held_out_rows", False) else fit_fn(train)
         out += predict_rows(test, prof).predictions
     return out
 

@@ -22,6 +22,16 @@ from .common import app, engine_kwargs, err, gb, out, secs, si  # noqa: F401  (p
 from . import analyze, catalog, compare, accuracy, advise, local, serving, web  # noqa: E402,F401,I001
 
 
+# What to install when a module is missing (matplotlib and plotly are core dependencies, so
+# only a broken or partial install lacks them).
+INSTALL_HINTS = {
+    "matplotlib": 'pip install matplotlib (a dependency of llmroofline: reinstall with pip install .)',
+    "plotly": 'pip install plotly (a dependency of llmroofline: reinstall with pip install .)',
+    "fastapi": 'pip install "llmroofline[web]"', "uvicorn": 'pip install "llmroofline[web]"',
+    "torch": 'pip install "llmroofline[bench]"', "transformers": 'pip install "llmroofline[bench]"',
+}
+
+
 def _error(msg: str) -> int:
     """One line on stderr; the message is printed literally (it may contain brackets)."""
     err.print("[red]error:[/] " + escape(msg.replace("\n", " ")), highlight=False, soft_wrap=True)
@@ -42,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         return _error(e.format_message())
     except typer.Abort:
         return 130
+    except ModuleNotFoundError as e:  # an optional piece missing from this install
+        top = (e.name or "").split(".")[0]
+        hint = INSTALL_HINTS.get(top)
+        if hint is None:
+            raise
+        return _error(f"{top} is not installed: {hint}")
+    except OSError as e:  # a file the user named: one line, never a traceback
+        from ..safeio import short
+        name = f"{short(e.filename)}: " if e.filename else ""
+        return _error(f"{name}{e.strerror or e}")
     except typer.Exit as e:
         return e.exit_code
     return rc if isinstance(rc, int) else 0

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from .. import jsonout
 from ..errors import InputError
-from .common import app, out, setup_option
+from .common import app, err, out, setup_option
 
 
 # -- accuracy: validate and calibrate ----------------------------------------------------
@@ -47,6 +48,9 @@ def validate_cmd(
     if serving and csv_file:
         raise InputError("serving: give either a CSV file or --serving (the shipped serving rows)")
     default = val.shipped_serving_measurements() if serving else val.shipped_measurements()
+    if plot:
+        from ..safeio import check_out_path
+        check_out_path("plot", plot, (".png", ".svg"))
     measured = val.read_measurements(csv_file or default)
     if cv:
         from ..fit import calibrate_fn, shipped_coverage
@@ -62,7 +66,7 @@ def validate_cmd(
         from ..plots import validation_scatter
         validation_scatter(result, plot)
     if as_json:
-        print(json.dumps(data, indent=1))
+        print(jsonout.dumps(data))
         return
     if rows:
         t = Table(title="Rows", title_justify="left")
@@ -94,11 +98,17 @@ def calibrate_cmd(
     """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU)."""
     from .. import fit, validate as val
     from ..specs.profile import profile_to_toml
+    from ..safeio import atomic_write_text, check_out_path, exists
     if not out_file.endswith(".toml"):
         raise InputError(f"out: the profile file must end in .toml, got {out_file!r}")
     if kernels is not None or csv_file is None:
         from ..probe.report import calibrate_kernels_cli
         return calibrate_kernels_cli(csv_file, kernels, hardware, out_file, out)
+    check_out_path("out", out_file)          # before the fit, which can take minutes
+    if exists(out_file) and exists(csv_file) and Path(out_file).samefile(csv_file):
+        raise InputError(f"out: {out_file} is the measurements file itself; write the "
+                         "profile to another file")
+    replacing = exists(out_file)
     chosen = tuple(p.strip() for p in params.split(",")) if params else fit.DEFAULT_FIT
     if gqa_max_group is not None and gqa_max_group < 1:
         raise InputError(f"gqa-max-group: must be an integer >= 1, got {gqa_max_group}")
@@ -106,7 +116,9 @@ def calibrate_cmd(
     measured = val.read_measurements(csv_file)
     prof, stats = fit.calibrate(measured, chosen, name=Path(out_file).stem, source=str(csv_file),
                                 fit_serving=fit_serving, gqa_max_group=max_group)
-    Path(out_file).write_text(profile_to_toml(prof))
+    atomic_write_text(out_file, profile_to_toml(prof), "out")   # temporary file + rename
+    if replacing:
+        err.print(f"[yellow]note:[/] replaced the existing {out_file}")
     fitted = val.predict_rows(measured, prof)
     out.print(_summary_table("Fit error (rows used for the fit)", fitted.summary()))
     if cv:

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from .. import jsonout
 from ..deployment import SETUP_FIELDS
 from ..errors import InputError
 from ..specs.catalog import DEFAULT_MODEL
@@ -144,7 +145,7 @@ def advise_cmd(
     for w in adv.diagnosis["warnings"]:
         err.print(f"[yellow]warning:[/] {w}")
     if as_json:
-        print(json.dumps(adv.to_dict(), indent=1))
+        print(jsonout.dumps(adv.to_dict()))
         return
     _print_advice(adv, top)
 

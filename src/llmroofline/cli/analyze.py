@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .. import decoding, phases, report
+from .. import decoding, jsonout, phases, report
 from ..gridspec import cartesian, parse_grid
 from ..errors import InputError
 from ..specs.catalog import DEFAULT_MODEL
@@ -59,12 +59,17 @@ def analyze(
     points = list(report.grid_points(a))
     for w in a.warnings + tuple(w for w in (spec.warnings if spec else ()) if w not in a.warnings):
         err.print(f"[yellow]warning:[/] {w}")
+    fit = report.fit_warning(a, points)
+    if fit:
+        err.print(f"[yellow]warning:[/] {fit}", soft_wrap=True)
     if as_json:
         data = [report.to_dict(a, i) for i in points]
+        if len(points) == 1:
+            report.add_fit(data[0], a, points[0])
         if spec is not None:
             for d, i in zip(data, points):
                 d["speculative"] = report.speculative_dict(spec, i)
-        print(json.dumps(data[0] if len(data) == 1 else data, indent=1))
+        print(jsonout.dumps(data[0] if len(data) == 1 else data))
         return
     if len(points) == 1:
         _print_single(report.to_dict(a, points[0]))

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from .. import jsonout
 from ..specs import catalog, hardware as hwmod
 from .common import (
     app, out,
@@ -19,7 +20,7 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List built-in models with their aliases and parameter counts."""
     rows = catalog.model_summaries()
     if as_json:
-        print(json.dumps(rows, indent=1))
+        print(jsonout.dumps(rows))
         return
     t = Table(title="Built-in models", title_justify="left")
     for col in ("id", "aliases", "type", "params", "layers", "hidden", "heads/kv"):
@@ -39,7 +40,7 @@ def hardware_cmd(
     if device:
         d = hwmod.to_dict(hwmod.load_hardware(device))
         if as_json:
-            print(json.dumps(d, indent=1))
+            print(jsonout.dumps(d))
             return
         t = Table(title=d.get("name", d["id"]), title_justify="left", show_header=False)
         t.add_column(style="bold")
@@ -50,7 +51,7 @@ def hardware_cmd(
         return
     rows = [hwmod.to_dict(hwmod.load_hardware(i)) for i in hwmod.hardware_ids()]
     if as_json:
-        print(json.dumps(rows, indent=1))
+        print(jsonout.dumps(rows))
         return
     t = Table(title="Built-in devices (dense peaks; decimal GB, GB/s)", title_justify="left")
     for col in ("id", "name", "memory GB", "GB/s", "BF16/FP16 TFLOPS", "FP8 TFLOPS", "TDP W"):

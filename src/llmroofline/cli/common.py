@@ -17,9 +17,46 @@ from ..errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predict LLM inference performance on any accelerator, and explain it.")
-out = Console()
+def fit_table(t, width: int) -> None:
+    """Keep every number of a table whole at ``width`` columns: right-aligned (number)
+    columns never shrink below their widest cell; left-aligned (text) columns wrap, and a
+    boxed table drops its box when that is what it takes."""
+    from rich.text import Text
+
+    def cell_len(c) -> int:
+        if isinstance(c, str):
+            return max((Text.from_markup(x).cell_len for x in c.split("\n")), default=0)
+        return getattr(c, "cell_len", 0) or 0
+    cols = t.columns
+    widths = [max([cell_len(c.header)] + [cell_len(x) for x in c._cells]) for c in cols]
+    pad = sum(t.padding[1] + t.padding[3] for _ in cols) if hasattr(t, "padding") else 2 * len(cols)
+    need = sum(widths) + pad + (len(cols) + 1 if t.box else 0)
+    if need <= width:
+        return
+    if t.box and sum(widths) + pad <= width:
+        t.box = None
+        return
+    t.box, t.collapse_padding = None, True      # one space between columns
+    for c, w in zip(cols, widths):
+        body = max([cell_len(x) for x in c._cells], default=0)
+        c.no_wrap, c.overflow = False, "fold"     # a long header wraps, never a number
+        c.min_width = body if c.justify == "right" else min(w, 10)
+
+
+class _Out(Console):
+    """The stdout console: tables are fitted to its width (no "1.…" cut numbers)."""
+
+    def print(self, *objects, **kw):
+        from rich.table import Table
+        for o in objects:
+            if isinstance(o, Table):
+                fit_table(o, self.width)
+        super().print(*objects, **kw)
+
+
+out = _Out()
 if not out.is_terminal:  # piped output: wide enough for the operator tables, no wrapping
-    out = Console(width=132)
+    out = _Out(width=132)
 err = Console(stderr=True)
 
 BOUND_STYLE = {"compute": "red", "memory": "cyan", "overhead": "yellow", "communication": "magenta"}

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from .. import phases, report
+from .. import jsonout, phases, report
 from ..errors import InputError
 from ..gridspec import parse_grid
 from ..specs.catalog import DEFAULT_MODEL
@@ -23,13 +23,9 @@ _PRECISION = ("quant", "wbits", "abits", "kvbits", "flash")
 
 # -- compare, roofline, rank (issue 4) --------------------------------------------------------
 def _check_out(paths: Optional[list[str]], allowed: tuple[str, ...]) -> list[str]:
-    from pathlib import Path
+    from ..safeio import check_out_path
     for p in paths or []:
-        if Path(p).suffix.lower() not in allowed:
-            raise InputError(f"out: file suffix must be one of {', '.join(allowed)}, got "
-                             f"'{Path(p).name}'")
-        if not Path(p).resolve().parent.is_dir():
-            raise InputError(f"out: directory {Path(p).parent} does not exist")
+        check_out_path("out", p, allowed)
     return list(paths or [])
 
 
@@ -96,7 +92,7 @@ def compare_cmd(
     data = cmpmod.compare_payload(ms)
     agree = data.get("sign_agreement_ops_global")
     if as_json:
-        print(json.dumps(data, indent=1))
+        print(jsonout.dumps(data))
         return
     m0 = ms[0]
     lay = "" if m0.layout == "1 device" else f", {m0.layout}"
@@ -166,7 +162,7 @@ def roofline_cmd(
     data = report.roofline_payload(analyses, phs)
     pts, ridges = data["points"], data["ridges"]
     if as_json:
-        print(json.dumps(data, indent=1))
+        print(jsonout.dumps(data))
         return
     a0 = analyses[0]
     out.print(f"[bold]{a0.model.name}[/] ({a0.precision.label}): batch {batch}, input "
@@ -231,7 +227,7 @@ def rank_cmd(
                 json.dump(r.to_json_data(), f, indent=1)
         err.print(f"wrote {p}")
     if as_json:
-        print(json.dumps(r.to_json_data(), indent=1))
+        print(jsonout.dumps(r.to_json_data()))
         return
     lim = [f"{k} {secs(v)}" for k, v in (("TTFT <=", r.constraints["max_ttft_s"]),
                                           ("TPOT <=", r.constraints["max_tpot_s"])) if v]

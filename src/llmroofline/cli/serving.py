@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from .. import jsonout
 from ..errors import InputError
 from .common import (
     _device_list, _parse_seconds, app, deployment_options, engine_kwargs, err, ModelOpt, out,
@@ -100,6 +101,20 @@ def _gb_s(field: str, v: Optional[float]) -> Optional[float]:
     return None if v is None else v * 1e9
 
 
+MAX_RATE = 1e6     # requests/s: 1 per microsecond
+MIN_RATE = 1e-6    # requests/s: 1 per 11.6 days; slower rates lose TTFT to float rounding
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise InputError(f"seed must be an integer in [0, 2^63), got {seed}")
+
+
+def _check_rate(rate) -> None:
+    if rate is not None and not MIN_RATE <= rate <= MAX_RATE:
+        raise InputError(f"rate must be in [{MIN_RATE:g}, {MAX_RATE:g}] requests/s, got {rate!r}")
+
+
 def _pct_row(t: Table, label: str, d: dict, fmt=None) -> None:
     fmt = fmt or secs
     t.add_row(label, *(fmt(d[k]) if d[k] is not None else "-" for k in ("mean", "p50", "p90", "p99")))
@@ -121,8 +136,13 @@ def _print_sim(s: dict, title: str) -> None:
     u.add_column(justify="left")
     u.add_column(justify="right")
     u.add_row("requests / duration", f"{s['requests']} in {s['duration_s']:.1f} s ({s['iterations']} iterations)")
-    u.add_row("throughput: requests/s", f"{th['requests_s']:.2f}")
-    u.add_row("throughput: input / output tokens/s", f"{th['input_tok_s']:,.0f} / {th['output_tok_s']:,.0f}")
+    u.add_row("throughput over the makespan: requests/s", f"{th['requests_s']:.2f}")
+    u.add_row("  input / output tokens/s", f"{th['input_tok_s']:,.0f} / {th['output_tok_s']:,.0f}")
+    st = s.get("steady") or {}
+    if st.get("requests_s") is not None:
+        u.add_row("steady state (10-90 % of finishes): req/s", f"{st['requests_s']:.2f}"
+                  + (" [red](saturated)[/]" if st.get("overloaded") else ""))
+        u.add_row("  output tokens/s", f"{st['output_tok_s']:,.0f}")
     if any(slo[k] is not None for k in ("max_ttft_s", "max_tpot_s", "max_e2e_s")):
         u.add_row("SLO attained / goodput", f"{100 * slo['attained']:.1f} % / {slo['goodput_requests_s']:.2f} req/s")
     u.add_row("batch: mean / max", f"{s['batch']['mean']:.1f} / {s['batch']['max']}")
@@ -186,6 +206,11 @@ def simulate_cmd(
     if plot:
         from ..serving.plots import check_plot_path
         check_plot_path(plot)
+    if csv_out:
+        from ..safeio import check_out_path
+        check_out_path("csv", csv_out)
+    _check_seed(seed)
+    _check_rate(rate)
     pd = _parse_pd(disaggregate)
     link = _gb_s("kv_link_bw", kv_link_bw)
     slo_ttft, slo_tpot = _parse_seconds("max_ttft", max_ttft), _parse_seconds("max_tpot", max_tpot)
@@ -225,8 +250,14 @@ def simulate_cmd(
         plot_simulation(r, plot, title, max_ttft_s=slo_ttft, max_tpot_s=slo_tpot)
     for note in r.notes:
         err.print(f"[yellow]note:[/] {note}")
+    st = s["steady"]
+    if st["overloaded"] and wl.arrival not in ("offline", "closed"):
+        err.print(f"[yellow]warning:[/] overloaded: requests arrive at "
+                  f"{st['offered_requests_s']:.2f} req/s but this deployment completes at "
+                  f"most {st['saturation_requests_s']:.2f} req/s (saturation rate); the queue "
+                  "grows for the whole run, so latencies depend on its length", soft_wrap=True)
     if as_json:
-        print(json.dumps(s, indent=1))
+        print(jsonout.dumps(s))
         return
     _print_sim(s, title)
     if plot:
@@ -276,6 +307,7 @@ def capacity_cmd(
     slo = dict(max_ttft_s=_parse_seconds("max_ttft_p99", max_ttft_p99),
                max_tpot_s=_parse_seconds("max_tpot_p99", max_tpot_p99),
                max_e2e_s=_parse_seconds("max_e2e_p99", max_e2e_p99))
+    _check_seed(seed)
     hws = _device_list([hardware], None)
     tps = _int_list("tp", tp)
     mbs = _int_list("max_batch", max_batch)
@@ -314,7 +346,7 @@ def capacity_cmd(
                         f"{c.rate:.2f} req/s ({lim})", max_ttft_s=slo["max_ttft_s"],
                         max_tpot_s=slo["max_tpot_s"])
     if as_json:
-        print(json.dumps(d, indent=1))
+        print(jsonout.dumps(d))
         return
     out.print(f"[bold]{cost.model.name} on {where}[/]{group}"
               + f": highest rate with {lim}: [bold]{c.rate:.2f} req/s[/] "
@@ -372,7 +404,7 @@ def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input
         from ..serving.plots import plot_pareto
         plot_pareto(s, plot)
     if as_json:
-        print(json.dumps(s.to_dict(), indent=1))
+        print(jsonout.dumps(s.to_dict()))
         return
     pct = f"p{percentile:g}"
     lim = ", ".join(f"{k[4:-2]} {pct} <= {secs(v)}" for k, v in slo.items() if v is not None)

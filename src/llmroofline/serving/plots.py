@@ -26,12 +26,8 @@ MAX_LINES = 8          # more replicas: their mean and min-max band
 
 
 def check_plot_path(path) -> Path:
-    p = Path(path)
-    if p.suffix.lower() not in SUFFIXES:
-        raise InputError(f"plot: file suffix must be one of {', '.join(SUFFIXES)}, got '{p.name}'")
-    if not p.resolve().parent.is_dir():
-        raise InputError(f"plot: directory {p.parent} does not exist")
-    return p
+    from ..safeio import check_out_path
+    return check_out_path("plot", path, SUFFIXES)
 
 
 def _mpl():

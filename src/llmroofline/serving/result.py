@@ -76,10 +76,42 @@ class SimResult:
             ok &= self.e2e_s <= max_e2e_s
         return ok
 
+    def steady_state(self) -> dict:
+        """Completion rate away from the run's ends: requests finishing between the 10th
+        and the 90th percentile of finish times, per second of that window (the total over
+        the makespan also counts the ramp-up and the drain). With an open-loop arrival
+        process the offered rate is (n - 1) / (last - first arrival); the run is
+        ``overloaded`` when it completes below 95 % of it, and the steady completion rate is
+        then the saturation rate: the most this deployment serves."""
+        n = int(self.finish_s.size)
+        out = {"requests_s": None, "output_tok_s": None, "offered_requests_s": None,
+               "overloaded": False, "saturation_requests_s": None}
+        if n < 20:
+            return out
+        order = np.argsort(self.finish_s)
+        fin = self.finish_s[order]
+        i0, i1 = n // 10, n - n // 10 - 1
+        dt = float(fin[i1] - fin[i0])
+        if dt <= 0:
+            return out
+        rate = (i1 - i0) / dt
+        out["requests_s"] = rate
+        out["output_tok_s"] = rate * float(self.output_len[order[i0 + 1:i1 + 1]].mean())
+        arr = np.sort(self.arrival_s)
+        span = float(arr[-1] - arr[0])
+        if span > 0:
+            offered = (n - 1) / span
+            out["offered_requests_s"] = offered
+            if rate < 0.95 * offered:
+                out["overloaded"] = True
+                out["saturation_requests_s"] = rate
+        return out
+
     def summary(self, max_ttft_s=None, max_tpot_s=None, max_e2e_s=None) -> dict:
         """Percentiles, throughput, goodput (requests/s meeting every given SLO), queueing,
         batch size and KV use. With several replicas, batch and KV use are per replica
-        (time-weighted over each replica's busy time, then averaged)."""
+        (time-weighted over each replica's busy time, then averaged). ``throughput`` is
+        over the makespan; ``steady`` away from its ends (:meth:`steady_state`)."""
         span = self.makespan_s
         dur = self.iter_time_s
         busy = float(dur.sum())
@@ -104,6 +136,7 @@ class SimResult:
             "slo": {"max_ttft_s": max_ttft_s, "max_tpot_s": max_tpot_s, "max_e2e_s": max_e2e_s,
                     "attained": float(good.mean()),
                     "goodput_requests_s": float(good.sum() / span) if span > 0 else float("nan")},
+            "steady": self.steady_state(),
             "mean_in_system": in_system,
             "batch": {"mean": float((self.iter_rows * w).sum()), "max": int(self.iter_rows.max())},
             "kv": {"capacity_tokens": int(self.kv_capacity_tokens),

@@ -66,11 +66,18 @@ class Workload:
         return int(self.input_len.size)
 
 
+MAX_LENGTH_TOKENS = 10_000_000   # any length or distribution parameter (a finite prompt)
+
+
 def _num(field_name: str, text: str) -> float:
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         raise InputError(f"{field_name}: '{text}' is not a number") from None
+    if not -MAX_LENGTH_TOKENS <= v <= MAX_LENGTH_TOKENS:   # also NaN and infinities
+        raise InputError(f"{field_name}: '{text.strip()}' must be a finite number in "
+                         f"[-{MAX_LENGTH_TOKENS}, {MAX_LENGTH_TOKENS}]")
+    return v
 
 
 def sample_lengths(field_name: str, spec: str | int, n: int, rng: np.random.Generator,

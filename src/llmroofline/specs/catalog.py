@@ -102,22 +102,29 @@ def _builtin_sidecar(hf_id: str) -> dict | None:
     root = resources.files("llmroofline") / "data" / "models"
     f = root / (builtin_model_files()[hf_id][:-5] + SIDECAR_SUFFIX)
     return json.loads(f.read_text()) if f.is_file() else None
+@lru_cache(maxsize=None)
+def _builtin_spec(hf_id: str) -> ModelSpec:
+    """A built-in model's spec, built once (specs are frozen; validate and calibrate load
+    the same few models thousands of times)."""
+    return from_hf_config(_builtin_config(hf_id), name=hf_id,
+                          hf_quant_config=_builtin_sidecar(hf_id))
 
 
 def load_config_file(path: str | os.PathLike) -> dict:
+    from ..safeio import read_text
     p = Path(path)
-    if p.is_dir():
-        p = p / "config.json"
     try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"model: cannot read {p}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"model: {p} is not a UTF-8 text file (expected a config.json)") from None
+        if p.is_dir():
+            p = p / "config.json"
+    except OSError:
+        pass
+    text = read_text(p, "model", what="config.json")
     try:
         cfg = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"model: {p} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    # checked here, where every reader of a config file passes (bench shrinks the raw dict)
+    from_hf_config(cfg, name=p.stem if p.name != "config.json" else p.parent.name or str(p))
     return cfg
 
 
@@ -141,11 +148,14 @@ def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> M
     files = builtin_model_files()
     hf = files.get(name) and name or model_aliases().get(name.lower())
     if hf:
-        return from_hf_config(_builtin_config(hf), name=hf, hf_quant_config=_builtin_sidecar(hf))
+        return _builtin_spec(hf)
     hub_like = bool(re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", name))  # org/name, never a local path
-    if name.endswith(".json") or (os.path.sep in name and not hub_like) or Path(name).exists():
+    from ..safeio import exists
+    if name.endswith(".json") or (os.path.sep in name and not hub_like) or exists(name):
         p = Path(name)
-        if not p.exists():
+        if not exists(p):
+            from ..safeio import read_text
+            read_text(p, "model", what="config.json")   # a name too long: say so
             raise InputError(f"model: file {name} does not exist")
         return from_hf_config(load_config_file(p), name=p.stem if p.name != "config.json" else p.parent.name or name,
                               hf_quant_config=load_quant_sidecar(p))

@@ -296,13 +296,15 @@ def _builtin(name: str, _seen=()) -> Engine:
 
 
 def _read_toml(p: Path, what: str) -> dict:
-    if not p.is_file():
-        raise InputError(f"{what}: file {p} does not exist")
-    if p.stat().st_size > 4_000_000:
-        raise InputError(f"{what}: file {p} is larger than 4 MB")
+    """A regular engine/profile file of bounded size (``safeio.read_text``); a profile
+    written by ``calibrate`` must still match its sha256 line (``check_profile_text``)."""
+    from ..safeio import read_text
+    from .profile import check_profile_text
+    text = read_text(p, what, what="engine or profile .toml file")
+    check_profile_text(text, str(p))
     try:
-        return tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise InputError(f"{what}: cannot parse {p}: {str(e).splitlines()[0]}") from None
 
 
@@ -320,7 +322,8 @@ def load_engine(name_or_path: str | os.PathLike | Engine | None = None, *, _seen
     if key in names:
         return _builtin(key, _seen)
     p = Path(name)
-    if p.suffix.lower() == ".toml" or p.exists():
+    from ..safeio import exists
+    if p.suffix.lower() == ".toml" or exists(p):
         data = _read_toml(p, field)
         if "engine" in data:
             return engine_from_dict(p.stem, data, f"engine file {p}")

@@ -102,6 +102,9 @@ _NUMERIC = ("memory_gb", "mem_bw_gb_s", "l2_mb", "sm_count", "boost_clock_mhz",
             "scaleout_latency_us", "tdp_w", "memory_mib", "host_gb_s_bidir", "nvlink_domain",
             *DTYPE_FIELDS.values())
 NVLINK_DOMAIN_MAX = 1024
+# Physical bounds of every numeric field in its own unit (GB, GB/s, TFLOP/s, W, MHz, us):
+# 1e-6 .. 1e7 keeps every product in the engine finite (1e308 GB would be infinity).
+_MIN, _MAX = 1e-6, 1e7
 _TEXT = ("name", "vendor", "architecture", "family", "form_factor", "memory_type",
          "scaleup_link", "source", "confidence", "notes")
 
@@ -121,8 +124,9 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
     for k in _NUMERIC:
         if k in d:
             v = d[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
-                raise InputError(f"{where}: field '{k}' must be a positive finite number, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _MIN <= v <= _MAX:
+                raise InputError(f"{where}: field '{k}' must be a positive number in [{_MIN:g}, {_MAX:g}] "
+                                 f"(in the unit its name gives), got {v!r}")
     dom = d.get("nvlink_domain", DEFAULT_NVLINK_DOMAIN)
     if not isinstance(dom, int) or not 1 <= dom <= NVLINK_DOMAIN_MAX:
         raise InputError(f"{where}: field 'nvlink_domain' must be an integer in "
@@ -225,7 +229,8 @@ def load_hardware(name_or_path: str | os.PathLike | HardwareSpec = DEFAULT_HARDW
     if key in hardware_aliases():
         return _builtin(hardware_aliases()[key])
     p = Path(name)
-    if p.suffix.lower() in (".toml", ".yaml", ".yml") or p.exists():
+    from ..safeio import exists
+    if p.suffix.lower() in (".toml", ".yaml", ".yml") or exists(p):
         return load_hardware_file(p)
     raise InputError(f"hardware: unknown device '{name}'"
                      + suggest(key, [*hardware_ids(), *hardware_aliases()])
@@ -234,14 +239,8 @@ def load_hardware(name_or_path: str | os.PathLike | HardwareSpec = DEFAULT_HARDW
 
 def load_hardware_file(path: Path) -> HardwareSpec:
     """Read a user device file: a flat table of the catalog fields (TOML or YAML)."""
-    if not path.exists():
-        raise InputError(f"hardware: file {path} does not exist")
-    if not path.is_file():
-        raise InputError(f"hardware: {path} is not a file (expected a device id or a .toml/.yaml file)")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"hardware: cannot read {path}: {getattr(e, 'strerror', None) or 'not UTF-8 text'}") from None
+    from ..safeio import read_text
+    text = read_text(path, "hardware", what="device id or a .toml/.yaml file")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml

@@ -160,6 +160,10 @@ def compute_dtypes(prec: Precision, hw: HardwareSpec) -> tuple[dict[str, str], l
     else:
         wanted = ("fp4",) if prec.abits == 4 else (("int8",) if prec.int8 else ("fp8", "int8"))
         gemm = next((dt for dt in wanted if hw.peak(dt)), "")
+        if gemm and gemm != wanted[0]:   # FP8 on a device with INT8 tensor cores only
+            warnings.append(f"{hw.id} has no {wanted[0]} tensor units; {prec.abits}-bit "
+                            f"matmuls are costed at its {gemm} peak (an {gemm.upper()} "
+                            "engine such as SmoothQuant; --quant int8-sq says so explicitly)")
         if not gemm:
             chain = ("fp8", "int8") if prec.abits == 4 else (("fp8",) if prec.int8 else ())
             gemm = next((dt for dt in chain if hw.peak(dt)), half)

@@ -245,9 +245,36 @@ def profile_from_dict(name: str, data: dict[str, Any], where: str) -> Profile:
     return Profile(name, families, fallback, prov if isinstance(prov, dict) else {})
 
 
+CHECKED_HEADER = "(complete only with its sha256 line at the end)"
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_profile_text(text: str, where: str) -> None:
+    """A file written by :func:`profile_to_toml` must end with the sha256 of the text above
+    that line: a truncated or half-written profile is an error, not a silently different
+    profile. Files without the checked header (hand-written, older) are not checked."""
+    first = text.split("\n", 1)[0]
+    if not (first.startswith("# llmroofline efficiency profile") and CHECKED_HEADER in first):
+        return
+    body, _, last = text.rstrip("\n").rpartition("\n")
+    if not last.startswith("# sha256 "):
+        raise InputError(f"profile: {where} is incomplete (its last line is not the '# sha256' "
+                         "line `calibrate` writes: a truncated or interrupted write?); "
+                         "run calibrate again")
+    if _sha256(body + "\n") != last[len("# sha256 "):].strip():
+        raise InputError(f"profile: {where} does not match its sha256 line (truncated, "
+                         "corrupted or edited by hand; to use an edited file, delete its last "
+                         "line)")
+
+
 def profile_to_toml(p: Profile) -> str:
-    """Serialize a profile (round-trips through :func:`load_profile`)."""
-    lines = [f"# llmroofline efficiency profile '{p.name}'", ""]
+    """Serialize a profile (round-trips through :func:`load_profile`); the last line is
+    the sha256 of the text above it (:func:`check_profile_text`)."""
+    lines = [f"# llmroofline efficiency profile '{p.name}' {CHECKED_HEADER}", ""]
     if p.provenance:
         lines.append("[provenance]")
         for k, v in p.provenance.items():
@@ -258,7 +285,8 @@ def profile_to_toml(p: Profile) -> str:
     for fam, e in p.families.items():
         lines += ["", f"[families.{fam}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in efficiency_to_dict(e).items()]
-    return "\n".join(lines) + "\n"
+    body = "\n".join(lines) + "\n"
+    return body + f"# sha256 {_sha256(body)}\n"
 
 
 def _toml_value(v: Any) -> str:

@@ -32,11 +32,14 @@ def require() -> None:
         raise InputError(f"serve needs {' and '.join(missing)}: {INSTALL_HINT}")
 
 
-def create_app():
-    """The FastAPI application (``fastapi`` is imported here, not at package import)."""
+def create_app(host: str = "127.0.0.1", allow_hosts: tuple[str, ...] = ()):
+    """The FastAPI application (``fastapi`` is imported here, not at package import).
+
+    ``host``: the address it is served on; requests whose ``Host`` header names another
+    server are refused (:func:`allowed_host`); ``allow_hosts``: further accepted names."""
     require()
     from .app import create_app as _create
-    return _create()
+    return _create(host, tuple(allow_hosts))
 
 
 def is_loopback(host: str) -> bool:
@@ -46,6 +49,44 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header without its port: ``[::1]:8000`` -> ``::1``."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    if h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    return h.rstrip(".")
+
+
+def allowed_host(header: str | None, bound: str, extra: tuple[str, ...] = ()) -> bool:
+    """DNS-rebinding guard: is ``header`` (the request's ``Host``) a name of this server?
+
+    Policy (docs/web.md, "Security"): the loopback names (``localhost``, ``127.0.0.1``,
+    ``::1``), the address the server is bound to, and the names given with
+    ``--allow-host`` are accepted. A server bound to every interface (``0.0.0.0``, ``::``)
+    also accepts any IP address literal and this machine's host name. Any other name
+    (``evil.example`` resolving to 127.0.0.1) is refused, so a web page elsewhere cannot
+    reach the API through the user's browser.
+    """
+    if not header:
+        return False
+    name = host_name(header)
+    names = {*LOCAL_NAMES, host_name(bound), *(host_name(x) for x in extra)}
+    if name in names:
+        return True
+    if host_name(bound) in ("0.0.0.0", "::", ""):
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return False
 
 
 def check_listen(host: str, port: int) -> None:
@@ -65,12 +106,15 @@ def check_listen(host: str, port: int) -> None:
             raise InputError(f"port: cannot listen on {host}:{port} ({e.strerror})") from None
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          allow_hosts: tuple[str, ...] = ()) -> None:
     """Run the page and the API with uvicorn until interrupted."""
     require()
     check_listen(host, port)
     import uvicorn
-    uvicorn.run(create_app(), host=host.strip("[]"), port=port, log_level=log_level)
+    uvicorn.run(create_app(host, allow_hosts), host=host.strip("[]"), port=port,
+                log_level=log_level)
 
 
-__all__ = ["create_app", "serve", "require", "is_loopback", "check_listen", "INSTALL_HINT"]
+__all__ = ["create_app", "serve", "require", "is_loopback", "check_listen", "INSTALL_HINT",
+           "allowed_host", "host_name"]

@@ -6,11 +6,14 @@ validate (FastAPI's field-level ``detail`` list plus a one-line ``message``); 40
 (:class:`InputError`); 404 for an unknown device in ``/api/hardware/{id}``; 411/413 for a
 body without a length or longer than ``MAX_BODY_BYTES``. The interactive OpenAPI viewers
 (``/docs``, ``/redoc``) are off because they load their scripts from a CDN; the schema is
-at ``/openapi.json``.
+at ``/openapi.json``. 421 when the ``Host`` header names another server (DNS rebinding:
+:func:`~llmroofline.web.allowed_host`). Every answer is strict JSON: a body's NaN,
+Infinity or lone surrogate is echoed as text in the 422 answer, never rendered raw.
 """
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
 from ..errors import InputError
-from . import service
+from . import allowed_host, service
 from .schemas import (CAPS, MAX_BODY_BYTES, AnalyzeRequest, CompareRequest, InputErrorBody,
                       RankRequest, RooflineRequest)
 
@@ -60,7 +63,23 @@ def _loc(err: dict) -> str:
     return ".".join(parts)
 
 
-def create_app() -> FastAPI:
+def _safe(v, depth: int = 0):
+    """A value of a request, made renderable as strict JSON: non-finite numbers (NaN,
+    Infinity, 1e400) become their text, lone surrogates in strings backslash escapes."""
+    if depth > 32:
+        return "..."
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, str):
+        return v.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(v, dict):
+        return {_safe(k, depth + 1): _safe(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_safe(x, depth + 1) for x in v]
+    return v
+
+
+def create_app(host: str = "127.0.0.1", allow_hosts: tuple[str, ...] = ()) -> FastAPI:
     app = FastAPI(title="llmroofline", version=__version__, docs_url=None, redoc_url=None,
                   description="Per-operator roofline predictions of LLM inference: the same "
                               "engine and JSON as the `llmroofline` command line. Caps per "
@@ -68,6 +87,11 @@ def create_app() -> FastAPI:
 
     @app.middleware("http")
     async def limits_and_headers(request: Request, call_next):
+        hdr = request.headers.get("host")
+        if not allowed_host(hdr, host, allow_hosts):   # DNS rebinding (docs/web.md)
+            return JSONResponse({"detail": f"host: this server does not answer to "
+                                           f"{_safe(hdr or '')!r} (Host header); it serves "
+                                           f"{host}; see --allow-host", "field": "host"}, 421)
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")
             if length is None:
@@ -83,14 +107,14 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError):
-        msg = str(exc)
+        msg = _safe(str(exc))
         return JSONResponse({"detail": msg, "field": service.field_of(msg)}, 400)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         errs = []
         for e in exc.errors():
-            e = {k: v for k, v in e.items() if k in ("type", "loc", "msg", "input")}
+            e = {k: _safe(v) for k, v in e.items() if k in ("type", "loc", "msg", "input")}
             if e.get("type") == "json_invalid":
                 e["loc"] = ["body"]
             errs.append(e)

@@ -23,6 +23,7 @@ from ..deployment import SETUP_FIELDS
 from ..errors import InputError
 from ..gridspec import parse_grid
 from ..specs.engine import builtin_engines
+from ..phases import MAX_CHUNK_CELLS, MAX_PREFILL_CHUNKS
 
 # -- caps (documented in docs/web.md) ----------------------------------------------------
 MAX_BATCH = 65_536              # batch per replica (analyze, roofline, rank, mesh values)
@@ -47,6 +48,7 @@ CAPS = {
     "mesh values per axis": MAX_MESH_AXIS, "prices": MAX_PRICES,
     "body bytes": MAX_BODY_BYTES, "config items": MAX_CONFIG_ITEMS,
     "config depth": MAX_CONFIG_DEPTH, "config layers": MAX_CONFIG_LAYERS,
+    "prefill chunks": MAX_PREFILL_CHUNKS, "prefill chunk x grid cells": MAX_CHUNK_CELLS,
 }
 
 Int = Annotated[int, Field(strict=True)]
@@ -86,8 +88,30 @@ def check_config(cfg: dict) -> dict:
     return cfg
 
 
+def _no_surrogates(v, depth: int = 0):
+    """Reject text that is not valid Unicode (a lone surrogate such as "\\ud800")."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (it has a lone surrogate)") from None
+    elif isinstance(v, dict) and depth < MAX_CONFIG_DEPTH + 2:
+        for k, x in v.items():
+            _no_surrogates(k, depth + 1)
+            _no_surrogates(x, depth + 1)
+    elif isinstance(v, list) and depth < MAX_CONFIG_DEPTH + 2:
+        for x in v:
+            _no_surrogates(x, depth + 1)
+    return v
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _unicode(cls, v):
+        return _no_surrogates(v)
 
 
 class ModelFields(_Body):

@@ -157,7 +157,7 @@ def analyze(req: AnalyzeRequest) -> dict:
     with engine_guard(req.config is not None):
         a = phases.analyze(m, hw, axes["batch"], axes["input_len"], axes["output_len"], **kw,
                            beams=req.beams, samples=req.samples)
-        return clean(report.to_dict(a, (0, 0, 0)))
+        return clean(report.add_fit(report.to_dict(a, (0, 0, 0)), a, (0, 0, 0)))
 
 
 def roofline(req: RooflineRequest) -> dict:

@@ -190,6 +190,12 @@ async function run() {
       ...base, hardware: hws, batch: state.mesh_batch, seq: state.mesh_seq, output_len: int("mesh_output"),
     }) : Promise.resolve(null),
   ];
+  jobs[0].catch((e) => {                // show a bad value at once, not when every request ends
+    if (my !== pending) return;
+    $("error").hidden = false;
+    $("error").textContent = e.message;
+    $("results").classList.add("stale");
+  });
   const [a, r, c] = await Promise.allSettled(jobs);
   if (my !== pending) return;           // a newer request is on its way
   const errors = [];
