@@ -8,7 +8,6 @@ builders), so a number on the page is the number ``llmroofline ... --json`` prin
 
 from __future__ import annotations
 
-import math
 import re
 from contextlib import contextmanager
 from functools import lru_cache
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import phases, report
+from ..jsonout import clean
 from ..errors import InputError, suggest
 from ..gridspec import cartesian
 from ..specs import catalog, hardware as hwmod
@@ -41,19 +41,6 @@ def field_of(message: str) -> str | None:
     word = m.group(1).rstrip(".")
     word = _FIELD_ALIASES.get(word, word)
     return word if word in REQUEST_FIELDS else None
-
-
-def clean(x: Any) -> Any:
-    """JSON-safe copy: NaN and infinities become null (JSON has neither)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [clean(v) for v in x]
-    if isinstance(x, np.generic):
-        return clean(x.item())
-    return x
 
 
 # -- names -> specs, without touching the file system ---------------------------------------
