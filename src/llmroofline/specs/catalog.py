@@ -110,19 +110,24 @@ def _builtin_spec(hf_id: str) -> ModelSpec:
                           hf_quant_config=_builtin_sidecar(hf_id))
 
 
-def load_config_file(path: str | os.PathLike) -> dict:
+def _read_json(p: Path, what: str) -> dict:
+    """A JSON file of bounded size (``safeio.read_text``), parsed; one-line errors."""
     from ..safeio import read_text
+    text = read_text(p, "model", what=what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"model: {p} is not valid JSON (line {e.lineno}: {e.msg})") from None
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
     p = Path(path)
     try:
         if p.is_dir():
             p = p / "config.json"
     except OSError:
         pass
-    text = read_text(p, "model", what="config.json")
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"model: {p} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    cfg = _read_json(p, "config.json")
     # checked here, where every reader of a config file passes (bench shrinks the raw dict)
     from_hf_config(cfg, name=p.stem if p.name != "config.json" else p.parent.name or str(p))
     return cfg
@@ -135,7 +140,7 @@ def load_quant_sidecar(path: str | os.PathLike) -> dict | None:
     if p.is_dir():
         p = p / "config.json"
     side = p.parent / SIDECAR if p.name == "config.json" else p.with_name(p.stem + SIDECAR_SUFFIX)
-    return load_config_file(side) if side.is_file() else None
+    return _read_json(side, "hf_quant_config.json") if side.is_file() else None
 
 
 def load_model(name_or_path: str | os.PathLike | ModelSpec = DEFAULT_MODEL) -> ModelSpec:
