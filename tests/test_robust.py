@@ -19,7 +19,7 @@ def test_chunked_prefill_is_one_vectorized_table_and_matches_a_per_chunk_loop(mo
     unchunked steps (the definition), computed here independently with ``step_cost``."""
     from llmroofline.cost import Roofline
     from llmroofline.graph import build_ops
-    from llmroofline.specs.profile import load_profile, resolve_efficiency
+    from llmroofline.specs.engine import load_engine
     calls = []
     real = phases.build_ops
     monkeypatch.setattr(phases, "build_ops", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -28,7 +28,7 @@ def test_chunked_prefill_is_one_vectorized_table_and_matches_a_per_chunk_loop(mo
     prefill_calls = len(calls) - 2                  # decode builds two tables (kv = 1, 2)
     assert prefill_calls == 1
     m, hw = lr.load_model("gemma-2-9b"), lr.load_hardware("h100-sxm")
-    eff = resolve_efficiency(hw.efficiency, hw.family, load_profile(None), a.precision.abits)
+    eff = load_engine(None).efficiency(hw.efficiency, hw.family, a.precision.abits)
     roof = Roofline.of(hw, a.precision, a.layout, eff)
     want = 0.0
     for j in range(math.ceil(I / C)):

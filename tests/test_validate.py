@@ -479,15 +479,15 @@ def test_held_out_entries_give_the_full_profiles_predictions(monkeypatch):
     # held-out row is predicted identically (the other entries price other devices only).
     # A stand-in fit (a distinct efficiency per set of rows) keeps this instant.
     from llmroofline import fit
-    from llmroofline.fit import SHIPPED_COVERAGE, calibrate_fn
+    from llmroofline.fit import calibrate_fn, shipped_coverage
 
     def fake_fit(rows, params=(), start=None, **kw):
         h = sum(int(r.id) for r in rows) % 97
         return replace(start or Efficiency(), bandwidth=0.5 + h / 200, compute=0.4 + len(rows) / 400), {}
     monkeypatch.setattr(fit, "fit_efficiency", fake_fit)
     rows = [r for r in read_measurements(str(SHIPPED)) if r.mode != "max_throughput"]
-    full = cross_validate(rows, "device", calibrate_fn(coverage=SHIPPED_COVERAGE))
-    some = cross_validate(rows, "device", calibrate_fn(coverage=SHIPPED_COVERAGE,
+    full = cross_validate(rows, "device", calibrate_fn(coverage=shipped_coverage()))
+    some = cross_validate(rows, "device", calibrate_fn(coverage=shipped_coverage(),
                                                        held_out_entries_only=True))
     assert len(full) > 100
     assert [(p.row.id, p.metric, p.predicted) for p in full] == \

@@ -388,11 +388,12 @@ def calibrate_kernels(path, hardware=None, profile="default", dtype: str = "bf16
     """
     from dataclasses import replace
 
-    from ..specs.profile import Profile, load_profile, resolve_efficiency
+    from ..specs.engine import load_engine
+    from ..specs.profile import Profile, load_profile
     rows = read_table(path)
     hw = table_hardware(rows, hardware)
     base_prof = load_profile(profile)
-    before_eff = resolve_efficiency(hw.efficiency, hw.family, base_prof, 16)
+    before_eff = load_engine(base_prof).efficiency(hw.efficiency, hw.family, 16)
     fit = fit_kernels(rows, hw, before_eff, dtype=dtype)
     after_eff = fit["efficiency"]
     # the lookup takes <family>-a16 first (Profile.lookup_keys): the fitted entry goes there

@@ -196,7 +196,7 @@ def probe_kernel_report(r: ProbeResult, sheet_id: str | None, detail: bool = Fal
     import tomllib
 
     from ..specs.hardware import from_dict, load_hardware
-    from ..specs.profile import load_profile, resolve_efficiency
+    from ..specs.engine import load_engine
     from .kernels import predict_rows
     if not r.kernels:
         return []
@@ -206,7 +206,7 @@ def probe_kernel_report(r: ProbeResult, sheet_id: str | None, detail: bool = Fal
     out += kernel_tables(predict_rows(rows, probed), "probed device file", detail)
     if sheet_id and r.device != "cpu":
         hw = load_hardware(sheet_id)
-        eff = resolve_efficiency(hw.efficiency, hw.family, load_profile("default"), 16)
+        eff = load_engine("default").efficiency(hw.efficiency, hw.family, 16)
         out += kernel_tables(predict_rows(rows, hw, eff), f"catalog {hw.id}, default profile",
                              detail)
     return out
