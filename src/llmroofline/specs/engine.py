@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, suggest
-from .profile import COVERAGE_FIELDS, Efficiency, Profile, efficiency_from_dict, profile_from_dict
+from .profile import Efficiency, Profile, efficiency_from_dict, profile_from_dict
 
 DEFAULT_ENGINE = "default"
 # Old spellings that select an engine: `--preset trtllm` meant TensorRT-LLM 0.10's build.
