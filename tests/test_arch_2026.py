@@ -147,20 +147,7 @@ def test_bad_configs_one_line(cfg, needle):
 # -- 3. parameter counts equal transformers' on the meta device ------------------------------
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-
-def _hf_text_config(cfg: dict):
-    if isinstance(cfg.get("text_config"), dict):
-        text = dict(cfg["text_config"])
-        if "tie_word_embeddings" in cfg:
-            text.setdefault("tie_word_embeddings", cfg["tie_word_embeddings"])
-        text.setdefault("model_type", {"qwen3_5_moe": "qwen3_5_moe_text",
-                                       "qwen3_5": "qwen3_5_text"}.get(cfg["model_type"]))
-        cfg = text
-    cfg = {k: v for k, v in cfg.items() if k not in ("quantization_config", "auto_map")}
-    mt = cfg.pop("model_type")
-    mt = {"kimi_k2": "deepseek_v3"}.get(mt, mt)
-    return transformers.CONFIG_MAPPING[mt](**cfg)
+from test_params_hf import hf_config_from_json  # noqa: E402  (the reference config builder)
 
 
 def _meta_params(hf_cfg) -> int:
@@ -185,7 +172,7 @@ BUILDABLE = [p for p in FILES if p.stem not in REFUSED and _read(p).get("model_t
 @pytest.mark.parametrize("path", BUILDABLE, ids=[p.stem for p in BUILDABLE])
 def test_2026_param_count_matches_transformers(path):
     cfg = _read(path)
-    assert param_count(from_hf_config(cfg, path.stem)) == _meta_params(_hf_text_config(cfg))
+    assert param_count(from_hf_config(cfg, path.stem)) == _meta_params(hf_config_from_json(cfg))
 
 
 def test_mtp_parameters_are_reported_separately():
