@@ -18,7 +18,6 @@ About a minute on a 2-core machine (two with --verify).
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from llmroofline.serving import engine_fit as ef
@@ -37,15 +36,8 @@ def table(title: str, d: dict) -> None:
 
 def write(engine: str, params: dict, n: int) -> None:
     path = ROOT / "src" / "llmroofline" / "data" / "engines" / f"{engine}.toml"
-    s = path.read_text()
-    for key, unit in (("request_overhead_s", "request_overhead_us"),
-                      ("iteration_overhead_s", "iteration_overhead_us")):
-        line = (f"{unit} = {params[key] * 1e6:.1f}   # fitted: scripts/fit_modern_engines.py, "
-                f"{n} H200 rows")
-        s, k = re.subn(rf"^{unit} = .*(\n\s+#.*)*$", line, s, count=1, flags=re.M)
-        if not k:
-            raise SystemExit(f"{path}: no {unit} line to replace")
-    path.write_text(s)
+    path.write_text(ef.set_fixed_costs(path.read_text(), params,
+                                       f"fitted: scripts/fit_modern_engines.py, {n} H200 rows"))
     print(f"wrote {path.relative_to(ROOT)}")
 
 

@@ -447,8 +447,8 @@ def launch_commands(d, workload: Workload, *, model_path: str | None = None,
     data: {"launcher", "serve": argv, "yaml": dict or None, "bench": argv, "aiperf": argv,
     "notes": [...], "setup": :func:`setup_record`}. ``model_path``: what the server loads
     (default: the model's hub id); ``max_batch`` / ``max_tokens`` / ``kv_fraction``
-    override the engine's defaults; ``setup``: the setup fields as the user gave them (the
-    record then resolves back to the same deployment)."""
+    override the engine's defaults; ``setup``: the setup fields as the user gave them, with
+    ``model`` and ``hardware`` (the record then resolves back to the same deployment)."""
     if not isinstance(workload, Workload):
         raise InputError("launch: workload must be a launch.Workload")
     launcher = launcher_of(d.engine.name)
@@ -487,10 +487,13 @@ def setup_record(d, workload: Workload, *, launcher: str, model_path: str, max_b
                  max_tokens: int, kv_fraction: float, block_size: int,
                  setup: dict | None = None) -> dict[str, Any]:
     """Deployment + workload as plain data (setup.toml): what :func:`setup_deployment`
-    resolves again. ``setup``: the user's setup fields; without them the record holds the
-    resolved precision bits (native formats: the checkpoint's own, only kvbits kept)."""
+    resolves again. ``setup``: the user's setup fields (and ``model`` / ``hardware`` as
+    given); without them the record holds the model's name, the device id and the resolved
+    precision bits (native formats: the checkpoint's own, only kvbits kept)."""
     p, lay = d.precision, d.layout
-    dep: dict[str, Any] = {"model": d.model.name, "hardware": d.hardware.id,
+    given = setup or {}
+    dep: dict[str, Any] = {"model": given.get("model") or d.model.name,
+                           "hardware": given.get("hardware") or d.hardware.id,
                            "engine": _engine_ref(d.engine), "tp": lay.tp, "pp": lay.pp,
                            "ep": lay.ep, "dp": lay.dp, "cuda_graphs": bool(d.cuda_graphs),
                            "flash": bool(d.flash)}

@@ -56,20 +56,21 @@ class Baseline:
         return (self.ttft0_ms + request_overhead_s * 1e3 + self.k * d, self.tpot0_ms + d)
 
 
-def _zero_costs(run: MeasuredRun):
-    return replace(run_config(run), request_fixed_s=0.0, step_cpu_s=0.0)
+def _zero_costs(run: MeasuredRun, config_of=None):
+    return replace((config_of or run_config)(run), request_fixed_s=0.0, step_cpu_s=0.0)
 
 
 def baselines(runs: list[MeasuredRun], progress=None, skipped: list | None = None,
-              **sim) -> list[Baseline]:
+              config_of=None, **sim) -> list[Baseline]:
     """Simulate every run with its engine's fixed costs at zero (``sim``: simulate_run's
-    keywords, e.g. ``rounds``). A run the engine refuses (a layout the model cannot take,
+    keywords, e.g. ``rounds``; ``config_of(run)``: its SchedulerConfig, default
+    :func:`run_config`). A run the engine refuses (a layout the model cannot take,
     e.g. tp 64 over 32 heads without attention data-parallelism) is left out and, when
     ``skipped`` is a list, appended to it with the reason."""
     out = []
     for i, r in enumerate(runs):
         try:
-            p = simulate_run(r, config=_zero_costs(r), **sim)
+            p = simulate_run(r, config=_zero_costs(r, config_of), **sim)
         except InputError as e:
             if skipped is not None:
                 skipped.append((r, str(e)))
@@ -147,6 +148,24 @@ def verify(rows: list[dict], runs: dict[str, MeasuredRun], **sim) -> list[dict]:
     return out
 
 
+def set_fixed_costs(engine_toml: str, params: dict, comment: str) -> str:
+    """An engine TOML's text with ``request_overhead_us`` and ``iteration_overhead_us`` set
+    to ``params`` (seconds; the comment lines under the old values dropped); a file without
+    them gets them at the top of its ``[runtime]`` table (added when missing)."""
+    import re
+    s = engine_toml
+    for key, unit in (("request_overhead_s", "request_overhead_us"),
+                      ("iteration_overhead_s", "iteration_overhead_us")):
+        line = f"{unit} = {params[key] * 1e6:.1f}   # {comment}"
+        s, k = re.subn(rf"^{unit} = .*(\n\s+#.*)*$", lambda _m: line, s, count=1, flags=re.M)
+        if not k:
+            if not re.search(r"^\[runtime\]", s, flags=re.M):
+                s = s.rstrip("\n") + "\n\n[runtime]\n"
+            s = re.sub(r"^\[runtime\]\n", lambda _m: f"[runtime]\n{line}\n", s, count=1,
+                       flags=re.M)
+    return s
+
+
 def mape(rows: list[dict], key=None) -> dict:
     """Mean absolute percentage error of TTFT, TPOT and throughput, overall or per group."""
     def one(rs):
@@ -166,4 +185,4 @@ def bucket(c: int) -> str:
 
 
 __all__ = ["PARAMS", "Baseline", "baselines", "fit", "cross_validate", "verify", "mape",
-           "bucket"]
+           "bucket", "set_fixed_costs"]
