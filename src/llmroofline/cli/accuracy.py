@@ -32,9 +32,41 @@ def _summary_table(title: str, summary: dict) -> Table:
     return t
 
 
+ResultsOpt = Annotated[Optional[list[str]], typer.Option("--results", help="Result file of a serving benchmark (vllm bench serve --save-result JSON, sglang.bench_serving JSONL, genai-perf / aiperf profile export, trtllm-bench --report_json; docs/results.md); repeat for several. Needs --setup.")]
+SetupFileOpt = Annotated[Optional[str], typer.Option("--setup", help="The setup.toml `llmroofline launch --out` wrote for these results: deployment, engine batching values, workload.")]
+
+
+def _result_runs(results: Optional[list[str]], setup_file: Optional[str], csv_file):
+    """The results with their setup as simulator runs (``serving.from_results``)."""
+    from ..launch import read_setup
+    from ..result_files import read_results
+    from ..serving.from_results import runs_of
+    if csv_file:
+        raise InputError("results: give either a measurements CSV or --results files")
+    if not setup_file:
+        raise InputError("results: --results needs --setup FILE (the setup.toml that "
+                         "`llmroofline launch --out` wrote)")
+    rec = read_setup(setup_file)
+    return runs_of(rec, [r for f in results for r in read_results(f)])
+
+
+def _results_table(title: str, rows: list[dict]) -> Table:
+    t = Table(title=title, title_justify="left", caption="error = predicted / measured - 1; "
+              "times in ms, throughput in output tokens/s", caption_justify="left")
+    for col in ("result", "c", "isl", "osl", "metric", "measured", "predicted", "error"):
+        t.add_column(col, justify="left" if col in ("result", "metric") else "right")
+    for r in rows:
+        k = 1.0 if r["metric"] == "output_tok_s" else 1e3
+        t.add_row(r["result"], str(r["concurrency"]), str(r["isl"]), str(r["osl"]),
+                  r["metric"].replace("_s", "_ms") if k == 1e3 else r["metric"],
+                  f"{r['measured'] * k:.4g}", f"{r['predicted'] * k:.4g}", f"{r['error']:+.1%}")
+    return t
+
+
 @app.command("validate")
 def validate_cmd(
     csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (default: the shipped calibration data).", show_default=False)] = None,
+    results: ResultsOpt = None, setup_file: SetupFileOpt = None,
     engine: setup_option("engine") = None, profile: setup_option("profile") = None,
     serving: Annotated[bool, typer.Option("--serving", help="Validate the shipped in-flight-batching rows (max_throughput mode, simulated; ~15 s).")] = False,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Leave-one-group-out: device, model or source (refits the profile per fold).")] = None,
@@ -44,6 +76,14 @@ def validate_cmd(
 ) -> None:
     """Compare predictions with measured throughput, TTFT, TPOT and latency."""
     from .. import validate as val
+    if results or setup_file:
+        from ..serving.from_results import predict
+        rows_ = predict(_result_runs(results or [], setup_file, csv_file))
+        if as_json:
+            print(jsonout.dumps({"rows": rows_}))
+        else:
+            out.print(_results_table("Benchmark results versus the simulated closed loop", rows_))
+        return
     if serving and csv_file:
         raise InputError("serving: give either a CSV file or --serving (the shipped serving rows)")
     default = val.shipped_serving_measurements() if serving else val.shipped_measurements()
@@ -85,7 +125,8 @@ def validate_cmd(
 
 @app.command("calibrate")
 def calibrate_cmd(
-    csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (schema of the shipped calibration.csv); omit with --kernels.", show_default=False)] = None,
+    csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (schema of the shipped calibration.csv); omit with --kernels or --results.", show_default=False)] = None,
+    results: ResultsOpt = None, setup_file: SetupFileOpt = None,
     out_file: Annotated[str, typer.Option("--out", help="Profile TOML to write (use it as --profile FILE).")] = "calibrated.toml",
     params: Annotated[Optional[str], typer.Option("--params", help="Comma-separated parameters to fit (default: all but gemm_half_rows, as for the default profile).")] = None,
     cv: Annotated[Optional[str], typer.Option("--cv", help="Also report leave-one-group-out error: device, model or source.")] = None,
@@ -94,12 +135,30 @@ def calibrate_cmd(
     kernels: Annotated[Optional[str], typer.Option("--kernels", help="Fit the device's entry to a measured-kernel table (`probe --kernels-out`) instead of a measurements CSV.")] = None,
     hardware: Annotated[Optional[str], typer.Option("--hardware", "-H", help="With --kernels: the device (default: matched by the table's device name).")] = None,
 ) -> None:
-    """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU)."""
+    """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU);
+    with --results, the engine's request and iteration overhead to benchmark result files."""
     from .. import fit, validate as val
     from ..specs.profile import profile_to_toml
     from ..safeio import atomic_write_text, check_out_path, exists
     if not out_file.endswith(".toml"):
         raise InputError(f"out: the profile file must end in .toml, got {out_file!r}")
+    if results or setup_file:
+        from ..serving.from_results import fit_engine, predict, with_costs
+        sets = _result_runs(results or [], setup_file, csv_file)
+        check_out_path("out", out_file)
+        replacing = exists(out_file)
+        params, text, skipped = fit_engine([sets], out_file)
+        atomic_write_text(out_file, text, "out")
+        if replacing:
+            err.print(f"[yellow]note:[/] replaced the existing {out_file}")
+        for run, why in skipped:
+            out.print(f"[yellow]skipped[/] {run.id}: {why}")
+        out.print(_results_table("Fit error (results used for the fit)",
+                                 predict(with_costs(sets, params))))
+        out.print(f"wrote {out_file}: request overhead {params['request_overhead_s'] * 1e3:.2f} "
+                  f"ms, iteration overhead {params['iteration_overhead_s'] * 1e3:.3f} ms "
+                  f"(use it as --engine {out_file})")
+        return
     if kernels is not None or csv_file is None:
         from ..probe.report import calibrate_kernels_cli
         return calibrate_kernels_cli(csv_file, kernels, hardware, out_file, out)

@@ -124,9 +124,14 @@ def fit_engine(sets: list[SetupRuns], out_file: str) -> tuple[dict, str, list]:
     stem = Path(out_file).stem
     base = eng.name
     name = stem if stem == base or stem.startswith(base + "-") else f"{base}-{stem}"
+    import json
     import re
     n = len(bs)
     text = re.sub(r'^name = .*$', lambda _m: f'name = "{name}"', text, count=1, flags=re.M)
+    fitted = json.dumps(f"fixed costs: {n} benchmark run(s), calibrate --results; kernels: "
+                        f"{eng.fitted_to}")      # a JSON string is a TOML basic string
+    text = re.sub(r'^fitted_to = .*$', lambda _m: f"fitted_to = {fitted}", text, count=1,
+                  flags=re.M)
     text = ef.set_fixed_costs(text, params, f"fitted by calibrate --results: {n} run(s)")
     head = (f"# llmroofline engine '{name}': engine '{base}' with its request and iteration "
             f"overhead fitted to {n} benchmark run(s) by `llmroofline calibrate --results`\n")
