@@ -174,3 +174,12 @@ def test_json_is_plain_data(capsys):
     assert data["launcher"] == "sglang" and data["serve"][2] == "sglang.launch_server"
     assert data["setup"]["workload"] == {"concurrency": 16, "isl": 1024, "osl": 256,
                                          "requests": 160}
+
+
+def test_docs_list_every_argument_of_the_table():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    rows = {line.split("|")[1].strip() + " " + line.split("|")[2].strip().split("`")[1]
+            for line in doc.splitlines() if line.startswith("| ") and "`" in line
+            and line.split("|")[1].strip() in {a.tool for a in ARGS}}
+    assert rows == {f"{a.tool} {a.flag}" for a in ARGS}
