@@ -397,7 +397,7 @@ def _serve(d, launcher: str, model: str, v: dict, host: str, port: int,
     return cmd, yaml
 
 
-def _bench(launcher: str, tool: str, model: str, w: Workload, host: str, port: int,
+def _bench(tool: str, model: str, w: Workload, host: str, port: int,
            out: str) -> list[str]:
     c, i, o, n = (str(x) for x in (w.concurrency, w.isl, w.osl, w.requests))
     if tool == "vllm bench serve":
@@ -462,8 +462,8 @@ def launch_commands(d, workload: Workload, *, model_path: str | None = None,
         raise InputError(f"launch: kv_fraction must be in (0, 1], got {v['kv_fraction']!r}")
     serve, yaml = _serve(d, launcher, model, v, host, port, YAML_NAME, notes)
     server, _, bench_tool = TOOLS[launcher]
-    bench = _bench(launcher, bench_tool, model, workload, host, port, results_dir)
-    aiperf = _bench(launcher, "aiperf profile", model, workload, host, port, results_dir)
+    bench = _bench(bench_tool, model, workload, host, port, results_dir)
+    aiperf = _bench("aiperf profile", model, workload, host, port, results_dir)
     for tool, argv in ((server, serve), (bench_tool, bench), ("aiperf profile", aiperf)):
         check_command(tool, argv)
     return {"launcher": launcher, "engine": d.engine.name, "serve": serve, "yaml": yaml,

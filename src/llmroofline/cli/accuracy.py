@@ -78,6 +78,9 @@ def validate_cmd(
     from .. import validate as val
     if results or setup_file:
         from ..serving.from_results import predict
+        if serving or cv or plot or rows:
+            raise InputError("results: --serving, --cv, --plot and --rows apply to "
+                             "measurement CSVs; --results prints every row")
         rows_ = predict(_result_runs(results or [], setup_file, csv_file))
         if as_json:
             print(jsonout.dumps({"rows": rows_}))
@@ -144,6 +147,10 @@ def calibrate_cmd(
         raise InputError(f"out: the profile file must end in .toml, got {out_file!r}")
     if results or setup_file:
         from ..serving.from_results import fit_engine, predict, with_costs
+        if params or cv or fit_serving or kernels or gqa_max_group is not None:
+            raise InputError("results: --params, --cv, --fit-serving, --kernels and "
+                             "--gqa-max-group fit kernels to measurement CSVs; --results "
+                             "fits the engine's request and iteration overhead")
         sets = _result_runs(results or [], setup_file, csv_file)
         check_out_path("out", out_file)
         replacing = exists(out_file)

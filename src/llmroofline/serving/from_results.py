@@ -35,6 +35,7 @@ class SetupRuns:
 
     deployment: object
     config: object
+    cost: object          # IterationCost of the deployment (layout, CUDA graphs as set up)
     rounds: int
     runs: tuple
 
@@ -43,6 +44,7 @@ def runs_of(rec: dict, results: list) -> SetupRuns:
     """The results of one setup record as measured runs (module docstring)."""
     from ..launch import launcher_of, setup_deployment, setup_workload
     from .config import scheduler_config
+    from .cost import IterationCost
     d = setup_deployment(rec)
     w = setup_workload(rec)
     backend = launcher_of(d.engine.name)
@@ -68,11 +70,12 @@ def runs_of(rec: dict, results: list) -> SetupRuns:
             ttft_ms=r.ttft_mean_s * 1e3, tpot_ms=r.tpot_mean_s * 1e3)
         runs.append((run, r))
     rounds = max(1, round(w.requests / w.concurrency) - 1)
-    return SetupRuns(d, cfg, rounds, tuple(runs))
+    cost = IterationCost.of(d, max_tokens=cfg.max_tokens, max_batch=cfg.max_batch)
+    return SetupRuns(d, cfg, cost, rounds, tuple(runs))
 
 
 def _sim_kw(s: SetupRuns) -> dict:
-    return dict(profile=s.deployment.engine, rounds=s.rounds, warmup=1)
+    return dict(cost=s.cost, rounds=s.rounds, warmup=1)
 
 
 def predict(s: SetupRuns, config=None) -> list[dict]:
