@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from llmroofline import plots  # noqa: E402
-from llmroofline.serving import plots as splots  # noqa: E402
+from llmroofline import plots
+from llmroofline.serving import plots as splots
 
 
 # -- the 1.0 line ---------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def test_boundary_edges_separate_opposite_cells_and_ties_draw_nothing():
     z[rng.random(z.shape) < 0.2] = np.nan
     z[0, 0] = 0.0                                  # a tie: within 0.1 %, on neither side
     for e in _edges_of(plots.ratio_boundary(z)):
-        (r0, c0), (r1, c1) = sorted(e)
+        (r0, c0), (r1, _) = sorted(e)
         if r0 == r1:          # horizontal edge on row edge r0 between rows r0 - 1 and r0
             a, b = z[r0 - 1, c0], z[r0, c0]
         else:                 # vertical edge on column edge c0 between columns c0 - 1, c0
@@ -160,7 +160,7 @@ def _fake_search():
     def pt(hw, tp, b, t, rate, tpot, pareto=False):
         return SimpleNamespace(hardware=hw, tp=tp, max_batch=b, max_tokens=t, rate=rate,
                                tpot_s=tpot, pareto=pareto, per_device=rate / tp,
-                               label=f"{'TP%d ' % tp if tp > 1 else ''}{hw} b{b} t{t}")
+                               label=f"{f'TP{tp} ' if tp > 1 else ''}{hw} b{b} t{t}")
     pts = [pt("h100-sxm", 4, 64, 8192, 23.2, 0.0112, True),
            pt("h100-sxm", 2, 64, 8192, 16.2, 0.0151, True),
            pt("h100-sxm", 1, 64, 8192, 10.0, 0.0229, True),
