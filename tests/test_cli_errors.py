@@ -199,15 +199,17 @@ def test_analyze_json_contract():
     assert d["params"] == 6_738_415_616
 
 
-def test_grid_json_is_an_array_of_points():
+def test_grid_json_is_columnar():
+    # a grid prints one object of columns (docs/conventions.md, "Grid JSON"), not a list
     r = run_cli("analyze", "--batch", "1:8", "--input", "128,256", "--json")
     assert r.returncode == 0, r.stderr
-    data = json.loads(r.stdout)
-    assert isinstance(data, list) and len(data) == 4 * 2
-    assert {(d["batch"], d["input_len"]) for d in data} == {
-        (b, i) for b in (1, 2, 4, 8) for i in (128, 256)}
-    for d in data:
-        check_point(d)
+    g = json.loads(r.stdout)
+    assert isinstance(g, dict) and g["format"] == "columnar-1" and g["points"] == 4 * 2
+    assert g["axes"] == {"batch": [1, 2, 4, 8], "input_len": [128, 256], "output_len": [128]}
+    c = g["columns"]
+    assert list(zip(c["batch"], c["input_len"])) == [(b, i) for b in (1, 2, 4, 8) for i in (128, 256)]
+    assert "ops" not in g
+    data = [{k: c[k][n] for k in ("batch", "input_len", "throughput_tok_s")} for n in range(8)]
     # more sequences per step: higher throughput at fixed input length
     by = {(d["batch"], d["input_len"]): d["throughput_tok_s"] for d in data}
     assert by[(1, 128)] < by[(2, 128)] < by[(4, 128)] < by[(8, 128)]

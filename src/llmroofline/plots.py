@@ -113,7 +113,84 @@ def _runs(mask: np.ndarray):
                 j += 1
 
 
+def ratio_boundary(z: np.ndarray, tie: float = math.log2(1.001)) -> list[list[tuple[int, int]]]:
+    """The ratio-1.0 line of a heatmap as polylines along cell edges.
+
+    ``z`` (rows x columns) is log2 of the ratio, NaN where a cell is not compared. An edge
+    is drawn between two neighbouring compared cells on opposite sides of 1 (beyond the
+    ``tie`` band, the 0.1 % the winner rule also ignores), so the line follows exactly the
+    cells drawn, instead of a contour through cell centres, which stops short at masked
+    cells and breaks into fragments. Vertices are ``(row edge, column edge)`` indices:
+    vertex (r, c) sits at (x edge c, y edge r). Edges are chained into the fewest paths
+    (a vertex where four edges meet is split so no path crosses itself).
+    """
+    z = np.asarray(z, dtype=float)
+    side = np.where(np.isnan(z), 0, np.where(z > tie, 1, np.where(z < -tie, -1, 0)))
+    edges = []
+    flip_h = side[:, :-1] * side[:, 1:] < 0            # between columns j and j + 1
+    for i, j in zip(*np.nonzero(flip_h)):
+        edges.append(((int(i), int(j) + 1), (int(i) + 1, int(j) + 1)))
+    flip_v = side[:-1, :] * side[1:, :] < 0            # between rows i and i + 1
+    for i, j in zip(*np.nonzero(flip_v)):
+        edges.append(((int(i) + 1, int(j)), (int(i) + 1, int(j) + 1)))
+    adj: dict[tuple[int, int], list[int]] = {}
+    for k, (a, b) in enumerate(edges):
+        adj.setdefault(a, []).append(k)
+        adj.setdefault(b, []).append(k)
+    used = [False] * len(edges)
+
+    def walk(start):
+        path, v = [start], start
+        while True:
+            nxt = [k for k in adj[v] if not used[k]]
+            if not nxt:
+                return path
+            k = nxt[0]
+            used[k] = True
+            a, b = edges[k]
+            v = b if a == v else a
+            path.append(v)
+            if len(adj[v]) > 2:       # a saddle: end here rather than cross over
+                return path
+
+    paths = []
+    # start at path ends (odd degree) first so open lines come out whole
+    for v in sorted(adj, key=lambda v: len(adj[v]) % 2 == 0):
+        while any(not used[k] for k in adj[v]):
+            paths.append(walk(v))
+    return paths
+
+
+def axis_ticks(vals: np.ndarray, max_ticks: int = 9) -> list[float]:
+    """Tick values of a log-spaced grid axis: the first and last grid values (so the end
+    columns are always labelled) and the powers of two between them, at most
+    ``max_ticks``, none closer than half a tick step (in log2) to its neighbours."""
+    vals = np.asarray(vals, dtype=float)
+    lo, hi = math.log2(vals[0]), math.log2(vals[-1])
+    if hi - lo < 1e-9:
+        return [float(vals[0])]
+    step = max(1, math.ceil((hi - lo) / (max_ticks - 1)))
+    inner = [float(k) for k in range(math.ceil(lo), math.floor(hi) + 1, step)]
+    gap = step / 2
+    inner = [k for k in inner if k - lo >= gap and hi - k >= gap]
+    return [float(vals[0])] + [2.0 ** k for k in inner] + [float(vals[-1])]
+
+
 # -- comparison heatmap ------------------------------------------------------------------
+def _draw_boundary(ax, paths, xe: np.ndarray, ye: np.ndarray) -> None:
+    """Draw the ratio-1.0 paths (cell-edge vertices) and label the longest one "1.0"."""
+    if not paths:
+        return
+    for path in paths:
+        ax.plot([xe[c] for _, c in path], [ye[r] for r, _ in path], color="k", lw=1.8,
+                solid_joinstyle="miter", zorder=2)
+    longest = max(paths, key=len)
+    r, c = longest[len(longest) // 2]
+    ax.text(xe[c], ye[r], "1.0", fontsize=9, ha="center", va="center", zorder=3,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none",
+                  "alpha": 0.85})
+
+
 def compare_figure(meshes: Mesh | Sequence[Mesh]):
     """Matplotlib figure: one heatmap panel per mesh (e.g. both methods side by side).
 
@@ -144,9 +221,7 @@ def compare_figure(meshes: Mesh | Sequence[Mesh]):
         if n_dev == 2:
             z = np.ma.masked_invalid(np.log2(m.ratio))
             image = ax.pcolormesh(xe, ye, z, cmap=cmap, norm=norm, rasterized=True)
-            if np.nanmin(z) < 0 < np.nanmax(z):
-                cs = ax.contour(m.seq, m.batch, z, levels=[0.0], colors="k", linewidths=1.6)
-                ax.clabel(cs, fmt={0.0: "1.0"}, fontsize=9)
+            _draw_boundary(ax, ratio_boundary(z.filled(np.nan)), xe, ye)
         else:
             w = np.ma.masked_less(m.winner.astype(float), 0)
             image = ax.pcolormesh(xe, ye, w, cmap=dev_cmap, norm=dev_norm, rasterized=True)
@@ -172,10 +247,7 @@ def compare_figure(meshes: Mesh | Sequence[Mesh]):
         ax.set_xlim(xe[0], xe[-1])
         ax.set_ylim(ye[0], ye[-1])
         for axis, vals in ((ax.xaxis, m.seq), (ax.yaxis, m.batch)):
-            lo, hi = np.log2(vals[0]), np.log2(vals[-1])
-            step = max(1, int(math.ceil((hi - lo) / 8)))
-            ticks = [2.0 ** k for k in range(int(math.ceil(lo)), int(math.floor(hi)) + 1, step)]
-            axis.set_major_locator(FixedLocator(ticks or list(vals[[0, -1]])))
+            axis.set_major_locator(FixedLocator(axis_ticks(vals)))
             axis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
             axis.set_minor_locator(NullLocator())
         ax.set_xlabel(f"sequence length (mean KV tokens of decode; output {m.output_len})")
@@ -266,11 +338,16 @@ def compare_html(meshes: Mesh | Sequence[Mesh], path) -> None:
                 hoverinfo="text", name="ratio", showscale=(c == 1),
                 colorbar=dict(title="ratio", tickvals=ticks,
                               ticktext=labels)), row=1, col=c)
-            fig.add_trace(go.Contour(x=x, y=y, z=z, contours=dict(start=0, end=0, size=1,
-                                                                 coloring="lines"),
-                                     colorscale=[[0, "black"], [1, "black"]],
-                                     line=dict(color="black", width=2), showscale=False,
-                                     hoverinfo="skip", name="ratio 1.0"), row=1, col=c)
+            # the 1.0 line along cell edges (as in the PNG): x/y in log2, paths split by None
+            xe, ye = np.log2(_edges(m.seq)), np.log2(_edges(m.batch))
+            bx, by = [], []
+            for line in ratio_boundary(z):
+                bx += [float(xe[cc]) for _, cc in line] + [None]
+                by += [float(ye[r]) for r, _ in line] + [None]
+            if bx:
+                fig.add_trace(go.Scatter(x=bx, y=by, mode="lines", line={"color": "black", "width": 2},
+                                         hoverinfo="skip", name="ratio 1.0", showlegend=False),
+                              row=1, col=c)
         else:
             w = np.where(m.winner >= 0, m.winner, np.nan)
             scale = [[k / n_dev + e / n_dev, DEVICE_COLORS[k]] for k in range(n_dev) for e in (0, 1)]
@@ -280,11 +357,10 @@ def compare_html(meshes: Mesh | Sequence[Mesh], path) -> None:
                                                    ticktext=list(m.hardware))), row=1, col=c)
         for axis, vals, title in (("xaxis", m.seq, "sequence length (mean KV tokens)"),
                                   ("yaxis", m.batch, "batch size")):
-            lo, hi = np.log2(vals[0]), np.log2(vals[-1])
-            step = max(1, int(math.ceil((hi - lo) / 8)))
-            tv = list(range(int(math.ceil(lo)), int(math.floor(hi)) + 1, step))
+            tv = axis_ticks(vals)
             fig.update_layout({f"{axis}{'' if c == 1 else c}": dict(
-                title=title, tickvals=tv, ticktext=[short(2.0 ** t) for t in tv])})
+                title=title, tickvals=[math.log2(t) for t in tv],
+                ticktext=[short(t) for t in tv])})
     head = " vs ".join(m0.hardware)
     fig.update_layout(title=f"{head}: {m0.model} ({m0.precision}), decode throughput; grey: "
                             f"fits neither or beyond context; light blue/red: only that device fits",
@@ -481,7 +557,8 @@ def save_roofline(analyses: Sequence[Analysis], path, phases=("prefill", "decode
 
 __all__ = ["compare_figure", "compare_html", "compare_csv", "save_compare", "roofline_figure",
            "roofline_html", "save_roofline", "compare_figure_size_px",
-           "roofline_figure_size_px"]
+           "roofline_figure_size_px", "ratio_boundary", "axis_ticks", "validation_figure",
+           "log_ticks", "plain_number"]
 
 
 # -- validation scatter ---------------------------------------------------------------------
@@ -489,7 +566,46 @@ def validation_scatter(result, path) -> Path:
     """Predicted vs measured, log-log, one panel per metric, +-10 % and +-25 % bands,
     points coloured by device. ``result`` is a :class:`llmroofline.validate.Validation`."""
     kind = _suffix(path, (".png", ".svg"))
+    fig = validation_figure(result)
+    out = Path(path)
+    try:
+        fig.savefig(out, format=kind.lstrip("."), dpi=110)
+    finally:
+        _mpl()[1].close(fig)
+    return out
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> list[float]:
+    """Round tick values inside [lo, hi] of a log axis: 1-2-5 per decade, thinned to
+    1-per-decade, then every k-th decade, until at most ``max_ticks`` remain (at least
+    two when the range holds two 1-2-5 values)."""
+    d0, d1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for mants in ((1, 2, 5), (1, 3), (1,)):
+        vals = [m * 10.0 ** d for d in range(d0, d1 + 1) for m in mants]
+        vals = [v for v in vals if lo <= v <= hi]
+        if len(vals) <= max_ticks:
+            break
+    if len(vals) > max_ticks:
+        k = math.ceil(len(vals) / max_ticks)
+        vals = vals[::k]
+    if len(vals) < 2:       # less than a 1-2-5 step wide: both ends, rounded
+        vals = [float(f"{lo * 1.05:.2g}"), float(f"{hi / 1.05:.2g}")]
+    return vals
+
+
+def plain_number(v: float) -> str:
+    """Decimal tick text: 0.5, 20, 500, 2k, 10k, 1M (k = 1e3, M = 1e6)."""
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def validation_figure(result):
+    """The figure of :func:`validation_scatter` (returned open, for tests)."""
     _, plt = _mpl()
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
     metrics = [m for m in ("throughput_tok_s", "ttft_ms", "tpot_ms", "e2e_ms")
                if any(p.metric == m for p in result.predictions)]
     if not metrics:
@@ -514,6 +630,13 @@ def validation_scatter(result, path) -> Path:
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
+        # matplotlib labels the minor ticks of a short log axis (6x10^0, 2x10^1, ...) and
+        # they collide; a few round 1-2-5 values in plain numbers instead
+        ticks = log_ticks(lo, hi)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(FixedLocator(ticks))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"measured {metric}")
         ax.set_ylabel(f"predicted {metric}")
         e = np.abs([p.error for p in ps])
@@ -521,7 +644,4 @@ def validation_scatter(result, path) -> Path:
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"llmroofline predictions vs measurements (profile {result.profile})", fontsize=10)
     fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, format=kind.lstrip("."), dpi=110)
-    plt.close(fig)
-    return out
+    return fig

@@ -34,7 +34,8 @@ def analyze(
     accept: Annotated[float, typer.Option("--accept", help="Acceptance rate per draft token [0, 1].")] = 0.7,
     draft_tp: Annotated[Optional[int], typer.Option("--draft-tp", help="Tensor-parallel devices of the draft (default: --tp).")] = None,
     mtp: Annotated[Optional[int], typer.Option("--mtp", help="Speculative decoding with the model's own MTP module as draft: N draft tokens per round (with --accept).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (an array for a grid).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object per point; a grid as columns (axes + one array per metric).")] = False,
+    with_ops: Annotated[bool, typer.Option("--ops", help="With --json on a grid: per-operator arrays too (most of the size and time).")] = False,
     setup: dict = None,
 ) -> None:
     """Per-operator roofline of prefill and decode, latency, throughput and memory."""
@@ -62,13 +63,13 @@ def analyze(
     if fit:
         err.print(f"[yellow]warning:[/] {fit}", soft_wrap=True)
     if as_json:
-        data = [report.to_dict(a, i) for i in points]
-        if len(points) == 1:
-            report.add_fit(data[0], a, points[0])
+        if len(points) > 1:   # columns, compact: a grid's output costs what its numbers do
+            print(jsonout.dumps(report.grid_dict(a, spec, ops=with_ops), indent=None))
+            return
+        d = report.add_fit(report.to_dict(a, points[0]), a, points[0])
         if spec is not None:
-            for d, i in zip(data, points):
-                d["speculative"] = report.speculative_dict(spec, i)
-        print(jsonout.dumps(data[0] if len(data) == 1 else data))
+            d["speculative"] = report.speculative_dict(spec, points[0])
+        print(jsonout.dumps(d))
         return
     if len(points) == 1:
         _print_single(report.to_dict(a, points[0]))

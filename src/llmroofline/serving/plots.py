@@ -164,9 +164,6 @@ def plot_pareto(search, path, title: str = "") -> Path:
     if front:
         ax.plot([q.tpot_s * 1e3 for q in front], [q.per_device for q in front], c="k", lw=1,
                 label="Pareto front")
-        for q in front:
-            ax.annotate(q.label, (q.tpot_s * 1e3, q.per_device), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
     b = search.best
     if b is not None and b.tpot_s is not None:
         cost = f", ${b.cost_usd_h:.2f}/h" if b.cost_usd_h is not None else ""
@@ -183,8 +180,55 @@ def plot_pareto(search, path, title: str = "") -> Path:
                  fontsize=10)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
+    fig.tight_layout()              # final axes position first: labels are placed in pixels
+    place_labels(ax, [(q.tpot_s * 1e3, q.per_device, q.label) for q in front])
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
     fig.savefig(p, dpi=DPI)
     plt.close(fig)
     return p
+
+
+# label offsets tried in turn (points): right-above, left-above, right-below, left-below
+_LABEL_SPOTS = ((4, 3, "left", "bottom"), (-4, 3, "right", "bottom"),
+                (4, -3, "left", "top"), (-4, -3, "right", "top"))
+
+
+def place_labels(ax, points, fontsize: float = 7) -> list:
+    """Annotate ``(x, y, text)`` points so each label lies inside the axes and clear of the
+    labels placed before it: the first of four spots around the point that fits
+    (right-above, left-above, right-below, left-below), else the spot that sticks out
+    least, inside the axes. Returns the annotations."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    placed, out = [], []
+    for x, y, text in points:
+        best = None
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            a = ax.annotate(text, (x, y), fontsize=fontsize, xytext=(dx, dy),
+                            textcoords="offset points", ha=ha, va=va)
+            bb = a.get_window_extent(renderer)
+            outside = (max(0, box.x0 - bb.x0) + max(0, bb.x1 - box.x1)
+                       + max(0, box.y0 - bb.y0) + max(0, bb.y1 - box.y1))
+            overlap = sum(max(0, min(bb.x1, o.x1) - max(bb.x0, o.x0))
+                          * max(0, min(bb.y1, o.y1) - max(bb.y0, o.y0)) for o in placed)
+            score = (outside > 0, overlap > 0, outside, overlap)
+            if best is None or score < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (score, a, bb)
+            else:
+                a.remove()
+            if score[:2] == (False, False):
+                break
+        _, a, bb = best
+        if best[0][0]:      # no spot inside: push it in (an offset in points, 72 per inch)
+            k = 72 / fig.dpi
+            sx = max(0, box.x0 - bb.x0) - max(0, bb.x1 - box.x1)
+            sy = max(0, box.y0 - bb.y0) - max(0, bb.y1 - box.y1)
+            ox, oy = a.xyann
+            a.xyann = (ox + sx * k, oy + sy * k)
+            bb = a.get_window_extent(renderer)
+        placed.append(bb)
+        out.append(a)
+    return out

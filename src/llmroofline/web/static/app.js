@@ -190,35 +190,47 @@ async function run() {
       ...base, hardware: hws, batch: state.mesh_batch, seq: state.mesh_seq, output_len: int("mesh_output"),
     }) : Promise.resolve(null),
   ];
-  jobs[0].catch((e) => {                // show a bad value at once, not when every request ends
-    if (my !== pending) return;
-    $("error").hidden = false;
-    $("error").textContent = e.message;
+  // Each request is shown as soon as it settles, so an error (or a result) never waits for
+  // a slower request; an analyze error stands alone (the others usually repeat it).
+  const errors = {};
+  const current = () => my === pending;   // false once a newer request has started
+  const showErrors = () => {
+    const list = errors.analyze ? [errors.analyze] : Object.values(errors);
+    $("error").hidden = list.length === 0;
+    $("error").textContent = list.join("\n");
+  };
+  const pa = jobs[0].then((a) => {
+    if (!current()) return;
+    lastAnalysis = a;
+    renderAnalysis(a);
+    $("results").classList.remove("stale");
+  }, (e) => {
+    if (!current()) return;
+    errors.analyze = e.message;
+    showErrors();
     $("results").classList.add("stale");
+    document.body.dataset.failed = "analyze";
   });
-  const [a, r, c] = await Promise.allSettled(jobs);
-  if (my !== pending) return;           // a newer request is on its way
-  const errors = [];
-  if (a.status === "fulfilled") {
-    lastAnalysis = a.value;
-    renderAnalysis(a.value);
-  } else {
-    errors.push(a.reason.message);
-  }
-  if (r.status === "fulfilled") renderRoofline(r.value);
-  else if (a.status === "fulfilled") errors.push("roofline: " + r.reason.message);
-  if (c.status === "fulfilled") renderCompare(c.value, hws);
-  else $("compare-summary").textContent = "comparison: " + c.reason.message;
-  if (c.status === "fulfilled" && !c.value) {
+  const pr = jobs[1].then((r) => { if (current()) renderRoofline(r); }, (e) => {
+    if (!current()) return;
+    errors.roofline = "roofline: " + e.message;
+    showErrors();
+  });
+  const pc = jobs[2].then((c) => {
+    if (!current()) return;
+    if (c) { renderCompare(c, hws); return; }
     $("compare-summary").textContent = "Choose a second device (other than the first) to compare.";
     if (window.Plotly) Plotly.purge($("compare-chart"));
     $("cmp-sub").textContent = "";
-  }
-  $("error").hidden = errors.length === 0;
-  $("error").textContent = errors.join("\n");
-  $("results").classList.toggle("stale", a.status !== "fulfilled");
+  }, (e) => {
+    if (current()) $("compare-summary").textContent = "comparison: " + e.message;
+  });
+  delete document.body.dataset.failed;
+  $("error").hidden = true;
+  await Promise.allSettled([pa, pr, pc]);
+  if (!current()) return;               // a newer request is on its way
   document.body.dataset.rev = String(++rev);
-  document.body.dataset.state = a.status === "fulfilled" ? "ready" : "error";
+  document.body.dataset.state = errors.analyze ? "error" : "ready";
 }
 
 // -- summary ----------------------------------------------------------------------------------
@@ -425,11 +437,12 @@ function renderCompare(data, hws) {
   }
   lim *= 1.02;
   const ticks = ratioTicks(lim);
-  const axis = (vals, title) => {
-    const lo = Math.ceil(Math.log2(vals[0])), hi = Math.floor(Math.log2(vals[vals.length - 1]));
-    const step = Math.max(1, Math.ceil((hi - lo) / 8)), tv = [];
-    for (let t = lo; t <= hi; t += step) tv.push(t);
-    return { title: { text: title }, tickvals: tv, ticktext: tv.map((t) => short(Math.pow(2, t))) };
+  const axis = (vals, title) => {   // plots.axis_ticks: both ends, powers of two between
+    const lo = Math.log2(vals[0]), hi = Math.log2(vals[vals.length - 1]);
+    const step = Math.max(1, Math.ceil((hi - lo) / 8)), tv = [lo];
+    for (let t = Math.ceil(lo); t <= Math.floor(hi); t += step) if (t - lo >= step / 2 && hi - t >= step / 2) tv.push(t);
+    if (hi > lo) tv.push(hi);
+    return { title: { text: title }, tickvals: tv, ticktext: tv.map((t) => short(Math.round(Math.pow(2, t)))) };
   };
   const traces = [
     { type: "heatmap", x, y, z: zm, zmin: -0.5, zmax: 2.5, showscale: false, hoverinfo: "text", text: hover, name: "masked",
