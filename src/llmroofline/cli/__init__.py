@@ -19,7 +19,7 @@ from ..errors import InputError
 from .common import app, engine_kwargs, err, gb, out, secs, si  # noqa: F401  (public helpers)
 
 # Importing a command module registers its commands on ``app``, in this (help) order.
-from . import analyze, catalog, compare, accuracy, advise, local, serving, launch, web  # noqa: E402,F401,I001
+from . import analyze, catalog, compare, accuracy, advise, local, serving, fleet, launch, web  # noqa: E402,F401,I001
 
 
 # What to install when a module is missing (matplotlib and plotly are core dependencies, so
