@@ -43,6 +43,23 @@ def release_of(row: Row) -> str:
     return m.group(1) if m else row.source_id
 
 
+def is_offline_csv(path: str | Path) -> bool:
+    """Whether a measurement CSV holds only TensorRT-LLM 0.11-0.17 max-throughput rows
+    (``mode`` max_throughput, ``source_id`` trtllm_v0.11 ... trtllm_v0.17): the rows
+    ``validate`` simulates under engine ``trtllm-0.1x``."""
+    import csv
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with p.open(newline="") as f:
+        recs = list(csv.DictReader(f))
+    def ours(rec: dict) -> bool:
+        m = _RELEASE.match(rec.get("source_id") or "")
+        return (bool(m) and (rec.get("mode") or "").strip().lower() == "max_throughput"
+                and 11 <= int(m.group(1).split(".")[1]) <= 17 and m.group(1).startswith("0."))
+    return bool(recs) and all(ours(r) for r in recs)
+
+
 def _catalog_problem(row: Row) -> str | None:
     from ..specs.catalog import load_model
     from ..specs.hardware import load_hardware
