@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmroofline.errors import InputError
 from llmroofline.serving import measured
 
 _REL = "shared/reference/measured_modern/serving_h200_concurrency.csv"
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         try:
             first = measured.simulate_run(r)       # builds the row's cost table if new
-        except Exception as e:                      # a layout the engine refuses
+        except InputError as e:                     # a layout the engine refuses
             print(f"skip {r.id}: {e}")
             continue
         builds.append(time.perf_counter() - t)

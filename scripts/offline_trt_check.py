@@ -15,8 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from llmroofline.serving.offline_trt import (OFFLINE_ENGINE, read_offline_csv,
-                                             simulate_offline, skip_counts)
+from llmroofline.serving.offline_trt import (
+    OFFLINE_ENGINE,
+    read_offline_csv,
+    simulate_offline,
+    skip_counts,
+)
 
 _REL = "shared/reference/measured_modern/trtllm_max_throughput_v0.11-v0.17.csv"
 # the shared folder sits beside the checkout (or beside the folder of worktrees)
@@ -43,7 +47,7 @@ def main(argv=None) -> int:
     for g in ("by_release", "by_hardware", "by_model", "by_tp", "by_dtype"):
         print(f"-- {g[3:]}")
         for k, ms in s[g].items():
-            st = ms["throughput_tok_s"] if "throughput_tok_s" in ms else ms
+            st = ms.get("throughput_tok_s", ms)
             print(f"  {k:32s} n {st['n']:4d}  median {st['median_ape']:6.1%}  "
                   f"p90 {st['p90_ape']:6.1%}  bias {st['bias']:+6.1%}")
     if a.json:
