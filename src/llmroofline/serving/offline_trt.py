@@ -104,10 +104,11 @@ def row_config(row: Row, engine=OFFLINE_ENGINE):
     the least that lets every running request decode each iteration."""
     from ..specs.engine import load_engine
     from .config import scheduler_config
-    cfg = replace(scheduler_config(load_engine(engine)), **dict(row.setup))
-    if cfg.max_tokens < cfg.max_batch:
-        cfg = replace(cfg, max_tokens=cfg.max_batch)
-    return cfg
+    base = scheduler_config(load_engine(engine))
+    given = dict(row.setup)
+    batch = given.get("max_batch", base.max_batch)
+    given["max_tokens"] = max(given.get("max_tokens", base.max_tokens), batch)
+    return replace(base, **given)
 
 
 @dataclass(frozen=True)
