@@ -145,7 +145,9 @@ def _validate_concurrency(path: str, engine, rows: bool, as_json: bool) -> None:
 def _print_skip_counts(skipped: list[dict]) -> None:
     counts: dict[str, int] = {}
     for s in skipped:
-        k = s["reason"].split(":")[0].split(" (")[0]
+        # the kind of reason: its text before the details (': ...', ' (...)')
+        k = s["reason"].split(" (")[0]
+        k = k.split(":")[0] if len(k.split(":")[0]) > 8 else k
         counts[k] = counts.get(k, 0) + 1
     for k, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         out.print(f"[yellow]skipped[/] {n} row(s): {k}")
