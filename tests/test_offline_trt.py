@@ -22,16 +22,14 @@ from llmroofline.serving.sim import simulate
 from llmroofline.serving.workload import Workload
 from llmroofline.specs.engine import load_engine
 
-COLS = ("id,source_id,engine,hardware,tp,pp,model,weight_dtype,act_dtype,kv_dtype,mode,batch,"
-        "input_len,output_len,throughput_tok_s,ttft_ms,tpot_ms,e2e_ms,max_batch,max_tokens,"
-        "kv_fraction,runtime_gb,ep,parallel,reported_value,reported_unit,notes").split(",")
+COLS = ["id", "source_id", "engine", "hardware", "tp", "pp", "model", "weight_dtype", "act_dtype", "kv_dtype", "mode", "batch", "input_len", "output_len", "throughput_tok_s", "ttft_ms", "tpot_ms", "e2e_ms", "max_batch", "max_tokens", "kv_fraction", "runtime_gb", "ep", "parallel", "reported_value", "reported_unit", "notes"]
 
 
 def row(i, **kw):
-    base = dict(id=f"M{i}", source_id="trtllm_v0.14.0", engine="TensorRT-LLM", hardware="h100-sxm",
-                tp=1, pp=1, model="meta-llama/Llama-3.1-8B", weight_dtype="fp8", act_dtype="fp8",
-                kv_dtype="fp8", mode="max_throughput", batch=200, input_len=128, output_len=128,
-                throughput_tok_s=20000)
+    base = {"id": f"M{i}", "source_id": "trtllm_v0.14.0", "engine": "TensorRT-LLM", "hardware": "h100-sxm",
+                "tp": 1, "pp": 1, "model": "meta-llama/Llama-3.1-8B", "weight_dtype": "fp8", "act_dtype": "fp8",
+                "kv_dtype": "fp8", "mode": "max_throughput", "batch": 200, "input_len": 128, "output_len": 128,
+                "throughput_tok_s": 20000}
     base.update(kw)
     return base
 
@@ -143,7 +141,7 @@ def test_validate_cli_on_offline_rows_matches_direct_simulation(tmp_path):
             max_tokens=2048, kv_fraction=0.99, source_id="trtllm_v0.11.0"),
         row(3, hardware="h999")])
     out = subprocess.run([sys.executable, "-m", "llmroofline", "validate", str(p), "--json"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["profile"] == "trtllm-0.1x"
