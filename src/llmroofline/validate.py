@@ -121,8 +121,10 @@ def _predict_offline(r: Row, eng: Engine) -> tuple[dict | None, str | None]:
     return {"throughput_tok_s": tok_s}, None
 
 
-def read_measurements(path: str | Path) -> list[Row]:
-    """Parse and check a measurement CSV; errors name the row and the column."""
+def read_measurements(path: str | Path, skipped: list | None = None) -> list[Row]:
+    """Parse and check a measurement CSV; errors name the row and the column. With a list
+    ``skipped``, a row whose weight / activation / KV format is not known is appended to it
+    as (id, reason) instead of being an error."""
     import pandas as pd
     import io
     from .safeio import read_text
@@ -164,13 +166,18 @@ def read_measurements(path: str | Path) -> list[Row]:
         mode = rec["mode"].strip().lower().replace("-", "_")
         if mode not in MODES:
             raise InputError(f"{where}: column 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
+        bad_dtype = None
         for col in ("weight_dtype", "act_dtype", "kv_dtype"):
             v = str(rec[col]).strip().lower()
             rec[col] = DTYPE_ALIASES.get(v, v)
-            if rec[col] not in DTYPE_BITS:
-                raise InputError(f"{where}: column '{col}' must be one of "
-                                 f"{', '.join(DTYPE_BITS)} (or {', '.join(DTYPE_ALIASES)}), "
-                                 f"got {v!r}")
+            if rec[col] not in DTYPE_BITS and bad_dtype is None:
+                bad_dtype = (f"column '{col}' must be one of {', '.join(DTYPE_BITS)} "
+                             f"(or {', '.join(DTYPE_ALIASES)}), got {v!r}")
+        if bad_dtype and skipped is None:
+            raise InputError(f"{where}: {bad_dtype}")
+        if bad_dtype:
+            skipped.append((str(rec["id"]), f"dtype not in the catalog: {bad_dtype}"))
+            continue
         measured = {}
         for mcol in METRICS:
             v = str(rec.get(mcol, "")).strip()

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -73,9 +74,16 @@ def validate_cmd(
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write a predicted-vs-measured scatter (PNG/SVG).")] = None,
     rows: Annotated[bool, typer.Option("--rows/--no-rows", help="Print every row, not only the summary.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: rows, skipped, summary.")] = False,
+    serving_csv: Annotated[Optional[str], typer.Option("--serving-csv", help="A closed-loop concurrency CSV (measured_modern/serving_h200_concurrency.csv schema; also detected from a CSV argument's header): every row simulated, TTFT/TPOT/throughput error by engine, release, concurrency and layout (8 s for the 967 H200 rows on 2 cores).")] = None,
 ) -> None:
-    """Compare predictions with measured throughput, TTFT, TPOT and latency."""
+    """Compare predictions with measured throughput, TTFT, TPOT and latency.
+
+    Three CSV kinds: the calibration schema (static / concurrent / max_throughput rows),
+    TensorRT-LLM 0.11-0.17 offline max-throughput runs (that schema, source_id
+    trtllm_v0.11..v0.17: simulated under engine trtllm-0.1x unless --engine), and the
+    closed-loop concurrency schema (--serving-csv, or detected)."""
     from .. import validate as val
+    from ..serving.validate_runs import is_concurrency_csv
     if results or setup_file:
         from ..serving.from_results import predict
         if serving or cv or plot or rows:
@@ -87,8 +95,20 @@ def validate_cmd(
         else:
             out.print(_results_table("Benchmark results versus the simulated closed loop", rows_))
         return
-    if serving and csv_file:
+    if serving and (csv_file or serving_csv):
         raise InputError("serving: give either a CSV file or --serving (the shipped serving rows)")
+    if csv_file and serving_csv:
+        raise InputError("serving-csv: give the concurrency CSV either as the argument or "
+                         "with --serving-csv, not both")
+    if serving_csv or (csv_file and is_concurrency_csv(csv_file)):
+        if cv or plot or profile:
+            raise InputError("serving-csv: --cv, --plot and --profile apply to the calibration "
+                             "schema; a concurrency CSV takes --engine, --rows and --json")
+        return _validate_concurrency(serving_csv or csv_file, engine, rows, as_json)
+    if csv_file and not cv and not plot:
+        from ..serving import offline_trt
+        if offline_trt.is_offline_csv(csv_file):
+            return _validate_offline(csv_file, engine, profile, rows, as_json)
     default = val.shipped_serving_measurements() if serving else val.shipped_measurements()
     if plot:
         from ..safeio import check_out_path
@@ -126,6 +146,91 @@ def validate_cmd(
         out.print(f"wrote {plot}")
 
 
+def _mape_table(title: str, summary: dict) -> Table:
+    t = Table(title=title, title_justify="left",
+              caption="mean |predicted / measured - 1| (engine_fit.mape)", caption_justify="left")
+    for col in ("group", "n", "TTFT", "TPOT", "throughput"):
+        t.add_column(col, justify="left" if col == "group" else "right")
+
+    def add(name, st):
+        if st.get("n"):
+            t.add_row(name, str(st["n"]), f"{st['ttft_ms']:.1%}", f"{st['tpot_ms']:.1%}",
+                      f"{st['tok_s']:.1%}")
+    add("all", summary["overall"])
+    for key in ("by_engine", "by_release", "by_concurrency", "by_layout"):
+        for g, st in summary[key].items():
+            add(f"{key[3:]}={g}", st)
+    return t
+
+
+def _validate_concurrency(path: str, engine, rows: bool, as_json: bool) -> None:
+    from ..serving.validate_runs import validate_concurrency
+    data = validate_concurrency(path, engine)
+    if as_json:
+        print(jsonout.dumps(data))
+        return
+    if rows:
+        t = Table(title="Rows", title_justify="left")
+        for col in ("id", "engine", "model", "layout", "c", "isl/osl", "TTFT ms", "TPOT ms",
+                    "tok/s err"):
+            t.add_column(col)
+        for r in data["rows"]:
+            t.add_row(r["id"], f"{r['backend']} {r['version']}", r["model"].split("/")[-1],
+                      r["layout"], str(r["concurrency"]), f"{r['isl']}/{r['osl']}",
+                      f"{r['ttft_ms']:.4g} ({r['measured_ttft_ms']:.4g})",
+                      f"{r['tpot_ms']:.4g} ({r['measured_tpot_ms']:.4g})",
+                      f"{r['tok_s'] / r['measured_tok_s'] - 1:+.1%}")
+        out.print(t)
+    out.print(_mape_table(f"Closed-loop error, engine {data['engine']}", data["summary"]))
+    _print_skip_counts(data["skipped"])
+
+
+def _print_skip_counts(skipped: list[dict]) -> None:
+    counts: dict[str, int] = {}
+    for s in skipped:
+        # the kind of reason: its text before the details (': ...', ' (...)')
+        k = s["reason"].split(" (")[0]
+        k = k.split(":")[0] if len(k.split(":")[0]) > 8 else k
+        counts[k] = counts.get(k, 0) + 1
+    for k, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        out.print(f"[yellow]skipped[/] {n} row(s): {k}")
+
+
+def _validate_offline(path: str, engine, profile, rows: bool, as_json: bool) -> None:
+    from .. import validate as val
+    from ..serving import offline_trt
+    runs, skipped = offline_trt.read_offline_csv(path)
+    res = offline_trt.simulate_offline(runs, engine or offline_trt.OFFLINE_ENGINE,
+                                       profile=profile, skipped=skipped)
+    v = val.Validation(res.predictions, res.skipped, res.engine)
+    data = {**v.to_dict(), "summary": res.summary(),
+            "seconds_per_row": {"median": float(np.median(res.seconds)) if res.seconds else 0.0,
+                                "total": float(sum(res.seconds))}}
+    if as_json:
+        print(jsonout.dumps(data))
+        return
+    if rows:
+        t = Table(title="Rows", title_justify="left")
+        for col in ("id", "release", "device", "model", "tp", "prec", "in/out", "measured",
+                    "predicted", "error"):
+            t.add_column(col)
+        for p in res.predictions:
+            t.add_row(p.row.id, offline_trt.release_of(p.row), p.row.hardware,
+                      p.row.model.split("/")[-1], str(p.row.tp), p.row.weight_dtype,
+                      f"{p.row.input_len}/{p.row.output_len}", f"{p.measured:.4g}",
+                      f"{p.predicted:.4g}", f"{p.error:+.1%}")
+        out.print(t)
+    summary = data["summary"]
+    t = _summary_table(f"Offline throughput error, engine {res.engine}", summary)
+    for key in ("by_release", "by_dtype"):
+        for g, st in summary[key].items():
+            st = st["throughput_tok_s"]
+            t.add_row(f"{key[3:]}={g}", "throughput_tok_s", str(st["n"]),
+                      f"{st['median_ape']:.1%}", f"{st['p90_ape']:.1%}", f"{st['bias']:+.1%}")
+    out.print(t)
+    _print_skip_counts([{"id": i, "reason": r} for i, r in res.skipped])
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     csv_file: Annotated[Optional[str], typer.Argument(help="Measurements CSV (schema of the shipped calibration.csv); omit with --kernels or --results.", show_default=False)] = None,
@@ -137,9 +242,15 @@ def calibrate_cmd(
     gqa_max_group: Annotated[Optional[int], typer.Option("--gqa-max-group", help="Largest GQA group (query heads per KV head per device) your engine's decode kernel shares KV reads for; larger groups re-read KV per query head. Held fixed in the fit. Default: no limit.")] = None,
     kernels: Annotated[Optional[str], typer.Option("--kernels", help="Fit the device's entry to a measured-kernel table (`probe --kernels-out`) instead of a measurements CSV.")] = None,
     hardware: Annotated[Optional[str], typer.Option("--hardware", "-H", help="With --kernels: the device (default: matched by the table's device name).")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="With a concurrency CSV: the backend whose rows to fit (trtllm, vllm, sglang; needed when the file has several).")] = None,
 ) -> None:
-    """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU);
-    with --results, the engine's request and iteration overhead to benchmark result files."""
+    """Fit an efficiency profile to your own measurements (e.g. your engine on your GPU).
+
+    Given a closed-loop concurrency CSV (measured_modern/serving_h200_concurrency.csv
+    schema, detected from its header), fits instead one backend's fixed costs
+    (request_overhead_us, iteration_overhead_us; serving/engine_fit.py) and writes an
+    engine TOML for --engine FILE. With --results, fits the engine's request and iteration
+    overhead to benchmark result files."""
     from .. import fit, validate as val
     from ..specs.profile import profile_to_toml
     from ..safeio import atomic_write_text, check_out_path, exists
@@ -170,6 +281,12 @@ def calibrate_cmd(
         from ..probe.report import calibrate_kernels_cli
         return calibrate_kernels_cli(csv_file, kernels, hardware, out_file, out)
     check_out_path("out", out_file)          # before the fit, which can take minutes
+    from ..serving.validate_runs import is_concurrency_csv
+    if is_concurrency_csv(csv_file):
+        return _calibrate_engine(csv_file, out_file, backend)
+    if backend is not None:
+        raise InputError("backend: applies to a concurrency CSV only (serving_h200_"
+                         "concurrency.csv schema)")
     if exists(out_file) and exists(csv_file) and Path(out_file).samefile(csv_file):
         raise InputError(f"out: {out_file} is the measurements file itself; write the "
                          "profile to another file")
@@ -192,3 +309,31 @@ def calibrate_cmd(
     out.print(f"wrote {out_file}: families {', '.join(prof.families) or '-'} + fallback")
 
 
+
+
+def _calibrate_engine(csv_file: str, out_file: str, backend: str | None) -> None:
+    from ..safeio import atomic_write_text, exists
+    from ..serving.measured import ENGINE_PRESETS
+    from ..serving.validate_runs import engine_text, fit_engine
+    from ..specs.engine import load_engine
+    if backend is not None and backend.strip().lower() not in ENGINE_PRESETS:
+        from ..errors import suggest
+        raise InputError(f"backend: must be one of {', '.join(ENGINE_PRESETS)}, got {backend!r}"
+                         + suggest(backend, ENGINE_PRESETS))
+    name, params, n, _ = fit_engine(csv_file, backend and backend.strip().lower())
+    preset = ENGINE_PRESETS[name]
+    replacing = exists(out_file)
+    text = engine_text(preset, Path(out_file).stem, params, csv_file, n)
+    atomic_write_text(out_file, text, "out")
+    load_engine(out_file, field="out")          # the file loads as an engine
+    if replacing:
+        err.print(f"[yellow]note:[/] replaced the existing {out_file}")
+    out.print(f"{name} ({preset}): request_overhead {params['request_overhead_s'] * 1e3:.2f} ms, "
+              f"iteration_overhead {params['iteration_overhead_s'] * 1e3:.3f} ms "
+              f"(engine_fit bounds {', '.join(f'{k} [{lo:g}, {hi:g}] s' for k, (lo, hi) in _bounds().items())})")
+    out.print(f"wrote {out_file}: use it as --engine {out_file}")
+
+
+def _bounds() -> dict:
+    from ..serving.engine_fit import PARAMS
+    return PARAMS

@@ -253,13 +253,14 @@ def run_config(run: MeasuredRun, preset: str | None = None, behaviours: bool = T
 def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
                  rounds: int = 2, warmup: int = 1, ramp_s: float | None = None,
                  behaviours: bool = True, cost=None, jitter_s: float = 0.0, seed: int = 0,
-                 config=None) -> dict:
+                 config=None, fast: bool = True) -> dict:
     """Simulate ``run`` as its benchmark ran: ``concurrency`` closed-loop clients, each
     sending ``warmup + rounds`` requests of ``isl`` / ``osl`` tokens (staggered starts;
     the warm-up and the drain excluded). ``preset``: scheduler preset (default: the
     engine's); ``behaviours=False`` keeps only its limits, KV rule and runtime memory,
     i.e. the simulator before the engine behaviours (:func:`run_config`); ``config``
-    replaces that SchedulerConfig (engine_fit's variants); ``profile``:
+    replaces that SchedulerConfig (engine_fit's variants); ``fast=False`` schedules and
+    costs every iteration one at a time (sim.simulate; same results); ``profile``:
     the kernels (None: the default engine's, which the three engine files reuse).
     Returns {"ttft_ms", "tpot_ms", "tok_s" (c x OSL / (TTFT + TPOT x (OSL - 1))),
     "sim": the benchmark summary}."""
@@ -282,7 +283,7 @@ def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
                        output_dist=f"fixed:{run.osl}", ramp_s=ramp_s, warmup=warmup,
                        max_context=cost.model.max_position_embeddings, jitter_s=jitter_s,
                        seed=seed)
-    r = simulate(workload=wl, config=cfg, cost=cost)
+    r = simulate(workload=wl, config=cfg, cost=cost, fast=fast)
     b = r.benchmark()
     ttft, tpot = b["ttft_s"]["mean"] * 1e3, b["tpot_s"]["mean"] * 1e3
     return {"ttft_ms": ttft, "tpot_ms": tpot,
