@@ -296,7 +296,12 @@ def test_parse_row_errors_and_skips():
     assert "disaggregated" in skip_reason(dis)
     dep = parse_row(_row(model_path="deepseek-ai/DeepSeek-V3", tp_size="8",
                          attention_dp_size="8", moe_tp_size="1", moe_ep_size="8"))
-    assert "attention data-parallel" in skip_reason(dep)
+    # attention-DP rows run as DEP layouts now; this one's MoE ranks (1 x 8) do not cover
+    # its tp 8 x attention_dp 8 = 64 ranks
+    assert "!= tp 8 x attention_dp 8" in skip_reason(dep)
+    dep8 = parse_row(_row(model_path="deepseek-ai/DeepSeek-V3", tp_size="1",
+                          attention_dp_size="8", moe_tp_size="1", moe_ep_size="8"))
+    assert skip_reason(dep8) is None and dep8.layout.dp_attention == 8
     # an empty attention_dp_size: MoE ranks beyond TP are attention-DP ranks
     q = parse_row(_row(model_path="Qwen/Qwen3-235B-A22B-FP8", tp_size="1",
                        attention_dp_size="", moe_tp_size="2"))
