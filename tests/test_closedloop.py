@@ -317,7 +317,13 @@ def test_read_and_simulate_the_shared_file():
         pytest.skip("shared measurements not available")
     ok, skipped = read_concurrency_csv(p)
     assert len(ok) + len(skipped) == 967
-    assert all(r.mode == "agg" and r.attention_dp == 1 for r in ok)
+    assert all(r.mode == "agg" for r in ok)
+    # the 32 attention-DP rows (13 TensorRT-LLM DeepSeek, 19 vLLM Qwen3-235B) run as DEP
+    dep = [r for r in ok if r.attention_dp > 1]
+    assert len(dep) == 32 and {r.backend for r in dep} == {"trtllm", "vllm"}
+    d8 = next(r for r in dep if r.attention_dp == 8 and r.isl == r.osl == 1024
+              and r.concurrency == 256)
+    assert d8.layout.dp_attention == 8 and d8.layout.ep == 8 and d8.layout.fp8_dispatch
     run = next(r for r in ok if r.model == "meta-llama/Llama-3.1-70B" and r.backend == "vllm"
                and r.tp == 2 and r.isl == 1024 and r.osl == 1024)
     p = simulate_run(run, rounds=2)
