@@ -296,7 +296,12 @@ def test_parse_row_errors_and_skips():
     assert "disaggregated" in skip_reason(dis)
     dep = parse_row(_row(model_path="deepseek-ai/DeepSeek-V3", tp_size="8",
                          attention_dp_size="8", moe_tp_size="1", moe_ep_size="8"))
-    assert "attention data-parallel" in skip_reason(dep)
+    # attention-DP rows run as DEP layouts now; this one's MoE ranks (1 x 8) do not cover
+    # its tp 8 x attention_dp 8 = 64 ranks
+    assert "!= tp 8 x attention_dp 8" in skip_reason(dep)
+    dep8 = parse_row(_row(model_path="deepseek-ai/DeepSeek-V3", tp_size="1",
+                          attention_dp_size="8", moe_tp_size="1", moe_ep_size="8"))
+    assert skip_reason(dep8) is None and dep8.layout.dp_attention == 8
     # an empty attention_dp_size: MoE ranks beyond TP are attention-DP ranks
     q = parse_row(_row(model_path="Qwen/Qwen3-235B-A22B-FP8", tp_size="1",
                        attention_dp_size="", moe_tp_size="2"))
@@ -312,7 +317,13 @@ def test_read_and_simulate_the_shared_file():
         pytest.skip("shared measurements not available")
     ok, skipped = read_concurrency_csv(p)
     assert len(ok) + len(skipped) == 967
-    assert all(r.mode == "agg" and r.attention_dp == 1 for r in ok)
+    assert all(r.mode == "agg" for r in ok)
+    # the 32 attention-DP rows (13 TensorRT-LLM DeepSeek, 19 vLLM Qwen3-235B) run as DEP
+    dep = [r for r in ok if r.attention_dp > 1]
+    assert len(dep) == 32 and {r.backend for r in dep} == {"trtllm", "vllm"}
+    d8 = next(r for r in dep if r.attention_dp == 8 and r.isl == r.osl == 1024
+              and r.concurrency == 256)
+    assert d8.layout.dp_attention == 8 and d8.layout.ep == 8 and d8.layout.fp8_dispatch
     run = next(r for r in ok if r.model == "meta-llama/Llama-3.1-70B" and r.backend == "vllm"
                and r.tp == 2 and r.isl == 1024 and r.osl == 1024)
     p = simulate_run(run, rounds=2)

@@ -46,6 +46,7 @@ direction (x efficiency.communication) and per-hop latency a:
     one-shot all-reduce a + (n-1) S / bw                     (each GPU reads all peers: NVSwitch)
     two-shot all-reduce 2 a + 2 (n-1)/n S / bw               (reduce-scatter + all-gather in place)
     all-gather          (n-1) a + (n-1) S / bw               (ring; S = this device's part)
+    reduce-scatter      (n-1) a + (n-1) S / bw               (ring; S = this device's part)
     all-to-all          a + (n-1)/n S / bw inside a node; (n-1) a + (n-1)/n S / bw across nodes
     point-to-point      a + S / bw
 
@@ -134,7 +135,7 @@ def collective_time(kind: str, size_bytes, group: int, link: Link, algorithm: st
             return algos[algorithm]
         pick = ("oneshot", "twoshot") if link.all_to_all else ("ring", "tree")
         return np.minimum(algos[pick[0]], algos[pick[1]])
-    if kind == "allgather":
+    if kind in ("allgather", "reducescatter"):
         return (n - 1) * a + (n - 1) * S / bw
     if kind == "alltoall":
         return (a if link.all_to_all else (n - 1) * a) + (n - 1) / n * S / bw

@@ -74,6 +74,7 @@ def resolve(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
             quant: str | Precision | None = None, wbits: int | None = None,
             abits: int | None = None, kvbits: int | None = None,
             layout: Layout | None = None, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
+            dp_attention: int = 1,
             engine: str | Engine | None = None, profile=None, preset: str | None = None,
             flash: bool = True, cuda_graphs: bool | None = None) -> Deployment:
     """The :class:`Deployment` for these names and overrides.
@@ -90,7 +91,8 @@ def resolve(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
                                        kvbits=kvbits, layout=layout, engine=engine,
                                        profile=profile, preset=preset,
                                        cuda_graphs=cuda_graphs).items() if v is not None}
-        extra.update({k: v for k, v in dict(tp=tp, pp=pp, ep=ep, dp=dp).items() if v != 1})
+        extra.update({k: v for k, v in dict(tp=tp, pp=pp, ep=ep, dp=dp,
+                                            dp_attention=dp_attention).items() if v != 1})
         if not flash:
             extra["flash"] = flash
         if extra:
@@ -103,11 +105,14 @@ def resolve(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
         prec, notes = merge_precision(quant, wbits, abits, kvbits), []
     else:   # a release's native quantization unless a weight scheme overrides it
         prec, notes = resolve_precision(m, quant, wbits, abits, kvbits, hw)
-    if layout is not None and (tp, pp, ep, dp) != (1, 1, 1, 1):
-        raise InputError("layout: give either a Layout or tp/pp/ep/dp, not both")
-    lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp)
+    if layout is not None and (tp, pp, ep, dp, dp_attention) != (1, 1, 1, 1, 1):
+        raise InputError("layout: give either a Layout or tp/pp/ep/dp/dp_attention, not both")
+    lay = layout or Layout(tp=tp, pp=pp, ep=ep, dp=dp, dp_attention=dp_attention)
     lay.check(m)
     eng = compose_engine(engine, profile, preset)
+    eng.check_layout(lay, m)
+    if lay.dp_attention > 1 and eng.fp8_dispatch and not lay.fp8_dispatch:
+        lay = replace(lay, fp8_dispatch=True)
     graphs = eng.cuda_graphs if cuda_graphs is None else bool(cuda_graphs)
     return Deployment(m, hw, prec, lay, eng, flash=bool(flash), cuda_graphs=graphs,
                       notes=tuple(notes))
@@ -150,8 +155,13 @@ SETUP_FIELDS: dict[str, SetupField] = {f.name: f for f in (
                "each; activation memory of one chunk."),
     SetupField("tp", int, 1, "Tensor-parallel devices, 1..1024."),
     SetupField("pp", int, 1, "Pipeline stages, 1..1024."),
-    SetupField("ep", int, 1, "Expert-parallel devices (MoE; divides tp), 1..1024."),
+    SetupField("ep", int, 1, "Expert-parallel devices (MoE; divides tp x dp-attention), "
+               "1..1024."),
     SetupField("dp", int, 1, "Data-parallel replicas (throughput scales), 1..1000000."),
+    SetupField("dp_attention", int, 1,
+               "Attention data-parallel groups of tp devices per replica (MoE 'DEP': each "
+               "group its own batch and KV cache, experts over all tp x N devices), 1..1024.",
+               web=False),
     SetupField("gpus_per_node", Optional[int], None,
                "Devices per NVLink domain (default: the device's own, 8 on HGX boards, 72 in "
                "an NVL72 rack); larger groups use the network.", web=False),
@@ -189,11 +199,14 @@ def setup_kwargs(setup: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise InputError(f"setup: unknown field(s) {', '.join(unknown)}")
     tp, pp, gpn = v["tp"], v["pp"], v["gpus_per_node"]
+    per_replica = tp * pp * v["dp_attention"]
     if v["nodes"] is not None:
-        if not 1 <= v["nodes"] <= tp * pp:
-            raise InputError(f"nodes must be in [1, tp x pp = {tp * pp}], got {v['nodes']}")
-        gpn = -(-(tp * pp) // v["nodes"])
-    layout = Layout(tp=tp, pp=pp, ep=v["ep"], dp=v["dp"], gpus_per_node=gpn,
+        if not 1 <= v["nodes"] <= per_replica:
+            raise InputError(f"nodes must be in [1, tp x pp x dp_attention = {per_replica}], "
+                             f"got {v['nodes']}")
+        gpn = -(-per_replica // v["nodes"])
+    layout = Layout(tp=tp, pp=pp, ep=v["ep"], dp=v["dp"], dp_attention=v["dp_attention"],
+                    gpus_per_node=gpn,
                     microbatches=v["microbatches"], overlap=v["overlap"],
                     allreduce=v["allreduce"], offload_weights=v["offload_weights"],
                     offload_kv=v["offload_kv"], host_bw_bytes_s=v["host_bw"])

@@ -44,7 +44,7 @@ class Op:
     kv_bytes: np.ndarray
     window: float = np.inf  # attention ops: sliding window bounding the keys read
     comm_bytes: np.ndarray | float = 0.0  # collectives: message bytes per device
-    collective: str = ""    # allreduce | allgather | alltoall | p2p
+    collective: str = ""    # allreduce | allgather | reducescatter | alltoall | p2p
     group: int = 1          # devices taking part in the collective
     rows: np.ndarray | float = np.inf  # matmuls: M, the token rows of one GEMM
     cols: np.ndarray | float = np.inf  # matmuls: N, output columns of one GEMM (all groups)
@@ -253,7 +253,9 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     else:
         if m.norms_per_layer == 4:
             s.norm("post_mlp_norm", nl)
-        s.allreduce("mlp_allreduce", n_dense + (n_moe if layout.ep == 1 else 0))
+        # MoE layers: the combine (EP) or the reduce-scatter (attention-DP) returns the sums
+        s.allreduce("mlp_allreduce", n_dense + (n_moe if layout.ep == 1
+                                                and layout.dp_attention == 1 else 0))
         s.op("mlp_residual_add", "elementwise", "vector", n_ffn, flops=N * h, a=3 * N * h * ab)
 
     # -- head ---------------------------------------------------------------------------------
@@ -571,11 +573,32 @@ def _mlp(s: _Step, prefix, ffn, count, bias):
 def _moe(s: _Step, count):
     """Router, routed experts (weights of the experts the step touches), shared experts.
 
-    Per device with expert parallelism ``ep``: E/ep experts, each a ``tp/ep`` slice; the
-    routed token-expert pairs are N x k / ep times the expected load imbalance.
+    Per device with expert parallelism ``ep``: E/ep experts, each a ``moe_tp`` slice
+    (``moe_tp = tp x dp_attention / ep``); the routed token-expert pairs are
+    ``N_moe x k / ep`` times the expected load imbalance, where ``N_moe = dp_attention x N``
+    are the tokens of all attention-DP groups (each group's step carries ``N``; the groups
+    are taken to be equally loaded, as the busiest one's step sets the pace).
+
+    Token exchange, bytes per device per MoE layer (``a`` the activation bytes, ``h`` the
+    hidden (or latent) width, ``c`` = :func:`parallel.alltoall_copies_per_token`, top_k
+    without group-limited routing):
+
+    - ``ep`` > 1: all-to-all dispatch and combine, each ``N_moe / ep x c x h x a`` bytes
+      sent by a device; ``cost.collective_time`` charges ``(g - 1) / g`` of it to the link
+      (the share that leaves the device), so with ``dp_attention = ep`` (one attention group
+      per rank, ``tp`` 1) each direction moves ``N x top_k x h x a x (ep - 1) / ep`` bytes.
+      With attention-DP the dispatch is sent at 1 byte per element when the layout says so
+      (``Layout.fp8_dispatch``: DeepEP in SGLang / TensorRT-LLM with FP8 checkpoints); the
+      combine stays at ``a``.
+    - ``ep`` = 1 with attention-DP (experts tensor-split over all ranks, vLLM's default
+      DP + TP MoE): all-gather of each device's ``N / tp`` tokens (``N / tp x h x a`` bytes
+      per device part) before the experts and reduce-scatter after, over all
+      ``tp x dp_attention`` ranks.
     """
     m, e, lay = s.m, s.m.moe, s.layout
     N = s.N
+    adp = lay.dp_attention
+    Ng = N * adp                       # tokens of every attention-DP group
     wb, ab, sb = s.prec.class_weight_bytes("experts"), s.prec.act_bytes, s.prec.base_bytes
     ex = s.prec.class_compute("experts")
     # Router and qwen2_moe's shared-expert gate are small 16-bit matmuls (replicated).
@@ -585,16 +608,24 @@ def _moe(s: _Step, count):
     if e.latent:
         s.linear("moe_latent_down", m.hidden_size, e.latent, count)
     copies = alltoall_copies_per_token(e, lay.ep)
+    a2a_group = lay.ep if adp == 1 else lay.moe_ranks
+    dispatch_b = 1.0 if (adp > 1 and lay.fp8_dispatch and s.prec.abits <= 8) else ab
     if lay.ep > 1:
         s.op("moe_dispatch", "communication", "comm", count,
-             comm=N / lay.ep * copies * h * ab, collective="alltoall", group=lay.ep)
-    pairs = N * e.top_k / lay.ep * expert_load_imbalance(N, e.top_k, lay.ep)
-    hit = experts_hit_on_busiest_device(N, e.num_experts, e.top_k, lay.ep)
+             comm=Ng / lay.ep * copies * h * dispatch_b, collective="alltoall", group=a2a_group)
+    elif adp > 1:
+        s.op("moe_allgather", "communication", "comm", count,
+             comm=N / lay.tp * h * ab, collective="allgather", group=lay.moe_ranks)
+    pairs = Ng * e.top_k / lay.ep * expert_load_imbalance(Ng, e.top_k, lay.ep)
+    hit = experts_hit_on_busiest_device(Ng, e.num_experts, e.top_k, lay.ep)
     f = s.shard.expert_ffn
     up_out = 2 * f if m.gated_mlp else f
     bias_up = (up_out * sb) if e.expert_bias else 0.0
     bias_down = (h * sb) if e.expert_bias else 0.0
     rows = pairs / np.maximum(hit, 1.0)   # tokens per expert GEMM
+    # tokens whose outputs this device writes: all of them without attention-DP (as
+    # before), else the copies it received
+    n_out = N if adp == 1 else Ng / lay.ep * (copies if lay.ep > 1 else 1)
     s.op("experts_gate_up" if m.gated_mlp else "experts_up", "matmul", ex, count,
          flops=2 * pairs * h * up_out, w=hit * (h * up_out * wb + bias_up),
          a=pairs * (h + up_out) * ab, rows=rows, cols=hit * up_out)
@@ -602,10 +633,14 @@ def _moe(s: _Step, count):
          a=pairs * f * ab * (3 if m.gated_mlp else 2))
     # The down projection's kernel also sums each token's top-k outputs (fused combine).
     s.op("experts_down", "matmul", ex, count, flops=2 * pairs * f * h,
-         w=hit * (f * h * wb + bias_down), a=(pairs * f + N * h) * ab, rows=rows, cols=hit * h)
+         w=hit * (f * h * wb + bias_down), a=(pairs * f + n_out * h) * ab, rows=rows,
+         cols=hit * h)
     if lay.ep > 1:
         s.op("moe_combine", "communication", "comm", count,
-             comm=N / lay.ep * copies * h * ab, collective="alltoall", group=lay.ep)
+             comm=Ng / lay.ep * copies * h * ab, collective="alltoall", group=a2a_group)
+    elif adp > 1:
+        s.op("moe_reducescatter", "communication", "comm", count,
+             comm=N / lay.tp * h * ab, collective="reducescatter", group=lay.moe_ranks)
     if e.latent:
         s.linear("moe_latent_up", e.latent, m.hidden_size, count)
     if e.shared_ffn:

@@ -12,8 +12,16 @@ is ``cost.py``'s job.
 - Pipeline parallel: ``pp`` stages of consecutive layers; activations cross each stage
   boundary point-to-point.
 - Expert parallel (MoE): the routed experts are split over ``ep`` devices of the
-  tensor-parallel group (``ep`` divides ``tp``); each expert is tensor-split over the
-  remaining ``tp / ep``. Tokens travel to their experts and back by all-to-all.
+  MoE group, the ``tp x dp_attention`` ranks of a replica (``ep`` divides it); each expert
+  is tensor-split over the remaining ``moe_tp = tp x dp_attention / ep``. Tokens travel to
+  their experts and back by all-to-all.
+- Attention data parallel ("DEP", ``dp_attention`` > 1): the replica's ranks form
+  ``dp_attention`` attention groups of ``tp`` ranks; each group has its own batch and KV
+  cache, and holds the attention, dense-MLP, shared-expert, embedding and lm_head weights
+  (tensor-split over its ``tp`` ranks, replicated over the groups); the routed experts are
+  sharded over all ranks. Every MoE layer exchanges the groups' tokens: all-to-all
+  dispatch and combine when ``ep`` > 1, all-gather and reduce-scatter when ``ep`` = 1
+  (experts tensor-split over all ranks). ``dp_attention = 1`` is the plain TP (+ EP) layout.
 - Data parallel: ``dp`` independent replicas; throughput scales, latency does not.
 """
 
@@ -37,6 +45,9 @@ class Layout:
     pp: int = 1
     ep: int = 1
     dp: int = 1
+    dp_attention: int = 1             # attention-DP groups of tp ranks per replica (DEP)
+    fp8_dispatch: bool = False        # attention-DP: MoE dispatch at 1 byte per element
+                                      # for 8-bit activations (DeepEP; set from the engine)
     gpus_per_node: int | None = None  # devices per NVLink domain; None: the device's own
     microbatches: int | None = None   # pipeline micro-batches; default = pp
     overlap: bool = False             # hide collectives behind the layer's matmuls
@@ -47,7 +58,7 @@ class Layout:
 
     def __post_init__(self) -> None:
         for f, hi in (("tp", 1024), ("pp", 1024), ("ep", 1024), ("dp", 1_000_000),
-                      ("gpus_per_node", 1024)):
+                      ("dp_attention", 1024), ("gpus_per_node", 1024)):
             v = getattr(self, f)
             if f == "gpus_per_node" and v is None:
                 continue
@@ -66,9 +77,16 @@ class Layout:
         if self.host_bw_bytes_s is not None and not 1e6 <= self.host_bw_bytes_s <= 1e15:
             raise InputError(f"host_bw must be a bandwidth in [1e6, 1e15] bytes/s, got "
                              f"{self.host_bw_bytes_s!r}")
-        if self.tp % self.ep:
+        if self.dp_attention == 1 and self.tp % self.ep:
             raise InputError(f"ep ({self.ep}) must divide tp ({self.tp}): experts are split "
-                             "inside the tensor-parallel group")
+                             "inside the tensor-parallel group (or use --dp-attention so "
+                             "that ep divides tp x dp_attention)")
+        if self.moe_ranks % self.ep:
+            raise InputError(f"ep ({self.ep}) must divide tp x dp_attention = {self.moe_ranks}"
+                             f" (tp {self.tp}, dp_attention {self.dp_attention})")
+        if self.dp_attention > 1 and self.pp > 1:
+            raise InputError(f"dp_attention: attention data-parallel ({self.dp_attention}) is "
+                             "modelled without pipeline stages (pp = 1)")
 
     def node_size(self, hw) -> int:
         """Devices that share the scale-up link: ``gpus_per_node`` when given, else the
@@ -76,12 +94,30 @@ class Layout:
         return self.gpus_per_node if self.gpus_per_node is not None else hw.nvlink_domain
 
     @property
+    def moe_ranks(self) -> int:
+        """Ranks the routed experts are sharded over: ``tp x dp_attention``."""
+        return self.tp * self.dp_attention
+
+    @property
+    def moe_tp(self) -> int:
+        """Tensor split of each routed expert: ``tp x dp_attention / ep``."""
+        return self.moe_ranks // self.ep
+
+    @property
     def devices_per_replica(self) -> int:
-        return self.tp * self.pp
+        return self.tp * self.pp * self.dp_attention
 
     @property
     def devices(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.devices_per_replica * self.dp
+
+    def rank_batch(self, batch):
+        """Requests on the busiest attention-DP group: ``ceil(batch / dp_attention)``
+        (the batch itself without attention-DP)."""
+        import numpy as np
+        if self.dp_attention == 1:
+            return batch
+        return np.ceil(np.asarray(batch, dtype=float) / self.dp_attention)
 
     @property
     def num_microbatches(self) -> int:
@@ -89,7 +125,9 @@ class Layout:
 
     @property
     def label(self) -> str:
-        parts = [f"{k.upper()}{getattr(self, k)}" for k in ("tp", "pp", "ep", "dp")
+        parts = [f"{n}{getattr(self, k)}" for k, n in (("tp", "TP"), ("pp", "PP"),
+                                                          ("dp_attention", "ADP"), ("ep", "EP"),
+                                                          ("dp", "DP"))
                  if getattr(self, k) > 1]
         label = " x ".join(parts) or "1 device"
         if self.offload_weights or self.offload_kv:
@@ -122,20 +160,27 @@ class Layout:
         if self.ep > 1 and not m.moe:
             raise InputError(f"ep: {m.name} is not a mixture-of-experts model; use ep = 1")
         if m.moe:
+            if self.ep > m.moe.num_experts:
+                raise InputError(f"ep: {self.ep} ranks but {m.name} has only "
+                                 f"{m.moe.num_experts} experts; use ep <= {m.moe.num_experts}")
             if m.moe.num_experts % self.ep:
                 raise InputError(f"ep: {self.ep} does not divide the {m.moe.num_experts} experts "
                                  f"of {m.name}")
-            split = tp // self.ep
+            split = self.moe_tp
             if m.moe.expert_ffn % split:
-                raise InputError(f"tp/ep: {split} does not divide the expert intermediate size "
-                                 f"{m.moe.expert_ffn} of {m.name}")
+                raise InputError(f"tp x dp_attention / ep: {split} does not divide the expert "
+                                 f"intermediate size {m.moe.expert_ffn} of {m.name}")
             if m.moe.shared_ffn % tp:
                 raise InputError(f"tp: {tp} does not divide the shared-expert intermediate size "
                                  f"{m.moe.shared_ffn} of {m.name}")
 
 
 def shard(m: ModelSpec, layout: Layout) -> Slice:
-    """Sizes held by one tensor-parallel rank (KV heads replicated when fewer than tp)."""
+    """Sizes held by one tensor-parallel rank (KV heads replicated when fewer than tp):
+    attention, dense MLP, shared experts and vocabulary split by ``tp``; routed experts
+    ``E / ep`` per rank, each ``expert_ffn / moe_tp`` wide (``moe_tp = tp x dp_attention /
+    ep``, so attention-DP groups hold replicated attention but a 1/(tp x dp_attention)
+    share of the routed experts)."""
     tp = layout.tp
     kv = m.num_heads // tp if m.mla else max(m.num_kv_heads // tp, 1)
     e, g, x = m.moe, m.linear_attn, m.mamba
@@ -145,7 +190,7 @@ def shard(m: ModelSpec, layout: Layout) -> Slice:
         ffn=m.intermediate_size // tp,
         vocab=math.ceil(m.vocab_size / tp),
         experts=e.num_experts // layout.ep if e else 0,
-        expert_ffn=e.expert_ffn // (tp // layout.ep) if e else 0,
+        expert_ffn=e.expert_ffn // layout.moe_tp if e else 0,
         shared_ffn=e.shared_ffn // tp if e else 0,
         lin_k_heads=g.num_k_heads // tp if g else 0,
         lin_v_heads=g.num_v_heads // tp if g else 0,

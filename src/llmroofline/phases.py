@@ -462,6 +462,8 @@ def _network_notes(hw: HardwareSpec, lay: Layout) -> list[str]:
     """Say which parallel groups outgrow the NVLink domain and pay the scale-out network."""
     node = lay.node_size(hw)
     groups = [(n, g) for n, g in (("TP", lay.tp), ("EP", lay.ep)) if g > node]
+    if lay.dp_attention > 1 and lay.moe_ranks > node and lay.ep <= node:
+        groups.append(("MoE group tp x dp_attention", lay.moe_ranks))
     if lay.pp > 1 and lay.devices_per_replica > node:
         groups.append(("PP", lay.pp))
     if not groups:
@@ -477,7 +479,7 @@ def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
             batch=1, input_len=128, output_len=128, *, quant: str | Precision | None = None,
             wbits: int | None = None, abits: int | None = None, kvbits: int | None = None,
             flash: bool = True, tp: int = 1, pp: int = 1, ep: int = 1, dp: int = 1,
-            layout: Layout | None = None, engine: str | Engine | None = None,
+            dp_attention: int = 1, layout: Layout | None = None, engine: str | Engine | None = None,
             profile: str | Profile | None = None, beams: int = 1, samples: int = 1,
             cuda_graphs: bool | None = None, prefill_chunk: int | None = None) -> Analysis:
     """Predict prefill, decode, end-to-end metrics and memory for a (grid of) workloads.
@@ -486,7 +488,9 @@ def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
     for every check); or pass a resolved :class:`~llmroofline.deployment.Deployment` alone.
     ``batch``, ``input_len`` and ``output_len`` may be scalars or numpy arrays that
     broadcast together; every result array then has the broadcast shape. ``batch`` is per
-    data-parallel replica. ``tp``/``pp``/``ep``/``dp`` (or a full ``layout``) split the
+    data-parallel replica; with ``dp_attention`` groups it is spread over them, the
+    busiest running ``ceil(batch / dp_attention)`` (per-device rows and memory are that
+    group's; ``max_batch`` is the replica's). ``tp``/``pp``/``ep``/``dp`` (or a full ``layout``) split the
     model over devices; per-operator rows and memory are per device. ``quant`` is a
     :class:`Precision` or a scheme string (``"fp8"``, ``"w4a16,kv-fp8"``, ...); explicit
     ``wbits``/``abits``/``kvbits`` override it. ``engine``: a serving engine
@@ -502,8 +506,8 @@ def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
     forward step each); the activation peak is then a chunk's.
     """
     dep = resolve(model, hardware, quant=quant, wbits=wbits, abits=abits, kvbits=kvbits,
-                  layout=layout, tp=tp, pp=pp, ep=ep, dp=dp, engine=engine, profile=profile,
-                  flash=flash, cuda_graphs=cuda_graphs)
+                  layout=layout, tp=tp, pp=pp, ep=ep, dp=dp, dp_attention=dp_attention,
+                  engine=engine, profile=profile, flash=flash, cuda_graphs=cuda_graphs)
     m, hw, prec, lay, flash = dep.model, dep.hardware, dep.precision, dep.layout, dep.flash
     rows = _decode_rows(beams, samples)
     B = _as_int_array("batch", batch)
@@ -523,7 +527,10 @@ def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
     eff = dep.efficiency
     roof = Roofline.of(hw, prec, lay, eff)
     micro = np.minimum(lay.num_microbatches, B) if lay.pp > 1 else np.ones_like(B)
-    b = B / micro
+    # attention data-parallel: each group of tp ranks runs ceil(B / dp_attention) requests
+    # (the busiest group sets the pace of the MoE layers that join them)
+    B_rank = lay.rank_batch(B)
+    b = B_rank / micro
     pipe = _Pipe(lay.pp, micro)
     if lay.pp > 1:
         # Stage boundaries cross the network once a replica outgrows one node.
@@ -548,8 +555,10 @@ def analyze(model: str | ModelSpec | Deployment = DEFAULT_MODEL,
     one = np.ones_like(B)
     droof = Roofline.of(hw, prec, lay, dep.decode_efficiency) if dep.cuda_graphs else roof
     decode = _decode_phase(m, prec, b * rows, one, droof, I, O, pipe, flash, lay, notes)
-    mem = memory_footprint(m, prec, hw, B, I, O, pre_ops, lay, micro_batch=b, rows=rows,
+    mem = memory_footprint(m, prec, hw, B_rank, I, O, pre_ops, lay, micro_batch=b, rows=rows,
                            act_len=act_len)
+    if lay.dp_attention > 1:   # per device as always; the largest batch is the replica's
+        mem = replace(mem, max_batch=mem.max_batch * lay.dp_attention)
     return Analysis(m, hw, prec, flash, B, I, O, prefill, decode, mem,
                     tuple(notes) + roof.warnings, lay, prof.name, eff,
                     beams=beams, samples=samples, cuda_graphs=dep.cuda_graphs,

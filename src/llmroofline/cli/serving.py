@@ -16,6 +16,7 @@ from .common import (
 
 # setup fields of the serving commands (capacity declares its own --tp list)
 _SIM_FIELDS = ("quant", "wbits", "abits", "kvbits", "flash", "cuda_graphs", "tp", "pp", "ep",
+               "dp_attention",
                "gpus_per_node", "overlap", "allreduce", "offload_weights", "offload_kv",
                "host_bw", "engine", "profile")
 

@@ -9,8 +9,11 @@ mean TPOT after the first token ``silicon_tpot_ms``.
 :func:`read_concurrency_csv` turns rows into :class:`MeasuredRun` setups (model id,
 device id of the catalog, :class:`Precision`, layout, engine and release, lengths,
 concurrency, the measurements) and lists the rows it cannot simulate with the reason
-(disaggregated pools, attention data-parallel, pipeline parallelism, models that do not
-load, layouts the simulator lacks). A row whose columns cannot be read at all (a missing
+(disaggregated pools, pipeline parallelism, models that do not load, layouts the
+simulator lacks). Attention data-parallel rows (``attention_dp_size`` > 1, or empty with
+``moe_tp_size x moe_ep_size > tp_size``) run as DEP layouts (``Layout.dp_attention``); their
+``batch_size`` may be per attention rank, so the concurrency is the global
+``silicon_concurrency=N`` of ``silicon_data_source`` where the row states it. A row whose columns cannot be read at all (a missing
 column, a number that is not one, an unknown device or quantization mode) is an
 :class:`InputError` naming the line and the field, from :func:`parse_row`.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -91,9 +95,16 @@ class MeasuredRun:
 
     @property
     def layout(self) -> Layout:
-        """TP layout; experts split over ``moe_ep`` ranks inside the TP group (MoE models;
-        the MoE columns of dense models are ignored)."""
-        return Layout(tp=self.tp, ep=self.moe_ep if _model_problem(self.model)[1] else 1)
+        """TP layout; experts split over ``moe_ep`` ranks of the ``tp x attention_dp``
+        MoE group (MoE models; the MoE columns of dense models are ignored); attention-DP
+        rows dispatch in FP8 where the engine does (``Engine.fp8_dispatch``)."""
+        if not _model_problem(self.model)[1]:
+            return Layout(tp=self.tp)
+        if self.attention_dp == 1:
+            return Layout(tp=self.tp, ep=self.moe_ep)
+        from ..specs.engine import load_engine
+        return Layout(tp=self.tp, ep=self.moe_ep, dp_attention=self.attention_dp,
+                      fp8_dispatch=load_engine(self.preset).fp8_dispatch)
 
 
 def throughput_tok_s(c: int, osl: int, ttft_ms: float, tpot_ms: float) -> float:
@@ -164,13 +175,21 @@ def parse_row(r: dict, line: int = 0, source: str = "row") -> MeasuredRun:
     adp = _num(where, "attention_dp_size", r["attention_dp_size"], True, 1,
                empty=max(moe_tp * moe_ep // max(tp, 1), 1))
     model = r["model_path"].strip()
+    conc = None
+    if agg:
+        conc = _num(where, "batch_size", r["batch_size"], True, 1)
+        # the global client count where the row states it (batch_size is then per
+        # attention rank in attention-DP rows)
+        found = re.search(r"silicon_concurrency=(\d+)", r.get("silicon_data_source") or "")
+        if found and int(found.group(1)) >= 1:
+            conc = int(found.group(1))
     return MeasuredRun(
         id=r["id"], line=line, backend=backend, version=r["backend_version"].strip(),
         model_path=model, model=MODEL_ALIASES.get(model, model), hardware=hw.id,
         precision=prec, mode=mode, tp=tp, pp=_num(where, "pp_size", r["pp_size"], True, 1, 1),
         attention_dp=adp, moe_tp=moe_tp, moe_ep=moe_ep,
         isl=_num(where, "isl", r["isl"], True, 1), osl=_num(where, "osl", r["osl"], True, 1),
-        concurrency=_num(where, "batch_size", r["batch_size"], True, 1) if agg else None,
+        concurrency=conc,
         ttft_ms=_num(where, "silicon_ttft_ms", r["silicon_ttft_ms"], lo=0),
         tpot_ms=_num(where, "silicon_tpot_ms", r["silicon_tpot_ms"], lo=0))
 
@@ -195,8 +214,6 @@ def skip_reason(run: MeasuredRun) -> str | None:
     """Why the simulator cannot run ``run`` today, or None."""
     if run.mode == "disagg":
         return "disaggregated prefill/decode pools (per-pool layouts not modelled yet)"
-    if run.attention_dp > 1:
-        return f"attention data-parallel x{run.attention_dp} (DEP layouts not modelled yet)"
     if run.pp > 1:
         return "pipeline parallelism (not in the serving simulator)"
     if run.osl < 2:
@@ -204,10 +221,14 @@ def skip_reason(run: MeasuredRun) -> str | None:
     problem, moe = _model_problem(run.model)
     if problem:
         return problem
-    if moe and run.moe_tp * run.moe_ep != run.tp:
-        return f"MoE layout moe_tp {run.moe_tp} x moe_ep {run.moe_ep} != tp {run.tp}"
-    if moe and run.moe_ep > 1 and run.tp % run.moe_ep:
-        return f"moe_ep {run.moe_ep} does not divide tp {run.tp}"
+    if run.attention_dp > 1 and not moe:
+        return f"attention data-parallel x{run.attention_dp} on a dense model"
+    ranks = run.tp * run.attention_dp
+    if moe and run.moe_tp * run.moe_ep != ranks:
+        return (f"MoE layout moe_tp {run.moe_tp} x moe_ep {run.moe_ep} != tp {run.tp} x "
+                f"attention_dp {run.attention_dp}")
+    if moe and run.moe_ep > 1 and ranks % run.moe_ep:
+        return f"moe_ep {run.moe_ep} does not divide tp x attention_dp {ranks}"
     return None
 
 
@@ -271,7 +292,8 @@ def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
         raise InputError(f"measured: row {run.id} has no concurrency (disaggregated)")
     cfg = config or run_config(run, preset, behaviours)     # config: a fit's variant
     if cost is None:
-        key = (run.model, run.hardware, run.precision, run.tp, run.moe_ep, cfg.max_tokens,
+        key = (run.model, run.hardware, run.precision, run.tp, run.moe_ep, run.attention_dp,
+               cfg.max_tokens,
                cfg.max_batch, str(profile))
         if key not in _COSTS:
             _COSTS[key] = IterationCost.of(run.model, run.hardware, quant=run.precision,

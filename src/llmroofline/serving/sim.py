@@ -19,6 +19,16 @@ include it; the GPU keeps running other requests meanwhile); every iteration cos
 benchmark reports: not the first ``warmup`` of each client, and finished by the time the
 last request is sent (``SimResult.benchmark`` summarizes them).
 
+**Attention data-parallel** (a layout with ``dp_attention`` = A > 1, "DEP"): a replica is
+A attention ranks (groups of ``tp`` devices), each with its own scheduler, batch and KV
+pool (one :class:`Replica` each; requests and closed-loop clients spread round-robin over
+all ranks). Their MoE layers join every rank's tokens, so each rank's iteration is priced
+with the experts and the all-to-all at A x its own token count (``graph._moe``): the ranks
+are taken to run aligned, equally loaded iterations (SGLang and TensorRT-LLM run every
+rank's forward together, prefill with prefill), so the step time is that of the busiest
+rank; with unequal ranks (c not a multiple of A) the lighter ones are not slowed to the
+busiest one's pace.
+
 **Disaggregation** (``disaggregate=(P, D)``): P prefill replicas compute the prompts (a
 request leaves them with its first token), the KV cache is sent to one of D decode
 replicas (``kv bytes / link bandwidth`` later), which decode to the end.
@@ -77,7 +87,7 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
         k = int(np.argmax(too_long))
         raise InputError(f"workload: request {k} needs {int(wl.input_len[k] + wl.output_len[k])} "
                          f"tokens, more than the context of {cost.model.name} ({ctx})")
-    if wl.concurrency and router != "round-robin" and replicas > 1:
+    if wl.concurrency and router != "round-robin" and replicas * cost.layout.dp_attention > 1:
         raise InputError(f"router: {router} needs open-loop arrivals (a closed loop splits its "
                          "clients over the replicas); use --router round-robin")
     total_blocks = kv_blocks_of(cost, cfg)
@@ -100,9 +110,11 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
     transfer = None
     fixed = float(cfg.request_fixed_s)
     ready = wl.arrival_s + fixed if fixed else wl.arrival_s   # reaching the scheduler
+    adp = cost.layout.dp_attention
     if disaggregate is None:
-        roles = ("mixed",) * replicas
-        reps = new(replicas)
+        # attention-DP: one scheduler per attention rank (module docstring)
+        roles = ("mixed",) * (replicas * adp)
+        reps = new(replicas * adp)
         starts = None
         if wl.concurrency and (wl.ramp_s is None or wl.ramp_s > 0):
             from .workload import closed_loop_starts_s
@@ -111,6 +123,9 @@ def simulate(model="llama-3.1-8b", hardware="h100-sxm", workload: Workload | Non
                     starts_s=starts, think_s=wl.think_s)
         merged = _merge(reps, n)
     else:
+        if adp > 1:
+            raise InputError("disaggregate: attention data-parallel pools (dp_attention > 1) "
+                             "are not modelled with disaggregation; use dp_attention = 1")
         P, D = _check_disaggregate(disaggregate, replicas, wl, cfg)
         roles = ("prefill",) * P + ("decode",) * D
         pre = new(P)

@@ -262,8 +262,11 @@ def closed_loop_ramp_s(cost, cfg, wl: Workload) -> float:
     of c rows attending to L tokens (``IterationCost``) and f the per-request fixed cost:
     ``cycle = f + c x t_pre(I) + (O - 1) x t_dec(c, I + O / 2)`` seconds: every client
     prefills once per cycle and decodes O - 1 tokens alongside the others (c = 1: exactly
-    one unloaded request)."""
+    one unloaded request). With attention data-parallel ranks (``dp_attention`` A) a
+    rank's cycle: c -> ceil(c / A), its share of the clients."""
     c = int(wl.concurrency or 1)
+    adp = getattr(getattr(cost, "layout", None), "dp_attention", 1)
+    c = -(-c // adp)
     I = max(int(round(float(wl.input_len.mean()))), 1)
     O = float(wl.output_len.mean())
     t_pre = cost.time([I], [I], prefill=True)

@@ -18,7 +18,11 @@ family in ``data/engines/`` and holds:
 - ``cuda_graphs`` / ``cuda_graph_launch_factor``: whether decode steps replay CUDA graphs
   by default, and the share of the per-kernel launch cost a replayed kernel keeps;
 - ``request_overhead_s`` / ``iteration_overhead_s``: fixed costs per request (added to its
-  time to first token) and per scheduler iteration, outside the efficiency profile.
+  time to first token) and per scheduler iteration, outside the efficiency profile;
+- ``attention_dp`` / ``fp8_dispatch`` (``[parallel]``): which models the engine runs with
+  attention data-parallel groups (``any``, ``moe`` = mixture-of-experts models only,
+  ``none``), and whether its attention-DP MoE dispatch sends 8-bit activations at one byte
+  per element (DeepEP-style FP8 dispatch; the combine stays 16-bit).
 
 A user's efficiency profile TOML (written by ``llmroofline calibrate``) is an engine too:
 the ``default`` engine's scheduler facts with that file's efficiency entries. A full engine
@@ -45,6 +49,7 @@ ALIASES = {"trtllm": "trtllm-0.8", "tensorrt-llm": "trtllm-0.8", "lmdeploy": "lm
            "roofline": "ideal"}
 KV_RULES = ("free_fraction", "total_fraction", "static_fraction")
 RESERVES = ("prompt", "full")
+ATTENTION_DP = ("any", "moe", "none")
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,8 @@ class Engine:
     iteration_overhead_s: float = 0.0
     bare_roofline: bool = False     # ideal: 100 % of every peak, device files' blocks ignored
     source: str = ""                # the file it was read from
+    attention_dp: str = "any"       # models it runs with --dp-attention: any, moe, none
+    fp8_dispatch: bool = False      # attention-DP MoE dispatch at 1 byte for 8-bit activations
 
     def __post_init__(self) -> None:
         for f, hi in (("runtime_gb", 1e4), ("request_overhead_s", 10.0),
@@ -147,6 +154,10 @@ class Engine:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                     math.isfinite(v) and 0 <= v <= hi):
                 raise InputError(f"engine {self.name}: {f} must be in [0, {hi:g}], got {v!r}")
+        if self.attention_dp not in ATTENTION_DP:
+            raise InputError(f"engine {self.name}: parallel.attention_dp must be one of "
+                             f"{', '.join(ATTENTION_DP)}, got {self.attention_dp!r}"
+                             + suggest(str(self.attention_dp), ATTENTION_DP))
         if not 0 < self.cuda_graph_launch_factor <= 1:
             raise InputError(f"engine {self.name}: cuda_graph_launch_factor must be in (0, 1], "
                              f"got {self.cuda_graph_launch_factor!r}")
@@ -186,7 +197,23 @@ class Engine:
         return replace(self, batching=other.batching, kv_memory=other.kv_memory,
                        runtime_gb=other.runtime_gb, cuda_graphs=other.cuda_graphs,
                        request_overhead_s=other.request_overhead_s,
-                       iteration_overhead_s=other.iteration_overhead_s)
+                       iteration_overhead_s=other.iteration_overhead_s,
+                       attention_dp=other.attention_dp, fp8_dispatch=other.fp8_dispatch)
+
+    def check_layout(self, layout, model) -> None:
+        """One-line InputError when this engine cannot run ``model`` with ``layout``'s
+        attention data-parallel groups (``attention_dp``)."""
+        adp = getattr(layout, "dp_attention", 1)
+        if adp <= 1 or self.attention_dp == "any":
+            return
+        if self.attention_dp == "none":
+            raise InputError(f"dp_attention: engine {self.name} has no attention data-parallel "
+                             f"mode; use dp_attention = 1 (or an engine that has it: trtllm-1, "
+                             "sglang, vllm-v1)")
+        if not model.is_moe:
+            raise InputError(f"dp_attention: engine {self.name} runs attention data-parallel "
+                             f"only for mixture-of-experts models, and {model.name} is dense; "
+                             "use dp (replicas) instead")
 
     @property
     def memory_rule(self) -> str:
@@ -229,6 +256,7 @@ _ENGINE_KEYS = {"name": str, "versions": str, "description": str, "fitted_to": s
 _BATCHING_KEYS = {"max_batch": int, "max_tokens": int, "chunked": bool, "block_size": int,
                   "reserve": str, "mix_prefill": bool, "cuda_graph_sizes": list}
 _KV_KEYS = {"rule": str, "fraction": float, "capacity": str}
+_PARALLEL_KEYS = {"attention_dp": str, "fp8_dispatch": bool}
 _RUNTIME_KEYS = {"runtime_gb": float, "cuda_graphs": bool, "cuda_graph_launch_factor": float,
                  "request_overhead_us": float, "iteration_overhead_us": float}
 
@@ -258,6 +286,7 @@ def engine_from_dict(name: str, data: dict[str, Any], where: str, _seen=()) -> E
         coverage[fam] = cov
     profile = apply_coverage(profile, coverage)
     rt = _take(_table(data, "runtime", where), _RUNTIME_KEYS, f"{where} [runtime]")
+    par = _take(_table(data, "parallel", where), _PARALLEL_KEYS, f"{where} [parallel]")
     try:
         return Engine(
             name=name, versions=meta.get("versions", ""), description=meta.get("description", ""),
@@ -270,7 +299,9 @@ def engine_from_dict(name: str, data: dict[str, Any], where: str, _seen=()) -> E
             cuda_graph_launch_factor=rt.get("cuda_graph_launch_factor", 0.2),
             request_overhead_s=rt.get("request_overhead_us", 0.0) * 1e-6,
             iteration_overhead_s=rt.get("iteration_overhead_us", 0.0) * 1e-6,
-            bare_roofline=meta.get("bare_roofline", False), source=where)
+            bare_roofline=meta.get("bare_roofline", False), source=where,
+            attention_dp=par.get("attention_dp", "any"),
+            fp8_dispatch=par.get("fp8_dispatch", False))
     except InputError as e:
         msg = str(e)
         raise InputError(msg if msg.startswith(where) else f"{where}: {msg}") from None
