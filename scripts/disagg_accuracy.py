@@ -38,6 +38,8 @@ def main() -> None:
                    for k, v in ef.mape(rows, lambda x: x["given"]).items()})
     groups.update({f"{k[0]} {'given' if k[1] else 'not given'}": v for k, v in
                    ef.mape(rows, lambda x: (x["backend"], x["given"])).items()})
+    groups.update({f"not given, {k}": v for k, v in ef.mape(
+        [x for x in rows if not x["given"]], lambda x: ef.bucket(x["c"])).items()})
     print("| rows | n | TTFT | TPOT | throughput |\n|---|---|---|---|---|")
     for g, e in groups.items():
         print(f"| {g} | {e['n']} | {100 * e['ttft_ms']:.1f} % | {100 * e['tpot_ms']:.1f} % | "
