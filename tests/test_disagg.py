@@ -226,3 +226,30 @@ def test_measured_disagg_rows_parse_and_stay_out_of_the_default_read(tmp_path):
                                              "(DEP layouts not modelled yet)")
     ok = {**row, "decode_tp_size": "8", "decode_attention_dp_size": "1"}
     assert skip_reason(parse_row(ok, 3), disagg=True) is None
+
+
+def test_speculative_fast_and_stepped_simulations_agree_with_graph_padding(spec_costs):
+    c, spec = spec_costs
+    cfg = replace(CFG, cuda_graph_sizes=(1, 2, 4, 8, 16, 32))
+    wl = _closed(6, 3, 300, 200)
+    fast = simulate(workload=wl, config=cfg, cost=spec[0.8]).benchmark()
+    slow = simulate(workload=wl, config=cfg, cost=spec[0.8], fast=False).benchmark()
+    assert fast["tpot_s"]["mean"] == pytest.approx(slow["tpot_s"]["mean"], rel=1e-9)
+    assert fast["ttft_s"]["mean"] == pytest.approx(slow["ttft_s"]["mean"], rel=1e-9)
+
+
+def test_speculative_sliding_window_model_prices_each_row():
+    # Gemma-2 alternates 4096-token sliding-window layers: the verify features need each
+    # row's own context, so the three ways the replica asks for a step must agree
+    c = IterationCost.of("google/gemma-2-9b", HW, max_tokens=1024, max_batch=8)
+    s = SpeculativeCost.of(c, draft="google/gemma-2-9b", draft_k=2, accept=0.6)
+    L = np.array([100.0, 3000.0, 5000.0])
+    t = s.time(np.ones(3), L, prefill=False)
+    assert s.time_of_sums(3, 3, s.feature_sums(np.ones(3), L), False) == pytest.approx(t, rel=1e-12)
+    run = s.decode_run(L, 3)
+    assert run[0] == pytest.approx(t, rel=1e-12)
+    assert run[2] == pytest.approx(s.time(np.ones(3), L + 2, prefill=False), rel=1e-12)
+    # verify rows attend to L + k: a row past the window costs what a windowless one
+    # would not (features of q = 3 at 5002 tokens: keys min(5002, 3 + 4096 - 1) = 4098)
+    f = s.verify_features(np.array([5000.0]))
+    assert 4098.0 in f
