@@ -45,6 +45,16 @@ ReserveOpt = Annotated[str, typer.Option("--reserve", help="KV blocks reserved a
 RampOpt = Annotated[Optional[float], typer.Option("--ramp", help="Closed loop: the clients start evenly over this many seconds (0: all at t = 0). Default: one request cycle estimated at this concurrency.")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", help="Closed loop: requests per client before the measured window (the drain after the last request is sent is excluded too).")]
 DisaggOpt = Annotated[Optional[str], typer.Option("--disaggregate", help="P:D = P prefill and D decode replicas; the KV cache is sent between them (replaces --replicas).")]
+DisaggFlagOpt = Annotated[bool, typer.Option("--disagg", help="Disaggregated prefill/decode pools, each with its own layout, workers and max batch (--prefill-*/--decode-*); the KV cache goes from the prefill worker to a decode worker over the link they share.")]
+PoolTpOpt = Annotated[int | None, typer.Option(help="--disagg: tensor-parallel devices per worker of this pool (default: --tp).")]
+PoolEpOpt = Annotated[int | None, typer.Option(help="--disagg: expert-parallel ranks per worker of this pool, MoE models (default: --ep).")]
+PoolWorkersOpt = Annotated[int, typer.Option(help="--disagg: workers in this pool (xPyD).")]
+PoolBatchOpt = Annotated[int | None, typer.Option(help="--disagg: running requests per worker of this pool (default: --max-batch).")]
+DraftOpt = Annotated[str | None, typer.Option("--draft", help="Speculative decoding: draft model (id, alias or config.json); decode iterations verify --draft-k tokens per sequence.")]
+DraftKOpt = Annotated[int, typer.Option("--draft-k", help="Draft tokens per speculative round [1, 16].")]
+AcceptOpt = Annotated[float, typer.Option("--accept", help="Acceptance rate per draft token [0, 1]: tau = (1 - a^(k+1)) / (1 - a) tokens per verify step.")]
+DraftTpOpt = Annotated[int | None, typer.Option("--draft-tp", help="Tensor-parallel devices of the draft (default: the target's).")]
+MtpOpt = Annotated[int | None, typer.Option("--mtp", help="Speculative decoding with the model's own MTP module as draft: N draft tokens per round (with --accept).")]
 KvLinkOpt = Annotated[Optional[float], typer.Option("--kv-link-bw", help="Disaggregation: KV transfer link, GB/s per device and direction (default: the scale-up link if all replicas fit in one node, else the network).")]
 
 
@@ -163,6 +173,42 @@ def _print_sim(s: dict, title: str) -> None:
     out.print(u)
 
 
+def _speculative_options(draft, draft_k, accept, draft_tp, mtp) -> dict | None:
+    """The speculative-decoding options as SpeculativeCost.of keywords (None: plain)."""
+    from ..decoding import check_accept, check_draft_k
+    check_draft_k(draft_k), check_accept(accept)
+    if mtp is not None and draft is not None:
+        raise InputError("mtp: give either --mtp or --draft, not both")
+    if mtp is not None:
+        return {"mtp": check_draft_k(mtp), "accept": accept}
+    if draft is not None:
+        return {"draft": draft, "draft_k": draft_k, "accept": accept, "draft_tp": draft_tp}
+    return None
+
+
+def _disagg_pools(model, hardware, setup, eng, cfg, spec, pre, dec):
+    """--disagg: the two Pools (layouts from --tp/--ep unless the pool's own are given)
+    and their IterationCosts (the decode pool's speculative with --draft / --mtp)."""
+    from dataclasses import replace
+
+    from ..serving.disagg import Pool, pool_config, pool_cost
+    kw = engine_kwargs({**setup, "engine": eng, "profile": None})
+    base = kw.pop("layout")
+    pools, costs = [], []
+    for name, (tp, ep, workers, mb) in (("prefill", pre), ("decode", dec)):
+        for f, v in (("tp", tp), ("ep", ep)):
+            if v is not None and not 1 <= v <= 4096:
+                raise InputError(f"{name}_{f}: must be an integer in [1, 4096], got {v}")
+        pool = Pool(replace(base, tp=tp or base.tp, ep=ep or base.ep), workers, mb).check(name)
+        pools.append(pool)
+        costs.append(pool_cost(name, model, hardware, pool, pool_config(cfg, pool), **kw))
+    dcost = costs[1]
+    if spec:
+        from ..serving.speculative import SpeculativeCost
+        dcost = SpeculativeCost.of(dcost, step_cpu_s=cfg.step_cpu_s, **spec)
+    return pools, dcost, costs[0]
+
+
 @app.command("simulate")
 @deployment_options(*_SIM_FIELDS)
 def simulate_cmd(
@@ -184,6 +230,13 @@ def simulate_cmd(
     preemption: PreemptOpt = "recompute", swap_gb: SwapGbOpt = None, swap_bw: SwapBwOpt = None,
     reserve: Annotated[Optional[str], typer.Option("--reserve", help="KV blocks reserved at admission: prompt (vLLM; decodes may preempt) or full (prompt + output: TensorRT-LLM guaranteed-no-evict). Default: from the engine.")] = None,
     disaggregate: DisaggOpt = None, kv_link_bw: KvLinkOpt = None,
+    disagg: DisaggFlagOpt = False,
+    prefill_tp: PoolTpOpt = None, prefill_ep: PoolEpOpt = None, prefill_workers: PoolWorkersOpt = 1,
+    prefill_max_batch: PoolBatchOpt = None,
+    decode_tp: PoolTpOpt = None, decode_ep: PoolEpOpt = None, decode_workers: PoolWorkersOpt = 1,
+    decode_max_batch: PoolBatchOpt = None,
+    draft: DraftOpt = None, draft_k: DraftKOpt = 4, accept: AcceptOpt = 0.7,
+    draft_tp: DraftTpOpt = None, mtp: MtpOpt = None,
     max_ttft: Annotated[Optional[str], typer.Option("--max-ttft", help="SLO for goodput: TTFT limit (1s, 500ms).")] = None,
     max_tpot: Annotated[Optional[str], typer.Option("--max-tpot", help="SLO for goodput: TPOT limit (50ms).")] = None,
     csv_out: Annotated[Optional[str], typer.Option("--csv", help="Write per-request results to this CSV.")] = None,
@@ -220,27 +273,59 @@ def simulate_cmd(
     cfg = replace(cfg, mix_prefill=eng.batching.mix_prefill,
                   cuda_graph_sizes=tuple(eng.batching.cuda_graph_sizes),
                   request_fixed_s=eng.request_overhead_s, step_cpu_s=eng.iteration_overhead_s)
-    cost = _sim_cost(model, hardware, setup, eng, cfg)
+    spec = _speculative_options(draft, draft_k, accept, draft_tp, mtp)
+    pools = None
+    if disagg:
+        if pd is not None:
+            raise InputError("disagg: give either --disagg (pools with their own layouts) or "
+                             "--disaggregate P:D, not both")
+        if replicas != 1:
+            raise InputError("replicas: with --disagg the workers are --prefill-workers and "
+                             f"--decode-workers, got --replicas {replicas}")
+        pools, cost, pcost = _disagg_pools(model, hardware, setup, eng, cfg, spec, (
+            prefill_tp, prefill_ep, prefill_workers, prefill_max_batch), (
+            decode_tp, decode_ep, decode_workers, decode_max_batch))
+    else:
+        cost = _sim_cost(model, hardware, setup, eng, cfg)
+        if spec:
+            from ..serving.speculative import SpeculativeCost
+            cost = SpeculativeCost.of(cost, step_cpu_s=cfg.step_cpu_s, **spec)
     tp = setup["tp"]
     wl = make_workload(requests, rate=rate, arrival=arrival, input_dist=input_dist,
                        output_dist=output_dist, trace=trace, concurrency=concurrency,
                        burstiness=burstiness, seed=seed,
                        max_context=cost.model.max_position_embeddings, ramp_s=ramp,
                        warmup=warmup)
-    r = simulate(workload=wl, config=cfg, replicas=replicas, router=router, disaggregate=pd,
-                 kv_link_bytes_s=link, cost=cost)
+    if pools:
+        from ..serving.disagg import simulate_disagg
+        r = simulate_disagg(workload=wl, prefill=pools[0], decode=pools[1], config=cfg,
+                            kv_link_bytes_s=link, prefill_cost=pcost, decode_cost=cost)
+    else:
+        r = simulate(workload=wl, config=cfg, replicas=replicas, router=router,
+                     disaggregate=pd, kv_link_bytes_s=link, cost=cost)
     s = simulation_payload(r, wl, cfg, cost, slo_ttft, slo_tpot,
                            workload_spec={"rate": rate, "concurrency": concurrency,
                                           "input_dist": None if trace else input_dist,
                                           "output_dist": None if trace else output_dist,
                                           "trace": trace, "seed": seed},
                            setup={"router": router, "disaggregate": list(pd) if pd else None,
-                                  "preset": preset})
+                                  "preset": preset,
+                                  "disagg": {n: {"tp": p.layout.tp, "ep": p.layout.ep,
+                                                 "workers": p.workers,
+                                                 "max_batch": p.max_batch}
+                                             for n, p in zip(("prefill", "decode"), pools)}
+                                  if pools else None,
+                                  "speculative": {**spec, "tokens_per_step": cost.tau}
+                                  if spec else None})
     if csv_out:
         r.to_csv(csv_out)
     where = cost.roof.hw.id if tp == 1 else f"{tp} x {cost.roof.hw.id}"
     load = (f"{rate:g} req/s {wl.arrival}" if rate else f"{concurrency} clients (closed loop)"
             if concurrency else "trace" if trace else "all at once (offline)")
+    if pools:
+        pl, dl = pools[0].layout, pools[1].layout
+        where = (f"{pools[0].workers} prefill x {pl.tp} + {pools[1].workers} decode x {dl.tp} "
+                 f"{cost.roof.hw.id}")
     reps = (f" x ({pd[0]} prefill + {pd[1]} decode replicas, {router})" if pd else
             f" x {replicas} replicas ({router})" if replicas > 1 else "")
     title = (f"{cost.model.name} on {where}{reps}, {policy} batching, {load}, mean input "

@@ -80,9 +80,13 @@ class MeasuredRun:
     moe_ep: int
     isl: int
     osl: int
-    concurrency: int | None    # None for disagg rows
+    concurrency: int | None    # disagg rows: silicon_concurrency (None when not given)
     ttft_ms: float
     tpot_ms: float
+    # disagg rows: each pool's (tp, pp, attention_dp, moe_tp, moe_ep, workers, batch) from
+    # the prefill_* / decode_* columns; workers and batch None where the row leaves them empty
+    prefill_pool: tuple | None = None
+    decode_pool: tuple | None = None
 
     @property
     def tok_s(self) -> float:
@@ -183,15 +187,31 @@ def parse_row(r: dict, line: int = 0, source: str = "row") -> MeasuredRun:
         found = re.search(r"silicon_concurrency=(\d+)", r.get("silicon_data_source") or "")
         if found and int(found.group(1)) >= 1:
             conc = int(found.group(1))
+    pools = {}
+    if not agg:
+        for side in ("prefill", "decode"):
+            def col(f, integer=True, empty=1, _s=side):
+                return _num(where, f"{_s}_{f}", r.get(f"{_s}_{f}", ""), integer, 1, empty=empty)
+            pools[f"{side}_pool"] = (col("tp_size"), col("pp_size"), col("attention_dp_size"),
+                                     col("moe_tp_size"), col("moe_ep_size"),
+                                     col("num_workers", empty=0) or None,
+                                     col("batch_size", empty=0) or None)
     return MeasuredRun(
         id=r["id"], line=line, backend=backend, version=r["backend_version"].strip(),
         model_path=model, model=MODEL_ALIASES.get(model, model), hardware=hw.id,
         precision=prec, mode=mode, tp=tp, pp=_num(where, "pp_size", r["pp_size"], True, 1, 1),
         attention_dp=adp, moe_tp=moe_tp, moe_ep=moe_ep,
         isl=_num(where, "isl", r["isl"], True, 1), osl=_num(where, "osl", r["osl"], True, 1),
-        concurrency=conc,
+        concurrency=conc if agg else _source_concurrency(r),
         ttft_ms=_num(where, "silicon_ttft_ms", r["silicon_ttft_ms"], lo=0),
-        tpot_ms=_num(where, "silicon_tpot_ms", r["silicon_tpot_ms"], lo=0))
+        tpot_ms=_num(where, "silicon_tpot_ms", r["silicon_tpot_ms"], lo=0), **pools)
+
+
+def _source_concurrency(r: dict) -> int | None:
+    """A disagg row's clients: ``silicon_concurrency=N`` in ``silicon_data_source`` (the
+    README), else None (``batch_size`` is empty in these rows)."""
+    m = re.search(r"silicon_concurrency=(\d+)", r.get("silicon_data_source") or "")
+    return int(m.group(1)) if m and int(m.group(1)) >= 1 else None
 
 
 _LOADS: dict[str, tuple[str | None, bool]] = {}
@@ -210,10 +230,15 @@ def _model_problem(model: str) -> tuple[str | None, bool]:
     return _LOADS[model]
 
 
-def skip_reason(run: MeasuredRun) -> str | None:
-    """Why the simulator cannot run ``run`` today, or None."""
+def skip_reason(run: MeasuredRun, disagg: bool = False) -> str | None:
+    """Why the simulator cannot run ``run`` today, or None. ``disagg``: disaggregated rows
+    are simulated (serving/disagg.py) where both pools' layouts are (else they are skipped
+    as before, so the aggregated fits do not change)."""
     if run.mode == "disagg":
-        return "disaggregated prefill/decode pools (per-pool layouts not modelled yet)"
+        if not disagg:
+            return "disaggregated prefill/decode pools (per-pool layouts not modelled yet)"
+        from .disagg import measured_skip_reason
+        return measured_skip_reason(run, _model_problem(run.model))
     if run.pp > 1:
         return "pipeline parallelism (not in the serving simulator)"
     if run.osl < 2:
@@ -232,8 +257,10 @@ def skip_reason(run: MeasuredRun) -> str | None:
     return None
 
 
-def read_concurrency_csv(path: str | Path) -> tuple[list[MeasuredRun], list[tuple[MeasuredRun, str]]]:
-    """All rows of a concurrency CSV: (simulable runs, [(run, reason skipped)])."""
+def read_concurrency_csv(path: str | Path, disagg: bool = False
+                         ) -> tuple[list[MeasuredRun], list[tuple[MeasuredRun, str]]]:
+    """All rows of a concurrency CSV: (simulable runs, [(run, reason skipped)]);
+    ``disagg``: the disaggregated rows whose pools can be simulated count as simulable."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"measured: file {p} does not exist")
@@ -244,7 +271,7 @@ def read_concurrency_csv(path: str | Path) -> tuple[list[MeasuredRun], list[tupl
     ok, skipped = [], []
     for i, r in enumerate(rows, start=2):
         run = parse_row(r, i, p.name)
-        why = skip_reason(run)
+        why = skip_reason(run, disagg)
         (skipped.append((run, why)) if why else ok.append(run))
     return ok, skipped
 
@@ -290,6 +317,11 @@ def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
     from .workload import make_workload
     if run.concurrency is None:
         raise InputError(f"measured: row {run.id} has no concurrency (disaggregated)")
+    if run.mode == "disagg":
+        from .disagg import simulate_measured
+        return simulate_measured(run, preset, profile=profile, rounds=rounds, warmup=warmup,
+                                 ramp_s=ramp_s, behaviours=behaviours, jitter_s=jitter_s,
+                                 seed=seed, config=config)
     cfg = config or run_config(run, preset, behaviours)     # config: a fit's variant
     if cost is None:
         key = (run.model, run.hardware, run.precision, run.tp, run.moe_ep, run.attention_dp,

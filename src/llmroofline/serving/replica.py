@@ -149,6 +149,7 @@ class Replica:
         self.graph_sizes = bool(cfg.cuda_graph_sizes)
         self.mix = cfg.mix_prefill
         self._stall = 0.0                       # prefill-only seconds since the last decode
+        self.done_ids: list[int] = []           # local ids in the order they finished
 
     # -- requests -------------------------------------------------------------------------
     def _too_big(self, gid: int, inp: int, out: int) -> InputError:
@@ -210,6 +211,24 @@ class Replica:
             self.pending += range(self.n, self.n + m)
         self.n += m
 
+    def send(self, gid: int, arrival: float, inp: int, out: int, comp: int = 0, gen: int = 0,
+             last_emit: float = math.nan) -> None:
+        """:meth:`add` for a request sent while the simulation runs (serving/disagg.py):
+        it joins the pending arrivals in time order, wherever ``arrival`` falls."""
+        self.add(gid, arrival, inp, out, comp, gen, last_emit, release=False)
+        insort(self.pending, self.n - 1, lo=self.pi, key=self.arr.__getitem__)
+
+    def next_event_s(self) -> float:
+        """When this replica runs its next iteration as things stand: ``now`` with work
+        to do, the next pending arrival when idle, infinity with nothing routed here."""
+        if self.done >= self.n:
+            return math.inf
+        if self._run or self.waiting or self.swapped:
+            return self.now
+        if self.pi < len(self.pending):
+            return max(self.now, self.arr[self.pending[self.pi]])
+        return math.inf
+
     def set_closed_loop(self, concurrency: int, starts_s=None, think_s=None) -> None:
         """Closed loop over the requests added with ``release=False``: the first
         ``concurrency`` are sent at ``starts_s`` (nondecreasing; default: all at t = 0),
@@ -263,6 +282,7 @@ class Replica:
 
     def _done(self, r: int) -> None:
         self.done += 1
+        self.done_ids.append(r)
         self.finish_times.append(self.now)
         if self.concurrency and self.next_release < self.n:
             k = self.next_release
