@@ -42,12 +42,12 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-REGION = re.compile(r"<!-- gen:([\w-]+)\.([\w-]+) -->(.*?)<!-- /gen -->", re.S)
+REGION = re.compile(r"<!-- gen:([\w-]+)\.([\w-]+) -->(.*?)<!-- /gen -->", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,17 @@ def group(name: str, slow: bool = False, timing: str = "", formats: dict[str, st
 
 # ----------------------------------------------------------------------------- helpers
 
+def _env() -> dict[str, str]:
+    """This checkout's package first on the path, offline, no display."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", MPLBACKEND="Agg",
+                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+
+
 def cli_json(*args: str, timeout: int = 1800) -> dict:
     """Run ``llmroofline ARGS --json`` in a fresh interpreter (exactly what a reader of the
     docs runs; this checkout's package first on the path) and parse its output."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-m", "llmroofline", *args, "--json"], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=timeout)
+                         env=_env(), capture_output=True, text=True, timeout=timeout, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"llmroofline {' '.join(args)} failed: {out.stderr.strip()}")
     return json.loads(out.stdout)
@@ -271,7 +275,7 @@ def _test_count() -> dict[str, str]:
     """How many tests README's test command runs (pytest --collect-only)."""
     out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
                           "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True,
-                         env=dict(os.environ, HF_HUB_OFFLINE="1", MPLBACKEND="Agg"), timeout=600)
+                         env=_env(), timeout=600, check=False)
     m = re.search(r"(\d+) tests? collected", out.stdout)
     if not m:
         raise RuntimeError(f"pytest --collect-only: no count in {out.stdout[-300:]!r}")
@@ -285,11 +289,11 @@ def _test_time() -> dict[str, str]:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "--durations", "1"], cwd=ROOT, capture_output=True, text=True,
-                         env=dict(os.environ, HF_HUB_OFFLINE="1", MPLBACKEND="Agg"), timeout=1800)
+                         env=_env(), timeout=1800, check=False)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError("the test suite failed; times are only written for a passing run")
-    m = re.search(r"^([\d.]+)s (?:call|setup)", out.stdout, re.M)
+    m = re.search(r"^([\d.]+)s (?:call|setup)", out.stdout, re.MULTILINE)
     return {"wall": f"about {wall:.0f} s", "slowest": f"{float(m.group(1)) if m else 0:.0f} s"}
 
 
@@ -400,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         new = rewrite(text, values)
         if new != text:
             f.write_text(new)
-            print(f"rewrote {f.relative_to(ROOT)}", file=sys.stderr)
+            print(f"rewrote {f}", file=sys.stderr)
     return 0
 
 
