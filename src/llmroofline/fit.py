@@ -207,20 +207,33 @@ def calibrate(rows: list[Row], params: tuple[str, ...] = DEFAULT_FIT, name: str 
     return prof, stats
 
 
+def _entries_resolved(train: list[Row], held_out: list[Row]) -> set[str]:
+    """The entry keys a profile fitted on ``train`` (as :func:`calibrate` groups them)
+    looks the ``held_out`` rows up in; ``"fallback"`` is not a key."""
+    present: set[str] = set()
+    for r in train:
+        if r.mode == "max_throughput":
+            continue
+        fam, w = _family(r.hardware), f"a{DTYPE_BITS[r.act_dtype]}"
+        present |= {w} | ({f"{fam}-{w}", fam} if fam != "unknown" else set())
+    shape = Profile("k", families={k: Efficiency() for k in present})
+    return {shape.entry_key(_family(r.hardware), DTYPE_BITS[r.act_dtype]) for r in held_out} - {"fallback"}
+
+
 def calibrate_fn(params: tuple[str, ...] = DEFAULT_FIT, gqa_max_group: float = math.inf,
                  coverage: dict[str, dict] | None = None, max_nfev: int = 200,
                  tol: float = 1e-10, held_out_entries_only: bool = False):
     """A ``rows -> Profile`` function for :func:`validate.cross_validate`.
 
-    ``held_out_entries_only``: fit only the entries the held-out rows are looked up in
-    (their family and activation width, :meth:`Profile.lookup_keys`) and the fallback.
-    The held-out predictions are exactly those of the full profile (the other entries
-    price other devices only), at a fraction of the fits."""
+    ``held_out_entries_only``: fit only the entries the held-out rows resolve to
+    (:meth:`Profile.entry_key` over the entries the training rows give: the first of
+    family-width, width, family that exists) and the fallback they start from. The
+    held-out predictions are exactly those of the full profile (the other entries price
+    other devices, or are shadowed by an earlier key), at a fraction of the fits."""
     def fn(rows, held_out=None):
         keys = None
         if held_out_entries_only and held_out is not None:
-            keys = {k for r in held_out
-                    for k in Profile("k").lookup_keys(_family(r.hardware), DTYPE_BITS[r.act_dtype])}
+            keys = _entries_resolved(rows, held_out)
         return calibrate(rows, params, gqa_max_group=gqa_max_group, coverage=coverage,
                          max_nfev=max_nfev, tol=tol, entries=keys)[0]
     fn.uses_held_out_rows = held_out_entries_only
