@@ -157,3 +157,23 @@ def _parse_seconds(field: str, text: Optional[str]) -> Optional[float]:
     if not 0 < v < float("inf"):
         raise InputError(f"{field} must be a positive time such as 50ms or 0.05s, got {text!r}")
     return v
+
+
+def int_list(field: str, text: str) -> list[int]:
+    """Comma-separated integers >= 1 ("1,2,4"), in the order given; one line naming the
+    field otherwise."""
+    vals = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            v = 0
+        if v < 1:
+            raise InputError(f"{field}: expected integers >= 1 separated by commas, got {text!r}")
+        vals.append(v)
+    if not vals:
+        raise InputError(f"{field}: expected integers >= 1 separated by commas, got {text!r}")
+    return vals

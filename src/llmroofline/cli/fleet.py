@@ -10,28 +10,14 @@ from rich.table import Table
 
 from .. import jsonout
 from ..errors import InputError
-from .common import _device_list, app, deployment_options, engine_kwargs, err, ModelOpt, out, secs
+from .common import _device_list, app, int_list, deployment_options, engine_kwargs, err, ModelOpt, out, secs
 
 _FIELDS = ("quant", "wbits", "abits", "flash", "gpus_per_node", "overlap", "allreduce",
            "engine", "profile")
 
 
 def _ints(field: str, text: str) -> tuple[int, ...]:
-    vals = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = int(part)
-        except ValueError:
-            v = 0
-        if v < 1:
-            raise InputError(f"{field}: expected integers >= 1 separated by commas, got {text!r}")
-        vals.append(v)
-    if not vals:
-        raise InputError(f"{field}: expected integers >= 1 separated by commas, got {text!r}")
-    return tuple(vals)
+    return tuple(int_list(field, text))
 
 
 def _words(text: str) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from rich.table import Table
 from .. import jsonout
 from ..errors import InputError
 from .common import (
+    int_list,
     _device_list, _parse_seconds, app, deployment_options, engine_kwargs, err, ModelOpt, out,
     secs,
 )
@@ -451,21 +452,7 @@ def capacity_cmd(
 
 
 def _int_list(field: str, text: str) -> list[int]:
-    vals = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = int(part)
-        except ValueError:
-            v = 0
-        if v < 1:
-            raise InputError(f"{field}: expected integers >= 1 separated by commas, got {text!r}")
-        vals.append(v)
-    if not vals:
-        raise InputError(f"{field}: expected integers >= 1 separated by commas, got {text!r}")
-    return sorted(set(vals))
+    return sorted(set(int_list(field, text)))
 
 
 def _capacity_search(model, hws, tps, mbs, mts, slo, percentile, requests, input_dist,
