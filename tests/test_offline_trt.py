@@ -163,3 +163,52 @@ def test_validate_cli_on_offline_rows_matches_direct_simulation(tmp_path):
     assert set(data["summary"]["by_release"]) == {"0.11", "0.14"}
     assert data["summary"]["by_dtype"]["fp8"]["throughput_tok_s"]["n"] == 2
     assert math.isfinite(data["seconds_per_row"]["median"])
+
+
+def test_a100_pcie_tp4_all_reduce_runs_over_pcie_by_hand():
+    """An NVLink bridge pairs two A100 PCIe cards (scaleup_group = 2), so TP 4 in the 8-card
+    server is a ring over PCIe Gen4 x16: 64 GB/s bidirectional = 32e9 B/s per direction,
+    5 us per hop, no all-to-all fabric. All-reduce of S = 64e6 bytes over n = 4:
+    ring 2 (n-1) a + 2 (n-1)/n S / bw = 30 us + 3.0 ms = 3.030 ms (tree: 4 a + 2 S / bw
+    = 4.02 ms, slower); TP 2 stays on the bridge (300e9 B/s per direction, 2 us)."""
+    from llmroofline.cost import collective_time, link_for
+    from llmroofline.parallel import Layout
+    from llmroofline.specs.hardware import load_hardware
+    hw = load_hardware("a100-pcie-80gb")
+    assert hw.scaleup_group == 2
+    four = link_for(hw, 4, Layout())
+    assert (four.bytes_s, four.latency_s, four.all_to_all) == (32e9, 5e-6, False)
+    assert float(collective_time("allreduce", 64e6, 4, four)) == pytest.approx(3.030e-3, rel=1e-9)
+    two = link_for(hw, 2, Layout())
+    assert (two.bytes_s, two.latency_s, two.all_to_all) == (300e9, 2e-6, True)
+    # across two 8-card nodes the slower of PCIe (32) and the 50 GB/s network: PCIe, 10 us
+    sixteen = link_for(hw, 16, Layout())
+    assert (sixteen.bytes_s, sixteen.latency_s) == (32e9, 10e-6)
+    # the SXM part has no such limit: NVSwitch at 300e9 B/s per direction for TP 8
+    assert link_for(load_hardware("a100-sxm-80gb"), 8, Layout()).bytes_s == 300e9
+
+
+def test_gh200_tp4_stays_on_nvlink():
+    """GH200 systems (NVL32) join the superchips over NVLink 4, 450 GB/s per direction; an
+    all-reduce of 64e6 bytes over 4 GPUs picks two-shot: 2 a + 2 (n-1)/n S / bw
+    = 4 us + 96e6 / 450e9 s = 217.33 us (one-shot: 2 us + 3 S / bw = 428.7 us)."""
+    from llmroofline.cost import collective_time, link_for
+    from llmroofline.parallel import Layout
+    from llmroofline.specs.hardware import load_hardware
+    hw = load_hardware("gh200")
+    link = link_for(hw, 4, Layout())
+    assert (link.bytes_s, link.latency_s, link.all_to_all) == (450e9, 2e-6, True)
+    assert float(collective_time("allreduce", 64e6, 4, link)) == pytest.approx(
+        4e-6 + 96e6 / 450e9, rel=1e-9)
+    # a standalone superchip (--gpus-per-node 1) crosses the 50 GB/s network instead
+    assert link_for(hw, 4, Layout(gpus_per_node=1)).bytes_s == 50e9
+
+
+@pytest.mark.parametrize("bad", [0, 3, 2.0, True])
+def test_bad_scaleup_group_is_one_line(bad):
+    from llmroofline.specs.hardware import from_dict
+    d = {"name": "x", "memory_gb": 80, "mem_bw_gb_s": 2000, "bf16_tflops": 100,
+         "nvlink_domain": 2, "scaleup_group": bad}
+    with pytest.raises(InputError, match="'scaleup_group' must be an integer in \\[1, 2\\]") as e:
+        from_dict("x", d)
+    assert "\n" not in str(e.value)

@@ -54,10 +54,13 @@ direction (x efficiency.communication) and per-hop latency a:
 two-shot on an NVLink-class node (small decode messages: one-shot; large prefill
 messages: two-shot), and the faster of ring and tree elsewhere (PCIe, multi-node).
 A group fits in one node when n <= the node size (``Layout.gpus_per_node``, by default the
-device's ``nvlink_domain``: 8 on HGX boards, 72 in a GB200/GB300 NVL72 rack); otherwise
-the per-GPU scale-out network (``scaleout_gb_s``, default 50 GB/s = one 400 Gb/s NIC per
-GPU) is the link, with ``scaleout_latency_us`` per hop: e.g. a ring all-reduce of S bytes
-over n GPUs crossing nodes takes 2 (n-1) a_net + 2 (n-1)/n S / (scaleout x communication).
+device's ``nvlink_domain``: 8 on HGX boards, 72 in a GB200/GB300 NVL72 rack). Inside a
+node a device with ``scaleup_group`` g (PCIe cards whose NVLink bridge joins pairs: g = 2)
+prices a group of n > g over PCIe instead: bw = pcie_gb_s_bidir / 2, a = 5 us, ring or
+tree (no all-to-all fabric); e.g. TP 4 on A100 PCIe, S bytes: 6 x 5 us + 1.5 S / 32 GB/s.
+A group larger than the node crosses the per-GPU scale-out network (``scaleout_gb_s``,
+default 50 GB/s = one 400 Gb/s NIC per GPU), with ``scaleout_latency_us`` per hop: e.g. a
+ring all-reduce of S bytes over n GPUs crossing nodes takes 2 (n-1) a_net + 2 (n-1)/n S / (scaleout x communication).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ import numpy as np
 from .errors import InputError
 from .graph import Op
 from .parallel import Layout
-from .specs.hardware import HardwareSpec
+from .specs.hardware import PCIE_LATENCY_S, HardwareSpec
 from .specs.precision import Precision, compute_dtypes
 from .specs.profile import Efficiency
 
@@ -108,14 +111,22 @@ def kv_transfer_link(hw: HardwareSpec, devices: int, gpus_per_node: int | None =
 
 
 def link_for(hw: HardwareSpec, group: int, layout: Layout, eff: float = 1.0) -> Link:
-    """The slowest link a collective over ``group`` devices crosses."""
+    """The slowest link a collective over ``group`` devices crosses: the scale-up link
+    inside a node; PCIe (``pcie_gb_s_bidir`` / 2 per direction, 5 us per hop) inside a node
+    when the group is larger than the device's ``scaleup_group`` (NVLink-bridged pairs of
+    PCIe cards); the scale-out network (or PCIe, if slower) across nodes."""
     intra = hw.scaleup_bytes_s()
     if intra is None:
         raise InputError(f"hardware {hw.id}: no interconnect bandwidth (scaleup_gb_s_bidir or "
                          "pcie_gb_s_bidir) to cost collectives over more than one device")
+    pcie = hw.pcie_bytes_s()
+    bridged = hw.scaleup_group is not None and group > hw.scaleup_group and pcie is not None
     if group <= layout.node_size(hw):
+        if bridged:     # beyond the bridged pair: ring over PCIe, no all-to-all fabric
+            return Link(pcie * eff, PCIE_LATENCY_S, False)
         return Link(intra * eff, hw.scaleup_latency_s(), hw.has_nvlink)
-    return Link(min(intra, hw.scaleout_bytes_s) * eff, hw.scaleout_latency_s, False)
+    inner = min(intra, pcie) if bridged else intra
+    return Link(min(inner, hw.scaleout_bytes_s) * eff, hw.scaleout_latency_s, False)
 
 
 def collective_time(kind: str, size_bytes, group: int, link: Link, algorithm: str = "auto"):

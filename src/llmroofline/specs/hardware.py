@@ -24,6 +24,10 @@ from .profile import Efficiency, efficiency_from_dict, efficiency_to_dict
 
 DEFAULT_HARDWARE = "a100-sxm-80gb"
 DEFAULT_NVLINK_DOMAIN = 8   # devices per node when the catalog says nothing (HGX, 8-GPU server)
+# Per-hop latency of one collective step: NVLink-class fabric, PCIe (through the host's root
+# complex or a PCIe switch, NCCL's measured small-message latency is ~2-3x NVLink's).
+NVLINK_LATENCY_S = 2e-6
+PCIE_LATENCY_S = 5e-6
 MIB = 2 ** 20
 
 # Compute dtypes with a tensor/vector peak in the data file (TFLOPS or TOPS, dense).
@@ -59,6 +63,10 @@ class HardwareSpec:
     # Devices of one system that reach each other over the scale-up link: 8 on an HGX
     # board or a PCIe server, 72 in a GB200/GB300 NVL72 rack, 1 for a standalone GH200.
     nvlink_domain: int = DEFAULT_NVLINK_DOMAIN
+    # Devices the scale-up link joins inside one node when it does not span the node: 2 for
+    # PCIe cards with an NVLink bridge (the bridge pairs two cards); a group of more of the
+    # node's devices talks over PCIe. None: the link spans the node.
+    scaleup_group: int | None = None
     memory_mib: float | None = None       # capacity as the driver reports it (nvidia-smi MiB)
     host_bytes_s_bidir: float | None = None  # host link when it is not PCIe (NVLink-C2C)
     tdp_w: float | None = None
@@ -90,7 +98,12 @@ class HardwareSpec:
         """Per-hop latency inside a node: 2 us over NVLink-class links, 5 us over PCIe."""
         if self.link_latency_s is not None:
             return self.link_latency_s
-        return 2e-6 if self.has_nvlink else 5e-6
+        return NVLINK_LATENCY_S if self.has_nvlink else PCIE_LATENCY_S
+
+    def pcie_bytes_s(self) -> float | None:
+        """Per-direction PCIe bandwidth between two devices of a node (half the host link's
+        bidirectional figure): the link of a group larger than ``scaleup_group``."""
+        return self.pcie_bytes_s_bidir / 2 if self.pcie_bytes_s_bidir else None
 
     def with_efficiency(self, **kw: float) -> HardwareSpec:
         return replace(self, efficiency=replace(self.efficiency, **kw))
@@ -117,7 +130,7 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
     for k in _REQUIRED:
         if k not in d:
             raise InputError(f"{where}: missing field '{k}' (required: {', '.join(_REQUIRED)})")
-    known = set(_NUMERIC) | set(_TEXT) | {"efficiency", "id", "aliases"}
+    known = set(_NUMERIC) | set(_TEXT) | {"efficiency", "id", "aliases", "scaleup_group"}
     for k in d:
         if k not in known:
             raise InputError(f"{where}: unknown field '{k}'" + suggest(k, known))
@@ -131,6 +144,11 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
     if not isinstance(dom, int) or not 1 <= dom <= NVLINK_DOMAIN_MAX:
         raise InputError(f"{where}: field 'nvlink_domain' must be an integer in "
                          f"[1, {NVLINK_DOMAIN_MAX}], got {dom!r}")
+    group = d.get("scaleup_group")
+    if group is not None and (isinstance(group, bool) or not isinstance(group, int)
+                              or not 1 <= group <= dom):
+        raise InputError(f"{where}: field 'scaleup_group' must be an integer in [1, {dom}] "
+                         f"(at most nvlink_domain), got {group!r}")
     peaks = {dt: float(d[f]) * 1e12 for dt, f in DTYPE_FIELDS.items() if f in d}
     if not peaks:
         raise InputError(f"{where}: needs at least one compute peak field "
@@ -154,6 +172,7 @@ def from_dict(dev_id: str, d: dict[str, Any], where: str = "") -> HardwareSpec:
         link_latency_s=opt("link_latency_us", 1e-6),
         scaleout_latency_s=opt("scaleout_latency_us", 1e-6) or 10e-6,
         nvlink_domain=dom,
+        scaleup_group=group,
         memory_mib=opt("memory_mib"),
         host_bytes_s_bidir=opt("host_gb_s_bidir", 1e9),
         tdp_w=opt("tdp_w"),
@@ -188,6 +207,8 @@ def to_dict(hw: HardwareSpec) -> dict[str, Any]:
             out[k] = float(f"{v / scale:.12g}") if scale != 1 else v
     if hw.nvlink_domain != DEFAULT_NVLINK_DOMAIN:
         out["nvlink_domain"] = hw.nvlink_domain
+    if hw.scaleup_group is not None:
+        out["scaleup_group"] = hw.scaleup_group
     if not hw.efficiency.is_ideal:
         out["efficiency"] = efficiency_to_dict(hw.efficiency)
     return out
