@@ -75,3 +75,65 @@ def test_cli_fleet_and_ray_hint(capsys, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     assert main(["fleet", "--executor", "ray", "--tp", "1"]) == 2
     assert 'llmroofline[cluster]' in capsys.readouterr().err
+
+
+def _argv(script):
+    """The command line of a written .sh file (its last line), split as the shell would."""
+    import shlex
+    return shlex.split(script.read_text().strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("engine,arrival", [("vllm-v1", "poisson"), ("sglang", "closed")])
+def test_fleet_out_writes_launch_files_that_parse_and_round_trip(tmp_path, engine, arrival):
+    import json
+    from llmroofline.launch import (TOOLS, check_command, read_setup, setup_deployment,
+                                    setup_workload)
+    from llmroofline.serving.fleet import chosen, write_launch
+    sp = Space(hardware=("h100-sxm",), tp=(1, 2), max_batch=(32, 64), max_tokens=(2048,),
+               kv_dtype=("auto", "fp8"))
+    s = fleet_search(MODEL, sp, engine=engine, arrival=arrival, input_dist="1000",
+                     output_dist="200", **KW)
+    index = write_launch(s, tmp_path)
+    assert json.loads((tmp_path / "index.json").read_text()) == json.loads(
+        json.dumps(index, default=str))
+    rows = index["configurations"]
+    picked = chosen(s)
+    assert [r["configuration"] for r in rows] == [p.label for p in picked]
+    assert all(p.pareto for p in picked[:-1]) and (picked[-1].pareto or picked[-1] is s.best)
+    server, _, bench = TOOLS["vllm" if engine == "vllm-v1" else "sglang"]
+    for p, r in zip(picked, rows):
+        c, f = p.config, tmp_path / r["folder"]
+        assert r["requests_s_per_replica"] == p.rate and r["tok_s_per_user"] == p.per_user
+        serve = check_command(server, _argv(f / "serve.sh"))
+        check_command(bench, _argv(f / "bench.sh"))
+        check_command("aiperf profile", _argv(f / "aiperf.sh"))
+        if engine == "vllm-v1":
+            assert serve["--tensor-parallel-size"] == str(c.tp)
+            assert serve["--max-num-seqs"] == str(c.max_batch)
+            assert serve.get("--kv-cache-dtype") == ("fp8" if c.kv_dtype == "fp8" else None)
+        else:
+            assert serve["--tp-size"] == str(c.tp)
+            assert serve["--max-running-requests"] == str(c.max_batch)
+            assert serve["--chunked-prefill-size"] == "2048"
+        rec = read_setup(f / "setup.toml")
+        d = setup_deployment(rec)
+        assert (d.layout.tp, d.engine.name, d.hardware.id) == (c.tp, engine, "h100-sxm")
+        assert d.precision.kvbits == (8 if c.kv_dtype == "fp8" else 16)
+        w = setup_workload(rec)
+        assert (w.isl, w.osl) == (1000, 200)
+        assert w.requests == max(p.requests, 10 * w.concurrency)
+        if arrival == "closed":
+            assert w.concurrency == p.concurrency
+        else:
+            # Little's law: requests in flight = rate x mean time in the system, which with
+            # fixed lengths is near TTFT + 199 TPOT (medians here)
+            guess = p.rate * (p.metrics["ttft_p99"] / 2 + 199 * p.metrics["tpot_p50"])
+            assert 0.5 * guess <= w.concurrency <= 2 * guess
+
+
+def test_fleet_out_needs_an_engine_with_launch_commands(tmp_path, capsys):
+    from llmroofline.cli import main
+    assert main(["fleet", "--tp", "1", "--out", str(tmp_path / "o")]) == 2
+    e = capsys.readouterr().err
+    assert "out:" in e and "--engine" in e and "Traceback" not in e
+    assert not (tmp_path / "o").exists()

@@ -90,6 +90,8 @@ ARGS: tuple[Arg, ...] = (
       V_VLLM),
     A("vllm serve", "--quantization", "online weight quantization (fp8: dynamic per-tensor)",
       "precision.wbits/abits (not native)", V_VLLM),
+    A("vllm serve", "--no-enable-chunked-prefill", "chunked prefill off (a prompt runs whole "
+      "in one iteration)", "engine.batching.chunked", V_VLLM, switch=True),
     A("vllm serve", "--no-enable-prefix-caching", "prefix caching off (the simulator reuses "
       "no KV across requests)", "fixed", V_VLLM, switch=True),
     # -- python -m sglang.launch_server
@@ -323,7 +325,8 @@ def _values(d, overrides: dict) -> dict:
     """The batching values the commands carry: the engine's, ``overrides`` winning."""
     e = d.engine
     v = dict(max_batch=e.batching.max_batch, max_tokens=e.batching.max_tokens,
-             kv_fraction=e.kv_memory.fraction, block_size=e.batching.block_size)
+             kv_fraction=e.kv_memory.fraction, block_size=e.batching.block_size,
+             chunked=bool(e.batching.chunked))
     v.update({k: x for k, x in overrides.items() if x is not None})
     return v
 
@@ -331,6 +334,7 @@ def _values(d, overrides: dict) -> dict:
 def _serve(d, launcher: str, model: str, v: dict, host: str, port: int,
            yaml_name: str, notes: list[str]) -> tuple[list[str], dict | None]:
     lay, b = d.layout, d.engine.batching
+    chunked = v["chunked"]
     kv = _kv_dtype(launcher, d.precision.kvbits)
     q = _quant_flag(d, launcher, notes)
     rule = d.engine.kv_memory.rule
@@ -353,6 +357,7 @@ def _serve(d, launcher: str, model: str, v: dict, host: str, port: int,
                 "--max-num-batched-tokens", str(v["max_tokens"]),
                 "--block-size", str(v["block_size"]),
                 "--gpu-memory-utilization", f"{v['kv_fraction']:g}"]
+        cmd += [] if chunked else ["--no-enable-chunked-prefill"]
         cmd += ["--kv-cache-dtype", kv] if kv else []
         cmd += ["--quantization", q] if q else []
         cmd += ["--no-enable-prefix-caching"]
@@ -363,7 +368,7 @@ def _serve(d, launcher: str, model: str, v: dict, host: str, port: int,
         cmd += ["--dp-size", str(lay.dp)] if lay.dp > 1 else []
         cmd += ["--ep-size", str(lay.ep)] if lay.ep > 1 else []
         cmd += ["--max-running-requests", str(v["max_batch"]),
-                "--chunked-prefill-size", str(v["max_tokens"] if b.chunked else -1),
+                "--chunked-prefill-size", str(v["max_tokens"] if chunked else -1),
                 "--page-size", str(v["block_size"]),
                 "--mem-fraction-static", f"{v['kv_fraction']:g}"]
         cmd += ["--kv-cache-dtype", kv] if kv else []
@@ -385,7 +390,7 @@ def _serve(d, launcher: str, model: str, v: dict, host: str, port: int,
                                "enable_block_reuse": False}
         if kv:
             kvc["dtype"] = kv
-        yaml = {"kv_cache_config": kvc, "enable_chunked_prefill": bool(b.chunked),
+        yaml = {"kv_cache_config": kvc, "enable_chunked_prefill": bool(chunked),
                 "scheduler_config": {"capacity_scheduler_policy":
                                      "GUARANTEED_NO_EVICT" if b.reserve == "full"
                                      else "MAX_UTILIZATION"}}
@@ -440,15 +445,16 @@ YAML_NAME = "extra_llm_api_options.yaml"
 
 def launch_commands(d, workload: Workload, *, model_path: str | None = None,
                     max_batch: int | None = None, max_tokens: int | None = None,
-                    kv_fraction: float | None = None, host: str = "127.0.0.1",
-                    port: int | None = None, results_dir: str = "results",
-                    setup: dict | None = None) -> dict[str, Any]:
+                    kv_fraction: float | None = None, chunked: bool | None = None,
+                    host: str = "127.0.0.1", port: int | None = None,
+                    results_dir: str = "results", setup: dict | None = None) -> dict[str, Any]:
     """The server and benchmark commands of deployment ``d`` under ``workload``, as plain
     data: {"launcher", "serve": argv, "yaml": dict or None, "bench": argv, "aiperf": argv,
     "notes": [...], "setup": :func:`setup_record`}. ``model_path``: what the server loads
     (default: the model's hub id); ``max_batch`` / ``max_tokens`` / ``kv_fraction``
     override the engine's defaults; ``setup``: the setup fields as the user gave them, with
-    ``model`` and ``hardware`` (the record then resolves back to the same deployment)."""
+    ``model`` and ``hardware`` (the record then resolves back to the same deployment);
+    ``chunked``: chunked prefill on/off (default: the engine's)."""
     if not isinstance(workload, Workload):
         raise InputError("launch: workload must be a launch.Workload")
     launcher = launcher_of(d.engine.name)
@@ -457,7 +463,8 @@ def launch_commands(d, workload: Workload, *, model_path: str | None = None,
         raise InputError(f"launch: port must be in [1, 65535], got {port}")
     model = model_path or d.model.name
     notes: list[str] = []
-    v = _values(d, dict(max_batch=max_batch, max_tokens=max_tokens, kv_fraction=kv_fraction))
+    v = _values(d, dict(max_batch=max_batch, max_tokens=max_tokens, kv_fraction=kv_fraction,
+                        chunked=chunked))
     if not 0 < v["kv_fraction"] <= 1:
         raise InputError(f"launch: kv_fraction must be in (0, 1], got {v['kv_fraction']!r}")
     serve, yaml = _serve(d, launcher, model, v, host, port, YAML_NAME, notes)
@@ -484,7 +491,7 @@ def _engine_ref(engine) -> str:
 
 
 def setup_record(d, workload: Workload, *, launcher: str, model_path: str, max_batch: int,
-                 max_tokens: int, kv_fraction: float, block_size: int,
+                 max_tokens: int, kv_fraction: float, block_size: int, chunked: bool = True,
                  setup: dict | None = None) -> dict[str, Any]:
     """Deployment + workload as plain data (setup.toml): what :func:`setup_deployment`
     resolves again. ``setup``: the user's setup fields (and ``model`` / ``hardware`` as
@@ -507,7 +514,8 @@ def setup_record(d, workload: Workload, *, launcher: str, model_path: str, max_b
             dep.update(wbits=p.wbits, abits=p.abits)
     return {"deployment": dep,
             "batching": {"max_batch": int(max_batch), "max_tokens": int(max_tokens),
-                         "kv_fraction": float(kv_fraction), "block_size": int(block_size)},
+                         "kv_fraction": float(kv_fraction), "block_size": int(block_size),
+                         "chunked": bool(chunked)},
             "workload": {"concurrency": workload.concurrency, "isl": workload.isl,
                          "osl": workload.osl, "requests": workload.requests},
             "launch": {"launcher": launcher, "model_path": model_path}}

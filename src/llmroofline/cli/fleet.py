@@ -55,6 +55,7 @@ def fleet_cmd(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Local processes (default: the cores).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Allow a space over 100,000 configurations or more workers than cores.")] = False,
     top: Annotated[int, typer.Option("--top", help="Rows to print.")] = 15,
+    out_dir: Annotated[Optional[str], typer.Option("--out", help="Write launch and benchmark commands of the Pareto front (and the best) into this folder: one folder per configuration, index.json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
     setup: dict = None,
 ) -> None:
@@ -80,12 +81,23 @@ def fleet_cmd(
     kw = engine_kwargs({**setup, "tp": 1, "pp": 1, "ep": 1})
     kw.pop("cuda_graphs", None)
     kw.pop("kvbits", None)
+    if out_dir:   # before the search: an engine without launch commands fails at once
+        from ..launch import launcher_of
+        from ..specs.engine import load_engine
+        try:
+            launcher_of(load_engine(kw.get("engine")).name)
+        except InputError as e:
+            raise InputError(f"out: {e}; pass --engine vllm-v1, sglang or trtllm-1") from None
     s = fleet_search(model, space, slo=slo, input_dist=input_dist, output_dist=output_dist,
                      arrival=arrival, seed=seed, requests=requests, short_requests=short_requests,
                      rate_target=rate_target, prices=prices, fast=not exhaustive,
                      executor=executor, workers=workers, yes=yes, **kw)
+    index = None
+    if out_dir:
+        from ..serving.fleet import write_launch
+        index = write_launch(s, out_dir)
     if as_json:
-        print(jsonout.dumps(s.to_dict()))
+        print(jsonout.dumps({**s.to_dict(), "launch_index": index}))
         return
     st = s.stats
     out.print(f"[bold]{model}[/]: {st['configurations']} configurations in {st['cpu_s']:.1f} s CPU "
@@ -122,3 +134,7 @@ def fleet_cmd(
         out.print(f"[bold]best: {b.label}[/] ({b.rate:.2f} req/s per replica{where})")
     for n in s.notes:
         err.print(f"[yellow]note:[/] {n}")
+    if index is not None:
+        done = [r["folder"] for r in index["configurations"] if r["folder"]]
+        out.print(f"wrote {len(done)} launch folder(s) and index.json in {out_dir}",
+                  highlight=False)

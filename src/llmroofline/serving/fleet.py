@@ -318,6 +318,11 @@ class FleetSearch:
     rate_target: float | None
     stats: dict
     notes: list[str] = field(default_factory=list)
+    isl: float = 0.0            # mean prompt / output lengths of the workload (tokens)
+    osl: float = 0.0
+    closed: bool = False
+    deployments: dict = field(default_factory=dict, repr=False)   # label -> Deployment
+    setup: dict = field(default_factory=dict, repr=False)         # the user's precision keys
 
     @property
     def front(self) -> list[FleetPoint]:
@@ -475,6 +480,8 @@ def _trial(cost, sched, wl_kw, slo, x, closed: bool, requests: int):
     m = {k: _pct(vals[k.split("_p")[0]], float(k.split("_p")[1])) for k in slo}
     for k in ("tpot_p50", "tpot_p99", "ttft_p99"):
         m.setdefault(k, _pct(vals[k.split("_p")[0]], float(k.split("_p")[1])))
+    e2e = vals["e2e"][~np.isnan(vals["e2e"])]
+    m["e2e_mean"] = float(e2e.mean()) if e2e.size else 0.0   # Little's law (launch files)
     ok = all(m[k] <= v for k, v in slo.items())
     if closed:
         fin = r.finish_s[keep]
@@ -901,7 +908,15 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
              "wall_s": time.perf_counter() - t_wall, "cpu_s": _cpu() - t_cpu,
              "fast": fast, "executor": executor, "workers": ex.workers}
     stats["configs_per_cpu_s"] = len(points) / stats["cpu_s"] if stats["cpu_s"] > 0 else None
-    return FleetSearch(points, best, slo, objective, rate_target, stats, notes)
+    deps = {}
+    for p in points:
+        if p.rate > 0:
+            c = _cost(model, engine, p.config, mt_max, mb_max)
+            if not isinstance(c, InputError):
+                deps[p.label] = c.deployment
+    setup = {k: engine[k] for k in ("quant", "wbits", "abits", "kvbits") if engine.get(k) is not None}
+    return FleetSearch(points, best, slo, objective, rate_target, stats, notes, isl, osl, closed,
+                       deps, {"model": model, **setup})
 
 
 def _cpu() -> float:
@@ -944,3 +959,81 @@ def _disagg(p: FleetPoint, cost, sched, isl, osl, slo, kv_tok) -> None:
     p.per_user = 1.0 / best[1]
     p.status = "analytic"
     p.error = None
+
+
+# -- launch files for the chosen configurations (fleet --out) --------------------------------
+def chosen(s: FleetSearch) -> list[FleetPoint]:
+    """The configurations ``fleet --out`` writes: the Pareto front, fastest per user first,
+    then the best when it is not on the front (with ``rate_target`` the cheapest fleet
+    need not be)."""
+    out = list(s.front)
+    if s.best is not None and all(p is not s.best for p in out):
+        out.append(s.best)
+    return out
+
+
+def launch_workload(s: FleetSearch, p: FleetPoint):
+    """The closed-loop benchmark of point ``p`` (``launch.Workload``): its clients per
+    replica at capacity (closed loop), or by Little's law ``ceil(rate x mean e2e)`` (open
+    loop: the mean number of requests in flight at the capacity rate); fixed lengths at the
+    workload's mean ISL/OSL (rounded); the requests of the trial that gave the rate, at
+    least 10 per client (``launch``'s default: a steady state needs several rounds)."""
+    from ..launch import Workload as LaunchWorkload
+    if s.closed and p.concurrency:
+        conc = int(p.concurrency)
+    else:
+        conc = max(1, math.ceil(p.rate * p.metrics.get("e2e_mean", 0.0) * (1 - 1e-9)))
+    return LaunchWorkload(concurrency=conc, isl=max(1, round(s.isl)), osl=max(1, round(s.osl)),
+                          requests=max(int(p.requests), 10 * conc))
+
+
+def write_launch(s: FleetSearch, folder, *, host: str = "127.0.0.1",
+                 port: int | None = None) -> dict:
+    """One folder per chosen configuration (:func:`chosen`) with ``launch.write_files``'s
+    serve.sh, bench.sh, aiperf.sh, YAML and setup.toml for the engine it was simulated with,
+    and ``index.json`` listing them with their predicted numbers. Disaggregated (analytic)
+    points get no folder (``launch`` writes one server), only an index entry saying so."""
+    from pathlib import Path
+    from .. import jsonout
+    from ..launch import launch_commands, write_files
+    from ..safeio import atomic_write_text
+    root = Path(folder)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"out: {folder} exists and is not a folder")
+    rows = []
+    for n, p in enumerate(chosen(s), 1):
+        c = p.config
+        row = {"configuration": p.label, "status": p.status, "pareto": p.pareto,
+               "best": p is s.best, "engine": None, "folder": None,
+               "requests_s_per_replica": p.rate, "output_tok_s_per_gpu": p.per_gpu,
+               "output_tok_per_usd": p.per_usd, "tok_s_per_user": p.per_user,
+               "gpus_per_replica": c.gpus_per_replica, "replicas": p.replicas, "gpus": p.gpus,
+               "cost_usd_h": p.cost_usd_h, "metrics_s": dict(p.metrics)}
+        d = s.deployments.get(p.label)
+        if c.disagg or d is None:
+            row["note"] = ("disaggregated pools: no launch files (launch writes one server); "
+                           "run the xPyD pools by hand") if c.disagg else "no deployment"
+            rows.append(row)
+            continue
+        w = launch_workload(s, p)
+        given = dict(s.setup)
+        given["hardware"] = c.hardware
+        kv = KV_DTYPES[c.kv_dtype]
+        if kv is not None:
+            given["kvbits"] = kv
+        plan = launch_commands(d, w, max_batch=c.max_batch, max_tokens=c.max_tokens,
+                               chunked=c.chunked, host=host, port=port, setup=given)
+        name = f"{n:02d}-" + "".join(ch if ch.isalnum() or ch in "-." else "_"
+                                     for ch in p.label.replace(" ", "_").replace("/", "per"))
+        write_files(plan, root / name)
+        row.update(engine=d.engine.name, folder=name, launcher=plan["launcher"],
+                   benchmark={"concurrency": w.concurrency, "isl": w.isl, "osl": w.osl,
+                              "requests": w.requests},
+                   notes=plan["notes"])
+        rows.append(row)
+    index = {"slo_s": s.slo, "objective": s.objective, "rate_target": s.rate_target,
+             "workload_mean_isl": s.isl, "workload_mean_osl": s.osl,
+             "closed_loop": s.closed, "configurations": rows}
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "index.json", jsonout.dumps(index) + "\n", "out")
+    return index
