@@ -31,7 +31,11 @@ def test_refused_axes_and_slo_parsing():
     s = fleet_search(MODEL, sp, **KW)
     refused = [p for p in s.points if p.status == "refused"]
     assert refused and all("\n" not in p.error for p in refused)
-    assert any("attention-DP" in p.error for p in refused)
+    # Llama-3.1-8B is dense and has no MTP modules (no draft given): both axes refused
+    assert {p.label for p in refused} == {p.label for p in s.points
+                                          if p.config.attention_dp > 1 or p.config.mtp}
+    assert any("attention-DP" in p.error and "dense" in p.error for p in refused)
+    assert any("mtp" in p.error and "--draft" in p.error for p in refused)
     assert parse_slo("ttft_p99=2s,tpot_p50=20ms,e2e_p90=60") == {
         "ttft_p99": 2.0, "tpot_p50": 0.02, "e2e_p90": 60.0}
     with pytest.raises(InputError, match="ttft_pNN"):
@@ -137,3 +141,35 @@ def test_fleet_out_needs_an_engine_with_launch_commands(tmp_path, capsys):
     e = capsys.readouterr().err
     assert "out:" in e and "--engine" in e and "Traceback" not in e
     assert not (tmp_path / "o").exists()
+
+
+def test_attention_dp_axis_for_moe_models_on_engines_that_run_it():
+    sp = Space(hardware=("h100-sxm",), tp=(1,), attention_dp=(1, 2), max_batch=(64,),
+               max_tokens=(2048,))
+    moe = "Qwen/Qwen3-30B-A3B"
+    s = fleet_search(moe, sp, engine="sglang", **KW)
+    one, two = sorted(s.points, key=lambda p: p.config.attention_dp)
+    assert two.status in ("confirmed", "simulated") and two.error is None
+    # an ADP2 replica is two attention ranks on 2 GPUs, four replicas to an 8-GPU node
+    assert (two.config.gpus_per_replica, two.config.replicas_per_node) == (2, 4)
+    assert s.deployments[two.label].layout.dp_attention == 2
+    # two ranks, each with its own batch and KV cache, serve more than one rank alone
+    assert two.rate > one.rate > 0
+    # vLLM (V0) has no attention-DP mode: refused in one line naming the engine
+    s = fleet_search(moe, sp, engine="vllm", **KW)
+    r = [p for p in s.points if p.config.attention_dp == 2][0]
+    assert r.status == "refused" and "engine vllm" in r.error and "\n" not in r.error
+
+
+def test_mtp_axis_with_a_draft_model():
+    sp = Space(hardware=("h100-sxm",), tp=(1,), max_batch=(64,), max_tokens=(2048,),
+               mtp=(False, True))
+    s = fleet_search(MODEL, sp, draft="meta-llama/Llama-3.2-1B", draft_k=3, accept=0.8, **KW)
+    off, on = sorted(s.points, key=lambda p: p.config.mtp)
+    assert on.status in ("confirmed", "simulated") and on.rate > 0
+    # tau = (1 - 0.8^4) / 0.2 = 2.95 tokens per round for a round of one 8B verify step
+    # and three 1B draft steps (~1.5 steps of the 8B): within the same TPOT limit it serves
+    # more requests/s, each faster
+    assert on.per_user > off.per_user and on.rate > off.rate
+    assert s.speculative == {"draft": "meta-llama/Llama-3.2-1B", "draft_k": 3, "accept": 0.8,
+                             "draft_tp": None, "step_cpu_s": 0.0}
