@@ -506,13 +506,21 @@ def _pct(x, q):
     return float(np.percentile(x, q)) if x.size else 0.0
 
 
-def _trial(cost, sched, wl_kw, slo, x, closed: bool, requests: int):
-    """Simulate at load ``x`` (rate or clients): (meets, percentiles, requests/s)."""
+def _trial(cost, sched, wl_kw, slo, x, closed: bool, requests: int, pools=None):
+    """Simulate at load ``x`` (rate or clients): (meets, percentiles, requests/s).
+    ``pools`` = (x, y): on x prefill and y decode workers of this cost and scheduler
+    (``disagg.simulate_disagg``), the load then being the group's."""
     if closed:
         wl = make_workload(requests, concurrency=int(x), arrival="closed", **wl_kw)
     else:
         wl = make_workload(requests, rate=float(x), **wl_kw)
-    r = simulate(workload=wl, config=sched, cost=cost)
+    if pools is None:
+        r = simulate(workload=wl, config=sched, cost=cost)
+    else:
+        from .disagg import Pool, simulate_disagg
+        r = simulate_disagg(workload=wl, prefill=Pool(cost.layout, pools[0]),
+                            decode=Pool(cost.layout, pools[1]), config=sched,
+                            prefill_cost=cost, decode_cost=cost)
     keep = r.measured if closed and r.measured is not None and r.measured.any() else \
         np.ones(r.arrival_s.size, bool)
     vals = {"ttft": r.ttft_s[keep], "tpot": r.tpot_s[keep], "e2e": r.e2e_s[keep]}
@@ -533,7 +541,7 @@ def _trial(cost, sched, wl_kw, slo, x, closed: bool, requests: int):
 
 
 def bisect(cost, sched, wl_kw, slo, closed, requests, lo=None, hi=None, rel_tol=0.05,
-           max_trials=14, cap=None):
+           max_trials=14, cap=None, pools=None):
     """Highest passing load on a fixed grid: rates ``(1 + rel_tol)^k`` (open loop) or
     integer client counts (closed loop), so that any bracket lands on the same answer
     (the fast path's confirmation equals exhaustive bisection when passing is monotone).
@@ -555,7 +563,7 @@ def bisect(cost, sched, wl_kw, slo, closed, requests, lo=None, hi=None, rel_tol=
             return False, {}, 0.0
         if k not in memo:
             trials += 1
-            memo[k] = _trial(cost, sched, wl_kw, slo, load(k), closed, requests)
+            memo[k] = _trial(cost, sched, wl_kw, slo, load(k), closed, requests, pools)
         return memo[k]
 
     def idx(x, up):
@@ -608,9 +616,15 @@ def run_task(task: dict, ctx: dict | None = None) -> dict:
     cfg: FleetConfig = task["config"]
     cost = _cost(c["model"], c["engine"], cfg, c["max_tokens"], c["max_batch"], c.get("spec"))
     sched = _sched(c["sched"], cfg, cost)
+    # disaggregated: the bisection is over the xPyD group's load; results per replica
+    pools = _parse_ratio(cfg.disagg) if cfg.disagg else None
+    g = 1 if pools is None or c["closed"] else sum(pools)
+    lo, hi, cap = (None if v is None else v * g
+                   for v in (task.get("lo"), task.get("hi"), task.get("cap")))
     rate, load, m, trials = bisect(cost, sched, c["wl_kw"], c["slo"], c["closed"],
-                                   task["requests"], task.get("lo"), task.get("hi"),
-                                   task.get("rel_tol", c["rel_tol"]), cap=task.get("cap"))
+                                   task["requests"], lo, hi, task.get("rel_tol", c["rel_tol"]),
+                                   cap=cap, pools=pools)
+    rate = rate / (sum(pools) if pools else 1)
     return {"i": task["i"], "rate": rate, "load": load, "metrics": m, "trials": trials,
             "requests": task["requests"], "seconds": time.perf_counter() - t0}
 
@@ -834,7 +848,8 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
     def skey(p, task):
         c = p.config
         return (id(_cost(model, engine, c, mt_max, mb_max, spec)), c.max_batch, c.max_tokens,
-                c.chunked, task["requests"], task.get("lo"), task.get("hi"), task.get("rel_tol"))
+                c.chunked, c.disagg, task["requests"], task.get("lo"), task.get("hi"),
+                task.get("rel_tol"))
 
     def dispatch(items, tasks):
         """Run the tasks of ``items``; identical simulations (same table and scheduler)
@@ -933,6 +948,17 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
                 seen = [p.short_rate / p.rate for p in done
                         if p.status == "confirmed" and p.rate > 0 and p.same_as is None]
                 beta = max(1.0, min(seen)) if seen else 1.0
+        # disaggregated pools: the analytic estimates on the front (all of them with
+        # --exhaustive) are bisected with simulate_disagg, short trials first (bracketed by
+        # the estimate), then full-length ones bracketed by the short result
+        # (again while the front holds an analytic point: confirming one can expose another)
+        for _round in range(6):
+            front_now = {id(p) for p in _front([p for p in points if p.rate > 0], y_of)}
+            dis = [p for p in points if p.status == "analytic"
+                   and (not fast or id(p) in front_now)]
+            if not dis:
+                break
+            _confirm_disagg(dis, dispatch, fast, closed, short_requests, requests, rel_tol, osl)
     finally:
         ex.close()
         _CTX = {}
@@ -950,10 +976,9 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
                     if c.replicas_per_node > 1 else p.replicas * c.gpus_per_replica
                 p.cost_usd_h = p.gpus * p.usd_per_gpu_h if p.usd_per_gpu_h else None
     ok = [p for p in points if p.rate > 0]
+    front = {id(p) for p in _front(ok, y_of)}
     for p in ok:
-        yp = y_of(p, p.rate)
-        p.pareto = not any((q.per_user >= p.per_user and y_of(q, q.rate) >= yp)
-                           and (q.per_user > p.per_user or y_of(q, q.rate) > yp) for q in ok)
+        p.pareto = id(p) in front
     eligible = [p for p in ok if p.status in ("confirmed",)] or ok
     best = None
     if eligible:
@@ -982,6 +1007,44 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
                        deps, {"model": model, **setup}, spec)
 
 
+def _confirm_disagg(dis, dispatch, fast, closed, short_requests, requests, rel_tol, osl):
+    """Bisect analytic xPyD points with simulate_disagg (``run_task`` with pools): short
+    trials bracketed by the estimate, then full-length ones bracketed by the short result
+    (``--exhaustive``: full-length only). Sets rate, metrics and status."""
+    for n_req, key in ((short_requests, "analytic"), (requests, "short")):
+            if not dis or (key == "analytic" and not fast):
+                continue
+            tasks = []
+            for p in dis:
+                r0 = p.rate
+                tasks.append({"config": p.config, "requests": n_req, "cap": p.ceiling,
+                              "lo": None if closed else r0 * 0.9,
+                              "hi": None if closed else r0 * 1.1,
+                              "rel_tol": max(rel_tol, 0.1) if key == "analytic" else rel_tol})
+                if closed:   # clients of the group: Little's law at the estimated rate
+                    x, y = _parse_ratio(p.config.disagg)
+                    e2e = p.metrics.get("ttft_p50", 0.0) + (osl - 1) * p.metrics.get(
+                        "tpot_p50", 0.0)
+                    tasks[-1]["lo"] = max(1.0, 0.9 * r0 * (x + y) * e2e)
+                    tasks[-1]["hi"] = max(2.0, 1.1 * r0 * (x + y) * e2e)
+            dispatch(dis, tasks)
+            for p in dis:
+                if p.rate > 0:
+                    p.status = "confirmed" if key == "short" or not fast else "simulated"
+                    if key == "analytic":
+                        p.short_rate = p.rate
+            dis = [p for p in dis if p.rate > 0]
+
+
+def _front(ok: list[FleetPoint], y_of) -> list[FleetPoint]:
+    """The non-dominated points: none other at least as fast per user and as productive
+    (y), and better on one."""
+    ys = [y_of(p, p.rate) for p in ok]
+    return [p for p, yp in zip(ok, ys)
+            if not any(q.per_user >= p.per_user and yq >= yp
+                       and (q.per_user > p.per_user or yq > yp) for q, yq in zip(ok, ys))]
+
+
 def _cpu() -> float:
     """CPU seconds of this process and its finished children (the local pool)."""
     t = os.times()
@@ -1002,13 +1065,17 @@ def _disagg(p: FleetPoint, cost, sched, isl, osl, slo, kv_tok) -> None:
     lim_ttft = min([v for k, v in slo.items() if k.startswith("ttft")], default=math.inf)
     F = cost.feature_sums(np.ones(1), np.array([I + O / 2]))
     b_max = max(1, min(sched.max_batch, int(kv_tok // (I + O))))
-    best = (0.0, None)
+    best, ceil_tok_s = (0.0, None), 0.0
     for b in sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, b_max}):
         if b > b_max:
             continue
         t = cost.time_of_sums(b, b, F * b, False) + float(sched.step_cpu_s)
         if t <= lim_tpot and b / t > best[0]:
             best = (b / t, t)
+        if t <= 1.5 * lim_tpot:
+            ceil_tok_s = max(ceil_tok_s, b / t)
+    # the trials' cap (as the aggregated ceiling): decode rows/s of the y workers
+    p.ceiling = BOUND_SLACK * y * ceil_tok_s / max(O - 1, 1.0) / (x + y)
     lam_p = x / per_prompt
     lam_d = y * best[0] / max(O - 1, 1.0)
     ttft = per_prompt + xfer + float(sched.request_fixed_s)
