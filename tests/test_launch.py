@@ -183,3 +183,33 @@ def test_docs_list_every_argument_of_the_table():
             for line in doc.splitlines() if line.startswith("| ") and "`" in line
             and line.split("|")[1].strip() in {a.tool for a in ARGS}}
     assert rows == {f"{a.tool} {a.flag}" for a in ARGS}
+
+
+@pytest.mark.parametrize("engine", ["vllm-v1", "sglang", "trtllm-1"])
+def test_attention_dp_and_speculative_flags(engine):
+    """DEP (tp 1 x 4 attention groups, experts over the 4 ranks) with MTP, two draft tokens:
+    each engine's names as documented (vLLM: DP ranks with expert parallelism; SGLang:
+    --tp-size counts all ranks, --dp-size the attention groups; TensorRT-LLM: tp_size all
+    ranks and enable_attention_dp in the YAML)."""
+    d = resolve("deepseek-ai/DeepSeek-V3", "h200", tp=1, dp_attention=8, ep=8, engine=engine)
+    p = launch_commands(d, W, speculative={"mtp": 2})
+    server = TOOLS[p["launcher"]][0]
+    got = check_command(server, p["serve"])
+    if engine == "vllm-v1":
+        assert got["--data-parallel-size"] == "8" and got["--tensor-parallel-size"] == "1"
+        assert got["--enable-expert-parallel"] is True
+        assert json.loads(got["--speculative-config"]) == {"method": "mtp",
+                                                           "num_speculative_tokens": 2}
+    elif engine == "sglang":
+        assert (got["--tp-size"], got["--dp-size"], got["--ep-size"]) == ("8", "8", "8")
+        assert got["--enable-dp-attention"] is True
+        assert (got["--speculative-algorithm"], got["--speculative-num-steps"],
+                got["--speculative-num-draft-tokens"]) == ("NEXTN", "2", "3")
+    else:
+        assert got["--tp_size"] == "8" and got["--ep_size"] == "8"
+        assert p["yaml"]["enable_attention_dp"] is True
+        assert p["yaml"]["speculative_config"] == {"decoding_type": "MTP",
+                                                   "num_nextn_predict_layers": 2}
+        check_yaml(p["yaml"])
+    assert p["setup"]["deployment"]["dp_attention"] == 8
+    assert p["setup"]["speculative"] == {"method": "mtp", "draft_k": 2, "accept": 0.7}

@@ -75,9 +75,13 @@ ARGS: tuple[Arg, ...] = (
     A("vllm serve", "--served-model-name", "model name in the API", "model.name", V_VLLM),
     A("vllm serve", "--tensor-parallel-size", "tensor-parallel GPUs", "layout.tp", V_VLLM),
     A("vllm serve", "--pipeline-parallel-size", "pipeline stages", "layout.pp", V_VLLM),
-    A("vllm serve", "--data-parallel-size", "data-parallel replicas", "layout.dp", V_VLLM),
+    A("vllm serve", "--data-parallel-size", "data-parallel ranks (for MoE models the attention "
+      "data-parallel groups, experts over all ranks)", "layout.dp x layout.dp_attention",
+      V_VLLM),
     A("vllm serve", "--enable-expert-parallel", "MoE experts split over the TP x DP ranks",
       "layout.ep", V_VLLM, switch=True),
+    A("vllm serve", "--speculative-config", "speculative decoding as JSON: method (mtp or "
+      "draft_model), num_speculative_tokens, model (the draft)", "fleet mtp axis", V_VLLM),
     A("vllm serve", "--max-num-seqs", "running requests per iteration",
       "engine.batching.max_batch", V_VLLM),
     A("vllm serve", "--max-num-batched-tokens", "tokens per iteration",
@@ -90,15 +94,31 @@ ARGS: tuple[Arg, ...] = (
       V_VLLM),
     A("vllm serve", "--quantization", "online weight quantization (fp8: dynamic per-tensor)",
       "precision.wbits/abits (not native)", V_VLLM),
+    A("vllm serve", "--no-enable-chunked-prefill", "chunked prefill off (a prompt runs whole "
+      "in one iteration)", "engine.batching.chunked", V_VLLM, switch=True),
     A("vllm serve", "--no-enable-prefix-caching", "prefix caching off (the simulator reuses "
       "no KV across requests)", "fixed", V_VLLM, switch=True),
     # -- python -m sglang.launch_server
     A("sglang.launch_server", "--model-path", "checkpoint (hub id or path)", "model.name", V_SGL),
     A("sglang.launch_server", "--host", "address to listen on", "launch option host", V_SGL),
     A("sglang.launch_server", "--port", "port to listen on", "launch option port", V_SGL),
-    A("sglang.launch_server", "--tp-size", "tensor-parallel GPUs", "layout.tp", V_SGL),
+    A("sglang.launch_server", "--tp-size", "tensor-parallel GPUs (with --enable-dp-attention: "
+      "all ranks of the replica)", "layout.tp (x layout.dp_attention)", V_SGL),
     A("sglang.launch_server", "--pp-size", "pipeline stages", "layout.pp", V_SGL),
-    A("sglang.launch_server", "--dp-size", "data-parallel replicas", "layout.dp", V_SGL),
+    A("sglang.launch_server", "--dp-size", "data-parallel replicas, or with "
+      "--enable-dp-attention the attention groups", "layout.dp or layout.dp_attention", V_SGL),
+    A("sglang.launch_server", "--enable-dp-attention", "attention data-parallel groups, "
+      "experts over all ranks", "layout.dp_attention", V_SGL, switch=True),
+    A("sglang.launch_server", "--speculative-algorithm", "NEXTN (the model's MTP modules) or "
+      "STANDALONE (a draft model)", "fleet mtp axis", V_SGL),
+    A("sglang.launch_server", "--speculative-draft-model-path", "the draft model",
+      "fleet draft", V_SGL),
+    A("sglang.launch_server", "--speculative-num-steps", "draft steps per round", "draft_k",
+      V_SGL),
+    A("sglang.launch_server", "--speculative-eagle-topk", "draft branches per step (1: a "
+      "chain)", "fixed", V_SGL),
+    A("sglang.launch_server", "--speculative-num-draft-tokens", "tokens verified per round "
+      "(steps + 1 for a chain)", "draft_k + 1", V_SGL),
     A("sglang.launch_server", "--ep-size", "expert-parallel ranks", "layout.ep", V_SGL),
     A("sglang.launch_server", "--max-running-requests", "running requests per iteration",
       "engine.batching.max_batch", V_SGL),
@@ -120,7 +140,8 @@ ARGS: tuple[Arg, ...] = (
     A("trtllm-serve", "--host", "address to listen on", "launch option host", V_TRT),
     A("trtllm-serve", "--port", "port to listen on", "launch option port", V_TRT),
     A("trtllm-serve", "--backend", "runtime (pytorch)", "fixed", V_TRT),
-    A("trtllm-serve", "--tp_size", "tensor-parallel GPUs", "layout.tp", V_TRT),
+    A("trtllm-serve", "--tp_size", "tensor-parallel GPUs (with enable_attention_dp: all "
+      "ranks of the replica)", "layout.tp (x layout.dp_attention)", V_TRT),
     A("trtllm-serve", "--pp_size", "pipeline stages", "layout.pp", V_TRT),
     A("trtllm-serve", "--ep_size", "expert-parallel ranks", "layout.ep", V_TRT),
     A("trtllm-serve", "--max_batch_size", "running requests per iteration",
@@ -138,6 +159,16 @@ ARGS: tuple[Arg, ...] = (
       V_TRT),
     A("trtllm-serve yaml", "kv_cache_config.enable_block_reuse", "prefix reuse (off)", "fixed",
       V_TRT),
+    A("trtllm-serve yaml", "enable_attention_dp", "attention data-parallel over the TP ranks",
+      "layout.dp_attention", V_TRT),
+    A("trtllm-serve yaml", "speculative_config.decoding_type", "MTP (the model's modules) or "
+      "DraftTarget (a draft model)", "fleet mtp axis", V_TRT),
+    A("trtllm-serve yaml", "speculative_config.num_nextn_predict_layers", "MTP draft tokens "
+      "per round", "draft_k", V_TRT),
+    A("trtllm-serve yaml", "speculative_config.max_draft_len", "draft tokens per round",
+      "draft_k", V_TRT),
+    A("trtllm-serve yaml", "speculative_config.speculative_model_dir", "the draft model",
+      "fleet draft", V_TRT),
     A("trtllm-serve yaml", "enable_chunked_prefill", "chunked prefill",
       "engine.batching.chunked", V_TRT),
     A("trtllm-serve yaml", "scheduler_config.capacity_scheduler_policy", "GUARANTEED_NO_EVICT "
@@ -323,14 +354,40 @@ def _values(d, overrides: dict) -> dict:
     """The batching values the commands carry: the engine's, ``overrides`` winning."""
     e = d.engine
     v = dict(max_batch=e.batching.max_batch, max_tokens=e.batching.max_tokens,
-             kv_fraction=e.kv_memory.fraction, block_size=e.batching.block_size)
+             kv_fraction=e.kv_memory.fraction, block_size=e.batching.block_size,
+             chunked=bool(e.batching.chunked))
     v.update({k: x for k, x in overrides.items() if x is not None})
     return v
 
 
+def _speculative(launcher: str, spec: dict | None) -> tuple[list[str], dict | None]:
+    """Server flags (vllm, sglang) or the YAML ``speculative_config`` (trtllm) of ``spec``
+    = {"mtp": k} (the model's MTP modules) or {"draft": model, "draft_k": k}."""
+    if not spec:
+        return [], None
+    k = int(spec.get("mtp") or spec.get("draft_k") or 1)
+    draft = spec.get("draft") if not spec.get("mtp") else None
+    if draft is not None and not isinstance(draft, str):
+        draft = getattr(draft, "name", str(draft))
+    if launcher == "vllm":
+        conf = {"method": "mtp", "num_speculative_tokens": k} if draft is None else \
+            {"method": "draft_model", "model": draft, "num_speculative_tokens": k}
+        return ["--speculative-config", json.dumps(conf)], None
+    if launcher == "sglang":
+        head = ["--speculative-algorithm", "NEXTN"] if draft is None else \
+            ["--speculative-algorithm", "STANDALONE", "--speculative-draft-model-path", draft]
+        return head + ["--speculative-num-steps", str(k), "--speculative-eagle-topk", "1",
+                       "--speculative-num-draft-tokens", str(k + 1)], None
+    conf = {"decoding_type": "MTP", "num_nextn_predict_layers": k} if draft is None else \
+        {"decoding_type": "DraftTarget", "max_draft_len": k, "speculative_model_dir": draft}
+    return [], conf
+
+
 def _serve(d, launcher: str, model: str, v: dict, host: str, port: int,
-           yaml_name: str, notes: list[str]) -> tuple[list[str], dict | None]:
+           yaml_name: str, notes: list[str], spec: dict | None = None
+           ) -> tuple[list[str], dict | None]:
     lay, b = d.layout, d.engine.batching
+    chunked = v["chunked"]
     kv = _kv_dtype(launcher, d.precision.kvbits)
     q = _quant_flag(d, launcher, notes)
     rule = d.engine.kv_memory.rule
@@ -339,40 +396,47 @@ def _serve(d, launcher: str, model: str, v: dict, host: str, port: int,
         notes.append(f"engine {d.engine.name} sizes its KV pool by {rule}; {launcher}'s "
                      f"fraction means {want[launcher]}: the value {v['kv_fraction']:g} is "
                      "passed as it is")
-    if lay.ep > 1 and launcher == "vllm" and lay.ep != lay.tp * lay.dp:
-        notes.append(f"vLLM's expert parallelism spans all TP x DP ranks ({lay.tp * lay.dp}); "
+    adp = lay.dp_attention
+    if lay.ep > 1 and launcher == "vllm" and lay.ep != lay.tp * lay.dp * adp:
+        notes.append(f"vLLM's expert parallelism spans all TP x DP ranks "
+                     f"({lay.tp * lay.dp * adp}); "
                      f"ep {lay.ep} is not that")
     yaml = None
     if launcher == "vllm":
         cmd = ["vllm", "serve", model, "--host", host, "--port", str(port),
                "--tensor-parallel-size", str(lay.tp)]
         cmd += ["--pipeline-parallel-size", str(lay.pp)] if lay.pp > 1 else []
-        cmd += ["--data-parallel-size", str(lay.dp)] if lay.dp > 1 else []
+        cmd += ["--data-parallel-size", str(lay.dp * adp)] if lay.dp * adp > 1 else []
         cmd += ["--enable-expert-parallel"] if lay.ep > 1 else []
         cmd += ["--max-num-seqs", str(v["max_batch"]),
                 "--max-num-batched-tokens", str(v["max_tokens"]),
                 "--block-size", str(v["block_size"]),
                 "--gpu-memory-utilization", f"{v['kv_fraction']:g}"]
+        cmd += [] if chunked else ["--no-enable-chunked-prefill"]
         cmd += ["--kv-cache-dtype", kv] if kv else []
         cmd += ["--quantization", q] if q else []
-        cmd += ["--no-enable-prefix-caching"]
+        cmd += ["--no-enable-prefix-caching"] + _speculative(launcher, spec)[0]
     elif launcher == "sglang":
         cmd = ["python", "-m", "sglang.launch_server", "--model-path", model, "--host", host,
-               "--port", str(port), "--tp-size", str(lay.tp)]
+               "--port", str(port), "--tp-size", str(lay.tp * adp)]
         cmd += ["--pp-size", str(lay.pp)] if lay.pp > 1 else []
+        if adp > 1 and lay.dp > 1:
+            raise InputError("launch: sglang's --dp-size is either replicas or attention "
+                             "groups; give dp or dp_attention, not both")
         cmd += ["--dp-size", str(lay.dp)] if lay.dp > 1 else []
+        cmd += ["--dp-size", str(adp), "--enable-dp-attention"] if adp > 1 else []
         cmd += ["--ep-size", str(lay.ep)] if lay.ep > 1 else []
         cmd += ["--max-running-requests", str(v["max_batch"]),
-                "--chunked-prefill-size", str(v["max_tokens"] if b.chunked else -1),
+                "--chunked-prefill-size", str(v["max_tokens"] if chunked else -1),
                 "--page-size", str(v["block_size"]),
                 "--mem-fraction-static", f"{v['kv_fraction']:g}"]
         cmd += ["--kv-cache-dtype", kv] if kv else []
         cmd += ["--quantization", q] if q else []
         cmd += ["--enable-mixed-chunk"] if b.mix_prefill else []
-        cmd += ["--disable-radix-cache"]
+        cmd += ["--disable-radix-cache"] + _speculative(launcher, spec)[0]
     else:
         cmd = ["trtllm-serve", model, "--host", host, "--port", str(port), "--backend",
-               "pytorch", "--tp_size", str(lay.tp)]
+               "pytorch", "--tp_size", str(lay.tp * adp)]
         cmd += ["--pp_size", str(lay.pp)] if lay.pp > 1 else []
         cmd += ["--ep_size", str(lay.ep)] if lay.ep > 1 else []
         cmd += ["--max_batch_size", str(v["max_batch"]), "--max_num_tokens",
@@ -385,10 +449,15 @@ def _serve(d, launcher: str, model: str, v: dict, host: str, port: int,
                                "enable_block_reuse": False}
         if kv:
             kvc["dtype"] = kv
-        yaml = {"kv_cache_config": kvc, "enable_chunked_prefill": bool(b.chunked),
+        yaml = {"kv_cache_config": kvc, "enable_chunked_prefill": bool(chunked),
                 "scheduler_config": {"capacity_scheduler_policy":
                                      "GUARANTEED_NO_EVICT" if b.reserve == "full"
                                      else "MAX_UTILIZATION"}}
+        if adp > 1:
+            yaml["enable_attention_dp"] = True
+        sc = _speculative(launcher, spec)[1]
+        if sc:
+            yaml["speculative_config"] = sc
         if d.cuda_graphs:
             sizes = b.cuda_graph_sizes
             yaml["cuda_graph_config"] = {"enable_padding": True, "max_batch_size":
@@ -440,15 +509,19 @@ YAML_NAME = "extra_llm_api_options.yaml"
 
 def launch_commands(d, workload: Workload, *, model_path: str | None = None,
                     max_batch: int | None = None, max_tokens: int | None = None,
-                    kv_fraction: float | None = None, host: str = "127.0.0.1",
-                    port: int | None = None, results_dir: str = "results",
-                    setup: dict | None = None) -> dict[str, Any]:
+                    kv_fraction: float | None = None, chunked: bool | None = None,
+                    host: str = "127.0.0.1", port: int | None = None,
+                    results_dir: str = "results", setup: dict | None = None,
+                    speculative: dict | None = None) -> dict[str, Any]:
     """The server and benchmark commands of deployment ``d`` under ``workload``, as plain
     data: {"launcher", "serve": argv, "yaml": dict or None, "bench": argv, "aiperf": argv,
     "notes": [...], "setup": :func:`setup_record`}. ``model_path``: what the server loads
     (default: the model's hub id); ``max_batch`` / ``max_tokens`` / ``kv_fraction``
     override the engine's defaults; ``setup``: the setup fields as the user gave them, with
-    ``model`` and ``hardware`` (the record then resolves back to the same deployment)."""
+    ``model`` and ``hardware`` (the record then resolves back to the same deployment);
+    ``chunked``: chunked prefill on/off (default: the engine's); ``speculative``: {"mtp": k}
+    or {"draft": model, "draft_k": k} (``SpeculativeCost.of`` keywords) adds the engine's
+    speculative-decoding options and a ``[speculative]`` table to the setup record."""
     if not isinstance(workload, Workload):
         raise InputError("launch: workload must be a launch.Workload")
     launcher = launcher_of(d.engine.name)
@@ -457,21 +530,30 @@ def launch_commands(d, workload: Workload, *, model_path: str | None = None,
         raise InputError(f"launch: port must be in [1, 65535], got {port}")
     model = model_path or d.model.name
     notes: list[str] = []
-    v = _values(d, dict(max_batch=max_batch, max_tokens=max_tokens, kv_fraction=kv_fraction))
+    v = _values(d, dict(max_batch=max_batch, max_tokens=max_tokens, kv_fraction=kv_fraction,
+                        chunked=chunked))
     if not 0 < v["kv_fraction"] <= 1:
         raise InputError(f"launch: kv_fraction must be in (0, 1], got {v['kv_fraction']!r}")
-    serve, yaml = _serve(d, launcher, model, v, host, port, YAML_NAME, notes)
+    serve, yaml = _serve(d, launcher, model, v, host, port, YAML_NAME, notes, speculative)
     server, _, bench_tool = TOOLS[launcher]
     bench = _bench(bench_tool, model, workload, host, port, results_dir)
     aiperf = _bench("aiperf profile", model, workload, host, port, results_dir)
     for tool, argv in ((server, serve), (bench_tool, bench), ("aiperf profile", aiperf)):
         check_command(tool, argv)
+    rec = setup_record(d, workload, launcher=launcher, model_path=model, setup=setup, **v)
+    if speculative:
+        k = int(speculative.get("mtp") or speculative.get("draft_k") or 1)
+        draft = speculative.get("draft") if not speculative.get("mtp") else None
+        rec["speculative"] = {"method": "mtp" if draft is None else "draft", "draft_k": k,
+                              "accept": float(speculative.get("accept", 0.7))}
+        if draft is not None:
+            rec["speculative"]["draft"] = getattr(draft, "name", str(draft))
+        notes.append("speculative decoding: validate / calibrate --results simulate the "
+                     "setup without it (the [speculative] table is a record only)")
     return {"launcher": launcher, "engine": d.engine.name, "serve": serve, "yaml": yaml,
             "bench": bench, "aiperf": aiperf, "tools": {"serve": server, "bench": bench_tool,
                                                         "aiperf": "aiperf profile"},
-            "notes": notes,
-            "setup": setup_record(d, workload, launcher=launcher, model_path=model, setup=setup,
-                                  **v)}
+            "notes": notes, "setup": rec}
 
 
 # -- the setup record (setup.toml) ------------------------------------------------------
@@ -484,7 +566,7 @@ def _engine_ref(engine) -> str:
 
 
 def setup_record(d, workload: Workload, *, launcher: str, model_path: str, max_batch: int,
-                 max_tokens: int, kv_fraction: float, block_size: int,
+                 max_tokens: int, kv_fraction: float, block_size: int, chunked: bool = True,
                  setup: dict | None = None) -> dict[str, Any]:
     """Deployment + workload as plain data (setup.toml): what :func:`setup_deployment`
     resolves again. ``setup``: the user's setup fields (and ``model`` / ``hardware`` as
@@ -495,7 +577,8 @@ def setup_record(d, workload: Workload, *, launcher: str, model_path: str, max_b
     dep: dict[str, Any] = {"model": given.get("model") or d.model.name,
                            "hardware": given.get("hardware") or d.hardware.id,
                            "engine": _engine_ref(d.engine), "tp": lay.tp, "pp": lay.pp,
-                           "ep": lay.ep, "dp": lay.dp, "cuda_graphs": bool(d.cuda_graphs),
+                           "ep": lay.ep, "dp": lay.dp, "dp_attention": lay.dp_attention,
+                           "cuda_graphs": bool(d.cuda_graphs),
                            "flash": bool(d.flash)}
     if setup is not None:
         for k in ("quant", "wbits", "abits", "kvbits"):
@@ -507,7 +590,8 @@ def setup_record(d, workload: Workload, *, launcher: str, model_path: str, max_b
             dep.update(wbits=p.wbits, abits=p.abits)
     return {"deployment": dep,
             "batching": {"max_batch": int(max_batch), "max_tokens": int(max_tokens),
-                         "kv_fraction": float(kv_fraction), "block_size": int(block_size)},
+                         "kv_fraction": float(kv_fraction), "block_size": int(block_size),
+                         "chunked": bool(chunked)},
             "workload": {"concurrency": workload.concurrency, "isl": workload.isl,
                          "osl": workload.osl, "requests": workload.requests},
             "launch": {"launcher": launcher, "model_path": model_path}}
@@ -560,6 +644,7 @@ def setup_deployment(rec: dict):
     from .deployment import resolve
     dep = rec["deployment"]
     kw = {k: dep[k] for k in ("quant", "wbits", "abits", "kvbits", "tp", "pp", "ep", "dp",
+                              "dp_attention",
                               "cuda_graphs", "flash") if k in dep}
     return resolve(dep["model"], dep["hardware"], engine=dep["engine"], **kw)
 

@@ -32,14 +32,17 @@ def fleet_cmd(
     tp: Annotated[str, typer.Option("--tp", help="Tensor-parallel degrees (1,2,4,8).")] = "1,2,4,8",
     pp: Annotated[str, typer.Option("--pp", help="Pipeline stages (the simulator refuses > 1).")] = "1",
     ep: Annotated[str, typer.Option("--ep", help="Expert-parallel degrees (divide TP).")] = "1",
-    attention_dp: Annotated[str, typer.Option("--attention-dp", help="Attention data-parallel ranks (refused > 1: no such layout).")] = "1",
+    attention_dp: Annotated[str, typer.Option("--attention-dp", help="Attention data-parallel groups per replica (MoE models on engines that run them: trtllm-1, sglang, vllm-v1).")] = "1",
     replicas_per_node: Annotated[Optional[str], typer.Option("--replicas-per-node", help="Replicas packed per node (default: as many as fit).")] = None,
     max_batch: Annotated[str, typer.Option("--max-batch", help="Max running requests (vLLM max_num_seqs).")] = "64,128,256",
     max_tokens: Annotated[str, typer.Option("--max-tokens", help="Tokens per iteration = chunked-prefill budget (max_num_batched_tokens).")] = "2048,8192",
     chunked: Annotated[str, typer.Option("--chunked", help="Chunked prefill: on, off or on,off.")] = "on",
     kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="KV-cache dtypes: auto, fp8, int8, fp16, bf16, fp4.")] = "auto",
     cuda_graphs: Annotated[str, typer.Option("--cuda-graphs", help="CUDA graphs: on, off or on,off.")] = "off",
-    mtp: Annotated[str, typer.Option("--mtp", help="MTP speculative decoding: off, on or on,off (on is refused: not simulated).")] = "off",
+    mtp: Annotated[str, typer.Option("--mtp", help="Speculative decoding: off, on or on,off (the model's MTP modules, or --draft).")] = "off",
+    draft: Annotated[Optional[str], typer.Option("--draft", help="Draft model for --mtp on (models without MTP modules).")] = None,
+    draft_k: Annotated[int, typer.Option("--draft-k", help="Draft tokens per speculative round [1, 16].")] = 2,
+    accept: Annotated[float, typer.Option("--accept", help="Acceptance rate per draft token [0, 1].")] = 0.7,
     disagg: Annotated[Optional[str], typer.Option("--disagg", help="Disaggregated xPyD ratios (1:1,1:3), an analytic estimate.")] = None,
     slo: Annotated[str, typer.Option("--slo", help="Percentile limits: ttft_p99=2s,tpot_p99=30ms,e2e_p90=60s.")] = "ttft_p99=2s,tpot_p99=50ms",
     input_dist: Annotated[str, typer.Option("--input-dist", help="Prompt lengths (as simulate).")] = "lognormal:1024,0.6",
@@ -55,6 +58,7 @@ def fleet_cmd(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Local processes (default: the cores).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Allow a space over 100,000 configurations or more workers than cores.")] = False,
     top: Annotated[int, typer.Option("--top", help="Rows to print.")] = 15,
+    out_dir: Annotated[Optional[str], typer.Option("--out", help="Write launch and benchmark commands of the Pareto front (and the best) into this folder: one folder per configuration, index.json.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
     setup: dict = None,
 ) -> None:
@@ -80,12 +84,24 @@ def fleet_cmd(
     kw = engine_kwargs({**setup, "tp": 1, "pp": 1, "ep": 1})
     kw.pop("cuda_graphs", None)
     kw.pop("kvbits", None)
+    if out_dir:   # before the search: an engine without launch commands fails at once
+        from ..launch import launcher_of
+        from ..specs.engine import load_engine
+        try:
+            launcher_of(load_engine(kw.get("engine")).name)
+        except InputError as e:
+            raise InputError(f"out: {e}; pass --engine vllm-v1, sglang or trtllm-1") from None
     s = fleet_search(model, space, slo=slo, input_dist=input_dist, output_dist=output_dist,
                      arrival=arrival, seed=seed, requests=requests, short_requests=short_requests,
                      rate_target=rate_target, prices=prices, fast=not exhaustive,
-                     executor=executor, workers=workers, yes=yes, **kw)
+                     executor=executor, workers=workers, yes=yes, draft=draft, draft_k=draft_k,
+                     accept=accept, **kw)
+    index = None
+    if out_dir:
+        from ..serving.fleet import write_launch
+        index = write_launch(s, out_dir)
     if as_json:
-        print(jsonout.dumps(s.to_dict()))
+        print(jsonout.dumps({**s.to_dict(), "launch_index": index}))
         return
     st = s.stats
     out.print(f"[bold]{model}[/]: {st['configurations']} configurations in {st['cpu_s']:.1f} s CPU "
@@ -122,3 +138,7 @@ def fleet_cmd(
         out.print(f"[bold]best: {b.label}[/] ({b.rate:.2f} req/s per replica{where})")
     for n in s.notes:
         err.print(f"[yellow]note:[/] {n}")
+    if index is not None:
+        done = [r["folder"] for r in index["configurations"] if r["folder"]]
+        out.print(f"wrote {len(done)} launch folder(s) and index.json in {out_dir}",
+                  highlight=False)

@@ -103,7 +103,8 @@ class FleetConfig:
 
     @property
     def cost_key(self) -> tuple:
-        return (self.hardware, self.tp, self.pp, self.ep, self.kv_dtype, self.cuda_graphs)
+        return (self.hardware, self.tp, self.pp, self.ep, self.attention_dp, self.kv_dtype,
+                self.cuda_graphs, self.mtp)
 
     @property
     def label(self) -> str:
@@ -280,6 +281,7 @@ class FleetPoint:
     status: str = "pending"   # simulated, confirmed, pruned, infeasible, refused, analytic
     error: str | None = None
     bound: float = 0.0        # upper bound on the capacity per replica (requests/s)
+    ceiling: float = 0.0      # the decode-throughput ceiling alone (requests/s; caps trials)
     fluid: float = 0.0        # fluid estimate (requests/s)
     rate: float = 0.0         # capacity per replica (requests/s) from the simulations
     concurrency: int | None = None      # closed loop: clients per replica at capacity
@@ -318,6 +320,12 @@ class FleetSearch:
     rate_target: float | None
     stats: dict
     notes: list[str] = field(default_factory=list)
+    isl: float = 0.0            # mean prompt / output lengths of the workload (tokens)
+    osl: float = 0.0
+    closed: bool = False
+    deployments: dict = field(default_factory=dict, repr=False)   # label -> Deployment
+    setup: dict = field(default_factory=dict, repr=False)         # the user's precision keys
+    speculative: dict | None = None   # SpeculativeCost.of keywords of the MTP axis
 
     @property
     def front(self) -> list[FleetPoint]:
@@ -335,16 +343,31 @@ _CACHE: dict = {}     # (model, engine kwargs, cost key, max_tokens, max_batch) 
 _BLOCKS: dict = {}
 
 
-def _cost(model, engine: dict, cfg: FleetConfig, max_tokens: int, max_batch: int):
+def _cost(model, engine: dict, cfg: FleetConfig, max_tokens: int, max_batch: int,
+          spec: dict | None = None):
+    """The (shared) IterationCost of ``cfg``; with ``cfg.mtp`` the target's wrapped in a
+    :class:`~.speculative.SpeculativeCost` of ``spec`` (``SpeculativeCost.of`` keywords)."""
     key = (model, tuple(sorted(engine.items())), cfg.cost_key, max_tokens, max_batch)
+    if key in _CACHE:
+        return _CACHE[key]
+    if cfg.mtp:
+        base = _cost(model, engine, replace(cfg, mtp=False), max_tokens, max_batch)
+        if not isinstance(base, InputError):
+            from .speculative import SpeculativeCost
+            try:
+                base = SpeculativeCost.of(base, **(spec or {}))
+            except InputError as e:
+                base = e
+        _CACHE[key] = base
+        return base
     if key not in _CACHE:
         kw = dict(engine)
         base = kw.pop("layout", None) or Layout()
-        lay = replace(base, tp=cfg.tp, pp=cfg.pp, ep=cfg.ep)
         kv = KV_DTYPES[cfg.kv_dtype]
         if kv is not None:
             kw["kvbits"] = kv
         try:
+            lay = replace(base, tp=cfg.tp, pp=cfg.pp, ep=cfg.ep, dp_attention=cfg.attention_dp)
             c = IterationCost.of(model, cfg.hardware, layout=lay, max_tokens=max_tokens,
                                  max_batch=max_batch, cuda_graphs=cfg.cuda_graphs, **kw)
             # a KV dtype equal to the resolved default (FP8 weights with FP8 KV, say) gives
@@ -369,17 +392,33 @@ def _sched(base: SchedulerConfig, cfg: FleetConfig, cost) -> SchedulerConfig:
     return replace(s, kv_blocks=b) if b >= 1 else s
 
 
-def refusal(cfg: FleetConfig, model_spec) -> str | None:
-    """One line when an axis value cannot be evaluated here (else None)."""
+def refusal(cfg: FleetConfig, model_spec, engine=None, draft=None) -> str | None:
+    """One line when an axis value does not apply (else None): attention-DP needs a
+    mixture-of-experts model and an engine whose ``[parallel] attention_dp`` runs it on
+    one (``moe`` or ``any``); MTP needs the model's own MTP modules or a ``draft`` model."""
     if cfg.attention_dp > 1:
-        return ("attention-DP: parallel.Layout has no attention data-parallel layout (tp, pp, "
-                "ep, dp only); refused")
-    if cfg.mtp:
-        if not getattr(model_spec, "mtp_layers", 0):
-            return f"mtp: {model_spec.name} has no multi-token-prediction modules"
-        return ("mtp: the serving simulator does not model speculative decoding (analyze "
-                "--mtp does, without queueing); refused")
+        if not model_spec.is_moe:
+            return (f"attention-DP: {model_spec.name} is dense; attention data-parallel groups "
+                    "apply to mixture-of-experts models only (use replicas per node)")
+        if engine is not None and engine.attention_dp == "none":
+            return (f"attention-DP: engine {engine.name} has no attention data-parallel mode "
+                    "(engines with one: trtllm-1, sglang, vllm-v1)")
+    if cfg.mtp and not getattr(model_spec, "mtp_layers", 0) and draft is None:
+        return (f"mtp: {model_spec.name} has no multi-token-prediction modules; give a draft "
+                "model (--draft) to search speculative decoding")
     return None
+
+
+def speculative_kw(model_spec, draft=None, draft_k: int = 2, accept: float = 0.7,
+                   draft_tp: int | None = None) -> dict:
+    """``SpeculativeCost.of`` keywords of the MTP axis: the model's own MTP modules
+    (``draft_k`` draft tokens per round) when it has them and no ``draft`` is given, else
+    the ``draft`` model."""
+    from ..decoding import check_accept, check_draft_k
+    k, a = check_draft_k(draft_k), check_accept(accept)
+    if draft is None and getattr(model_spec, "mtp_layers", 0):
+        return {"mtp": k, "accept": a}
+    return {"draft": draft, "draft_k": k, "accept": a, "draft_tp": draft_tp}
 
 
 def fluid(cost: IterationCost, sched: SchedulerConfig, isl: float, osl: float, slo: dict,
@@ -402,12 +441,17 @@ def fluid(cost: IterationCost, sched: SchedulerConfig, isl: float, osl: float, s
         return 0.0, 0.0, 0.0
     alone = chunks * cost.time_of_sums(min(I, M), 1, Fp / chunks, True) + step \
         + float(sched.request_fixed_s)
-    dec1 = cost.time_of_sums(1, 1, F1, False) + step
+    def dec_s(k):   # one pure-decode iteration of k rows at the shortest context
+        if hasattr(cost, "tau"):   # speculative: rows priced one by one (windowed models)
+            return cost.time(np.ones(k), np.full(k, I + 1.0), prefill=False)
+        return cost.time_of_sums(k, k, F1 * k, False)
+
+    dec1 = dec_s(1) + step
     if b_kv < 1 or alone > ttft_lim or dec1 > tpot_lim or alone + (O - 1) * dec1 > e2e_lim:
         return 0.0, 0.0, 1.0 / dec1 if dec1 > 0 else 0.0
     b = np.arange(1, b_kv + 1)
-    tdec = np.array([cost.time_of_sums(int(k), int(k), F1 * k, False) for k in
-                     np.unique(np.geomspace(1, b_kv, 24).astype(int))]) + step
+    tdec = np.array([dec_s(int(k)) for k in np.unique(np.geomspace(1, b_kv, 24).astype(int))]) \
+        + step
     bs = np.unique(np.geomspace(1, b_kv, 24).astype(int))
     good = tdec <= 1.5 * tpot_lim
     dec_tok_s = float(np.max(bs[good] / tdec[good])) if good.any() else 0.0
@@ -462,19 +506,29 @@ def _pct(x, q):
     return float(np.percentile(x, q)) if x.size else 0.0
 
 
-def _trial(cost, sched, wl_kw, slo, x, closed: bool, requests: int):
-    """Simulate at load ``x`` (rate or clients): (meets, percentiles, requests/s)."""
+def _trial(cost, sched, wl_kw, slo, x, closed: bool, requests: int, pools=None):
+    """Simulate at load ``x`` (rate or clients): (meets, percentiles, requests/s).
+    ``pools`` = (x, y): on x prefill and y decode workers of this cost and scheduler
+    (``disagg.simulate_disagg``), the load then being the group's."""
     if closed:
         wl = make_workload(requests, concurrency=int(x), arrival="closed", **wl_kw)
     else:
         wl = make_workload(requests, rate=float(x), **wl_kw)
-    r = simulate(workload=wl, config=sched, cost=cost)
+    if pools is None:
+        r = simulate(workload=wl, config=sched, cost=cost)
+    else:
+        from .disagg import Pool, simulate_disagg
+        r = simulate_disagg(workload=wl, prefill=Pool(cost.layout, pools[0]),
+                            decode=Pool(cost.layout, pools[1]), config=sched,
+                            prefill_cost=cost, decode_cost=cost)
     keep = r.measured if closed and r.measured is not None and r.measured.any() else \
         np.ones(r.arrival_s.size, bool)
     vals = {"ttft": r.ttft_s[keep], "tpot": r.tpot_s[keep], "e2e": r.e2e_s[keep]}
     m = {k: _pct(vals[k.split("_p")[0]], float(k.split("_p")[1])) for k in slo}
     for k in ("tpot_p50", "tpot_p99", "ttft_p99"):
         m.setdefault(k, _pct(vals[k.split("_p")[0]], float(k.split("_p")[1])))
+    e2e = vals["e2e"][~np.isnan(vals["e2e"])]
+    m["e2e_mean"] = float(e2e.mean()) if e2e.size else 0.0   # Little's law (launch files)
     ok = all(m[k] <= v for k, v in slo.items())
     if closed:
         fin = r.finish_s[keep]
@@ -487,13 +541,15 @@ def _trial(cost, sched, wl_kw, slo, x, closed: bool, requests: int):
 
 
 def bisect(cost, sched, wl_kw, slo, closed, requests, lo=None, hi=None, rel_tol=0.05,
-           max_trials=14):
+           max_trials=14, cap=None, pools=None):
     """Highest passing load on a fixed grid: rates ``(1 + rel_tol)^k`` (open loop) or
     integer client counts (closed loop), so that any bracket lands on the same answer
     (the fast path's confirmation equals exhaustive bisection when passing is monotone).
     ``lo``/``hi``: a bracket guess (checked, widened); none: start at the offline
-    saturation rate (exhaustive mode, as ``capacity``). Returns (requests/s, load,
-    percentiles, trials)."""
+    saturation rate (exhaustive mode, as ``capacity``). ``cap`` (open loop): rates above it
+    fail unsimulated: the decode-throughput ceiling, which a short run whose requests all
+    fit in one batch would pass at any rate. Returns (requests/s, load, percentiles,
+    trials)."""
     trials = 0
     memo = {}
     step = math.log1p(rel_tol)
@@ -503,9 +559,11 @@ def bisect(cost, sched, wl_kw, slo, closed, requests, lo=None, hi=None, rel_tol=
 
     def run(k):
         nonlocal trials
+        if cap and not closed and load(k) > cap:
+            return False, {}, 0.0
         if k not in memo:
             trials += 1
-            memo[k] = _trial(cost, sched, wl_kw, slo, load(k), closed, requests)
+            memo[k] = _trial(cost, sched, wl_kw, slo, load(k), closed, requests, pools)
         return memo[k]
 
     def idx(x, up):
@@ -556,11 +614,17 @@ def run_task(task: dict, ctx: dict | None = None) -> dict:
     c = ctx or _CTX
     t0 = time.perf_counter()
     cfg: FleetConfig = task["config"]
-    cost = _cost(c["model"], c["engine"], cfg, c["max_tokens"], c["max_batch"])
+    cost = _cost(c["model"], c["engine"], cfg, c["max_tokens"], c["max_batch"], c.get("spec"))
     sched = _sched(c["sched"], cfg, cost)
+    # disaggregated: the bisection is over the xPyD group's load; results per replica
+    pools = _parse_ratio(cfg.disagg) if cfg.disagg else None
+    g = 1 if pools is None or c["closed"] else sum(pools)
+    lo, hi, cap = (None if v is None else v * g
+                   for v in (task.get("lo"), task.get("hi"), task.get("cap")))
     rate, load, m, trials = bisect(cost, sched, c["wl_kw"], c["slo"], c["closed"],
-                                   task["requests"], task.get("lo"), task.get("hi"),
-                                   task.get("rel_tol", c["rel_tol"]))
+                                   task["requests"], lo, hi, task.get("rel_tol", c["rel_tol"]),
+                                   cap=cap, pools=pools)
+    rate = rate / (sum(pools) if pools else 1)
     return {"i": task["i"], "rate": rate, "load": load, "metrics": m, "trials": trials,
             "requests": task["requests"], "seconds": time.perf_counter() - t0}
 
@@ -644,10 +708,15 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
                  requests: int = 1000, short_requests: int = 300, rate_target: float | None = None,
                  prices: dict | str | None = None, fast: bool = True, confirm: int = 3,
                  rel_tol: float = 0.05, executor: str = "local", workers: int | None = None,
-                 yes: bool = False, config: SchedulerConfig | None = None, **engine) -> FleetSearch:
+                 yes: bool = False, config: SchedulerConfig | None = None, draft=None,
+                 draft_k: int = 2, accept: float = 0.7, draft_tp: int | None = None,
+                 **engine) -> FleetSearch:
     """Search ``space`` (see the module docstring). ``engine``: quant, wbits, kvbits, layout
-    (its tp/pp/ep are replaced), engine, profile, flash. ``yes``: allow a space over
-    ``MAX_CONFIGS`` or more workers than cores."""
+    (its tp/pp/ep/dp_attention are replaced), engine, profile, flash. ``yes``: allow a space
+    over ``MAX_CONFIGS`` or more workers than cores. The MTP axis (``space.mtp``) runs
+    :func:`speculative_kw`'s speculative decoding: the model's MTP modules, or ``draft``
+    (``draft_k`` tokens per round, acceptance ``accept`` per token, on ``draft_tp``
+    devices)."""
     t_wall, t_cpu = time.perf_counter(), _cpu()
     space = space or Space()
     slo = parse_slo(slo)
@@ -675,8 +744,14 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
     if closed and rate_target is not None:
         raise InputError("rate_target: a closed-loop search sizes clients, not a rate; use an "
                          "open-loop arrival (poisson) with --rate-target")
-    ex = Executor(executor, workers)
+    from ..specs.catalog import load_model
+    from ..specs.engine import compose_engine
+    model_spec = load_model(model)
+    eng = compose_engine(engine.get("engine"), engine.get("profile"), engine.get("preset"))
     base = config or SchedulerConfig()
+    spec = (speculative_kw(model_spec, draft, draft_k, accept, draft_tp)
+            | {"step_cpu_s": base.step_cpu_s}) if any(space.mtp) else None
+    ex = Executor(executor, workers)
     configs = space.configs(_node_size)
     mt_max, mb_max = max(space.max_tokens), max(space.max_batch)
     points = [FleetPoint(c) for c in configs]
@@ -688,16 +763,19 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
     if not closed:
         wl_kw.update(arrival=arrival, burstiness=burstiness)
     ctx = dict(model=model, engine=engine, max_tokens=mt_max, max_batch=mb_max, sched=base,
-               wl_kw=wl_kw, slo=slo, closed=closed, rel_tol=rel_tol)
+               wl_kw=wl_kw, slo=slo, closed=closed, rel_tol=rel_tol, spec=spec)
     t_tables = time.perf_counter()
     for p in points:
         c = p.config
-        cost = _cost(model, engine, c, mt_max, mb_max)
+        why = refusal(c, model_spec, eng, draft)
+        if why:
+            p.status, p.error = "refused", why
+            continue
+        cost = _cost(model, engine, c, mt_max, mb_max, spec)
         if isinstance(cost, InputError):
             p.status, p.error = "infeasible", str(cost)
             continue
-        why = refusal(c, cost.model)
-        if why is None and c.gpus_per_replica * c.replicas_per_node > _node_size(c.hardware) \
+        if c.gpus_per_replica * c.replicas_per_node > _node_size(c.hardware) \
                 and c.replicas_per_node > 1:
             why = (f"replicas_per_node: {c.replicas_per_node} x {c.gpus_per_replica} GPUs is "
                    f"more than a {_node_size(c.hardware)}-GPU node")
@@ -718,7 +796,12 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
             continue
         kv_tok = sched.kv_blocks * sched.block_size
         p.bound, p.fluid, speed = fluid(cost, sched, isl, osl, slo, kv_tok)
-        if p.fluid > 0:
+        # attention-DP: the fluid model is one rank's; the replica has attention_dp of them
+        p.bound, p.fluid = p.bound * c.attention_dp, p.fluid * c.attention_dp
+        p.ceiling = p.bound
+        if p.fluid > 0 and not c.mtp:
+            # (speculative decode rounds are outside the fluid step model: its estimate is
+            # low by up to the tokens per round, so only the throughput bound caps them)
             p.bound = min(p.bound, FLUID_SLACK * p.fluid)
         p.per_user = speed
         usd = prices.get(cost.roof.hw.id.lower()) if prices else None
@@ -764,8 +847,9 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
 
     def skey(p, task):
         c = p.config
-        return (id(_cost(model, engine, c, mt_max, mb_max)), c.max_batch, c.max_tokens,
-                c.chunked, task["requests"], task.get("lo"), task.get("hi"), task.get("rel_tol"))
+        return (id(_cost(model, engine, c, mt_max, mb_max, spec)), c.max_batch, c.max_tokens,
+                c.chunked, c.disagg, task["requests"], task.get("lo"), task.get("hi"),
+                task.get("rel_tol"))
 
     def dispatch(items, tasks):
         """Run the tasks of ``items``; identical simulations (same table and scheduler)
@@ -791,7 +875,8 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
 
     try:
         if not fast:
-            dispatch(live, [{"config": p.config, "requests": requests} for p in live])
+            dispatch(live, [{"config": p.config, "requests": requests, "cap": p.ceiling}
+                            for p in live])
             for p in live:
                 p.status = "confirmed" if p.rate > 0 else p.status
         else:
@@ -822,7 +907,7 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
                     lo, hi = f * 0.9, f * 1.1
                     if closed:
                         lo = hi = None
-                    tasks.append({"config": p.config, "requests": short_requests,
+                    tasks.append({"config": p.config, "requests": short_requests, "cap": p.ceiling,
                                   "lo": lo, "hi": hi, "rel_tol": max(rel_tol, 0.1)})
                 dispatch(chunk, tasks)
                 for p in chunk:
@@ -849,7 +934,7 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
                 tasks = []
                 for p in group:
                     r0 = rate0[p.same_as or p.label]
-                    tasks.append({"config": p.config, "requests": requests,
+                    tasks.append({"config": p.config, "requests": requests, "cap": p.ceiling,
                                   "lo": None if closed else r0 * 0.9,
                                   "hi": None if closed else r0 * 1.1})
                 for p in group:
@@ -863,6 +948,17 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
                 seen = [p.short_rate / p.rate for p in done
                         if p.status == "confirmed" and p.rate > 0 and p.same_as is None]
                 beta = max(1.0, min(seen)) if seen else 1.0
+        # disaggregated pools: the analytic estimates on the front (all of them with
+        # --exhaustive) are bisected with simulate_disagg, short trials first (bracketed by
+        # the estimate), then full-length ones bracketed by the short result
+        # (again while the front holds an analytic point: confirming one can expose another)
+        for _round in range(6):
+            front_now = {id(p) for p in _front([p for p in points if p.rate > 0], y_of)}
+            dis = [p for p in points if p.status == "analytic"
+                   and (not fast or id(p) in front_now)]
+            if not dis:
+                break
+            _confirm_disagg(dis, dispatch, fast, closed, short_requests, requests, rel_tol, osl)
     finally:
         ex.close()
         _CTX = {}
@@ -880,10 +976,9 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
                     if c.replicas_per_node > 1 else p.replicas * c.gpus_per_replica
                 p.cost_usd_h = p.gpus * p.usd_per_gpu_h if p.usd_per_gpu_h else None
     ok = [p for p in points if p.rate > 0]
+    front = {id(p) for p in _front(ok, y_of)}
     for p in ok:
-        yp = y_of(p, p.rate)
-        p.pareto = not any((q.per_user >= p.per_user and y_of(q, q.rate) >= yp)
-                           and (q.per_user > p.per_user or y_of(q, q.rate) > yp) for q in ok)
+        p.pareto = id(p) in front
     eligible = [p for p in ok if p.status in ("confirmed",)] or ok
     best = None
     if eligible:
@@ -901,7 +996,53 @@ def fleet_search(model="meta-llama/Llama-3.1-8B", space: Space | None = None, *,
              "wall_s": time.perf_counter() - t_wall, "cpu_s": _cpu() - t_cpu,
              "fast": fast, "executor": executor, "workers": ex.workers}
     stats["configs_per_cpu_s"] = len(points) / stats["cpu_s"] if stats["cpu_s"] > 0 else None
-    return FleetSearch(points, best, slo, objective, rate_target, stats, notes)
+    deps = {}
+    for p in points:
+        if p.rate > 0:
+            c = _cost(model, engine, p.config, mt_max, mb_max, spec)
+            if not isinstance(c, InputError):
+                deps[p.label] = c.deployment
+    setup = {k: engine[k] for k in ("quant", "wbits", "abits", "kvbits") if engine.get(k) is not None}
+    return FleetSearch(points, best, slo, objective, rate_target, stats, notes, isl, osl, closed,
+                       deps, {"model": model, **setup}, spec)
+
+
+def _confirm_disagg(dis, dispatch, fast, closed, short_requests, requests, rel_tol, osl):
+    """Bisect analytic xPyD points with simulate_disagg (``run_task`` with pools): short
+    trials bracketed by the estimate, then full-length ones bracketed by the short result
+    (``--exhaustive``: full-length only). Sets rate, metrics and status."""
+    for n_req, key in ((short_requests, "analytic"), (requests, "short")):
+            if not dis or (key == "analytic" and not fast):
+                continue
+            tasks = []
+            for p in dis:
+                r0 = p.rate
+                tasks.append({"config": p.config, "requests": n_req, "cap": p.ceiling,
+                              "lo": None if closed else r0 * 0.9,
+                              "hi": None if closed else r0 * 1.1,
+                              "rel_tol": max(rel_tol, 0.1) if key == "analytic" else rel_tol})
+                if closed:   # clients of the group: Little's law at the estimated rate
+                    x, y = _parse_ratio(p.config.disagg)
+                    e2e = p.metrics.get("ttft_p50", 0.0) + (osl - 1) * p.metrics.get(
+                        "tpot_p50", 0.0)
+                    tasks[-1]["lo"] = max(1.0, 0.9 * r0 * (x + y) * e2e)
+                    tasks[-1]["hi"] = max(2.0, 1.1 * r0 * (x + y) * e2e)
+            dispatch(dis, tasks)
+            for p in dis:
+                if p.rate > 0:
+                    p.status = "confirmed" if key == "short" or not fast else "simulated"
+                    if key == "analytic":
+                        p.short_rate = p.rate
+            dis = [p for p in dis if p.rate > 0]
+
+
+def _front(ok: list[FleetPoint], y_of) -> list[FleetPoint]:
+    """The non-dominated points: none other at least as fast per user and as productive
+    (y), and better on one."""
+    ys = [y_of(p, p.rate) for p in ok]
+    return [p for p, yp in zip(ok, ys)
+            if not any(q.per_user >= p.per_user and yq >= yp
+                       and (q.per_user > p.per_user or yq > yp) for q, yq in zip(ok, ys))]
 
 
 def _cpu() -> float:
@@ -924,13 +1065,17 @@ def _disagg(p: FleetPoint, cost, sched, isl, osl, slo, kv_tok) -> None:
     lim_ttft = min([v for k, v in slo.items() if k.startswith("ttft")], default=math.inf)
     F = cost.feature_sums(np.ones(1), np.array([I + O / 2]))
     b_max = max(1, min(sched.max_batch, int(kv_tok // (I + O))))
-    best = (0.0, None)
+    best, ceil_tok_s = (0.0, None), 0.0
     for b in sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, b_max}):
         if b > b_max:
             continue
         t = cost.time_of_sums(b, b, F * b, False) + float(sched.step_cpu_s)
         if t <= lim_tpot and b / t > best[0]:
             best = (b / t, t)
+        if t <= 1.5 * lim_tpot:
+            ceil_tok_s = max(ceil_tok_s, b / t)
+    # the trials' cap (as the aggregated ceiling): decode rows/s of the y workers
+    p.ceiling = BOUND_SLACK * y * ceil_tok_s / max(O - 1, 1.0) / (x + y)
     lam_p = x / per_prompt
     lam_d = y * best[0] / max(O - 1, 1.0)
     ttft = per_prompt + xfer + float(sched.request_fixed_s)
@@ -944,3 +1089,82 @@ def _disagg(p: FleetPoint, cost, sched, isl, osl, slo, kv_tok) -> None:
     p.per_user = 1.0 / best[1]
     p.status = "analytic"
     p.error = None
+
+
+# -- launch files for the chosen configurations (fleet --out) --------------------------------
+def chosen(s: FleetSearch) -> list[FleetPoint]:
+    """The configurations ``fleet --out`` writes: the Pareto front, fastest per user first,
+    then the best when it is not on the front (with ``rate_target`` the cheapest fleet
+    need not be)."""
+    out = list(s.front)
+    if s.best is not None and all(p is not s.best for p in out):
+        out.append(s.best)
+    return out
+
+
+def launch_workload(s: FleetSearch, p: FleetPoint):
+    """The closed-loop benchmark of point ``p`` (``launch.Workload``): its clients per
+    replica at capacity (closed loop), or by Little's law ``ceil(rate x mean e2e)`` (open
+    loop: the mean number of requests in flight at the capacity rate); fixed lengths at the
+    workload's mean ISL/OSL (rounded); the requests of the trial that gave the rate, at
+    least 10 per client (``launch``'s default: a steady state needs several rounds)."""
+    from ..launch import Workload as LaunchWorkload
+    if s.closed and p.concurrency:
+        conc = int(p.concurrency)
+    else:
+        conc = max(1, math.ceil(p.rate * p.metrics.get("e2e_mean", 0.0) * (1 - 1e-9)))
+    return LaunchWorkload(concurrency=conc, isl=max(1, round(s.isl)), osl=max(1, round(s.osl)),
+                          requests=max(int(p.requests), 10 * conc))
+
+
+def write_launch(s: FleetSearch, folder, *, host: str = "127.0.0.1",
+                 port: int | None = None) -> dict:
+    """One folder per chosen configuration (:func:`chosen`) with ``launch.write_files``'s
+    serve.sh, bench.sh, aiperf.sh, YAML and setup.toml for the engine it was simulated with,
+    and ``index.json`` listing them with their predicted numbers. Disaggregated (analytic)
+    points get no folder (``launch`` writes one server), only an index entry saying so."""
+    from pathlib import Path
+    from .. import jsonout
+    from ..launch import launch_commands, write_files
+    from ..safeio import atomic_write_text
+    root = Path(folder)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"out: {folder} exists and is not a folder")
+    rows = []
+    for n, p in enumerate(chosen(s), 1):
+        c = p.config
+        row = {"configuration": p.label, "status": p.status, "pareto": p.pareto,
+               "best": p is s.best, "engine": None, "folder": None,
+               "requests_s_per_replica": p.rate, "output_tok_s_per_gpu": p.per_gpu,
+               "output_tok_per_usd": p.per_usd, "tok_s_per_user": p.per_user,
+               "gpus_per_replica": c.gpus_per_replica, "replicas": p.replicas, "gpus": p.gpus,
+               "cost_usd_h": p.cost_usd_h, "metrics_s": dict(p.metrics)}
+        d = s.deployments.get(p.label)
+        if c.disagg or d is None:
+            row["note"] = ("disaggregated pools: no launch files (launch writes one server); "
+                           "run the xPyD pools by hand") if c.disagg else "no deployment"
+            rows.append(row)
+            continue
+        w = launch_workload(s, p)
+        given = dict(s.setup)
+        given["hardware"] = c.hardware
+        kv = KV_DTYPES[c.kv_dtype]
+        if kv is not None:
+            given["kvbits"] = kv
+        plan = launch_commands(d, w, max_batch=c.max_batch, max_tokens=c.max_tokens,
+                               chunked=c.chunked, host=host, port=port, setup=given,
+                               speculative=s.speculative if c.mtp else None)
+        name = f"{n:02d}-" + "".join(ch if ch.isalnum() or ch in "-." else "_"
+                                     for ch in p.label.replace(" ", "_").replace("/", "per"))
+        write_files(plan, root / name)
+        row.update(engine=d.engine.name, folder=name, launcher=plan["launcher"],
+                   benchmark={"concurrency": w.concurrency, "isl": w.isl, "osl": w.osl,
+                              "requests": w.requests},
+                   notes=plan["notes"])
+        rows.append(row)
+    index = {"slo_s": s.slo, "objective": s.objective, "rate_target": s.rate_target,
+             "workload_mean_isl": s.isl, "workload_mean_osl": s.osl,
+             "closed_loop": s.closed, "configurations": rows}
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "index.json", jsonout.dumps(index) + "\n", "out")
+    return index
