@@ -36,7 +36,7 @@ def server(tmp_path_factory):
     server keeps no state between requests, so the web tests can share it)."""
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
-    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")  # a pipe could fill up
+    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")  # noqa: SIM115 (a pipe could fill up; closed below)
     proc = subprocess.Popen([sys.executable, "-m", "llmroofline", "serve", "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                             text=True)
