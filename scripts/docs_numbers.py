@@ -282,7 +282,7 @@ def _test_count() -> dict[str, str]:
     return {"n": m.group(1)}
 
 
-@group("test-time", timing="the suite's wall time depends on the machine and its load",
+@group("test-time", slow=True, timing="the suite's wall time depends on the machine and its load",
        formats={"wall": r"about \d+ s", "slowest": r"\d+ s"})
 def _test_time() -> dict[str, str]:
     """Runs README's test command's pytest part once (minutes) and reads its wall time."""
@@ -295,6 +295,346 @@ def _test_time() -> dict[str, str]:
         raise RuntimeError("the test suite failed; times are only written for a passing run")
     m = re.search(r"^([\d.]+)s (?:call|setup)", out.stdout, re.MULTILINE)
     return {"wall": f"about {wall:.0f} s", "slowest": f"{float(m.group(1)) if m else 0:.0f} s"}
+
+
+# ----------------------------------------------------------------------------- serving.md tables
+
+def _ms0(x_s: float) -> str:
+    return f"{x_s * 1e3:.0f} ms"
+
+
+def _bold_min(cells: list[str], values: list[float]) -> list[str]:
+    """Bold the cell of the smallest value (the table's point)."""
+    k = min(range(len(values)), key=values.__getitem__)
+    return [f"**{c}**" if i == k else c for i, c in enumerate(cells)]
+
+
+ROUTER_RUN = ("simulate", "--rate", "40", "--arrival", "gamma", "--burstiness", "0.25",
+              "--input-dist", "lognormal:1024,1.0", "--output-dist", "lognormal:256,1.0",
+              "--requests", "5000", "--replicas", "4")
+
+
+@group("serving-routers")
+def _serving_routers() -> dict[str, str]:
+    """docs/serving.md's router table: four H100 replicas, bursty arrivals, seed 0."""
+    rows = {r: cli_json_here(*ROUTER_RUN, "--router", r)
+            for r in ("round-robin", "least-requests", "least-loaded")}
+    p99 = _bold_min([_ms0(d["ttft_s"]["p99"]) for d in rows.values()],
+                    [d["ttft_s"]["p99"] for d in rows.values()])
+    lines = ["| router | TTFT p50 | TTFT p90 | TTFT p99 | TPOT p99 |", "|---|---|---|---|---|"]
+    for (r, d), c99 in zip(rows.items(), p99):
+        lines.append(f"| {r} | {_ms0(d['ttft_s']['p50'])} | {_ms0(d['ttft_s']['p90'])} | {c99} | "
+                     f"{d['tpot_s']['p99'] * 1e3:.1f} ms |")
+    rr, ll = (rows[r]["ttft_s"]["p99"] for r in ("round-robin", "least-loaded"))
+    return {"table": "\n" + "\n".join(lines) + "\n", "cut": f"{(1 - ll / rr) * 100:.0f} %"}
+
+
+PREEMPT_RUN = ("simulate", "--input-dist", "8000", "--output-dist", "1500", "--requests", "60",
+               "--kv-fraction", "0.133")
+
+
+@group("serving-preemption")
+def _serving_preemption() -> dict[str, str]:
+    """docs/serving.md's swap-vs-recompute table (longest gap = the largest inter-token
+    latency of any request)."""
+    runs = {"recompute": ("--preemption", "recompute"),
+            "swap (PCIe 64 GB/s per direction)": ("--preemption", "swap"),
+            "swap over a 2 GB/s link (`--swap-bw 2`)": ("--preemption", "swap", "--swap-bw", "2")}
+    lines = ["| preemption | makespan | output tok/s | mean e2e | longest gap between tokens |",
+             "|---|---|---|---|---|"]
+    for name, flags in runs.items():
+        d = cli_json_here(*PREEMPT_RUN, *flags)
+        lines.append(f"| {name} | {d['duration_s']:.1f} s | {d['throughput']['output_tok_s']:.0f} | "
+                     f"{d['e2e_s']['mean']:.1f} s | {d['itl_s']['max']:.2f} s |")
+    return {"table": "\n" + "\n".join(lines) + "\n"}
+
+
+DISAGG_RUN = ("simulate", "--rate", "12", "--input-dist", "lognormal:4096,0.5",
+              "--output-dist", "lognormal:128,0.5", "--requests", "1500")
+
+
+@group("serving-disagg")
+def _serving_disagg() -> dict[str, str]:
+    """docs/serving.md's disaggregation table: four H100s, prefill-heavy load."""
+    def lat(x_s: float) -> str:
+        return f"{x_s:.1f} s" if x_s >= 1 else _ms0(x_s)
+    runs = {"4 colocated replicas, round-robin": ("--replicas", "4", "--router", "round-robin"),
+            "4 colocated replicas, least-loaded": ("--replicas", "4", "--router", "least-loaded"),
+            "1 prefill + 3 decode": ("--disaggregate", "1:3", "--router", "least-loaded"),
+            "2 prefill + 2 decode": ("--disaggregate", "2:2", "--router", "least-loaded"),
+            "3 prefill + 1 decode": ("--disaggregate", "3:1", "--router", "least-loaded")}
+    ds = {n: cli_json_here(*DISAGG_RUN, *f) for n, f in runs.items()}
+    # the point of the table: the split with the lowest TPOT tail that keeps up with the load
+    keeps_up = {n: d for n, d in ds.items() if d["throughput"]["requests_s"] >= 0.95 * 12}
+    best = min(keeps_up, key=lambda n: keeps_up[n]["tpot_s"]["p99"])
+    lines = ["| 4 devices as | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | ITL p99 | req/s served |",
+             "|---|---|---|---|---|---|---|"]
+    for n, d in ds.items():
+        t99 = f"{d['tpot_s']['p99'] * 1e3:.1f} ms"
+        lines.append(f"| {f'**{n}**' if n == best else n} | {lat(d['ttft_s']['p50'])} | "
+                     f"{lat(d['ttft_s']['p99'])} | {d['tpot_s']['p50'] * 1e3:.1f} ms | "
+                     f"{f'**{t99}**' if n == best else t99} | {ms(d['itl_s']['p99'])} | "
+                     f"{d['throughput']['requests_s']:.1f} |")
+    t = {n: d["tpot_s"]["p99"] for n, d in ds.items()}
+    cut_ll = 1 - t["2 prefill + 2 decode"] / t["4 colocated replicas, least-loaded"]
+    cut_rr = 1 - t["2 prefill + 2 decode"] / t["4 colocated replicas, round-robin"]
+    return {"table": "\n" + "\n".join(lines) + "\n",
+            "cut": f"{cut_ll * 100:.0f} % against the least-loaded colocated replicas "
+                   f"({cut_rr * 100:.0f} % against round-robin)",
+            "itl-colocated": ms(ds["4 colocated replicas, least-loaded"]["itl_s"]["p99"])}
+
+
+# ----------------------------------------------------------------------------- parallelism.md
+
+def gb(x_bytes: float) -> str:
+    """Bytes as GB with three significant figures at most: 0.32 / 2.21 / 16.3 / 271 GB."""
+    v = x_bytes / 1e9
+    return f"{v:.2f} GB" if v < 10 else f"{v:.1f} GB" if v < 100 else f"{v:.0f} GB"
+
+
+def ms3(x_s: float) -> str:
+    """Milliseconds with three significant figures at most: 0.80 / 11.3 / 183 ms."""
+    v = x_s * 1e3
+    return f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
+
+
+def _share(x: float) -> str:
+    return "0 %" if x == 0 else f"{x * 100:.1f} %"
+
+
+def _api():
+    sys.path.insert(0, str(ROOT / "src"))
+    import llmroofline as lr
+    return lr
+
+
+def cli_json_here(*args: str) -> dict:
+    """``llmroofline ARGS --json`` in this interpreter (the flags a reader types; a
+    subprocess per table row would cost a second of start-up each)."""
+    import contextlib
+    import io
+    sys.path.insert(0, str(ROOT / "src"))
+    from llmroofline.cli import main as cli_main
+    buf = io.StringIO()
+    # the CLI's warnings (a row that does not fit) are in the tables' own columns
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        rc = cli_main([*args, "--json"])
+    if rc:
+        raise RuntimeError(f"llmroofline {' '.join(args)} exited {rc}")
+    return json.loads(buf.getvalue())
+
+
+def _analyze_json(*args: str) -> dict:
+    return cli_json_here("analyze", *args)
+
+
+PAR_MODEL = "meta-llama/Llama-2-70b-hf"
+PAR_DEVICES = {"h100-sxm": "H100 SXM", "l40s": "L40S"}
+
+
+@group("parallelism-tp")
+def _parallelism_tp() -> dict[str, str]:
+    """docs/parallelism.md's TP table: Llama-2-70B FP16, input 1,024, output 256, ideal
+    profile; comm. share = communication rows' time / the phase's time."""
+    lr = _api()
+
+    def comm(phase):
+        return sum(float(o.time_s) for o in phase.ops if o.kind == "communication") / float(phase.time_s)
+    lines = [("| device | batch | TP | TTFT | TPOT | comm. share of decode | comm. share of prefill "
+              "| GB / device | fits |"), "|---|---:|---:|---:|---:|---:|---:|---:|:-:|"]
+    for hw, label in PAR_DEVICES.items():
+        for b in (1, 64):
+            for tp in (1, 2, 4, 8):
+                a = lr.analyze(PAR_MODEL, hw, batch=b, input_len=1024, output_len=256, tp=tp,
+                               profile="ideal")
+                ttft = float(a.ttft_s)
+                lines.append(
+                    f"| {label} | {b} | {tp} | {f'{ttft * 1e3:.1f} ms' if ttft < 1 else f'{ttft:.2f} s'} | "
+                    f"{float(a.tpot_s) * 1e3:.2f} ms | {_share(comm(a.decode))} | "
+                    f"{_share(comm(a.prefill))} | {float(a.memory.total_bytes) / 1e9:.1f} | "
+                    f"{'yes' if a.memory.fits else 'no'} |")
+    return {"table": "\n" + "\n".join(lines) + "\n"}
+
+
+@group("parallelism-pp")
+def _parallelism_pp() -> dict[str, str]:
+    """docs/parallelism.md's pipeline table: batch 64, 1,024 / 256, on 8 GPUs."""
+    layouts = {"TP 8": ("--tp", "8"), "TP 4 x PP 2": ("--tp", "4", "--pp", "2"),
+               "PP 8, m = 1": ("--pp", "8", "--microbatches", "1"),
+               "PP 8, m = 8": ("--pp", "8", "--microbatches", "8"),
+               "PP 8, m = 16": ("--pp", "8", "--microbatches", "16")}
+    lines = ["| layout | H100: TTFT | TPOT | tokens/s | L40S: TTFT | TPOT | tokens/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, flags in layouts.items():
+        cells = []
+        for hw in PAR_DEVICES:
+            d = _analyze_json("-m", PAR_MODEL, "-H", hw, "-b", "64", "-i", "1024", "-o", "256",
+                              "--profile", "ideal", *flags)
+            cells += [f"{d['ttft_s']:.2f} s", f"{d['tpot_s'] * 1e3:.2f} ms",
+                      f"{d['throughput_tok_s']:,.0f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return {"table": "\n" + "\n".join(lines) + "\n"}
+
+
+@group("parallelism-ep")
+def _parallelism_ep() -> dict[str, str]:
+    """docs/parallelism.md's Mixtral-8x7B table: 8 x H100, TP 8 with EP 1 or 8."""
+    lines = ["| layout | batch 1: TTFT | TPOT | batch 64: TTFT | TPOT |", "|---|---:|---:|---:|---:|"]
+    for name, ep in (("TP 8 (experts split 8 ways)", "1"), ("TP 8, EP 8 (one expert per GPU)", "8")):
+        cells = []
+        for b in ("1", "64"):
+            d = _analyze_json("-m", "mixtral-8x7b", "-H", "h100-sxm", "--tp", "8", "--ep", ep,
+                              "-b", b, "-i", "1024", "-o", "256", "--profile", "ideal")
+            cells += [f"{d['ttft_s'] * 1e3:.1f} ms", f"{d['tpot_s'] * 1e3:.2f} ms"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return {"table": "\n" + "\n".join(lines) + "\n"}
+
+
+@group("parallelism-offload")
+def _parallelism_offload() -> dict[str, str]:
+    """docs/parallelism.md's offload table: Llama-2-70B w4a16 on one RTX 4090."""
+    lines = ["| `--offload-weights` | memory | fits | TTFT (1,024 in) | TPOT | tokens/s |",
+             "|---:|---:|:-:|---:|---:|---:|"]
+    for f in ("0", "0.3", "0.4", "0.5"):
+        d = _analyze_json("-m", PAR_MODEL, "-H", "rtx-4090", "-q", "w4a16", "-i", "1024",
+                          "-o", "256", "--offload-weights", f, "--profile", "ideal")
+        m = d["memory"]
+        lines.append(f"| {f} | {m['total_bytes'] / 1e9:.1f} GB | {'yes' if m['fits'] else 'no'} | "
+                     f"{d['ttft_s']:.3f} s | {d['tpot_s'] * 1e3:.1f} ms | "
+                     f"{d['throughput_tok_s']:.1f} |")
+    return {"table": "\n" + "\n".join(lines) + "\n"}
+
+
+# ----------------------------------------------------------------------------- long_context.md
+
+@group("long-context")
+def _long_context() -> dict[str, str]:
+    """docs/long_context.md's table, from docs/scripts/long_context.py's ``measure`` (the
+    chart's own numbers): KV + state bytes of the whole model and one decode step."""
+    sys.path.insert(0, str(ROOT / "src"))
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_long_context", ROOT / "docs" / "scripts" / "long_context.py")
+    lc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lc)
+    kinds = {"Qwen/Qwen3.5-397B-A17B": "hybrid", "deepseek-ai/DeepSeek-V3.2": "sparse",
+             "meta-llama/Llama-3.1-405B": "dense"}
+    lines = ["| model | KV + state, 8k | 128k | 1M | decode step, 8k | 128k | 1M |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for mid in lc.MODELS:
+        r = lc.measure(mid, lc.CONTEXTS)
+        n = len(lc.CONTEXTS)
+        lines.append(f"| {mid.split('/')[1]} ({kinds[mid]}) | "
+                     + " | ".join(gb(r["kv"][i] + r["state"][i]) for i in range(n)) + " | "
+                     + " | ".join(ms3(r["tpot"][i]) for i in range(n)) + " |")
+    return {"table": "\n" + "\n".join(lines) + "\n"}
+
+
+# ----------------------------------------------------------------------------- accuracy.md tables
+
+MODERN_CSV = ROOT.parent / "shared" / "reference" / "measured_modern" / "serving_h200_concurrency.csv"
+OFFLINE_CSV = ROOT.parent / "shared" / "reference" / "measured_modern" / "trtllm_max_throughput_v0.11-v0.17.csv"
+
+
+def _p1(x: float) -> str:
+    return f"{x * 100:.1f} %"
+
+
+def _mape_row(label: str, e: dict) -> str:
+    return f"| {label} | {e['n']} | {_p1(e['ttft_ms'])} | {_p1(e['tpot_ms'])} | {_p1(e['tok_s'])} |"
+
+
+@group("modern-fit", slow=True)
+def _modern_fit() -> dict[str, str]:
+    """docs/accuracy.md, modern engines: scripts/fit_modern_engines.py's fit per engine and
+    its leave-one-model-out table (one zero-cost simulation of each of the H200 rows)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from llmroofline.serving import engine_fit as ef
+    from llmroofline.serving.measured import ENGINE_PRESETS, read_concurrency_csv
+    runs, _ = read_concurrency_csv(str(MODERN_CSV))
+    # the section's rows: aggregated and without attention data-parallelism (the 32 DEP rows
+    # have their own table; fit_modern_engines.py today fits all of them together)
+    runs = [r for r in runs if r.attention_dp == 1]
+    bs = ef.baselines(runs, skipped=[])
+    fit = ["| engine | rows | request overhead | iteration overhead |", "|---|---|---|---|"]
+    for backend, engine in ENGINE_PRESETS.items():           # the order of the engine files
+        rows = [b for b in bs if b.run.backend == backend]
+        if rows:
+            p = ef.fit(rows)
+            it = p["iteration_overhead_s"] * 1e3
+            fit.append(f"| `{engine}` | {len(rows)} | {p['request_overhead_s'] * 1e3:.1f} ms | "
+                       f"{f'{it:.2f} ms' if it >= 0.005 else '0'} |")
+    zero = [ef._row(b.run, b.ttft0_ms, b.tpot0_ms,
+                    {"request_overhead_s": 0.0, "iteration_overhead_s": 0.0}) for b in bs]
+    cv = ef.cross_validate(bs, "model")
+    label = {"sglang": "sglang (0.5)", "trtllm": "trtllm (1.x)", "vllm": "vllm (0.1x)"}
+    lomo = ["| | rows | TTFT | TPOT | throughput |", "|---|---|---|---|---|",
+            _mape_row("costs at zero", ef.mape(zero)),
+            _mape_row("leave-one-model-out fit", ef.mape(cv))]
+    for backend, e in ef.mape(cv, key=lambda r: r["backend"]).items():
+        lomo.append(_mape_row(f"- {label.get(backend, backend)}", e))
+    lomo.append("| issue 18's targets | | <= 25 % | <= 10 % | <= 10 % |")
+    return {"fit": "\n" + "\n".join(fit) + "\n", "lomo": "\n" + "\n".join(lomo) + "\n"}
+
+
+@group("offline-trt", slow=True)
+def _offline_trt() -> dict[str, str]:
+    """docs/accuracy.md, TensorRT-LLM 0.11-0.17 offline rows (scripts/offline_trt_check.py):
+    throughput error = predicted / measured - 1, median |err|, p90 |err|, median signed, on
+    all rows and on the nested subsets the section explains."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from llmroofline.serving.offline_trt import (
+        OFFLINE_ENGINE,
+        read_offline_csv,
+        simulate_offline,
+    )
+    from llmroofline.validate import summarize
+    rows, skipped = read_offline_csv(str(OFFLINE_CSV))
+    preds = simulate_offline(rows, OFFLINE_ENGINE, skipped=skipped).predictions
+    s1 = [p for p in preds if p.row.hardware != "a100-pcie-80gb"]
+    s2 = [p for p in s1 if not (p.row.hardware == "gh200" and p.row.tp > 1)]
+    s3 = [p for p in s2 if "triton" not in p.row.source_id and p.row.id != "M0012"]
+    lines = ["| rows | n | median | p90 | bias |", "|---|---|---|---|---|"]
+    for name, ps in (("all", preds), ("without A100 PCIe (below)", s1),
+                     ("... and without GH200 TP > 1 (below)", s2),
+                     ("... and without the 12 Triton online rows and the suspect M0012", s3)):
+        o = summarize(ps)["overall"]["throughput_tok_s"]
+        lines.append(f"| {name} | {o['n']} | {_p1(o['median_ape'])} | {_p1(o['p90_ape'])} | "
+                     f"{o['bias'] * 100:.1f} % |")
+    lines.append("| issue 18's target | | <= 8 % | <= 20 % | |")
+    return {"table": "\n" + "\n".join(lines) + "\n"}
+
+
+@group("disagg", slow=True)
+def _disagg() -> dict[str, str]:
+    """docs/accuracy.md, disaggregated rows (scripts/disagg_accuracy.py's computation, the
+    section's labels): mean absolute percentage error as engine_fit.mape computes it."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from llmroofline.serving import engine_fit as ef
+    from llmroofline.serving.measured import read_concurrency_csv, simulate_run
+    ok, _ = read_concurrency_csv(str(MODERN_CSV), disagg=True)
+    rows = []
+    for r in (r for r in ok if r.mode == "disagg"):
+        s = simulate_run(r)
+        rows.append({"backend": r.backend, "given": r.decode_pool[5] is not None,
+                     "ttft_ms": s["ttft_ms"], "tpot_ms": s["tpot_ms"], "tok_s": s["tok_s"],
+                     "measured_ttft_ms": r.ttft_ms, "measured_tpot_ms": r.tpot_ms,
+                     "measured_tok_s": r.tok_s, "c": r.concurrency})
+    given = [x for x in rows if x["given"]]
+    not_given = [x for x in rows if not x["given"]]
+    engines = sorted({x["backend"] for x in given})
+    name = {"sglang": "SGLang", "trtllm": "TensorRT-LLM", "vllm": "vLLM"}
+    lines = ["| rows | n | TTFT | TPOT | throughput |", "|---|---|---|---|---|",
+             _mape_row("all", ef.mape(rows)),
+             _mape_row("rows giving worker counts and decode batch ("
+                       + ", ".join(name.get(e, e) for e in engines) + ")", ef.mape(given)),
+             _mape_row("rows without them, simulated as 1P1D", ef.mape(not_given))]
+    for b, e in ef.mape(not_given, key=lambda x: x["backend"]).items():
+        lines.append(_mape_row(f"- {name.get(b, b)}", e))
+    order = ["c 1-8", "c 9-32", "c 33-128", "c > 128"]
+    by_c = ef.mape(not_given, key=lambda x: ef.bucket(x["c"]))
+    for c in sorted(by_c, key=order.index):
+        lines.append(_mape_row(f"- {c}", by_c[c]))
+    return {"table": "\n" + "\n".join(lines) + "\n"}
 
 
 # ----------------------------------------------------------------------------- machinery
@@ -388,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in names:
             g = GROUPS[n]
             kind = f"timing ({g.timing})" if g.timing else "exact"
-            print(f"{n:18} {'slow' if g.slow else 'fast':4} {kind}")
+            print(f"{n:20} {'slow' if g.slow else 'fast':4} {kind}")
         return 0
     if a.check:
         problems = check(names)

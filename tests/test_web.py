@@ -17,12 +17,10 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from importlib import resources
 from pathlib import Path
 
@@ -34,8 +32,6 @@ from llmroofline.web import INSTALL_HINT, create_app, schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "img" / "web.png"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -326,80 +322,18 @@ def test_serve_port_errors(capsys):
     assert "\n" not in err and err.startswith("error: port: cannot listen on 127.0.0.1:")
 
 
-# -- end to end: the real server and headless Chromium --------------------------------------------
-def _chromium() -> str | None:
-    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
-        if c and os.access(c, os.X_OK):
-            return c
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`llmroofline serve` on a free loopback port for at most this module's tests."""
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
-    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")  # a pipe could fill up
-    proc = subprocess.Popen([sys.executable, "-m", "llmroofline", "serve", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/api/limits", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:  # refused while starting (URLError is an OSError)
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait(timeout=10)
-                log.seek(0)
-                pytest.fail(f"server did not start: {log.read()[-2000:]}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-
-
+# -- end to end: the real server and headless Chromium (fixtures in conftest.py) -----------------
 def _wait_render(page, rev: str | None) -> str:
     sel = "body[data-state=ready]" + (f":not([data-rev='{rev}'])" if rev is not None else "")
     page.wait_for_selector(sel, state="attached", timeout=30_000)
     return page.get_attribute("body", "data-rev")
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """(Chromium executable, playwright.sync_api), or a skip with the reason."""
-    exe = _chromium()
-    if exe is None:
-        reason = ("Chromium not found at /usr/bin/chromium or on PATH (Debian: apt-get install "
-                  "-y chromium); the browser test is skipped")
-        print(reason)
-        pytest.skip(reason)
-    return exe, pytest.importorskip("playwright.sync_api",
-                                    reason="Playwright (Python package) is not installed")
-
-
-def test_browser_end_to_end(chromium, server, capsys, tmp_path):
+def test_browser_end_to_end(chromium, chromium_flags, server, capsys, tmp_path):
     exe, sync_api = chromium
     t0 = time.perf_counter()
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS,
+        browser = pw.chromium.launch(executable_path=exe, headless=True, args=chromium_flags,
                                      timeout=60_000)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
