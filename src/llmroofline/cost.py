@@ -228,6 +228,8 @@ class Roofline:
     def terms(self, op: Op):
         """(compute_s, memory_s, comm_s, overhead_s) of one operator row."""
         overhead = op.count * self.eff.launch_overhead_s
+        if op.name == "router":     # one per MoE layer: the routing stage's fixed kernels
+            overhead = overhead + op.count * self.eff.moe_routing_overhead_s
         if op.collective:
             per = self.comm_s(op.collective, np.asarray(op.comm_bytes) / op.count, op.group)
             z = np.zeros_like(per)

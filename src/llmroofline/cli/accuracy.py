@@ -335,5 +335,5 @@ def _calibrate_engine(csv_file: str, out_file: str, backend: str | None) -> None
 
 
 def _bounds() -> dict:
-    from ..serving.engine_fit import PARAMS
-    return PARAMS
+    from ..serving.engine_fit import FIXED_COSTS, PARAMS
+    return {k: PARAMS[k] for k in FIXED_COSTS}

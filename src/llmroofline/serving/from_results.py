@@ -75,7 +75,9 @@ def runs_of(rec: dict, results: list) -> SetupRuns:
 
 
 def _sim_kw(s: SetupRuns) -> dict:
-    return dict(cost=s.cost, rounds=s.rounds, warmup=1)
+    # the result's own request count sets the rounds; the staggered steady state only (no
+    # first wave), as predict() reads the simulation's summary
+    return dict(cost=s.cost, rounds=s.rounds, warmup=1, first_wave=0.0)
 
 
 def predict(s: SetupRuns, config=None) -> list[dict]:

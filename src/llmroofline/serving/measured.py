@@ -29,6 +29,7 @@ import csv
 import math
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError, suggest
@@ -273,7 +274,41 @@ def read_concurrency_csv(path: str | Path, disagg: bool = False
         run = parse_row(r, i, p.name)
         why = skip_reason(run, disagg)
         (skipped.append((run, why)) if why else ok.append(run))
-    return ok, skipped
+    ok, dups = drop_duplicates(ok)
+    return ok, skipped + dups
+
+
+def _gpus(run: MeasuredRun) -> int:
+    return run.tp * run.pp * run.attention_dp
+
+
+def drop_duplicates(runs: list[MeasuredRun]) -> tuple[list[MeasuredRun], list[tuple]]:
+    """``runs`` with each measurement once: (kept, [(dropped run, reason)]).
+
+    Published collections list some runs twice (the same run in two source files, under
+    other ids). A measurement is the engine, model, lengths, concurrency and both measured
+    means; a second row with the same one is dropped, so that no run is scored twice.
+    Where the copies name different layouts, the same numbers cannot come from both: the
+    row of fewest GPUs is kept (the 64-GPU copies of 8-GPU DeepSeek-R1 runs name
+    ``moe_tp x moe_ep`` = 64 on a one-node system) and the others dropped with the reason.
+    """
+    groups: dict = {}
+    for r in runs:
+        key = (r.backend, r.model, r.mode, r.isl, r.osl, r.concurrency,
+               round(r.ttft_ms, 6), round(r.tpot_ms, 6))
+        groups.setdefault(key, []).append(r)
+    keep_ids, dropped = set(), []
+    for rs in groups.values():
+        best = min(rs, key=lambda r: (_gpus(r), r.line))
+        keep_ids.add(id(best))
+        for r in rs:
+            if r is best:
+                continue
+            same = (r.tp, r.pp, r.attention_dp, r.moe_tp, r.moe_ep) == (
+                best.tp, best.pp, best.attention_dp, best.moe_tp, best.moe_ep)
+            dropped.append((r, f"same measurement as {best.id}" + (
+                "" if same else f" under {_gpus(best)} GPUs (this row names {_gpus(r)})")))
+    return [r for r in runs if id(r) in keep_ids], dropped
 
 
 _COSTS: dict = {}
@@ -301,7 +336,8 @@ def run_config(run: MeasuredRun, preset: str | None = None, behaviours: bool = T
 def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
                  rounds: int = 2, warmup: int = 1, ramp_s: float | None = None,
                  behaviours: bool = True, cost=None, jitter_s: float = 0.0, seed: int = 0,
-                 config=None, fast: bool = True) -> dict:
+                 config=None, fast: bool = True, engine=None,
+                 first_wave: float | None = None) -> dict:
     """Simulate ``run`` as its benchmark ran: ``concurrency`` closed-loop clients, each
     sending ``warmup + rounds`` requests of ``isl`` / ``osl`` tokens (staggered starts;
     the warm-up and the drain excluded). ``preset``: scheduler preset (default: the
@@ -309,9 +345,14 @@ def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
     i.e. the simulator before the engine behaviours (:func:`run_config`); ``config``
     replaces that SchedulerConfig (engine_fit's variants); ``fast=False`` schedules and
     costs every iteration one at a time (sim.simulate; same results); ``profile``:
-    the kernels (None: the default engine's, which the three engine files reuse).
+    the kernels (None: those of the run's engine, ``engine`` when given: an Engine whose
+    efficiency entries, ``[kernels]`` factors and CUDA-graph setting price the iterations).
+    ``first_wave``: share of the benchmark's requests sent in its first wave, all clients
+    at t = 0 (1 / requests per client; None: the harness's, :func:`first_wave_share`):
+    the means are that share of the wave's plus the rest of the staggered steady state's
+    (a harness that starts every client at once and counts every request).
     Returns {"ttft_ms", "tpot_ms", "tok_s" (c x OSL / (TTFT + TPOT x (OSL - 1))),
-    "sim": the benchmark summary}."""
+    "sim": the benchmark summary (steady state)}."""
     from .cost import IterationCost
     from .sim import simulate
     from .workload import make_workload
@@ -324,12 +365,16 @@ def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
                                  seed=seed, config=config)
     cfg = config or run_config(run, preset, behaviours)     # config: a fit's variant
     if cost is None:
+        if engine is None:
+            from ..specs.engine import load_engine
+            engine = load_engine(preset or run.preset)
         key = (run.model, run.hardware, run.precision, run.tp, run.moe_ep, run.attention_dp,
-               cfg.max_tokens,
-               cfg.max_batch, str(profile))
+               cfg.max_tokens, cfg.max_batch, str(profile), engine.name, engine.cuda_graphs,
+               engine.cuda_graph_launch_factor, engine.kernels, behaviours)
         if key not in _COSTS:
             _COSTS[key] = IterationCost.of(run.model, run.hardware, quant=run.precision,
-                                           layout=run.layout, profile=profile,
+                                           layout=run.layout, profile=profile, engine=engine,
+                                           cuda_graphs=engine.cuda_graphs and behaviours,
                                            max_tokens=cfg.max_tokens, max_batch=cfg.max_batch)
         cost = _COSTS[key]
     c = run.concurrency
@@ -340,8 +385,53 @@ def simulate_run(run: MeasuredRun, preset: str | None = None, *, profile=None,
     r = simulate(workload=wl, config=cfg, cost=cost, fast=fast)
     b = r.benchmark()
     ttft, tpot = b["ttft_s"]["mean"] * 1e3, b["tpot_s"]["mean"] * 1e3
+    w = first_wave_share(run.backend) if first_wave is None else float(first_wave)
+    if not 0.0 <= w <= 1.0:
+        raise InputError(f"first_wave: must be a share in [0, 1], got {first_wave!r}")
+    if w > 0:
+        t1, p1 = first_wave_ms(run, cfg, cost, fast)
+        ttft, tpot = (1 - w) * ttft + w * t1, (1 - w) * tpot + w * p1
     return {"ttft_ms": ttft, "tpot_ms": tpot,
             "tok_s": throughput_tok_s(c, run.osl, ttft, tpot), "sim": b}
+
+
+def first_wave_ms(run: MeasuredRun, cfg, cost, fast: bool = True) -> tuple[float, float]:
+    """(mean TTFT ms, mean TPOT ms) of a benchmark's first wave: every client sends its
+    first request at t = 0, so ``concurrency`` prompts queue for prefill at once."""
+    from .sim import simulate
+    from .workload import make_workload
+    c = run.concurrency
+    wl = make_workload(c, concurrency=c, input_dist=f"fixed:{run.isl}",
+                       output_dist=f"fixed:{run.osl}", ramp_s=0.0, warmup=0,
+                       max_context=cost.model.max_position_embeddings)
+    b = simulate(workload=wl, config=cfg, cost=cost, fast=fast).benchmark()
+    return b["ttft_s"]["mean"] * 1e3, b["tpot_s"]["mean"] * 1e3
+
+
+# Share of a run's requests in its synchronised first wave, per benchmark harness (the
+# CSV's backend names the engine and with it the client that measured it); fitted by
+# scripts/fit_modern_engines.py, docs/engines.md "Benchmark clients".
+FIRST_WAVE_BOUNDS = (0.0, 1.0)
+
+
+def first_wave_share(backend: str) -> float:
+    """The harness's first-wave share (``data/benchmark_clients.toml``; 0 when absent)."""
+    return float(_harnesses().get(backend, {}).get("first_wave_share", 0.0))
+
+
+@lru_cache(maxsize=1)
+def _harnesses() -> dict:
+    import tomllib
+    from importlib import resources
+    text = (resources.files("llmroofline") / "data" / "benchmark_clients.toml").read_text()
+    data = tomllib.loads(text)
+    lo, hi = FIRST_WAVE_BOUNDS
+    for k, v in data.items():
+        s = v.get("first_wave_share", 0.0)
+        if isinstance(s, bool) or not (isinstance(s, (int, float)) and lo <= s <= hi):
+            raise InputError(f"benchmark_clients.toml [{k}]: first_wave_share must be in "
+                             f"[{lo:g}, {hi:g}], got {s!r}")
+    return data
 
 
 def with_concurrency(run: MeasuredRun, c: int) -> MeasuredRun:

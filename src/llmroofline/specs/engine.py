@@ -17,6 +17,8 @@ family in ``data/engines/`` and holds:
 - ``runtime_gb``: memory per device the engine holds outside weights, activations and KV;
 - ``cuda_graphs`` / ``cuda_graph_launch_factor``: whether decode steps replay CUDA graphs
   by default, and the share of the per-kernel launch cost a replayed kernel keeps;
+- ``kernels`` (``[kernels]``): how the engine's kernels differ from the profile's, as a
+  compute factor and a MoE routing cost (:class:`Kernels`), applied to ``profile`` at load;
 - ``request_overhead_s`` / ``iteration_overhead_s``: fixed costs per request (added to its
   time to first token) and per scheduler iteration, outside the efficiency profile;
 - ``attention_dp`` / ``fp8_dispatch`` (``[parallel]``): which models the engine runs with
@@ -126,6 +128,46 @@ class Batching:
 
 
 @dataclass(frozen=True)
+class Kernels:
+    """How one engine's kernels differ from the profile it takes them from
+    (``efficiency_from``), as two named, bounded factors fitted to that engine's own
+    measurements (``[kernels]``; docs/engines.md):
+
+    - ``compute_factor`` in [0.25, 2]: the GEMM and attention compute efficiency of every
+      entry times this (capped at 1): the engine's prefill kernels against the profile's;
+    - ``moe_routing_overhead_s`` in [0, 1 ms]: fixed time per MoE layer and step of the
+      routing stage (``Efficiency.moe_routing_overhead_s``).
+    """
+
+    compute_factor: float = 1.0
+    moe_routing_overhead_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f, lo, hi in (("compute_factor", 0.25, 2.0), ("moe_routing_overhead_s", 0.0, 1e-3)):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    math.isfinite(v) and lo <= v <= hi):
+                raise InputError(f"kernels.{f} must be in [{lo:g}, {hi:g}], got {v!r}")
+
+    def apply(self, e: Efficiency) -> Efficiency:
+        """``e`` under these kernels."""
+        if self == Kernels():
+            return e
+        ac = None if e.attention_compute is None else min(1.0, e.attention_compute
+                                                          * self.compute_factor)
+        return replace(e, compute=min(1.0, e.compute * self.compute_factor),
+                       attention_compute=ac,
+                       moe_routing_overhead_s=self.moe_routing_overhead_s)
+
+    def apply_profile(self, p: Profile) -> Profile:
+        """Every entry of ``p`` (and its fallback) under these kernels."""
+        if self == Kernels():
+            return p
+        return Profile(p.name, {k: self.apply(e) for k, e in p.families.items()},
+                       self.apply(p.fallback), p.provenance)
+
+
+@dataclass(frozen=True)
 class Engine:
     """One serving-engine release family (see the module docstring)."""
 
@@ -146,6 +188,25 @@ class Engine:
     source: str = ""                # the file it was read from
     attention_dp: str = "any"       # models it runs with --dp-attention: any, moe, none
     fp8_dispatch: bool = False      # attention-DP MoE dispatch at 1 byte for 8-bit activations
+    kernels: Kernels = field(default_factory=Kernels)   # already applied to ``profile``
+    # ``profile`` before ``kernels`` (None: the same), so a refit starts from the source
+    unkerneled: Profile | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def base_profile(self) -> Profile:
+        """The efficiency entries before this engine's ``[kernels]`` factors."""
+        return self.profile if self.unkerneled is None else self.unkerneled
+
+    def with_kernels(self, kernels: Kernels, cuda_graph_launch_factor: float | None = None,
+                     cuda_graphs: bool | None = None) -> "Engine":
+        """This engine with other ``[kernels]`` factors (and CUDA-graph settings)."""
+        base = self.base_profile
+        return replace(self, kernels=kernels, profile=kernels.apply_profile(base),
+                       unkerneled=base,
+                       cuda_graph_launch_factor=(self.cuda_graph_launch_factor
+                                                 if cuda_graph_launch_factor is None
+                                                 else cuda_graph_launch_factor),
+                       cuda_graphs=self.cuda_graphs if cuda_graphs is None else cuda_graphs)
 
     def __post_init__(self) -> None:
         for f, hi in (("runtime_gb", 1e4), ("request_overhead_s", 10.0),
@@ -181,14 +242,16 @@ class Engine:
         """This engine's scheduler facts with the efficiency entries of ``profile`` (a
         calibrate TOML)."""
         return replace(self, profile=profile, coverage={}, bare_roofline=profile.name == "ideal",
-                       fitted_to=str(profile.provenance.get("data", "")))
+                       fitted_to=str(profile.provenance.get("data", "")), kernels=Kernels(),
+                       unkerneled=None)
 
     def with_efficiency_of(self, other: "Engine") -> "Engine":
         """This engine's scheduler facts, ``other``'s kernels: efficiency entries, kernel
         coverage, CUDA-graph launch factor (``--profile``)."""
         return replace(self, profile=other.profile, coverage=other.coverage,
                        bare_roofline=other.bare_roofline, fitted_to=other.fitted_to,
-                       cuda_graph_launch_factor=other.cuda_graph_launch_factor)
+                       cuda_graph_launch_factor=other.cuda_graph_launch_factor,
+                       kernels=other.kernels, unkerneled=other.unkerneled)
 
     def with_scheduler_of(self, other: "Engine") -> "Engine":
         """This engine's kernels, ``other``'s scheduler: batching defaults, KV-memory rule,
@@ -257,6 +320,7 @@ _BATCHING_KEYS = {"max_batch": int, "max_tokens": int, "chunked": bool, "block_s
                   "reserve": str, "mix_prefill": bool, "cuda_graph_sizes": list}
 _KV_KEYS = {"rule": str, "fraction": float, "capacity": str}
 _PARALLEL_KEYS = {"attention_dp": str, "fp8_dispatch": bool}
+_KERNELS_KEYS = {"compute_factor": float, "moe_routing_overhead_us": float}
 _RUNTIME_KEYS = {"runtime_gb": float, "cuda_graphs": bool, "cuda_graph_launch_factor": float,
                  "request_overhead_us": float, "iteration_overhead_us": float}
 
@@ -285,6 +349,13 @@ def engine_from_dict(name: str, data: dict[str, Any], where: str, _seen=()) -> E
         efficiency_from_dict(cov, f"{where} [coverage.{fam}]")      # range checks
         coverage[fam] = cov
     profile = apply_coverage(profile, coverage)
+    kt = _take(_table(data, "kernels", where), _KERNELS_KEYS, f"{where} [kernels]")
+    try:
+        kernels = Kernels(compute_factor=kt.get("compute_factor", 1.0),
+                          moe_routing_overhead_s=kt.get("moe_routing_overhead_us", 0.0) * 1e-6)
+    except InputError as e:
+        raise InputError(f"{where} [kernels]: {e}") from None
+    unkerneled, profile = profile, kernels.apply_profile(profile)
     rt = _take(_table(data, "runtime", where), _RUNTIME_KEYS, f"{where} [runtime]")
     par = _take(_table(data, "parallel", where), _PARALLEL_KEYS, f"{where} [parallel]")
     try:
@@ -301,7 +372,8 @@ def engine_from_dict(name: str, data: dict[str, Any], where: str, _seen=()) -> E
             iteration_overhead_s=rt.get("iteration_overhead_us", 0.0) * 1e-6,
             bare_roofline=meta.get("bare_roofline", False), source=where,
             attention_dp=par.get("attention_dp", "any"),
-            fp8_dispatch=par.get("fp8_dispatch", False))
+            fp8_dispatch=par.get("fp8_dispatch", False), kernels=kernels,
+            unkerneled=unkerneled)
     except InputError as e:
         msg = str(e)
         raise InputError(msg if msg.startswith(where) else f"{where}: {msg}") from None
@@ -398,4 +470,6 @@ def engine_summary(e: Engine) -> dict[str, Any]:
             "kv_memory": e.memory_rule, "runtime_gb": e.runtime_gb,
             "cuda_graphs": e.cuda_graphs, "cuda_graph_launch_factor": e.cuda_graph_launch_factor,
             "request_overhead_s": e.request_overhead_s,
-            "iteration_overhead_s": e.iteration_overhead_s, "source": e.source}
+            "iteration_overhead_s": e.iteration_overhead_s,
+            "compute_factor": e.kernels.compute_factor,
+            "moe_routing_overhead_s": e.kernels.moe_routing_overhead_s, "source": e.source}

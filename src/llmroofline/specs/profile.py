@@ -45,6 +45,12 @@ Each term has a physical reason:
   host synchronisation).
 - ``prefill_overhead_s``: extra fixed cost of the first step of a request (tokenization,
   admission and cache allocation, a prefill step that runs without CUDA graphs).
+- ``moe_routing_overhead_s``: fixed cost per mixture-of-experts layer and step of the
+  routing stage beyond the router GEMM (top-k selection, sorting tokens by expert,
+  permuting them into the grouped GEMM's layout, and the weighted combine afterwards:
+  four to six small kernels whose time hardly depends on the token count at decode
+  sizes); charged on the ``router`` operator. 0 in the fitted 2024 profiles (their rows
+  are dense models); the 2025-26 engine files set it (``[kernels]``, docs/engines.md).
 - ``communication``: achieved fraction of link bandwidth in collectives.
 """
 
@@ -84,6 +90,7 @@ class Efficiency:
     wave_quantization: float = 0.0
     gqa_max_group: float = math.inf
     gqa_covers_sliding_window: bool = True
+    moe_routing_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("bandwidth", "compute", "communication", "attention_bandwidth",
@@ -98,7 +105,7 @@ class Efficiency:
             raise InputError(f"efficiency.gqa_max_group must be >= 1, got {self.gqa_max_group}")
         for f, hi in (("launch_overhead_s", 1e-2), ("step_overhead_s", 1.0),
                       ("prefill_overhead_s", 10.0), ("gemm_half_rows", 1e6),
-                      ("gemm_tile_rows", 1024)):
+                      ("gemm_tile_rows", 1024), ("moe_routing_overhead_s", 1e-3)):
             v = getattr(self, f)
             if not (0 <= v <= hi):
                 raise InputError(f"efficiency.{f} must be in [0, {hi:g}], got {v}")
@@ -134,7 +141,8 @@ def without_wave_quantization(p: "Profile") -> "Profile":
 
 # Data-file keys: seconds are written in microseconds for readability.
 _US_FIELDS = {"launch_overhead_us": "launch_overhead_s", "step_overhead_us": "step_overhead_s",
-              "prefill_overhead_us": "prefill_overhead_s"}
+              "prefill_overhead_us": "prefill_overhead_s",
+              "moe_routing_overhead_us": "moe_routing_overhead_s"}
 _PLAIN_FIELDS = ("bandwidth", "compute", "communication", "attention_bandwidth",
                  "attention_compute", "gemm_half_rows", "gemm_tile_rows", "gemm_overlap",
                  "gqa_kv_reuse", "wave_quantization", "gqa_max_group")
@@ -179,7 +187,8 @@ def efficiency_to_dict(e: Efficiency) -> dict[str, float | bool]:
         if not getattr(e, k):      # written only when it differs from the default
             out[k] = False
     for k, attr in _US_FIELDS.items():
-        out[k] = getattr(e, attr) * 1e6
+        if attr != "moe_routing_overhead_s" or e.moe_routing_overhead_s:
+            out[k] = getattr(e, attr) * 1e6
     return out
 
 
