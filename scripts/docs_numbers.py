@@ -545,35 +545,45 @@ def _mape_row(label: str, e: dict) -> str:
 
 @group("modern-fit", slow=True)
 def _modern_fit() -> dict[str, str]:
-    """docs/accuracy.md, modern engines: scripts/fit_modern_engines.py's fit per engine and
-    its leave-one-model-out table (one zero-cost simulation of each of the H200 rows)."""
+    """docs/accuracy.md, modern engines: scripts/fit_modern_engines.py's fit per engine (the
+    six values) and its leave-one-model-out table, the held-out rows simulated again with
+    their fold's values (four simulations per row for the slopes, one to verify)."""
     sys.path.insert(0, str(ROOT / "src"))
     from llmroofline.serving import engine_fit as ef
     from llmroofline.serving.measured import ENGINE_PRESETS, read_concurrency_csv
     runs, _ = read_concurrency_csv(str(MODERN_CSV))
-    # the section's rows: aggregated and without attention data-parallelism (the 32 DEP rows
-    # have their own table; fit_modern_engines.py today fits all of them together)
-    runs = [r for r in runs if r.attention_dp == 1]
-    bs = ef.baselines(runs, skipped=[])
-    fit = ["| engine | rows | request overhead | iteration overhead |", "|---|---|---|---|"]
+    bs = ef.baselines(runs, skipped=[], kernels=True)
+    free = tuple(ef.PARAMS)
+    fit = ["| engine | rows | request | iteration | graph launch | compute | MoE routing | "
+           "first wave |", "|---|---|---|---|---|---|---|---|"]
     for backend, engine in ENGINE_PRESETS.items():           # the order of the engine files
         rows = [b for b in bs if b.run.backend == backend]
         if rows:
-            p = ef.fit(rows)
+            p = ef.fit(rows, free)
             it = p["iteration_overhead_s"] * 1e3
             fit.append(f"| `{engine}` | {len(rows)} | {p['request_overhead_s'] * 1e3:.1f} ms | "
-                       f"{f'{it:.2f} ms' if it >= 0.005 else '0'} |")
-    zero = [ef._row(b.run, b.ttft0_ms, b.tpot0_ms,
-                    {"request_overhead_s": 0.0, "iteration_overhead_s": 0.0}) for b in bs]
-    cv = ef.cross_validate(bs, "model")
+                       f"{f'{it:.2f} ms' if it >= 0.005 else '0'} | "
+                       f"x{p['cuda_graph_launch_factor']:.2f} | x{p['compute_factor']:.2f} | "
+                       f"{p['moe_routing_overhead_s'] * 1e6:.1f} us | "
+                       f"{p['first_wave_share']:.3f} |")
+    centre = [ef._row(b.run, b.ttft0_ms, b.tpot0_ms, {}) for b in bs]
+    fixed = ef.verify(ef.cross_validate(bs, "model", ef.FIXED_COSTS),
+                      {b.run.id: b.run for b in bs})
+    cv = ef.verify(ef.cross_validate(bs, "model", free), {b.run.id: b.run for b in bs})
     label = {"sglang": "sglang (0.5)", "trtllm": "trtllm (1.x)", "vllm": "vllm (0.1x)"}
     lomo = ["| | rows | TTFT | TPOT | throughput |", "|---|---|---|---|---|",
-            _mape_row("costs at zero", ef.mape(zero)),
-            _mape_row("leave-one-model-out fit", ef.mape(cv))]
+            _mape_row("every value at the centre", ef.mape(centre)),
+            _mape_row("two fixed costs fitted", ef.mape(fixed)),
+            _mape_row("six values fitted", ef.mape(cv))]
     for backend, e in ef.mape(cv, key=lambda r: r["backend"]).items():
         lomo.append(_mape_row(f"- {label.get(backend, backend)}", e))
     lomo.append("| issue 18's targets | | <= 25 % | <= 10 % | <= 10 % |")
-    return {"fit": "\n" + "\n".join(fit) + "\n", "lomo": "\n" + "\n".join(lomo) + "\n"}
+    models = ["| held-out model | rows | TTFT | TPOT | throughput |", "|---|---|---|---|---|"]
+    for (backend, model), e in ef.mape(cv, key=lambda r: (r["backend"],
+                                                          r["model"].split("/")[-1])).items():
+        models.append(_mape_row(f"{backend} {model}", e))
+    return {"fit": "\n" + "\n".join(fit) + "\n", "lomo": "\n" + "\n".join(lomo) + "\n",
+            "models": "\n" + "\n".join(models) + "\n"}
 
 
 @group("offline-trt", slow=True)
@@ -601,7 +611,17 @@ def _offline_trt() -> dict[str, str]:
         lines.append(f"| {name} | {o['n']} | {_p1(o['median_ape'])} | {_p1(o['p90_ape'])} | "
                      f"{o['bias'] * 100:.1f} % |")
     lines.append("| issue 18's target | | <= 8 % | <= 20 % | |")
-    return {"table": "\n" + "\n".join(lines) + "\n"}
+    res = summarize(preds)
+    parts = []
+    for g, title in (("by_release", "By release"), ("by_hardware", "By device"),
+                     ("by_tp", "By TP"), ("by_dtype", "By weights")):
+        cells = []
+        for k, ms in res[g].items():
+            st = ms.get("throughput_tok_s", ms)
+            cells.append(f"{k} {_p1(st['median_ape'])[:-2]} / {_p1(st['p90_ape'])}")
+        parts.append(f"{title} (median / p90 |err|, all rows): " + ", ".join(cells) + ".")
+    return {"table": "\n" + "\n".join(lines) + "\n",
+            "breakdown": "\n" + "\n".join(parts) + "\n"}
 
 
 @group("disagg", slow=True)
