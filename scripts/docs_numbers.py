@@ -599,7 +599,8 @@ def _offline_trt() -> dict[str, str]:
     )
     from llmroofline.validate import summarize
     rows, skipped = read_offline_csv(str(OFFLINE_CSV))
-    preds = simulate_offline(rows, OFFLINE_ENGINE, skipped=skipped).predictions
+    sim = simulate_offline(rows, OFFLINE_ENGINE, skipped=skipped)
+    preds = sim.predictions
     s1 = [p for p in preds if p.row.hardware != "a100-pcie-80gb"]
     s2 = [p for p in s1 if not (p.row.hardware == "gh200" and p.row.tp > 1)]
     s3 = [p for p in s2 if "triton" not in p.row.source_id and p.row.id != "M0012"]
@@ -611,7 +612,7 @@ def _offline_trt() -> dict[str, str]:
         lines.append(f"| {name} | {o['n']} | {_p1(o['median_ape'])} | {_p1(o['p90_ape'])} | "
                      f"{o['bias'] * 100:.1f} % |")
     lines.append("| issue 18's target | | <= 8 % | <= 20 % | |")
-    res = summarize(preds)
+    res = sim.summary()
     parts = []
     for g, title in (("by_release", "By release"), ("by_hardware", "By device"),
                      ("by_tp", "By TP"), ("by_dtype", "By weights")):

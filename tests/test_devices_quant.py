@@ -145,7 +145,7 @@ def test_analyze_tp16_shows_where_the_network_binds():
     ar = rows["attn_allreduce"]
     assert str(ar.bound) == "communication"
     # one decode step: 64 rows x 7168 hidden x 2 bytes per all-reduce, 61 layers
-    S, n = 64 * 7168 * 2, 16
+    S = 64 * 7168 * 2
     per = min(2 * 15 * 10e-6 + 2 * 15 / 16 * S / 50e9, 2 * 4 * 10e-6 + 2 * S / 50e9)
     assert float(ar.time_s) == pytest.approx(61 * per, rel=1e-9)
     assert any("NVLink domain" in w and "scale-out" in w for w in a.warnings)

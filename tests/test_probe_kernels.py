@@ -13,7 +13,6 @@ import io
 import math
 import time
 
-import numpy as np
 import pytest
 
 from llmroofline.errors import InputError

@@ -180,7 +180,7 @@ def build_ops(m: ModelSpec, prec: Precision, batch, q_len, kv_len, *, flash: boo
     s = _Step(m, prec, layout, shard(m, layout), B, T, L, B * T,
               np.zeros(np.broadcast(B, T, L).shape), flash, [])
     h, nl, N, tp = m.hidden_size, m.num_layers, s.N, layout.tp
-    ab, sb = prec.act_bytes, prec.base_bytes
+    ab = prec.act_bytes
     sh = s.shard
 
     # -- embedding (vocabulary-parallel: each rank looks up the tokens in its shard) ------

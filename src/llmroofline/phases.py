@@ -29,7 +29,7 @@ from .parallel import Layout
 from .deployment import Deployment, resolve
 from .specs.catalog import DEFAULT_MODEL
 from .specs.engine import Engine
-from .specs.hardware import DEFAULT_HARDWARE, HardwareSpec
+from .specs.hardware import HardwareSpec
 from .specs.model import ModelSpec, active_param_count, param_count
 from .specs.precision import Precision
 from .specs.profile import Efficiency, Profile

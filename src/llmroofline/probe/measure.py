@@ -32,7 +32,6 @@ import os
 import platform
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -69,7 +69,7 @@ from ..parallel import Layout
 from .config import SchedulerConfig, kv_blocks_of
 from .cost import IterationCost
 from .sim import simulate
-from .workload import Workload, make_workload
+from .workload import make_workload
 
 MAX_CONFIGS = 100_000          # larger spaces need confirm=True (--yes)
 BOUND_SLACK = 1.3              # finite runs pass a little above the steady-state ceiling
@@ -449,7 +449,6 @@ def fluid(cost: IterationCost, sched: SchedulerConfig, isl: float, osl: float, s
     dec1 = dec_s(1) + step
     if b_kv < 1 or alone > ttft_lim or dec1 > tpot_lim or alone + (O - 1) * dec1 > e2e_lim:
         return 0.0, 0.0, 1.0 / dec1 if dec1 > 0 else 0.0
-    b = np.arange(1, b_kv + 1)
     tdec = np.array([dec_s(int(k)) for k in np.unique(np.geomspace(1, b_kv, 24).astype(int))]) \
         + step
     bs = np.unique(np.geomspace(1, b_kv, 24).astype(int))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from .sim import SimResult
 
 SUFFIXES = (".png", ".svg")

@@ -9,7 +9,6 @@ block the calibrated profile of the device family applies (``specs/profile.py``)
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib

@@ -133,7 +133,7 @@ def _layer_modules(m, i: int) -> dict[str, list[tuple[str, ...]]]:
     trio = (("gate", 1), ("up", 3), ("down", 2))
     if m.moe_layer(i):
         out["experts"] = [(f"mlp.experts.0.{p}_proj", f"mlp.experts.{p}_proj",
-                           f"mlp.experts.gate_up_proj" if p != "down" else "mlp.experts.down_proj",
+                           "mlp.experts.gate_up_proj" if p != "down" else "mlp.experts.down_proj",
                            f"block_sparse_moe.experts.0.w{w}", f"ffn.experts.0.w{w}",
                            f"feed_forward.experts.{'down' if p == 'down' else 'gate_up'}_proj")
                           for p, w in trio]
