@@ -64,3 +64,21 @@ def cartesian(**axes: np.ndarray) -> dict[str, np.ndarray]:
     if n > MAX_GRID_POINTS:
         raise InputError(f"grid has {n} points; at most {MAX_GRID_POINTS} are allowed")
     return dict(zip(axes, np.ix_(*axes.values())))
+
+
+def parse_seconds(field: str, text) -> float:
+    """A positive time: '50ms', '20us', '0.05s' or '0.05' (seconds) -> seconds; one line
+    naming ``field`` otherwise."""
+    s = str(text).strip().lower()
+    scale = 1.0
+    for suf, k in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
+        if s.endswith(suf):
+            s, scale = s[: -len(suf)], k
+            break
+    try:
+        v = float(s) * scale
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < float("inf"):
+        raise InputError(f"{field} must be a positive time such as 50ms or 0.05s, got {text!r}")
+    return v

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from ..deployment import SETUP_FIELDS, setup_kwargs
 from ..errors import InputError
+from ..gridspec import parse_seconds
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predict LLM inference performance on any accelerator, and explain it.")
@@ -141,22 +142,8 @@ def _device_list(hardware: Optional[list[str]], devices: Optional[list[str]]) ->
 
 
 def _parse_seconds(field: str, text: Optional[str]) -> Optional[float]:
-    """'50ms', '0.05s' or '0.05' (seconds) -> seconds."""
-    if text is None:
-        return None
-    s = text.strip().lower()
-    scale = 1.0
-    for suf, k in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
-        if s.endswith(suf):
-            s, scale = s[: -len(suf)], k
-            break
-    try:
-        v = float(s) * scale
-    except ValueError:
-        v = float("nan")
-    if not 0 < v < float("inf"):
-        raise InputError(f"{field} must be a positive time such as 50ms or 0.05s, got {text!r}")
-    return v
+    """'50ms', '0.05s' or '0.05' (seconds) -> seconds; None stays None."""
+    return None if text is None else parse_seconds(field, text)
 
 
 def int_list(field: str, text: str) -> list[int]:

@@ -65,6 +65,7 @@ from itertools import product
 import numpy as np
 
 from ..errors import InputError
+from ..gridspec import parse_seconds
 from ..parallel import Layout
 from .config import SchedulerConfig, kv_blocks_of
 from .cost import IterationCost
@@ -240,7 +241,7 @@ def parse_slo(slo) -> dict[str, float]:
             if "=" not in part:
                 raise InputError(f"slo: expected metric_pNN=seconds (ttft_p99=2s), got {part!r}")
             k, v = part.split("=", 1)
-            items[k.strip().lower()] = _seconds(v)
+            items[k.strip().lower()] = parse_seconds(f"slo {k.strip()}", v)
         slo = items
     out = {}
     for k, v in dict(slo or {}).items():
@@ -259,19 +260,6 @@ def parse_slo(slo) -> dict[str, float]:
     if not out:
         raise InputError("slo: give at least one limit (ttft_p99=2s, tpot_p99=30ms, e2e_p90=60s)")
     return out
-
-
-def _seconds(text) -> float:
-    s = str(text).strip().lower()
-    scale = 1.0
-    for suf, k in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
-        if s.endswith(suf):
-            s, scale = s[: -len(suf)], k
-            break
-    try:
-        return float(s) * scale
-    except ValueError:
-        raise InputError(f"slo: expected seconds (2s, 30ms), got {text!r}")
 
 
 # -- results ----------------------------------------------------------------------------------
